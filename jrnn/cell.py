@@ -1,0 +1,56 @@
+"""The Elman cell: one time step, with ``lax.scan``'s signature ``(carry, x) -> (carry, y)``.
+
+.. math::
+
+   h_t = σ(W_{hh} h_{t-1} + W_{xh} x_t + b_h), \qquad y_t = σ_y(W_{hy} h_t + b_y)
+
+``σ_y`` is the optional output activation: the seed's formula applies one, its NumPy code does
+not (``output_activation=None``, the default).
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple, Union
+
+import jax
+
+from jrnn.activations import ActivationLike, get_activation
+from jrnn.params import LayerParams, RNNParams
+
+
+def readout(w_hy: jax.Array, b_y: jax.Array, hs: jax.Array,
+            output_activation: Optional[ActivationLike] = None) -> jax.Array:
+  """``y = σ_y(h W_hyᵀ + b_y)`` for ``hs (..., H)``; returns ``(..., O)``."""
+  ys = hs @ w_hy.T + b_y
+  if output_activation is not None:
+    ys = get_activation(output_activation, argname="output_activation").fn(ys)
+  return ys
+
+
+def step(
+    params: Union[RNNParams, LayerParams],
+    h: jax.Array,
+    x: jax.Array,
+    *,
+    activation: ActivationLike = "tanh",
+    output_activation: Optional[ActivationLike] = None,
+) -> Tuple[jax.Array, jax.Array]:
+  """One step ``(h_{t-1}, x_t) -> (h_t, y_t)``, unbatched or with a leading batch axis.
+
+  Args:
+    params: :class:`RNNParams` (then ``y_t`` is the readout) or :class:`LayerParams` (then
+      ``y_t = h_t``).
+    h: ``h_{t-1}``, shape ``(H,)`` or ``(B, H)``.
+    x: ``x_t``, shape ``(I,)`` or ``(B, I)``.
+    activation: ``σ``, a name in :data:`jrnn.ACTIVATIONS` or a callable.
+    output_activation: ``σ_y`` or ``None``.
+
+  Returns:
+    ``(h_t, y_t)`` with shapes ``(…, H)`` and ``(…, O)``.
+
+  ``jax.lax.scan(functools.partial(jrnn.step, params), h0, xs)`` unrolls it over ``xs (T, …)``.
+  """
+  act = get_activation(activation)
+  h = act.fn(h @ params.w_hh.T + x @ params.w_xh.T + params.b_h)
+  if isinstance(params, RNNParams):
+    return h, readout(params.w_hy, params.b_y, h, output_activation)
+  return h, h

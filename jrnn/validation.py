@@ -1,0 +1,74 @@
+"""Trace-time checks of shapes and dtypes, with messages that name the argument."""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def check_float(name: str, x, dtype=None) -> None:
+  """Raises ``TypeError`` unless ``x`` is floating (and of ``dtype`` when given)."""
+  xdtype = jnp.result_type(x)
+  if not jnp.issubdtype(xdtype, jnp.floating):
+    raise TypeError(f"{name} must have a floating dtype (float32 or float64), got {xdtype}")
+  if dtype is not None and xdtype != jnp.dtype(dtype):
+    raise TypeError(
+        f"{name} has dtype {xdtype} but the parameters are {jnp.dtype(dtype)}; "
+        f"cast it with {name}.astype({jnp.dtype(dtype).name})")
+
+
+def check_shape(name: str, x, expected: Sequence[Optional[int]], what: str = "") -> None:
+  """Raises ``ValueError`` unless ``x.shape`` matches ``expected`` (``None`` matches any size).
+
+  ``what`` names the axes, e.g. ``"(T, B, I)"``; it is printed beside the numbers.
+  """
+  shape = tuple(np.shape(x))
+  ok = len(shape) == len(expected) and all(e is None or e == s for e, s in zip(expected, shape))
+  if not ok:
+    want = "(" + ", ".join("?" if e is None else str(e) for e in expected) + ")"
+    if len(expected) == 1:
+      want = want[:-1] + ",)"
+    label = f"{what}={want}" if what else want
+    raise ValueError(f"{name} must have shape {label}, got {shape}")
+
+
+def check_params_consistent(w_xh, w_hh, b_h, h0=None, *, prefix: str = "params.") -> None:
+  """Checks that one layer's arrays agree on ``H`` and share one floating dtype."""
+  check_float(prefix + "w_hh", w_hh)
+  dtype = jnp.result_type(w_hh)
+  if np.ndim(w_hh) != 2 or np.shape(w_hh)[0] != np.shape(w_hh)[1]:
+    raise ValueError(f"{prefix}w_hh must be square (H, H), got {np.shape(w_hh)}")
+  h = np.shape(w_hh)[0]
+  check_shape(prefix + "w_xh", w_xh, (h, None), "(H, I)")
+  check_shape(prefix + "b_h", b_h, (h,), "(H,)")
+  check_float(prefix + "w_xh", w_xh, dtype)
+  check_float(prefix + "b_h", b_h, dtype)
+  if h0 is not None:
+    check_shape(prefix + "h0", h0, (h,), "(H,)")
+    check_float(prefix + "h0", h0, dtype)
+
+
+def mask_from_lengths(lengths, n_steps: int, n_batch: int) -> jax.Array:
+  """Turns ``lengths (B,)`` into a boolean mask ``(T, B)`` with ``mask[t, b] = t < lengths[b]``.
+
+  Concrete lengths are checked to lie in ``[0, T]``; traced lengths cannot be checked at trace
+  time, and values past ``T`` then act as ``T``.
+  """
+  if not jnp.issubdtype(jnp.result_type(lengths), jnp.integer):
+    raise TypeError(f"lengths must have an integer dtype, got {jnp.result_type(lengths)}")
+  check_shape("lengths", lengths, (n_batch,), "(B,)")
+  if not isinstance(lengths, jax.core.Tracer):
+    arr = np.asarray(lengths)
+    if arr.size and (arr.min() < 0 or arr.max() > n_steps):
+      raise ValueError(
+          f"lengths must lie in [0, T={n_steps}], got min {arr.min()} and max {arr.max()}")
+  return jnp.arange(n_steps)[:, None] < jnp.asarray(lengths)[None, :]
+
+
+def check_mask(mask, n_steps: int, n_batch: int) -> None:
+  check_shape("mask", mask, (n_steps, n_batch), "(T, B)")
+  dtype = jnp.result_type(mask)
+  if not (dtype == jnp.bool_ or jnp.issubdtype(dtype, jnp.number)):
+    raise TypeError(f"mask must be boolean or numeric, got {dtype}")
