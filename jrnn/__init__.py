@@ -2,7 +2,7 @@
 
 .. math::
 
-   h_t = σ(W_{hh} h_{t-1} + W_{xh} x_t + b_h), \qquad y_t = W_{hy} h_t + b_y
+   h_t = σ(W_{hh} h_{t-1} + W_{xh} x_t + b_h), \\qquad y_t = W_{hy} h_t + b_y
 """
 from jrnn.activations import ACTIVATIONS, Activation, get_activation
 from jrnn.cell import readout, step

@@ -2,7 +2,7 @@
 
 .. math::
 
-   h_t = σ(W_{hh} h_{t-1} + W_{xh} x_t + b_h), \qquad y_t = σ_y(W_{hy} h_t + b_y)
+   h_t = σ(W_{hh} h_{t-1} + W_{xh} x_t + b_h), \\qquad y_t = σ_y(W_{hy} h_t + b_y)
 
 ``σ_y`` is the optional output activation: the seed's formula applies one, its NumPy code does
 not (``output_activation=None``, the default).
