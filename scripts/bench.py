@@ -1,0 +1,340 @@
+"""Side-by-side timing of one Elman-RNN training step and forward pass: jrnn against its peers.
+
+Implementations (see ``scripts/bench_impls.py``; all share one set of parameters and data):
+jrnn's hand BPTT and autodiff paths (``jrnn_hand``, ``jrnn_autodiff``; ``_u{K}`` when scan
+``unroll=K``), flax.linen ``RNN(SimpleCell)`` (``flax_linen``), haiku ``VanillaRNN`` +
+``dynamic_unroll`` (``haiku_vanilla``) and ``torch.nn.RNN`` (``torch_rnn`` on CPU,
+``torch_cudnn`` on CUDA). Each adds a linear readout; the loss is the mean over the batch of
+Σ_t squared error (``../shared/ANCHORS.md``), float32. A training step is one jitted
+``value_and_grad`` with respect to every parameter; the forward pass returns the readout.
+
+Method: everything for one size is built (and compiled) first; each (implementation, mode) is
+warmed up, then all of them run round-robin, the starting point rotating each round, for
+``--rounds`` rounds. A sample is the mean of ``number`` back-to-back calls, ``number`` chosen in
+warm-up so that a sample lasts at least ``--min-sample-ms``; each call waits for its result. The
+table shows the median sample. On a GPU, jax uses TF32 matrix units
+(``default_matmul_precision("tensorfloat32")``) and torch allows TF32, unless ``--strict-f32``.
+
+GFLOP/s counts the matrix products: training ``6·T·B·(I·H + H·H) + 6·T·B·H·O``, forward
+``2·T·B·(I·H + H·H + H·O)``. The ceiling is a large float32 matrix product timed in the same
+run (XLA, and NumPy on CPU). Peak memory is XLA's buffer assignment for the compiled step
+(arguments + outputs + temporaries) for the jax implementations and
+``torch.cuda.max_memory_allocated`` for torch on CUDA; torch on CPU has none (``n/a``).
+
+Examples::
+
+  python scripts/bench.py                       # the CPU anchor sizes (or GPU ones on a GPU)
+  python scripts/bench.py --quick               # tiny, seconds: the CI smoke run
+  python scripts/bench.py --sizes "32,128,64,256,64" --impls jrnn,flax --json out.json
+  python scripts/bench.py --jrnn-variants hand:1,hand:8,hand:32,autodiff:1 --impls jrnn
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+
+# jax and torch share one GPU here: without this XLA reserves most of its memory up front.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_impls  # noqa: E402
+
+# (B, T, I, H, O), from ../shared/ANCHORS.md.
+CPU_SIZES = [(1, 1000, 16, 64, 16), (32, 128, 64, 256, 64), (128, 256, 128, 512, 128)]
+GPU_SIZES = [(1, 1000, 64, 64, 64), (64, 256, 256, 256, 256), (128, 512, 512, 1024, 512),
+             (512, 128, 1024, 1024, 1024)]
+QUICK_SIZES = [(2, 16, 4, 8, 4)]
+MODES = ("train", "forward")
+PEERS = ("flax_linen", "haiku_vanilla", "torch")
+
+
+def parse_sizes(text):
+  """``"1,1000,16,64,16;32,128,64,256,64"`` -> ``[(1, 1000, 16, 64, 16), (32, ...)]``."""
+  sizes = []
+  for part in filter(None, (p.strip() for p in text.split(";"))):
+    size = tuple(int(v) for v in part.split(","))
+    if len(size) != 5 or min(size) < 1:
+      raise argparse.ArgumentTypeError(
+          f"each size must be five positive integers B,T,I,H,O; got {part!r}")
+    sizes.append(size)
+  if not sizes:
+    raise argparse.ArgumentTypeError("--sizes is empty")
+  return sizes
+
+
+def parse_variants(text):
+  """``"hand:1,hand:8,autodiff:1"`` -> ``[("hand", 1), ("hand", 8), ("autodiff", 1)]``."""
+  variants = []
+  for part in filter(None, (p.strip() for p in text.split(","))):
+    bptt, _, unroll = part.partition(":")
+    if bptt not in ("hand", "autodiff") or not (unroll or "1").isdigit():
+      raise argparse.ArgumentTypeError(
+          f"a jrnn variant is hand[:K] or autodiff[:K] with K the scan unroll; got {part!r}")
+    variants.append((bptt, int(unroll or 1)))
+  return variants
+
+
+def flop_count(size, mode):
+  """Multiply-adds ×2 of the matrix products (elementwise work is not counted)."""
+  b, t, i, h, o = size
+  if mode == "train":
+    return 6 * t * b * (i * h + h * h) + 6 * t * b * h * o
+  return 2 * t * b * (i * h + h * h + h * o)
+
+
+def describe_device(on_gpu):
+  if on_gpu:
+    return f"gpu: {jax.devices()[0].device_kind}"
+  model = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo") as f:
+      model = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+  except (OSError, StopIteration):
+    pass
+  return f"cpu: {model}, {os.cpu_count()} logical cores"
+
+
+def library_versions():
+  versions = {"python": platform.python_version(), "jax": jax.__version__,
+              "jaxlib": getattr(jax.lib, "__version__", None) or _version("jaxlib"),
+              "numpy": np.__version__}
+  for name in ("flax", "dm-haiku", "torch"):
+    versions[name] = _version(name)
+  return versions
+
+
+def _version(dist):
+  from importlib import metadata
+  try:
+    return metadata.version(dist)
+  except metadata.PackageNotFoundError:
+    return None
+
+
+def _median_seconds(fn, reps):
+  fn()
+  ts = []
+  for _ in range(reps):
+    t0 = time.perf_counter()
+    fn()
+    ts.append(time.perf_counter() - t0)
+  return statistics.median(ts)
+
+
+def matmul_ceiling(on_gpu, tf32, quick):
+  """GFLOP/s of square float32 matrix products, XLA (and NumPy on CPU), in this process."""
+  sides = [256] if quick else ([8192] if on_gpu else [512, 2048])
+  reps = 2 if quick else 5
+  out = {}
+  key = jax.random.PRNGKey(0)
+  for n in sides:
+    a = jax.random.normal(key, (n, n), jnp.float32)
+    with bench_impls._precision(tf32):
+      dot = jax.jit(jnp.dot).lower(a, a).compile()
+    out[f"xla_{n}"] = 2 * n ** 3 / _median_seconds(lambda: dot(a, a).block_until_ready(), reps) / 1e9
+    if not on_gpu:
+      an = np.asarray(a)
+      out[f"numpy_{n}"] = 2 * n ** 3 / _median_seconds(lambda: an @ an, reps) / 1e9
+  return out
+
+
+def make_builders(args, on_gpu):
+  """``[(name, build(problem) -> Impl)]`` in table order, after ``--impls``."""
+  tf32 = on_gpu and not args.strict_f32
+  builders = []
+  for bptt, unroll in args.jrnn_variants:
+    name = f"jrnn_{bptt}" + (f"_u{unroll}" if unroll != 1 else "")
+    builders.append((name, lambda p, b=bptt, u=unroll: bench_impls.build_jrnn(
+        p, bptt=b, unroll=u, tf32=tf32)))
+  builders.append(("flax_linen", lambda p: bench_impls.build_flax(p, tf32=tf32)))
+  builders.append(("haiku_vanilla", lambda p: bench_impls.build_haiku(p, tf32=tf32)))
+  torch_name = "torch_cudnn" if on_gpu else "torch_rnn"
+  builders.append((torch_name, lambda p: bench_impls.build_torch(
+      p, device=_torch_device(on_gpu), tf32=tf32)))
+  if args.impls:
+    keep = [f.strip() for f in args.impls.split(",") if f.strip()]
+    builders = [(n, b) for n, b in builders if any(n.startswith(f) for f in keep)]
+  # Duplicate variants (e.g. --unroll 1 with hand:1 twice) would only waste time.
+  seen = set()
+  return [(n, b) for n, b in builders if not (n in seen or seen.add(n))]
+
+
+def _torch_device(on_gpu):
+  import torch
+  if on_gpu:
+    if not torch.cuda.is_available():
+      # Comparing a CPU torch with a GPU jax says nothing; skip torch with the reason.
+      raise ImportError("torch has no CUDA here while jax runs on the GPU")
+    return "cuda"
+  return "cpu"
+
+
+def time_size(size, builders, args, modes):
+  """Builds every implementation for ``size``, then times them round-robin.
+
+  Returns ``(samples, impls, skipped)``: ``samples[(name, mode)]`` is a list of ms.
+  """
+  problem = bench_impls.make_problem(size)
+  impls, skipped = {}, {}
+  for name, build in builders:
+    try:
+      impls[name] = build(problem)
+    except ImportError as e:
+      skipped[name] = f"not installed: {e}"
+    except Exception as e:  # one broken peer must not lose the whole run; it is reported
+      skipped[name] = f"failed to build: {type(e).__name__}: {e}"
+  tasks = []
+  for name, impl in impls.items():
+    for mode in modes:
+      fn = getattr(impl, mode)
+      for _ in range(args.warmup):
+        fn()
+      t0 = time.perf_counter()
+      fn()
+      once = time.perf_counter() - t0
+      number = max(1, min(args.max_number, math.ceil(args.min_sample_ms / 1e3 / max(once, 1e-9))))
+      tasks.append((name, mode, fn, number))
+  samples = {(name, mode): [] for name, mode, _, _ in tasks}
+  for r in range(args.rounds):
+    k = r % len(tasks) if tasks else 0
+    for name, mode, fn, number in tasks[k:] + tasks[:k]:
+      t0 = time.perf_counter()
+      for _ in range(number):
+        fn()
+      samples[(name, mode)].append((time.perf_counter() - t0) / number * 1e3)
+  return samples, impls, skipped
+
+
+def format_table(size, mode, rows, ceiling):
+  """One block of the printed table: each implementation, and jrnn's ratios to each peer."""
+  b, t, i, h, o = size
+  flops = flop_count(size, mode)
+  peers = [r for r in rows if not r["impl"].startswith("jrnn")]
+  head = (f"{'impl':<18}{'ms':>10}{'GFLOP/s':>10}{'%ceil':>7}{'peak MiB':>10}"
+          + "".join(f"{'/' + p['impl']:>16}" for p in peers) + ("  /best-peer" if peers else ""))
+  lines = [f"== {mode:<7} B={b} T={t} I={i} H={h} O={o}   {flops / 1e9:.3g} GFLOP per call", head]
+  best = min((p["ms"] for p in peers), default=None)
+  for r in rows:
+    gflops = flops / (r["ms"] / 1e3) / 1e9
+    peak = "n/a" if r["peak_bytes"] is None else f"{r['peak_bytes'] / 2 ** 20:.2f}"
+    line = (f"{r['impl']:<18}{r['ms']:>10.3f}{gflops:>10.1f}{100 * gflops / ceiling:>6.0f}%"
+            f"{peak:>10}")
+    if r["impl"].startswith("jrnn"):
+      line += "".join(f"{r['ms'] / p['ms']:>16.2f}" for p in peers)
+      if best is not None:
+        line += f"{r['ms'] / best:>11.2f}"
+    lines.append(line)
+  return "\n".join(lines)
+
+
+def parse_args(argv):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--sizes", type=parse_sizes, default=None,
+                      help='"B,T,I,H,O;B,T,I,H,O" (default: the anchor sizes for the device)')
+  parser.add_argument("--quick", action="store_true",
+                      help="tiny size, 2 rounds, small ceiling: a smoke run of a few seconds")
+  parser.add_argument("--impls", default="",
+                      help="comma-separated name prefixes, e.g. jrnn,flax,torch (default: all)")
+  parser.add_argument("--modes", default="train,forward", help="train, forward or both")
+  parser.add_argument("--unroll", type=int, default=1,
+                      help="lax.scan unroll for the default jrnn variants")
+  parser.add_argument("--jrnn-variants", type=parse_variants, default=None,
+                      help='jrnn paths to time side by side, e.g. "hand:1,hand:8,autodiff:1" '
+                           "(default: hand:UNROLL,autodiff:UNROLL)")
+  parser.add_argument("--rounds", type=int, default=None,
+                      help="round-robin rounds (default 7 on CPU, 20 on GPU, 2 with --quick)")
+  parser.add_argument("--warmup", type=int, default=2, help="untimed calls per impl and mode")
+  parser.add_argument("--min-sample-ms", type=float, default=None,
+                      help="repeat calls within a sample until it lasts this long "
+                           "(default 20, 1 with --quick)")
+  parser.add_argument("--max-number", type=int, default=100, help="cap on calls per sample")
+  parser.add_argument("--strict-f32", action="store_true",
+                      help="on a GPU, forbid TF32 for jax and torch")
+  parser.add_argument("--no-ceiling", action="store_true", help="skip the matmul ceiling")
+  parser.add_argument("--json", default=None, help="write the results to this file")
+  args = parser.parse_args(argv)
+  if args.jrnn_variants is None:
+    args.jrnn_variants = [("hand", args.unroll), ("autodiff", args.unroll)]
+  modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+  if not modes or any(m not in MODES for m in modes):
+    parser.error(f"--modes must name some of {MODES}, got {args.modes!r}")
+  args.modes = modes
+  if args.rounds is not None and args.rounds < 1:
+    parser.error("--rounds must be at least 1")
+  return args
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  on_gpu = jax.default_backend() == "gpu"
+  if args.sizes is None:
+    args.sizes = QUICK_SIZES if args.quick else (GPU_SIZES if on_gpu else CPU_SIZES)
+  if args.rounds is None:
+    args.rounds = 2 if args.quick else (20 if on_gpu else 7)
+  if args.min_sample_ms is None:
+    args.min_sample_ms = 1.0 if args.quick else 20.0
+  tf32 = on_gpu and not args.strict_f32
+  device = describe_device(on_gpu)
+  versions = library_versions()
+  print(f"device: {device}   jax backend: {jax.default_backend()}   TF32: {tf32}")
+  print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v))
+  if os.environ.get("XLA_FLAGS"):
+    print(f"XLA_FLAGS: {os.environ['XLA_FLAGS']}")
+  try:
+    import torch
+    print(f"torch threads: {torch.get_num_threads()}")
+  except ImportError:
+    pass
+
+  ceilings = {} if args.no_ceiling else matmul_ceiling(on_gpu, tf32, args.quick)
+  ceiling = max(ceilings.values(), default=float("nan"))
+  if ceilings:
+    print("matmul ceiling (GFLOP/s): " + ", ".join(f"{k} {v:.1f}" for k, v in ceilings.items()))
+
+  builders = make_builders(args, on_gpu)
+  rows, skipped = [], {}
+  for size in args.sizes:
+    samples, impls, skip = time_size(size, builders, args, args.modes)
+    for name, why in skip.items():
+      if name not in skipped:
+        print(f"note: {name} skipped ({why})")
+      skipped[name] = why
+    for mode in args.modes:
+      block = []
+      for name, impl in impls.items():
+        ms = samples[(name, mode)]
+        block.append({"impl": name, "size": list(size), "mode": mode,
+                      "ms": statistics.median(ms), "ms_min": min(ms), "samples": len(ms),
+                      "gflops": flop_count(size, mode) / statistics.median(ms) / 1e6,
+                      "peak_bytes": impl.peak_bytes[mode]})
+      rows.extend(block)
+      if block:
+        print("\n" + format_table(size, mode, block, ceiling), flush=True)
+  print("\nratios are jrnn_ms / peer_ms (< 1: jrnn faster). Peak memory: XLA buffer "
+        "assignment for jax; torch.cuda.max_memory_allocated on CUDA; n/a for torch on CPU.")
+
+  if args.json:
+    result = {"device": device, "backend": jax.default_backend(), "tf32": tf32,
+              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "versions": versions, "xla_flags": os.environ.get("XLA_FLAGS", ""),
+              "argv": sys.argv[1:] if argv is None else list(argv),
+              "rounds": args.rounds, "ceiling_gflops": ceiling if ceilings else None,
+              "ceilings": ceilings, "skipped": skipped, "rows": rows}
+    with open(args.json, "w") as f:
+      json.dump(result, f, indent=1)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
