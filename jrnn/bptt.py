@@ -1,26 +1,32 @@
-"""Hand-derived backpropagation through time for the recurrence, bound by ``jax.custom_vjp``.
+"""Hand-derived backpropagation through time, bound by ``jax.custom_vjp``: jrnn's fast path.
 
-Notation (the seed's, batched as rows): ``a_t = h_{t-1} W_hhᵀ + u_t``, ``h_t = σ(a_t)``. Given the
-cotangent ``g_t = ∂L/∂h_t`` of every output state (the direct dependence of ``L`` on ``h_t``),
-the total derivative obeys the reverse recursion
+Notation (the seed's, batched as rows): ``u_t = x_t W_xhᵀ + b_h``, ``a_t = h_{t-1} W_hhᵀ + u_t``,
+``h_t = σ(a_t)``. Given the cotangent ``g_t = ∂L/∂h_t`` of every output state (the direct
+dependence of ``L`` on ``h_t``, e.g. through the readout), the total derivative obeys the
+reverse recursion
 
 .. math::
 
    \\frac{dL}{dh_t} = g_t + J_{t+1}^T \\frac{dL}{dh_{t+1}}, \\qquad
    J_{t+1} = \\frac{∂h_{t+1}}{∂h_t} = \\mathrm{diag}(σ'(a_{t+1}))\\, W_{hh}
 
-so with ``δ_t = dL/da_t = σ'(a_t) ⊙ dL/dh_t`` it is ``dL/dh_t = g_t + δ_{t+1} W_hh``. Only this
-line is sequential. Everything else is a large matrix product after the loop:
+(column convention: ``J`` maps a change of ``h_t`` to a change of ``h_{t+1}``). With
+``δ_t = dL/da_t = σ'(a_t) ⊙ dL/dh_t`` this is ``δ_t = σ'(a_t) ⊙ (g_t + δ_{t+1} W_hh)``. Only this
+line is sequential; every weight gradient is one large matrix product over all ``T·B`` rows
+after the loop:
 
 .. math::
 
-   \\frac{∂L}{∂W_{hh}} = \\sum_t δ_t^T h_{t-1}, \\qquad
-   \\frac{∂L}{∂u_t} = δ_t, \\qquad \\frac{∂L}{∂h_0} = δ_1 W_{hh}
+   \\frac{∂L}{∂W_{hh}} = \\sum_t δ_t^T h_{t-1}, \\quad
+   \\frac{∂L}{∂W_{xh}} = \\sum_t δ_t^T x_t, \\quad
+   \\frac{∂L}{∂b_h} = \\sum_t δ_t, \\quad
+   \\frac{∂L}{∂x_t} = δ_t W_{xh}, \\quad \\frac{∂L}{∂h_0} = δ_1 W_{hh}
 
-(``∂L/∂W_xh`` and ``∂L/∂b_h`` follow from ``∂L/∂u`` through the hoisted input projection.)
-``σ'(a_t)`` comes from the stored state where a closed form exists (``1 - h_t²`` for tanh), so the
-residuals are the hidden states only. A masked step copies the state, so there ``δ_t = 0`` and
-``dL/dh_{t-1}`` receives ``dL/dh_t`` unchanged.
+which is the seed's double sum ``Σ_t Σ_{k≤t} ∂L_t/∂h_t · ∂h_t/∂h_k · ∂h_k/∂W_hh`` regrouped by
+``k`` (``δ_k`` collects every ``t ≥ k``). ``σ'(a_t)`` comes from the stored state where a closed
+form exists (``1 - h_t²`` for tanh), so the residuals are the hidden states (and the inputs)
+only. A masked step copies the state: there ``δ_t = 0`` and ``dL/dh_{t-1}`` receives ``dL/dh_t``
+unchanged.
 """
 from __future__ import annotations
 
@@ -32,8 +38,13 @@ import jax.numpy as jnp
 from jrnn.activations import Activation
 from jrnn.recurrence import scan_recurrence
 
+FORWARD_MODE_HINT = (
+    "bptt='hand' binds a hand-derived backward pass with jax.custom_vjp, which supports "
+    "reverse mode (jax.grad, jax.vjp, jax.jacrev) only; pass bptt='autodiff' for forward-mode "
+    "autodiff (jax.jvp, jax.jacfwd, jax.hessian)")
 
-def _previous_states(hs, h0):
+
+def previous_states(hs, h0):
   """``h_{t-1}`` for every ``t``: ``(T, B, H)``."""
   return jnp.concatenate([h0[None], hs[:-1]], axis=0)
 
@@ -42,14 +53,22 @@ def activation_derivative(act: Activation, w_hh, u, hs, h0):
   """``σ'(a_t)`` for all ``t`` at once, ``(T, B, H)``; recomputes ``a`` only if it must."""
   if act.deriv_from_output is not None:
     return act.deriv_from_output(hs)
-  a = _previous_states(hs, h0) @ w_hh.T + u  # one GEMM over T·B rows
+  a = previous_states(hs, h0) @ w_hh.T + u  # one GEMM over T·B rows
   return act.deriv(a)
 
 
 def reverse_deltas(w_hh, dsig, g, mask, unroll):
   """The sequential part: ``δ_t = σ'(a_t) ⊙ (g_t + δ_{t+1} W_hh)``, scanned from ``T`` to ``1``.
 
-  Returns ``(δ (T, B, H), ∂L/∂h_0 (B, H))``.
+  Args:
+    w_hh: ``(H, H)``.
+    dsig: ``σ'(a_t)``, ``(T, B, H)``.
+    g: ``∂L/∂h_t`` from outside the recurrence, ``(T, B, H)``.
+    mask: ``(T, B)`` boolean or ``None``.
+    unroll: ``lax.scan``'s ``unroll``.
+
+  Returns:
+    ``(δ (T, B, H), ∂L/∂h_0 (B, H))``.
   """
   def body(carry, inp):
     g_t, s_t, m_t = inp
@@ -65,26 +84,69 @@ def reverse_deltas(w_hh, dsig, g, mask, unroll):
   return deltas, dh0
 
 
+def _recurrence_bwd(act, unroll, w_hh, u, h0, mask, hs, g):
+  """``(δ, ∂L/∂W_hh, ∂L/∂h_0)`` given the output cotangent ``g (T, B, H)``."""
+  dsig = activation_derivative(act, w_hh, u, hs, h0)
+  deltas, dh0 = reverse_deltas(w_hh, dsig, g, mask, unroll)
+  n = w_hh.shape[0]
+  dw_hh = deltas.reshape(-1, n).T @ previous_states(hs, h0).reshape(-1, n)
+  return deltas, dw_hh, dh0
+
+
+# The recurrence alone over precomputed inputs u (what `jrnn.recurrence` differentiates).
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
 def hand_recurrence(w_hh, u, h0, mask, act: Activation, unroll: int):
-  """Forward recurrence (see :func:`jrnn.recurrence.recurrence`) with the hand-derived VJP."""
+  """``hs (T, B, H)`` of :func:`jrnn.recurrence.recurrence`, with the hand-derived VJP."""
   return scan_recurrence(w_hh, u, h0, mask, act, unroll)
 
 
-def _fwd(w_hh, u, h0, mask, act, unroll):
+def _recurrence_fwd(w_hh, u, h0, mask, act, unroll):
   hs = scan_recurrence(w_hh, u, h0, mask, act, unroll)
   keep_u = u if act.deriv_from_output is None else None
   return hs, (w_hh, keep_u, h0, mask, hs)
 
 
-def _bwd(act, unroll, res, g):
+def _recurrence_vjp(act, unroll, res, g):
   w_hh, u, h0, mask, hs = res
-  dsig = activation_derivative(act, w_hh, u, hs, h0)
-  deltas, dh0 = reverse_deltas(w_hh, dsig, g, mask, unroll)
-  h_prev = _previous_states(hs, h0)
-  n = w_hh.shape[0]
-  dw_hh = deltas.reshape(-1, n).T @ h_prev.reshape(-1, n)  # one GEMM over T·B rows
+  deltas, dw_hh, dh0 = _recurrence_bwd(act, unroll, w_hh, u, h0, mask, hs, g)
   return dw_hh, deltas, dh0, None
 
 
-hand_recurrence.defvjp(_fwd, _bwd)
+hand_recurrence.defvjp(_recurrence_fwd, _recurrence_vjp)
+
+
+# A whole layer: input projection hoisted out of the scan, then the recurrence.
+
+def _project(w_xh, b_h, xs):
+  return xs @ w_xh.T + b_h  # one GEMM over T·B rows
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7))
+def hand_layer(w_xh, w_hh, b_h, xs, h0, mask, act: Activation, unroll: int):
+  """One layer, ``xs (T, B, I) -> hs (T, B, H)``, with every gradient derived by hand.
+
+  The forward pass computes ``u = xs W_xhᵀ + b_h`` for all steps at once, then scans
+  ``h_t = σ(h_{t-1} W_hhᵀ + u_t)``. The backward pass is the module docstring's recursion.
+  """
+  return scan_recurrence(w_hh, _project(w_xh, b_h, xs), h0, mask, act, unroll)
+
+
+def _layer_fwd(w_xh, w_hh, b_h, xs, h0, mask, act, unroll):
+  u = _project(w_xh, b_h, xs)
+  hs = scan_recurrence(w_hh, u, h0, mask, act, unroll)
+  keep_u = u if act.deriv_from_output is None else None
+  return hs, (w_xh, w_hh, keep_u, xs, h0, mask, hs)
+
+
+def _layer_vjp(act, unroll, res, g):
+  w_xh, w_hh, u, xs, h0, mask, hs = res
+  deltas, dw_hh, dh0 = _recurrence_bwd(act, unroll, w_hh, u, h0, mask, hs, g)
+  d2 = deltas.reshape(-1, deltas.shape[-1])
+  dw_xh = d2.T @ xs.reshape(d2.shape[0], -1)
+  db_h = jnp.sum(d2, axis=0)
+  dxs = deltas @ w_xh  # dead code under XLA when xs is not differentiated
+  return dw_xh, dw_hh, db_h, dxs, dh0, None
+
+
+hand_layer.defvjp(_layer_fwd, _layer_vjp)

@@ -75,7 +75,12 @@ def recurrence(
     mask = None if mask is None else jnp.flip(mask, 0)
   if bptt == "hand":
     from jrnn import bptt as _bptt  # the hand path builds on this module
-    hs = _bptt.hand_recurrence(w_hh, u, h0, mask, act, unroll)
+    try:
+      hs = _bptt.hand_recurrence(w_hh, u, h0, mask, act, unroll)
+    except TypeError as e:
+      if "forward-mode" not in str(e):
+        raise
+      raise TypeError(_bptt.FORWARD_MODE_HINT) from e
   else:
     hs = scan_recurrence(w_hh, u, h0, mask, act, unroll)
   return jnp.flip(hs, 0) if reverse else hs

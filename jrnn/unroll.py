@@ -29,7 +29,8 @@ from jrnn import validation
 from jrnn.activations import ActivationLike, get_activation
 from jrnn.cell import readout
 from jrnn.params import LayerParams, RNNParams, StackedParams
-from jrnn.recurrence import recurrence
+from jrnn import bptt as bptt_lib
+from jrnn.recurrence import BPTT_MODES, scan_recurrence
 
 
 class RNNOutput(NamedTuple):
@@ -115,16 +116,33 @@ def layer_forward(
   """One recurrent layer over time-major ``xs (T, B, I)``; returns ``hs (T, B, H)``.
 
   The input projection ``u = xs W_xhᵀ + b_h`` is one matrix product over all ``T·B`` rows,
-  hoisted out of the scan. ``h0 (B, H)`` defaults to ``layer.h0`` if learnt, else zeros. No
+  hoisted out of the scan. With ``bptt="hand"`` the layer is :func:`jrnn.bptt.hand_layer`, whose
+  backward pass is derived by hand. ``h0 (B, H)`` defaults to ``layer.h0`` if learnt, else zeros. No
   validation here: :func:`forward` and :func:`stacked_forward` validate before calling it.
   """
+  if bptt not in BPTT_MODES:
+    raise ValueError(f"bptt must be one of {BPTT_MODES}, got {bptt!r}")
+  act = get_activation(activation)
   n_batch = xs.shape[1]
   if h0 is None:
     init = layer.h0 if layer.h0 is not None else jnp.zeros_like(layer.b_h)
     h0 = jnp.broadcast_to(init, (n_batch,) + init.shape)
-  u = xs @ layer.w_xh.T + layer.b_h
-  return recurrence(layer.w_hh, u, h0, mask, activation=activation, reverse=reverse,
-                    unroll=unroll, bptt=bptt)
+  if mask is not None:
+    mask = jnp.asarray(mask).astype(bool)
+  if reverse:
+    xs = jnp.flip(xs, 0)
+    mask = None if mask is None else jnp.flip(mask, 0)
+  if bptt == "hand":
+    try:
+      hs = bptt_lib.hand_layer(layer.w_xh, layer.w_hh, layer.b_h, xs, h0, mask, act, unroll)
+    except TypeError as e:
+      if "forward-mode" not in str(e):
+        raise
+      raise TypeError(bptt_lib.FORWARD_MODE_HINT) from e
+  else:
+    u = xs @ layer.w_xh.T + layer.b_h
+    hs = scan_recurrence(layer.w_hh, u, h0, mask, act, unroll)
+  return jnp.flip(hs, 0) if reverse else hs
 
 
 def forward(
