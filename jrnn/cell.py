@@ -12,15 +12,25 @@ from __future__ import annotations
 from typing import Optional, Tuple, Union
 
 import jax
+import jax.numpy as jnp
 
 from jrnn.activations import ActivationLike, get_activation
 from jrnn.params import LayerParams, RNNParams
 
 
+def add_bias(z: jax.Array, b: jax.Array) -> jax.Array:
+  """``z + b`` for ``z (..., N)``, ``b (N,)``.
+
+  The bias is reshaped to ``z``'s rank first, so the sum stays valid when a user (or our tests)
+  sets ``jax_numpy_rank_promotion="raise"``.
+  """
+  return z + jnp.reshape(b, (1,) * (jnp.ndim(z) - 1) + jnp.shape(b))
+
+
 def readout(w_hy: jax.Array, b_y: jax.Array, hs: jax.Array,
             output_activation: Optional[ActivationLike] = None) -> jax.Array:
   """``y = σ_y(h W_hyᵀ + b_y)`` for ``hs (..., H)``; returns ``(..., O)``."""
-  ys = hs @ w_hy.T + b_y
+  ys = add_bias(hs @ w_hy.T, b_y)
   if output_activation is not None:
     ys = get_activation(output_activation, argname="output_activation").fn(ys)
   return ys
@@ -50,7 +60,7 @@ def step(
   ``jax.lax.scan(functools.partial(jrnn.step, params), h0, xs)`` unrolls it over ``xs (T, …)``.
   """
   act = get_activation(activation)
-  h = act.fn(h @ params.w_hh.T + x @ params.w_xh.T + params.b_h)
+  h = act.fn(add_bias(h @ params.w_hh.T + x @ params.w_xh.T, params.b_h))
   if isinstance(params, RNNParams):
     return h, readout(params.w_hy, params.b_y, h, output_activation)
   return h, h

@@ -27,7 +27,7 @@ import numpy as np
 
 from jrnn import validation
 from jrnn.activations import ActivationLike, get_activation
-from jrnn.cell import readout
+from jrnn.cell import add_bias, readout
 from jrnn.params import LayerParams, RNNParams, StackedParams
 from jrnn import bptt as bptt_lib
 from jrnn.recurrence import BPTT_MODES, scan_recurrence
@@ -140,7 +140,7 @@ def layer_forward(
         raise
       raise TypeError(bptt_lib.FORWARD_MODE_HINT) from e
   else:
-    u = xs @ layer.w_xh.T + layer.b_h
+    u = add_bias(xs @ layer.w_xh.T, layer.b_h)
     hs = scan_recurrence(layer.w_hh, u, h0, mask, act, unroll)
   return jnp.flip(hs, 0) if reverse else hs
 
