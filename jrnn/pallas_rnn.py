@@ -1,0 +1,441 @@
+"""A persistent-RNN Pallas kernel for the recurrence, with the hand-derived BPTT as its VJP.
+
+The same maths as :mod:`jrnn.bptt`, batched as rows (``a_t = h_{t-1} W_hhᵀ + u_t``):
+
+.. math::
+
+   h_t = m_t\\,σ(a_t) + (1 - m_t)\\,h_{t-1}, \\qquad
+   δ_t = m_t\\,σ'(a_t) ⊙ (g_t + c_{t+1}), \\qquad
+   c_t = δ_t W_{hh} + (1 - m_t)(g_t + c_{t+1}), \\qquad c_{T+1} = 0
+
+with ``∂L/∂u_t = δ_t``, ``∂L/∂h_0 = c_1`` and ``∂L/∂W_hh = Σ_t δ_tᵀ h_{t-1}``.
+
+Why a kernel: on a GPU, ``lax.scan`` launches a handful of kernels every time step (~20 µs
+each), so at small ``B·H`` the launches, not the FLOPs, set the time (``../shared/ANCHORS.md``).
+Here one ``pallas_call`` runs all ``T`` steps of the forward recursion and one runs all ``T``
+steps of the ``δ`` recursion. Each program of the grid owns a tile of ``block_b`` batch rows
+(the recurrence never mixes rows), loads ``W_hh`` once, keeps it on chip for the whole sequence
+and carries its ``h`` (or ``c``) tile in registers through a ``lax.fori_loop`` over time. Only
+``u_t`` / ``g_t`` are read and ``h_t`` / ``δ_t`` written per step. The weight gradient is not
+sequential, so it stays one XLA GEMM over ``T·B`` rows after the ``δ`` kernel, as in
+:mod:`jrnn.bptt`.
+
+Backends:
+
+* **Triton** (what this module targets; ``pl.pallas_call`` with
+  :class:`jax.experimental.pallas.triton.CompilerParams`). Triton tensors need power-of-two
+  sizes and ``tl.dot`` needs every dimension ``≥ 16``, so ``H`` is zero-padded to
+  ``max(16, 2^⌈log₂H⌉)`` and ``B`` to a multiple of ``block_b`` (a power of two ``≥ 16``). Zero
+  padding is exact: padded hidden units have zero weights into the real ones, padded batch
+  rows are masked off, and both are sliced away. Triton's scan lowering accepts neither
+  ``reverse`` nor ``unroll``, so the time loop is a forward ``fori_loop`` over chunks of
+  ``unroll`` steps unrolled in Python, indexing ``T-1-t`` for the backward pass.
+* **Mosaic GPU** (not implemented; the alternative for Hopper): ``plgpu.kernel`` with
+  ``W_hh`` copied once by TMA into shared memory (``plgpu.copy_gmem_to_smem``), ``u_t`` prefetched
+  by a multi-stage TMA pipeline (``plgpu.emit_pipeline``) so its load overlaps the previous
+  step's ``wgmma``, and for ``H > 256`` a cluster of CTAs each holding a column slice of ``W_hh``
+  and exchanging ``h_t`` through distributed shared memory with a cluster barrier per step.
+  That removes the Triton limits below but ties the kernel to sm_90.
+* **interpret mode** (``interpret=True``): the same kernels evaluated by XLA on any backend;
+  this is how the CPU test suite checks them.
+
+Precision: float32 state and accumulation always. The matrix inputs are float32 with the dot
+precision taken from ``jax_default_matmul_precision`` (``"tensorfloat32"``/``"high"`` gives
+TF32 matrix units, anything else strict IEEE float32), or bfloat16 with
+``compute_dtype=jnp.bfloat16`` (``W_hh`` and ``h_{t-1}`` rounded to bf16 before each product).
+
+On-chip budget (why :func:`pallas_supported` caps ``H``): ``W_hh`` takes ``H²·4`` bytes in
+float32: 16 KiB at ``H=64``, 64 KiB at 128, 256 KiB at 256, which no longer fits the 227 KiB of
+shared memory a block may have on an H100/H200 (nor its 256 KiB register file). So ``W_hh`` is
+held resident (loaded once before the loop) up to :data:`RESIDENT_BYTES`, and above it is
+re-read from L2 every step inside the same single launch, which still removes the per-step
+launches but not the per-step weight traffic.
+"""
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as pltriton
+
+from jrnn.activations import ACTIVATIONS, Activation
+from jrnn.bptt import activation_derivative, previous_states
+
+MIN_DIM = 16  # tl.dot needs M, N, K >= 16
+DEFAULT_BLOCK_B = 16  # the smallest tile: the most programs for a given B
+RESIDENT_BYTES = 64 * 1024  # W_hh above this is streamed from L2 each step (see module doc)
+MAX_H = {"float32": 256, "bfloat16": 256}  # provisional until scripts/gpu_check.py measures it
+KERNEL_ACTIVATIONS = ("tanh", "relu", "sigmoid", "identity")  # lowered and tested on Triton
+_TF32_SETTINGS = ("tensorfloat32", "high", "TF32_TF32_F32")
+
+
+def _next_pow2(n: int) -> int:
+  return 1 << max(0, int(n) - 1).bit_length()
+
+
+def padded_hidden(h: int) -> int:
+  """The hidden width the kernel runs at: ``max(16, 2^⌈log₂ h⌉)``."""
+  return max(MIN_DIM, _next_pow2(h))
+
+
+def pallas_supported(h: int, batch: int, dtype, backend: str, *,
+                     compute_dtype=None, activation: Optional[str] = None) -> bool:
+  """Whether :func:`pallas_recurrence` should run (compiled, not interpreted) for this case.
+
+  Args:
+    h: hidden size ``H``.
+    batch: batch size ``B`` (any: it is padded to a multiple of the tile).
+    dtype: dtype of ``u`` / ``W_hh``; float32 and bfloat16 are supported.
+    backend: ``jax.default_backend()``; only ``"gpu"`` (CUDA, Triton) compiles the kernel.
+    compute_dtype: ``None`` or ``jnp.bfloat16`` (as for :func:`pallas_recurrence`).
+    activation: an activation name, or ``None`` to skip that check.
+
+  Returns:
+    ``True`` where the kernel applies: a CUDA GPU, a supported dtype, ``H`` within the on-chip
+    budget of :data:`MAX_H`, and an activation the Triton lowering handles.
+  """
+  if backend not in ("gpu", "cuda"):
+    return False
+  if batch < 1 or h < 1:
+    return False
+  name = jnp.dtype(dtype).name
+  if name not in MAX_H:
+    return False
+  budget = MAX_H["bfloat16" if compute_dtype is not None else name]
+  if padded_hidden(h) > budget:
+    return False
+  return activation is None or activation in KERNEL_ACTIVATIONS
+
+
+class _Config(NamedTuple):
+  """Static (hashable) configuration of one kernel instantiation."""
+  act: Activation
+  unroll: int
+  interpret: bool
+  compute_dtype: Optional[str]  # None (float32 inputs) or "bfloat16"
+  precision: str  # "highest" (IEEE float32) or "tf32"; unused for bfloat16 inputs
+  block_b: int
+  num_warps: Optional[int]
+  num_stages: Optional[int]
+
+
+def _dot_precision(cfg: _Config):
+  if cfg.compute_dtype is not None:
+    return None
+  # Triton maps DEFAULT to TF32 and HIGHEST to IEEE float32.
+  return jax.lax.Precision.DEFAULT if cfg.precision == "tf32" else jax.lax.Precision.HIGHEST
+
+
+def _matmul_dtype(cfg: _Config):
+  return jnp.float32 if cfg.compute_dtype is None else jnp.dtype(cfg.compute_dtype)
+
+
+def _time_loop(n: int, step, carry, unroll: int, reverse: bool):
+  """Runs ``carry = step(t, carry)`` for ``t = 0..n-1`` (or ``n-1..0``), ``unroll`` per trip.
+
+  Triton's lowering of ``scan`` rejects ``reverse`` and ``unroll``, so both are done here: a
+  forward ``fori_loop`` over whole chunks, the chunk unrolled in Python, then the remainder.
+  """
+  k = max(1, min(int(unroll), n))
+  n_chunks, rem = divmod(n, k)
+  index = (lambda t: n - 1 - t) if reverse else (lambda t: t)
+
+  def chunk(i, c):
+    for j in range(k):
+      c = step(index(i * k + j), c)
+    return c
+
+  carry = jax.lax.fori_loop(0, n_chunks, chunk, carry)
+  for j in range(rem):
+    carry = step(index(n_chunks * k + j), carry)
+  return carry
+
+
+def _forward_kernel(*refs, cfg: _Config, has_mask: bool, resident: bool, n_steps: int):
+  """One batch tile: ``h_t = where(m_t, σ(h_{t-1} W + u_t), h_{t-1})`` for all ``t``.
+
+  Refs: ``w (Hp, Hp)`` = ``W_hhᵀ``; ``u (T, bb, Hp)``; ``h0 (bb, Hp)``; [``m (T, bb)`` int32];
+  out ``hs (T, bb, Hp)``.
+  """
+  if has_mask:
+    w_ref, u_ref, h0_ref, m_ref, hs_ref = refs
+  else:
+    w_ref, u_ref, h0_ref, hs_ref = refs
+    m_ref = None
+  mdt, prec = _matmul_dtype(cfg), _dot_precision(cfg)
+  w_hold = w_ref[...] if resident else None  # loaded once: W_hh stays on chip for all T
+
+  def step(t, h):
+    w = w_hold if resident else w_ref[...]
+    a = jnp.dot(h.astype(mdt), w, precision=prec, preferred_element_type=jnp.float32)
+    h_new = cfg.act.fn(a + u_ref[t].astype(jnp.float32))
+    if m_ref is not None:
+      h_new = jnp.where(m_ref[t][:, None] != 0, h_new, h)
+    hs_ref[t] = h_new.astype(hs_ref.dtype)
+    return h_new
+
+  _time_loop(n_steps, step, h0_ref[...].astype(jnp.float32), cfg.unroll, reverse=False)
+
+
+def _backward_kernel(*refs, cfg: _Config, has_mask: bool, resident: bool, n_steps: int,
+                     from_output: bool):
+  """One batch tile of the reverse ``δ`` recursion (module docstring), ``t = T..1``.
+
+  Refs: ``w (Hp, Hp)`` = ``W_hh``; ``s (T, bb, Hp)``: the states ``h_t`` if ``from_output``
+  (``σ'`` is computed from them here) else ``σ'(a_t)`` itself; ``g (T, bb, Hp)``;
+  [``m (T, bb)`` int32]; out ``δ (T, bb, Hp)`` float32 and ``c_1 = ∂L/∂h_0 (bb, Hp)``.
+  """
+  if has_mask:
+    w_ref, s_ref, g_ref, m_ref, d_ref, dh0_ref = refs
+  else:
+    w_ref, s_ref, g_ref, d_ref, dh0_ref = refs
+    m_ref = None
+  mdt, prec = _matmul_dtype(cfg), _dot_precision(cfg)
+  w_hold = w_ref[...] if resident else None
+
+  def step(t, c):
+    w = w_hold if resident else w_ref[...]
+    s = s_ref[t].astype(jnp.float32)
+    dsig = cfg.act.deriv_from_output(s) if from_output else s
+    total = g_ref[t].astype(jnp.float32) + c  # dL/dh_t
+    d = total * dsig
+    if m_ref is not None:
+      m = m_ref[t][:, None] != 0
+      d = jnp.where(m, d, 0.0)
+      # a masked step copied the state, so dL/dh_t passes to h_{t-1} unchanged
+      c_new = jnp.dot(d.astype(mdt), w, precision=prec, preferred_element_type=jnp.float32)
+      c_new = c_new + jnp.where(m, 0.0, total)
+    else:
+      c_new = jnp.dot(d.astype(mdt), w, precision=prec, preferred_element_type=jnp.float32)
+    d_ref[t] = d.astype(d_ref.dtype)
+    return c_new
+
+  c0 = jnp.zeros(dh0_ref.shape, jnp.float32)
+  dh0_ref[...] = _time_loop(n_steps, step, c0, cfg.unroll, reverse=True).astype(dh0_ref.dtype)
+
+
+def _compiler_params(cfg: _Config, hp: int):
+  if cfg.interpret:
+    return None
+  warps = cfg.num_warps or (4 if hp <= 64 else 8)
+  return pltriton.CompilerParams(num_warps=warps, num_stages=cfg.num_stages or 1)
+
+
+def _layout(t: int, b: int, h: int, cfg: _Config):
+  """Padded sizes, grid and the block specs shared by both kernels."""
+  hp, bb = padded_hidden(h), cfg.block_b
+  bp = -(-b // bb) * bb
+  seq = pl.BlockSpec((t, bb, hp), lambda i: (0, i, 0))
+  row = pl.BlockSpec((bb, hp), lambda i: (i, 0))
+  mat = pl.BlockSpec((hp, hp), lambda i: (0, 0))
+  msk = pl.BlockSpec((t, bb), lambda i: (0, i))
+  return hp, bp, (bp // bb,), seq, row, mat, msk
+
+
+def _pad(x, shape):
+  return jnp.pad(x, [(0, n - s) for s, n in zip(x.shape, shape)])
+
+
+def _mask_rows(mask, t, bp):
+  """``(T, Bp)`` int32: Triton loads no bool; padded rows are masked off."""
+  return _pad(mask.astype(jnp.int32), (t, bp))
+
+
+def _forward(w_hh, u, h0, mask, cfg: _Config):
+  t, b, h = u.shape
+  hp, bp, grid, seq, row, mat, msk = _layout(t, b, h, cfg)
+  mdt = _matmul_dtype(cfg)
+  w_t = _pad(w_hh.T.astype(mdt), (hp, hp))
+  args = [w_t, _pad(u, (t, bp, hp)), _pad(h0.astype(jnp.float32), (bp, hp))]
+  specs = [mat, seq, row]
+  if mask is not None:
+    args.append(_mask_rows(mask, t, bp))
+    specs.append(msk)
+  resident = hp * hp * jnp.dtype(mdt).itemsize <= RESIDENT_BYTES
+  kernel = functools.partial(_forward_kernel, cfg=cfg, has_mask=mask is not None,
+                             resident=resident, n_steps=t)
+  hs = pl.pallas_call(
+      kernel,
+      out_shape=jax.ShapeDtypeStruct((t, bp, hp), u.dtype),
+      grid=grid,
+      in_specs=specs,
+      out_specs=seq,
+      interpret=cfg.interpret,
+      compiler_params=_compiler_params(cfg, hp),
+      name="jrnn_rnn_forward",
+  )(*args)
+  return hs[:, :b, :h]
+
+
+def _reverse_deltas(w_hh, s, g, mask, cfg: _Config, from_output: bool):
+  """The ``δ`` kernel; returns ``(δ (T, B, H) float32, ∂L/∂h_0 (B, H) float32)``."""
+  t, b, h = g.shape
+  hp, bp, grid, seq, row, mat, msk = _layout(t, b, h, cfg)
+  mdt = _matmul_dtype(cfg)
+  args = [_pad(w_hh.astype(mdt), (hp, hp)), _pad(s, (t, bp, hp)), _pad(g, (t, bp, hp))]
+  specs = [mat, seq, seq]
+  if mask is not None:
+    args.append(_mask_rows(mask, t, bp))
+    specs.append(msk)
+  resident = hp * hp * jnp.dtype(mdt).itemsize <= RESIDENT_BYTES
+  kernel = functools.partial(_backward_kernel, cfg=cfg, has_mask=mask is not None,
+                             resident=resident, n_steps=t, from_output=from_output)
+  deltas, dh0 = pl.pallas_call(
+      kernel,
+      out_shape=(jax.ShapeDtypeStruct((t, bp, hp), jnp.float32),
+                 jax.ShapeDtypeStruct((bp, hp), jnp.float32)),
+      grid=grid,
+      in_specs=specs,
+      out_specs=(seq, row),
+      interpret=cfg.interpret,
+      compiler_params=_compiler_params(cfg, hp),
+      name="jrnn_rnn_backward",
+  )(*args)
+  return deltas[:, :b, :h], dh0[:b, :h]
+
+
+def _recurrence_bwd(cfg: _Config, w_hh, u, h0, mask, hs, g):
+  """``(δ, ∂L/∂W_hh, ∂L/∂h_0)`` given ``g (T, B, H)``: the δ kernel, then one XLA GEMM."""
+  from_output = cfg.act.deriv_from_output is not None
+  # without a closed form in h, σ'(a) comes from XLA (one GEMM re-forms a) and enters the kernel
+  s = hs if from_output else activation_derivative(cfg.act, w_hh, u, hs, h0)
+  deltas, dh0 = _reverse_deltas(w_hh, s, g, mask, cfg, from_output)
+  n = w_hh.shape[0]
+  d2 = deltas.reshape(-1, n).T
+  h_prev = previous_states(hs, h0).reshape(-1, n)
+  if cfg.compute_dtype is None:
+    prec = jax.lax.Precision.DEFAULT if cfg.precision == "tf32" else jax.lax.Precision.HIGHEST
+    dw_hh = jnp.matmul(d2, h_prev.astype(jnp.float32), precision=prec)
+  else:
+    mdt = jnp.dtype(cfg.compute_dtype)
+    dw_hh = jnp.matmul(d2.astype(mdt), h_prev.astype(mdt), preferred_element_type=jnp.float32)
+  return deltas.astype(hs.dtype), dw_hh.astype(w_hh.dtype), dh0.astype(h0.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _pallas_vjp(w_hh, u, h0, mask, cfg: _Config):
+  return _forward(w_hh, u, h0, mask, cfg)
+
+
+def _fwd(w_hh, u, h0, mask, cfg):
+  hs = _forward(w_hh, u, h0, mask, cfg)
+  keep_u = u if cfg.act.deriv_from_output is None else None
+  return hs, (w_hh, keep_u, h0, mask, hs)  # the residuals of jrnn.bptt.hand_recurrence
+
+
+def _bwd(cfg, res, g):
+  w_hh, u, h0, mask, hs = res
+  deltas, dw_hh, dh0 = _recurrence_bwd(cfg, w_hh, u, h0, mask, hs, g)
+  return dw_hh, deltas, dh0, None
+
+
+_pallas_vjp.defvjp(_fwd, _bwd)
+
+
+def _default_precision() -> str:
+  setting = jax.config.jax_default_matmul_precision
+  return "tf32" if setting in _TF32_SETTINGS else "highest"
+
+
+def _check_shapes(w_hh, u, h0, mask):
+  if u.ndim != 3:
+    raise ValueError(f"u must have shape (T, B, H), got {u.shape}")
+  t, b, h = u.shape
+  if t < 1:
+    raise ValueError(f"u must have at least one time step, got T={t}")
+  if w_hh.shape != (h, h):
+    raise ValueError(f"w_hh must have shape (H, H)=({h}, {h}), got {w_hh.shape}")
+  if h0.shape != (b, h):
+    raise ValueError(f"h0 must have shape (B, H)=({b}, {h}), got {h0.shape}")
+  if mask is not None and mask.shape != (t, b):
+    raise ValueError(f"mask must have shape (T, B)=({t}, {b}), got {mask.shape}")
+  return None if mask is None else jnp.asarray(mask).astype(bool)
+
+
+def _make_config(act, unroll, interpret, compute_dtype, precision, block_b, num_warps,
+                 num_stages) -> _Config:
+  if not isinstance(act, Activation):
+    raise TypeError(f"act must be a jrnn Activation (see jrnn.get_activation), got {act!r}")
+  block_b = DEFAULT_BLOCK_B if block_b is None else int(block_b)
+  if block_b < MIN_DIM or block_b & (block_b - 1):
+    raise ValueError(f"block_b must be a power of two >= {MIN_DIM}, got {block_b}")
+  if compute_dtype is not None and jnp.dtype(compute_dtype) != jnp.bfloat16:
+    raise ValueError(f"compute_dtype must be None or jnp.bfloat16, got {compute_dtype}")
+  if precision is None:
+    precision = _default_precision()
+  if precision not in ("highest", "tf32"):
+    raise ValueError(f"precision must be 'highest', 'tf32' or None, got {precision!r}")
+  return _Config(
+      act=act, unroll=max(1, int(unroll)), interpret=bool(interpret),
+      compute_dtype=None if compute_dtype is None else "bfloat16", precision=precision,
+      block_b=block_b, num_warps=num_warps, num_stages=num_stages)
+
+
+def pallas_recurrence(w_hh, u, h0, mask, act: Activation, unroll: int = 1, *,
+                      interpret: bool, compute_dtype=None, precision: Optional[str] = None,
+                      block_b: Optional[int] = None, num_warps: Optional[int] = None,
+                      num_stages: Optional[int] = None) -> jax.Array:
+  """The recurrence of :func:`jrnn.recurrence.recurrence` as one kernel launch, with its VJP.
+
+  Same semantics and residuals as :func:`jrnn.bptt.hand_recurrence`; ``jax.grad`` runs the
+  ``δ`` kernel and then ``∂L/∂W_hh = Σ_t δ_tᵀ h_{t-1}`` as one XLA GEMM. Reverse mode only.
+
+  Args:
+    w_hh: ``(H, H)`` float32 (or bfloat16).
+    u: ``(T, B, H)``, the projected inputs; ``hs`` is returned in its dtype.
+    h0: ``(B, H)``.
+    mask: ``(T, B)`` boolean, or ``None`` for all steps valid.
+    act: an :class:`~jrnn.activations.Activation`; compiled kernels support the names in
+      :data:`KERNEL_ACTIVATIONS`, interpret mode any elementwise one.
+    unroll: time steps per trip of the in-kernel loop.
+    interpret: run the kernels in Pallas interpret mode (any backend, slow); ``False``
+      compiles them with Triton (CUDA GPU only).
+    compute_dtype: ``None`` (float32 matrix inputs) or ``jnp.bfloat16`` (bf16 inputs, float32
+      accumulation and state).
+    precision: ``"highest"`` (IEEE float32) or ``"tf32"`` for float32 inputs; ``None`` follows
+      ``jax_default_matmul_precision`` (``"tensorfloat32"`` or ``"high"`` mean TF32).
+    block_b: batch rows per program, a power of two ``≥ 16`` (default 16).
+    num_warps, num_stages: Triton launch tuning (defaults: 4 warps up to ``H=64``, else 8; 1
+      stage).
+
+  Returns:
+    ``hs (T, B, H)``.
+  """
+  mask = _check_shapes(w_hh, u, h0, mask)
+  cfg = _make_config(act, unroll, interpret, compute_dtype, precision, block_b, num_warps,
+                     num_stages)
+  return _pallas_vjp(w_hh, u, h0, mask, cfg)
+
+
+def pallas_recurrence_bwd(w_hh, u, h0, mask, hs, g, act: Activation, unroll: int = 1, *,
+                          interpret: bool, **kwargs):
+  """The backward half alone, for custom VJPs built elsewhere (e.g. a whole hand layer).
+
+  Mirrors ``jrnn.bptt._recurrence_bwd``: given the forward states ``hs (T, B, H)`` and their
+  cotangent ``g (T, B, H)``, returns ``(δ (T, B, H), ∂L/∂W_hh (H, H), ∂L/∂h_0 (B, H))``.
+  ``u`` is needed only for activations without ``deriv_from_output`` (else pass ``None``).
+  ``kwargs`` are those of :func:`pallas_recurrence`.
+  """
+  mask = _check_shapes(w_hh, hs, h0, mask)
+  if g.shape != hs.shape:
+    raise ValueError(f"g must have the shape of hs {hs.shape}, got {g.shape}")
+  cfg = _make_config(act, unroll, interpret, kwargs.pop("compute_dtype", None),
+                     kwargs.pop("precision", None), kwargs.pop("block_b", None),
+                     kwargs.pop("num_warps", None), kwargs.pop("num_stages", None))
+  if kwargs:
+    raise TypeError(f"unexpected keyword arguments {sorted(kwargs)}")
+  return _recurrence_bwd(cfg, w_hh, u, h0, mask, hs, g)
+
+
+__all__ = (
+    "KERNEL_ACTIVATIONS",
+    "MAX_H",
+    "RESIDENT_BYTES",
+    "padded_hidden",
+    "pallas_recurrence",
+    "pallas_recurrence_bwd",
+    "pallas_supported",
+)
