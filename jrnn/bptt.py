@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from jrnn.activations import Activation
+from jrnn.cell import add_bias
 from jrnn.recurrence import scan_recurrence
 
 FORWARD_MODE_HINT = (
@@ -119,7 +120,7 @@ hand_recurrence.defvjp(_recurrence_fwd, _recurrence_vjp)
 # A whole layer: input projection hoisted out of the scan, then the recurrence.
 
 def _project(w_xh, b_h, xs):
-  return xs @ w_xh.T + b_h  # one GEMM over T·B rows
+  return add_bias(xs @ w_xh.T, b_h)  # one GEMM over T·B rows
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7))
