@@ -3,7 +3,7 @@
 Implementations (see ``scripts/bench_impls.py``; all share one set of parameters and data):
 jrnn's hand BPTT and autodiff paths (``jrnn_hand``, ``jrnn_autodiff``; ``_u{K}`` when scan
 ``unroll=K``), flax.linen ``RNN(SimpleCell)`` (``flax_linen``), haiku ``VanillaRNN`` +
-``dynamic_unroll`` (``haiku_vanilla``) and ``torch.nn.RNN`` (``torch_rnn`` on CPU,
+``dynamic_unroll`` (``haiku_vanilla``, which is a ReLU RNN: haiku has no tanh option) and ``torch.nn.RNN`` (``torch_rnn`` on CPU,
 ``torch_cudnn`` on CUDA). Each adds a linear readout; the loss is the mean over the batch of
 Σ_t squared error (``../shared/ANCHORS.md``), float32. A training step is one jitted
 ``value_and_grad`` with respect to every parameter; the forward pass returns the readout.
@@ -322,7 +322,8 @@ def main(argv=None):
       if block:
         print("\n" + format_table(size, mode, block, ceiling), flush=True)
   print("\nratios are jrnn_ms / peer_ms (< 1: jrnn faster). Peak memory: XLA buffer "
-        "assignment for jax; torch.cuda.max_memory_allocated on CUDA; n/a for torch on CPU.")
+        "assignment for jax; torch.cuda.max_memory_allocated on CUDA; n/a for torch on CPU.\n"
+        "haiku_vanilla is hk.VanillaRNN, a ReLU RNN (no tanh option); the others use tanh.")
 
   if args.json:
     result = {"device": device, "backend": jax.default_backend(), "tf32": tf32,

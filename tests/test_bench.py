@@ -1,0 +1,129 @@
+"""The benchmark script: its quick mode runs end to end, and every implementation it times
+computes the same loss and gradients as jrnn at the same parameters."""
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+SCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")
+sys.path.insert(0, SCRIPTS)
+import bench  # noqa: E402
+import bench_impls  # noqa: E402
+
+SIZE = (3, 7, 4, 5, 2)  # (B, T, I, H, O): all different, so a transposed weight cannot pass
+
+
+def test_quick_run_writes_json(tmp_path):
+  out = tmp_path / "bench.json"
+  proc = subprocess.run([sys.executable, os.path.join(SCRIPTS, "bench.py"), "--quick",
+                         "--json", str(out)], capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  result = json.loads(out.read_text())
+  assert isinstance(result["device"], str) and result["device"]
+  assert result["ceiling_gflops"] > 0
+  rows = result["rows"]
+  for row in rows:
+    assert set(row) >= {"impl", "size", "mode", "ms", "peak_bytes"}
+    assert row["mode"] in ("train", "forward")
+    assert len(row["size"]) == 5 and all(isinstance(v, int) for v in row["size"])
+  jrnn_rows = {(r["impl"], r["mode"]): r for r in rows if r["impl"].startswith("jrnn")}
+  assert set(jrnn_rows) == {(i, m) for i in ("jrnn_hand", "jrnn_autodiff")
+                            for m in ("train", "forward")}
+  for row in jrnn_rows.values():
+    assert row["ms"] > 0 and row["peak_bytes"] > 0
+  # A peer is either timed or skipped with a reason, never silently missing.
+  timed = {r["impl"] for r in rows}
+  for peer in ("flax_linen", "haiku_vanilla", "torch_rnn"):
+    assert peer in timed or peer in result["skipped"]
+  assert "jrnn_hand" in proc.stdout and "/best-peer" in proc.stdout
+
+
+def _missing(module):
+  try:
+    __import__(module)
+  except ImportError:
+    return True
+  return False
+
+
+def _cases():
+  """``(build, activation)``: each implementation and the jrnn activation it must match."""
+  cases = [pytest.param(lambda p: bench_impls.build_jrnn(p, bptt="hand"), "tanh",
+                        id="jrnn_hand"),
+           pytest.param(lambda p: bench_impls.build_jrnn(p, bptt="autodiff", unroll=3), "tanh",
+                        id="jrnn_autodiff_u3")]
+  # hk.VanillaRNN is a ReLU RNN (see bench_impls.build_haiku).
+  for name, module, build, act in (("flax_linen", "flax", bench_impls.build_flax, "tanh"),
+                                   ("haiku_vanilla", "haiku", bench_impls.build_haiku, "relu"),
+                                   ("torch_rnn", "torch", bench_impls.build_torch, "tanh")):
+    cases.append(pytest.param(build, act, id=name, marks=pytest.mark.skipif(
+        _missing(module), reason=f"{module} not installed")))
+  return cases
+
+
+def _as_run():
+  """The benchmark's numerics: float32 and NumPy's rank promotion (the peers' internals rely on
+  it), whereas this suite's conftest turns on x64 and strict promotion."""
+  return jax.enable_x64(False), jax.numpy_rank_promotion("allow")
+
+
+@pytest.mark.parametrize("build, activation", _cases())
+def test_same_loss_and_gradients_as_jrnn(build, activation):
+  problem = bench_impls.make_problem(SIZE)
+  x64, promotion = _as_run()
+  with x64, promotion:
+    ref_loss, ref_grads = bench_impls.build_jrnn(
+        problem, bptt="autodiff", activation=activation).loss_and_grads()
+    loss, grads = build(problem).loss_and_grads()
+  # The reference itself against the anchors' loss written out in NumPy float64.
+  act = np.tanh if activation == "tanh" else lambda a: np.maximum(a, 0)
+  p = problem.params
+  h = np.zeros((SIZE[0], SIZE[3]))
+  total = 0.0
+  for x_t, y_t in zip(problem.xs, problem.targets):
+    h = act(h @ np.float64(p.w_hh).T + x_t @ np.float64(p.w_xh).T + p.b_h)
+    total += np.sum((h @ np.float64(p.w_hy).T + p.b_y - y_t) ** 2)
+  np.testing.assert_allclose(ref_loss, total / SIZE[0], rtol=1e-5)
+  np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
+  assert set(grads) == set(ref_grads) == {"w_xh", "w_hh", "b_h", "w_hy", "b_y"}
+  for name, g in grads.items():
+    assert g.shape == ref_grads[name].shape, name
+    np.testing.assert_allclose(g, ref_grads[name], rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_peak_bytes_reported_for_jax_impls():
+  problem = bench_impls.make_problem(SIZE)
+  x64, promotion = _as_run()
+  with x64, promotion:
+    impl = bench_impls.build_jrnn(problem)
+  # At least the arguments: five weights, inputs and targets, float32.
+  n_args = sum(np.size(a) for a in problem.params if a is not None)
+  assert impl.peak_bytes["train"] >= 4 * (n_args + problem.xs.size + problem.targets.size)
+
+
+def test_parse_sizes_and_variants():
+  assert bench.parse_sizes("1,1000,16,64,16; 32,128,64,256,64") == [
+      (1, 1000, 16, 64, 16), (32, 128, 64, 256, 64)]
+  with pytest.raises(argparse.ArgumentTypeError, match="five positive integers"):
+    bench.parse_sizes("1,2,3")
+  assert bench.parse_variants("hand,hand:8,autodiff:1") == [
+      ("hand", 1), ("hand", 8), ("autodiff", 1)]
+  with pytest.raises(argparse.ArgumentTypeError, match="hand"):
+    bench.parse_variants("fast:2")
+
+
+def test_impls_filter_and_variant_names():
+  args = bench.parse_args(["--impls", "jrnn,flax", "--jrnn-variants", "hand:1,hand:8,autodiff"])
+  names = [n for n, _ in bench.make_builders(args, on_gpu=False)]
+  assert names == ["jrnn_hand", "jrnn_hand_u8", "jrnn_autodiff", "flax_linen"]
+
+
+def test_flop_count_matches_the_anchor_formula():
+  b, t, i, h, o = size = (32, 128, 64, 256, 64)
+  assert bench.flop_count(size, "train") == 6 * t * b * (i * h + h * h) + 6 * t * b * h * o
+  assert bench.flop_count(size, "forward") == 2 * t * b * (i * h + h * h + h * o)
