@@ -67,6 +67,7 @@ from jrnn.bptt import activation_derivative, previous_states
 MIN_DIM = 16  # tl.dot needs M, N, K >= 16
 DEFAULT_BLOCK_B = 16  # the smallest tile: the most programs for a given B
 RESIDENT_BYTES = 64 * 1024  # W_hh above this is streamed from L2 each step (see module doc)
+STREAM_COLS = 64  # column block of a streamed W_hh: (H, 64) float32 is 64 KiB at H=256
 MAX_H = {"float32": 256, "bfloat16": 256}  # provisional until scripts/gpu_check.py measures it
 KERNEL_ACTIVATIONS = ("tanh", "relu", "sigmoid", "identity")  # lowered and tested on Triton
 _TF32_SETTINGS = ("tensorfloat32", "high", "TF32_TF32_F32")
@@ -120,6 +121,7 @@ class _Config(NamedTuple):
   block_b: int
   num_warps: Optional[int]
   num_stages: Optional[int]
+  resident: Optional[bool]  # None: by RESIDENT_BYTES
 
 
 def _dot_precision(cfg: _Config):
@@ -154,11 +156,32 @@ def _time_loop(n: int, step, carry, unroll: int, reverse: bool):
   return carry
 
 
+def _barrier(cfg: _Config):
+  """Orders this program's global-memory writes before its later reads (``__syncthreads``).
+
+  Needed only by the streamed variant, which passes a state tile through global memory
+  between threads; interpret mode runs a program sequentially and has no such primitive.
+  """
+  if not cfg.interpret:
+    pltriton.debug_barrier()
+
+
+def _column_chunks(hp: int):
+  """Static column slices of ``W`` streamed per step: ``STREAM_COLS`` wide."""
+  nc = min(hp, STREAM_COLS)
+  return [pl.ds(j * nc, nc) for j in range(hp // nc)]
+
+
 def _forward_kernel(*refs, cfg: _Config, has_mask: bool, resident: bool, n_steps: int):
   """One batch tile: ``h_t = where(m_t, σ(h_{t-1} W + u_t), h_{t-1})`` for all ``t``.
 
   Refs: ``w (Hp, Hp)`` = ``W_hhᵀ``; ``u (T, bb, Hp)``; ``h0 (bb, Hp)``; [``m (T, bb)`` int32];
   out ``hs (T, bb, Hp)``.
+
+  Resident: ``W`` is loaded once before the loop and ``h`` never leaves registers. Streamed
+  (``W`` too big for one on-chip tensor): each step reads ``W`` column block by column block
+  (from L2), writes each block of ``σ(a_t)`` straight into ``hs[t]`` and reloads the whole row
+  after a barrier, since a register tile cannot be reassembled from column blocks in Triton.
   """
   if has_mask:
     w_ref, u_ref, h0_ref, m_ref, hs_ref = refs
@@ -166,18 +189,27 @@ def _forward_kernel(*refs, cfg: _Config, has_mask: bool, resident: bool, n_steps
     w_ref, u_ref, h0_ref, hs_ref = refs
     m_ref = None
   mdt, prec = _matmul_dtype(cfg), _dot_precision(cfg)
+  f32 = jnp.float32
   w_hold = w_ref[...] if resident else None  # loaded once: W_hh stays on chip for all T
 
   def step(t, h):
-    w = w_hold if resident else w_ref[...]
-    a = jnp.dot(h.astype(mdt), w, precision=prec, preferred_element_type=jnp.float32)
-    h_new = cfg.act.fn(a + u_ref[t].astype(jnp.float32))
+    hm = h.astype(mdt)
+    if resident:
+      a = jnp.dot(hm, w_hold, precision=prec, preferred_element_type=f32)
+      h_new = cfg.act.fn(a + u_ref[t].astype(f32))
+    else:
+      for cols in _column_chunks(w_ref.shape[1]):
+        a = jnp.dot(hm, w_ref[:, cols], precision=prec, preferred_element_type=f32)
+        hs_ref[t, :, cols] = cfg.act.fn(a + u_ref[t, :, cols].astype(f32)).astype(hs_ref.dtype)
+      _barrier(cfg)
+      h_new = hs_ref[t].astype(f32)
     if m_ref is not None:
       h_new = jnp.where(m_ref[t][:, None] != 0, h_new, h)
-    hs_ref[t] = h_new.astype(hs_ref.dtype)
+    if resident or m_ref is not None:
+      hs_ref[t] = h_new.astype(hs_ref.dtype)  # streamed: each thread rewrites what it read
     return h_new
 
-  _time_loop(n_steps, step, h0_ref[...].astype(jnp.float32), cfg.unroll, reverse=False)
+  _time_loop(n_steps, step, h0_ref[...].astype(f32), cfg.unroll, reverse=False)
 
 
 def _backward_kernel(*refs, cfg: _Config, has_mask: bool, resident: bool, n_steps: int,
@@ -187,6 +219,8 @@ def _backward_kernel(*refs, cfg: _Config, has_mask: bool, resident: bool, n_step
   Refs: ``w (Hp, Hp)`` = ``W_hh``; ``s (T, bb, Hp)``: the states ``h_t`` if ``from_output``
   (``σ'`` is computed from them here) else ``σ'(a_t)`` itself; ``g (T, bb, Hp)``;
   [``m (T, bb)`` int32]; out ``δ (T, bb, Hp)`` float32 and ``c_1 = ∂L/∂h_0 (bb, Hp)``.
+  The streamed variant assembles ``δ_t W`` column block by column block in the ``dh0`` tile,
+  which is free until the end.
   """
   if has_mask:
     w_ref, s_ref, g_ref, m_ref, d_ref, dh0_ref = refs
@@ -194,27 +228,40 @@ def _backward_kernel(*refs, cfg: _Config, has_mask: bool, resident: bool, n_step
     w_ref, s_ref, g_ref, d_ref, dh0_ref = refs
     m_ref = None
   mdt, prec = _matmul_dtype(cfg), _dot_precision(cfg)
+  f32 = jnp.float32
   w_hold = w_ref[...] if resident else None
 
   def step(t, c):
-    w = w_hold if resident else w_ref[...]
-    s = s_ref[t].astype(jnp.float32)
+    s = s_ref[t].astype(f32)
     dsig = cfg.act.deriv_from_output(s) if from_output else s
-    total = g_ref[t].astype(jnp.float32) + c  # dL/dh_t
+    total = g_ref[t].astype(f32) + c  # dL/dh_t
     d = total * dsig
     if m_ref is not None:
       m = m_ref[t][:, None] != 0
       d = jnp.where(m, d, 0.0)
-      # a masked step copied the state, so dL/dh_t passes to h_{t-1} unchanged
-      c_new = jnp.dot(d.astype(mdt), w, precision=prec, preferred_element_type=jnp.float32)
-      c_new = c_new + jnp.where(m, 0.0, total)
-    else:
-      c_new = jnp.dot(d.astype(mdt), w, precision=prec, preferred_element_type=jnp.float32)
     d_ref[t] = d.astype(d_ref.dtype)
+    dm = d.astype(mdt)
+    if resident:
+      c_new = jnp.dot(dm, w_hold, precision=prec, preferred_element_type=f32)
+    else:
+      for cols in _column_chunks(w_ref.shape[1]):
+        dh0_ref[:, cols] = jnp.dot(dm, w_ref[:, cols], precision=prec, preferred_element_type=f32)
+      _barrier(cfg)
+      c_new = dh0_ref[...]
+      _barrier(cfg)  # every thread has read the tile before the next step overwrites it
+    if m_ref is not None:
+      # a masked step copied the state, so dL/dh_t passes to h_{t-1} unchanged
+      c_new = c_new + jnp.where(m, 0.0, total)
     return c_new
 
-  c0 = jnp.zeros(dh0_ref.shape, jnp.float32)
+  c0 = jnp.zeros(dh0_ref.shape, f32)
   dh0_ref[...] = _time_loop(n_steps, step, c0, cfg.unroll, reverse=True).astype(dh0_ref.dtype)
+
+
+def _resident(cfg: _Config, hp: int) -> bool:
+  if cfg.resident is not None:
+    return cfg.resident
+  return hp * hp * jnp.dtype(_matmul_dtype(cfg)).itemsize <= RESIDENT_BYTES
 
 
 def _compiler_params(cfg: _Config, hp: int):
@@ -254,7 +301,7 @@ def _forward(w_hh, u, h0, mask, cfg: _Config):
   if mask is not None:
     args.append(_mask_rows(mask, t, bp))
     specs.append(msk)
-  resident = hp * hp * jnp.dtype(mdt).itemsize <= RESIDENT_BYTES
+  resident = _resident(cfg, hp)
   kernel = functools.partial(_forward_kernel, cfg=cfg, has_mask=mask is not None,
                              resident=resident, n_steps=t)
   hs = pl.pallas_call(
@@ -280,7 +327,7 @@ def _reverse_deltas(w_hh, s, g, mask, cfg: _Config, from_output: bool):
   if mask is not None:
     args.append(_mask_rows(mask, t, bp))
     specs.append(msk)
-  resident = hp * hp * jnp.dtype(mdt).itemsize <= RESIDENT_BYTES
+  resident = _resident(cfg, hp)
   kernel = functools.partial(_backward_kernel, cfg=cfg, has_mask=mask is not None,
                              resident=resident, n_steps=t, from_output=from_output)
   deltas, dh0 = pl.pallas_call(
@@ -355,8 +402,8 @@ def _check_shapes(w_hh, u, h0, mask):
   return None if mask is None else jnp.asarray(mask).astype(bool)
 
 
-def _make_config(act, unroll, interpret, compute_dtype, precision, block_b, num_warps,
-                 num_stages) -> _Config:
+def _make_config(act, unroll, interpret, compute_dtype=None, precision=None, block_b=None,
+                 num_warps=None, num_stages=None, resident=None) -> _Config:
   if not isinstance(act, Activation):
     raise TypeError(f"act must be a jrnn Activation (see jrnn.get_activation), got {act!r}")
   block_b = DEFAULT_BLOCK_B if block_b is None else int(block_b)
@@ -371,13 +418,15 @@ def _make_config(act, unroll, interpret, compute_dtype, precision, block_b, num_
   return _Config(
       act=act, unroll=max(1, int(unroll)), interpret=bool(interpret),
       compute_dtype=None if compute_dtype is None else "bfloat16", precision=precision,
-      block_b=block_b, num_warps=num_warps, num_stages=num_stages)
+      block_b=block_b, num_warps=num_warps, num_stages=num_stages,
+      resident=None if resident is None else bool(resident))
 
 
 def pallas_recurrence(w_hh, u, h0, mask, act: Activation, unroll: int = 1, *,
                       interpret: bool, compute_dtype=None, precision: Optional[str] = None,
                       block_b: Optional[int] = None, num_warps: Optional[int] = None,
-                      num_stages: Optional[int] = None) -> jax.Array:
+                      num_stages: Optional[int] = None,
+                      resident: Optional[bool] = None) -> jax.Array:
   """The recurrence of :func:`jrnn.recurrence.recurrence` as one kernel launch, with its VJP.
 
   Same semantics and residuals as :func:`jrnn.bptt.hand_recurrence`; ``jax.grad`` runs the
@@ -400,13 +449,15 @@ def pallas_recurrence(w_hh, u, h0, mask, act: Activation, unroll: int = 1, *,
     block_b: batch rows per program, a power of two ``≥ 16`` (default 16).
     num_warps, num_stages: Triton launch tuning (defaults: 4 warps up to ``H=64``, else 8; 1
       stage).
+    resident: keep ``W_hh`` in one on-chip tensor for the whole loop (``True``) or stream its
+      column blocks every step (``False``); ``None`` decides by :data:`RESIDENT_BYTES`.
 
   Returns:
     ``hs (T, B, H)``.
   """
   mask = _check_shapes(w_hh, u, h0, mask)
   cfg = _make_config(act, unroll, interpret, compute_dtype, precision, block_b, num_warps,
-                     num_stages)
+                     num_stages, resident)
   return _pallas_vjp(w_hh, u, h0, mask, cfg)
 
 
@@ -422,11 +473,10 @@ def pallas_recurrence_bwd(w_hh, u, h0, mask, hs, g, act: Activation, unroll: int
   mask = _check_shapes(w_hh, hs, h0, mask)
   if g.shape != hs.shape:
     raise ValueError(f"g must have the shape of hs {hs.shape}, got {g.shape}")
-  cfg = _make_config(act, unroll, interpret, kwargs.pop("compute_dtype", None),
-                     kwargs.pop("precision", None), kwargs.pop("block_b", None),
-                     kwargs.pop("num_warps", None), kwargs.pop("num_stages", None))
-  if kwargs:
-    raise TypeError(f"unexpected keyword arguments {sorted(kwargs)}")
+  known = ("compute_dtype", "precision", "block_b", "num_warps", "num_stages", "resident")
+  if set(kwargs) - set(known):
+    raise TypeError(f"unexpected keyword arguments {sorted(set(kwargs) - set(known))}")
+  cfg = _make_config(act, unroll, interpret, **kwargs)
   return _recurrence_bwd(cfg, w_hh, u, h0, mask, hs, g)
 
 

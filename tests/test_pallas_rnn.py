@@ -180,7 +180,8 @@ def test_bad_shapes_raise():
 @pytest.mark.parametrize("h, name, compute_dtype", [
     (24, "tanh", None),  # padded to 32, W resident
     (64, "relu", jnp.bfloat16),
-    (256, "tanh", None),  # 256 KiB of float32: W re-read from L2 every step
+    (256, "tanh", None),  # 256 KiB of float32: W streamed in column blocks every step
+    (256, "relu", jnp.bfloat16),
 ])
 def test_triton_lowering_builds_on_host(h, name, compute_dtype):
   """Forward and δ kernels lower to Triton IR for CUDA (no GPU needed to build the IR)."""
@@ -209,3 +210,11 @@ def test_gpu_check_help_and_clean_exit_without_gpu(tmp_path):
   res = _run_script("--out", str(tmp_path))
   assert res.returncode == 0, res.stderr
   assert "no GPU" in res.stdout
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_streamed_weights_match(masked, monkeypatch):
+  # 16-wide column blocks give two blocks at H=32, a size interpret mode runs quickly
+  monkeypatch.setattr("jrnn.pallas_rnn.STREAM_COLS", 16)
+  _compare(ACTIVATIONS["tanh"], 6, 5, 32, mask_p=0.7 if masked else None, unroll=2,
+           resident=False)
