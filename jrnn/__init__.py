@@ -6,7 +6,20 @@
 """
 from jrnn.activations import ACTIVATIONS, Activation, get_activation
 from jrnn.cell import readout, step
+from jrnn.clipping import (
+    ClipState, clip_by_global_norm, clip_elementwise, elementwise_clipping, global_norm,
+    global_norm_clipping,
+)
+from jrnn.diagnostics import (
+    LagProfile, NormEstimate, PascanuVerdict, RateFit, WeightSpectrum, fit_rate,
+    jacobian_norm_estimate, jacobian_norms, lag_norm_estimates, lag_profile, lanczos_norm,
+    loss_contributions, lyapunov_exponents, pascanu_conditions, seed_bound, spectral_norm,
+    trajectory_gamma, weight_spectrum,
+)
 from jrnn.init import SCHEMES, init_layer, init_params, init_stacked, spectral_radius
+from jrnn.jacobians import (
+    Trajectory, jacobian_jvp, jacobian_products, jacobian_vjp, step_jacobians, trajectory,
+)
 from jrnn.losses import REDUCTIONS, reduce_steps, softmax_cross_entropy, squared_error
 from jrnn.params import LayerParams, RNNParams, StackedParams
 from jrnn.recurrence import BPTT_MODES, recurrence
@@ -19,26 +32,56 @@ __all__ = (
     "ACTIVATIONS",
     "Activation",
     "BPTT_MODES",
+    "ClipState",
+    "LagProfile",
     "LayerParams",
+    "NormEstimate",
+    "PascanuVerdict",
     "REDUCTIONS",
     "RNNOutput",
     "RNNParams",
+    "RateFit",
     "SCHEMES",
     "StackedParams",
+    "Trajectory",
+    "WeightSpectrum",
+    "clip_by_global_norm",
+    "clip_elementwise",
+    "elementwise_clipping",
+    "fit_rate",
     "forward",
     "from_torch",
     "get_activation",
+    "global_norm",
+    "global_norm_clipping",
     "init_layer",
     "init_params",
     "init_stacked",
+    "jacobian_jvp",
+    "jacobian_norm_estimate",
+    "jacobian_norms",
+    "jacobian_products",
+    "jacobian_vjp",
+    "lag_norm_estimates",
+    "lag_profile",
+    "lanczos_norm",
     "layer_forward",
+    "loss_contributions",
+    "lyapunov_exponents",
+    "pascanu_conditions",
     "readout",
     "recurrence",
     "reduce_steps",
+    "seed_bound",
     "softmax_cross_entropy",
+    "spectral_norm",
     "spectral_radius",
     "squared_error",
     "stacked_forward",
     "step",
+    "step_jacobians",
     "to_torch",
+    "trajectory",
+    "trajectory_gamma",
+    "weight_spectrum",
 )

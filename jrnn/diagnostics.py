@@ -1,0 +1,420 @@
+"""Vanishing and exploding gradients, measured along one trajectory.
+
+The seed bounds the Jacobian products of :mod:`jrnn.jacobians` by
+
+.. math::
+
+   \\left\\|\\frac{∂h_t}{∂h_k}\\right\\| ≤ \\prod_{i=k+1}^{t} \\|\\mathrm{diag}(σ'(a_i))\\|\\,\\|W_{hh}\\|
+   ≤ \\|W_{hh}\\|^{t-k}\\, \\|σ'\\|^{t-k},
+
+with ``‖·‖`` the spectral norm (largest singular value). This module computes the left side
+exactly (SVD of the explicit products, small ``H``) or by a matrix-free Lanczos estimate (any
+``H``), the right side (:func:`seed_bound`), the share of each earlier step in each loss term
+(:func:`loss_contributions`), the spectrum of ``W_hh``, the conditions of Pascanu, Mikolov &
+Bengio (2013) and the Lyapunov exponents of the dynamics.
+
+Time indices ``t, k`` run over ``0..T`` as in :mod:`jrnn.jacobians`. Everything takes one
+:class:`jrnn.Trajectory`; ``jax.vmap`` it for a batch of sequences.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jrnn import validation
+from jrnn.activations import ActivationLike, get_activation
+from jrnn.jacobians import Trajectory, _check_traj, jacobian_jvp, jacobian_products, jacobian_vjp
+
+
+def _lower(n: int) -> jax.Array:
+  """``(n, n)`` boolean, true where ``t ≥ k`` (rows ``t``, columns ``k``)."""
+  t, k = np.indices((n, n))
+  return jnp.asarray(t >= k)
+
+
+def jacobian_norms(traj: Trajectory) -> jax.Array:
+  """Exact ``‖∂h_t/∂h_k‖₂`` for every pair, by SVD of the explicit products (small ``H``).
+
+  Costs ``O(T² H³)``; for large ``H`` use :func:`lag_norm_estimates`.
+
+  Returns:
+    ``(T+1, T+1)``: entry ``[t, k]`` is the largest singular value of ``∂h_t/∂h_k`` for
+    ``t ≥ k`` (``1`` on the diagonal) and ``0`` for ``t < k``.
+  """
+  prods = jacobian_products(traj)
+  norms = jnp.linalg.svd(prods, compute_uv=False)[..., 0]
+  return jnp.where(_lower(norms.shape[0]), norms, 0)
+
+
+def spectral_norm(w: jax.Array) -> jax.Array:
+  """``‖w‖₂``, the largest singular value."""
+  return jnp.linalg.svd(w, compute_uv=False)[0]
+
+
+def trajectory_gamma(traj: Trajectory) -> jax.Array:
+  """``max |σ'(a_i)|`` over the valid steps and units of the trajectory (0 if none valid)."""
+  _check_traj(traj)
+  return jnp.max(jnp.where(traj.mask[:, None], jnp.abs(traj.gains), 0), initial=0.0)
+
+
+def seed_bound(traj: Trajectory, gamma: Union[float, str] = "trajectory") -> jax.Array:
+  """The seed's bound ``(‖W_hh‖₂ γ)^{n(t,k)}`` for every pair ``t ≥ k``.
+
+  ``n(t, k)`` is the number of valid steps in ``(k, t]`` (``t - k`` without a mask): a masked
+  step has ``J_i = I`` and contributes a factor 1, not ``‖W_hh‖ γ``.
+
+  Args:
+    traj: a :class:`jrnn.Trajectory`.
+    gamma: ``‖σ'‖``. A number, e.g. ``jrnn.get_activation("tanh").gamma`` for the seed's
+      ``sup_a |σ'(a)|`` (1 for tanh and ReLU, 1/4 for sigmoid): the bound for every input.
+      ``"trajectory"`` (default) takes ``max |σ'(a_i)|`` over this trajectory
+      (:func:`trajectory_gamma`): smaller, still a valid bound for this trajectory, since
+      ``‖diag(σ'(a_i))‖₂ = max_j |σ'(a_{i,j})|``.
+
+  Returns:
+    ``(T+1, T+1)``, zero for ``t < k``.
+  """
+  _check_traj(traj)
+  if isinstance(gamma, str):
+    if gamma != "trajectory":
+      raise ValueError(f"gamma must be a number or 'trajectory', got {gamma!r}")
+    gamma = trajectory_gamma(traj)
+  factor = spectral_norm(traj.w_hh) * gamma
+  valid = jnp.concatenate([jnp.zeros((1,), jnp.int32), jnp.cumsum(traj.mask.astype(jnp.int32))])
+  steps = valid[:, None] - valid[None, :]
+  lower = _lower(valid.shape[0])
+  return jnp.where(lower, factor ** jnp.where(lower, steps, 0).astype(traj.w_hh.dtype), 0)
+
+
+class LagProfile(NamedTuple):
+  """Norms ``‖∂h_{k+ℓ}/∂h_k‖`` summarised over ``k`` (and over any batch) for each lag ``ℓ``."""
+  lag: jax.Array  # shape=(T+1,), int: 0..T
+  geo_mean: jax.Array  # shape=(T+1,): exp(mean log norm) over the nonzero norms; 0 if none
+  max: jax.Array  # shape=(T+1,)
+  min: jax.Array  # shape=(T+1,)
+  count: jax.Array  # shape=(T+1,), int: pairs at this lag
+  nonzero: jax.Array  # shape=(T+1,), int: pairs with a nonzero norm (ReLU can give exact 0)
+
+
+def lag_profile(norms: jax.Array) -> LagProfile:
+  """Summarises pairwise norms by lag ``ℓ = t - k``.
+
+  Args:
+    norms: ``(..., T+1, T+1)`` from :func:`jacobian_norms` (or :func:`seed_bound`); leading
+      axes, e.g. a batch of sequences, are pooled with the pairs.
+
+  Returns:
+    :class:`LagProfile`. The geometric mean is the right average for products that grow or
+    shrink geometrically; zero norms (a dead ReLU path) are left out of it and counted apart.
+  """
+  n = norms.shape[-1]
+  if norms.ndim < 2 or norms.shape[-2] != n:
+    raise ValueError(f"norms must have shape (..., T+1, T+1), got {norms.shape}")
+  t, k = np.indices((n, n))
+  seg = np.where(t >= k, t - k, n)  # pairs with t < k go to a discarded segment n
+  seg = jnp.asarray(np.broadcast_to(seg, norms.shape).reshape(-1))
+  flat = norms.reshape(-1)
+  below = seg < n
+  pos = below & (flat > 0)
+  sum_log = jax.ops.segment_sum(jnp.where(pos, jnp.log(jnp.where(pos, flat, 1)), 0), seg, n + 1)
+  n_pos = jax.ops.segment_sum(pos.astype(jnp.int32), seg, n + 1)[:n]
+  count = jax.ops.segment_sum(below.astype(jnp.int32), seg, n + 1)[:n]
+  geo = jnp.where(n_pos > 0, jnp.exp(sum_log[:n] / jnp.maximum(n_pos, 1)), 0)
+  big = jax.ops.segment_max(jnp.where(below, flat, -jnp.inf), seg, n + 1)[:n]
+  small = jax.ops.segment_min(jnp.where(below, flat, jnp.inf), seg, n + 1)[:n]
+  return LagProfile(jnp.arange(n), geo, big, small, count, n_pos)
+
+
+class RateFit(NamedTuple):
+  """``‖∂h_{k+ℓ}/∂h_k‖ ≈ C ρ^ℓ`` fitted by least squares on the log geometric mean."""
+  rate: jax.Array  # shape=(): ρ = exp(slope); < 1 vanishing, > 1 exploding
+  log_slope: jax.Array  # shape=(): d log‖·‖ / dℓ
+  log_intercept: jax.Array  # shape=(): log C
+  num_lags: jax.Array  # shape=(), int: lags that entered the fit
+
+
+def fit_rate(profile: LagProfile, *, min_lag: int = 1, max_lag: Optional[int] = None) -> RateFit:
+  """Fits the per-lag growth factor ``ρ`` to ``log geo_mean(ℓ) ≈ log C + ℓ log ρ``.
+
+  Lags in ``[min_lag, max_lag]`` with at least one nonzero norm enter, equally weighted.
+
+  Args:
+    profile: from :func:`lag_profile`.
+    min_lag: first lag used (``1`` skips the identity at lag 0).
+    max_lag: last lag used; ``None`` for ``T``.
+  """
+  lag = profile.lag.astype(profile.geo_mean.dtype)
+  use = (profile.lag >= min_lag) & (profile.nonzero > 0)
+  if max_lag is not None:
+    use = use & (profile.lag <= max_lag)
+  y = jnp.log(jnp.where(use, profile.geo_mean, 1))
+  w = use.astype(lag.dtype)
+  n = jnp.sum(w)
+  mx = jnp.sum(w * lag) / n
+  my = jnp.sum(w * y) / n
+  slope = jnp.sum(w * (lag - mx) * (y - my)) / jnp.sum(w * (lag - mx) ** 2)
+  return RateFit(jnp.exp(slope), slope, my - slope * mx, jnp.sum(use.astype(jnp.int32)))
+
+
+class NormEstimate(NamedTuple):
+  """A Lanczos estimate of a spectral norm."""
+  norm: jax.Array  # the largest Ritz value: ≤ the true norm (up to rounding)
+  error_bound: jax.Array  # a singular value of the operator lies within this of `norm`
+
+
+def lanczos_norm(matvec, rmatvec, v0: jax.Array, num_iters: int) -> NormEstimate:
+  """``‖A‖₂`` from products ``v ↦ A v`` and ``u ↦ Aᵀ u`` only: Golub–Kahan–Lanczos
+  bidiagonalisation with full reorthogonalisation.
+
+  After ``m = num_iters`` steps ``A V_m = U_m B_m`` with orthonormal ``U_m, V_m`` and
+  ``B_m = U_mᵀ A V_m`` (upper bidiagonal up to rounding); the largest singular value ``σ`` of
+  ``B_m`` (left vector ``p``) is returned with the residual ``β_m |p_m|``, where ``β_m`` is the
+  norm of the next Lanczos vector: some singular value of ``A`` lies within it of ``σ``. ``σ``
+  never exceeds ``‖A‖₂`` and converges fast when the top singular value is well separated (as in
+  long Jacobian products); it is exact when ``m = n``. A Lanczos vector whose norm falls below
+  ``n·ε·max(B)`` (an invariant subspace has been found) is set to zero rather than normalised.
+
+  Args:
+    matvec, rmatvec: ``(n,) -> (m',)`` and back.
+    v0: a nonzero start vector ``(n,)`` (random, so that it meets the top singular vector).
+    num_iters: ``m``, static; clipped to ``n``.
+  """
+  n = v0.shape[0]
+  m = max(1, min(int(num_iters), n))
+  dtype = v0.dtype
+  eps = jnp.finfo(dtype).eps
+
+  def orth(basis, x):
+    c = basis @ x  # unfilled rows of basis are zero and add nothing
+    x = x - basis.T @ c
+    c2 = basis @ x  # a second pass keeps the basis orthonormal in floating point
+    return x - basis.T @ c2, c + c2
+
+  def normalise(x, scale):
+    nx = jnp.linalg.norm(x)
+    ok = nx > n * eps * scale
+    return jnp.where(ok, x / jnp.where(ok, nx, 1), 0), jnp.where(ok, nx, 0)
+
+  def body(j, carry):
+    us, vs, b, betas, scale = carry
+    u0 = matvec(vs[j])
+    u, c = orth(us, u0)
+    scale = jnp.maximum(scale, jnp.linalg.norm(u0))
+    u, alpha = normalise(u, scale)
+    us = us.at[j].set(u)
+    b = b.at[:, j].set(c.at[j].set(alpha))
+    v, _ = orth(vs, rmatvec(u))
+    v, beta = normalise(v, scale)
+    return us, vs.at[j + 1].set(v), b, betas.at[j].set(beta), scale
+
+  first = v0 / jnp.linalg.norm(v0)
+  u_shape = jax.eval_shape(matvec, first).shape[0]
+  init = (jnp.zeros((m, u_shape), dtype), jnp.zeros((m + 1, n), dtype).at[0].set(first),
+          jnp.zeros((m, m), dtype), jnp.zeros((m,), dtype), jnp.zeros((), dtype))
+  _, _, b, betas, _ = jax.lax.fori_loop(0, m, body, init)
+  p, s, _ = jnp.linalg.svd(b)
+  return NormEstimate(s[0], betas[m - 1] * jnp.abs(p[m - 1, 0]))
+
+
+def jacobian_norm_estimate(traj: Trajectory, t, k, *, key: jax.Array,
+                           num_iters: int = 20) -> NormEstimate:
+  """Matrix-free ``‖∂h_t/∂h_k‖₂`` for any ``H`` (:func:`lanczos_norm` on
+  :func:`jrnn.jacobian_jvp` and :func:`jrnn.jacobian_vjp`; ``t ≥ k`` may be traced).
+
+  Each iteration costs one forward and one reverse scan over the whole sequence, ``O(T H²)``;
+  ``num_iters`` iterations (default 20, clipped to ``H``) cost ``O(num_iters · T H²)``.
+
+  Args:
+    traj: a :class:`jrnn.Trajectory`.
+    t, k: target and source steps, ``0 ≤ k ≤ t ≤ T``.
+    key: PRNG key for the start vector.
+    num_iters: Lanczos steps.
+  """
+  _check_traj(traj)
+  v0 = jax.random.normal(key, traj.w_hh.shape[:1], traj.w_hh.dtype)
+  return lanczos_norm(lambda v: jacobian_jvp(traj, k, v)[t],
+                      lambda u: jacobian_vjp(traj, t, u)[k], v0, num_iters)
+
+
+def _window(traj: Trajectory, k, length: int) -> Trajectory:
+  """Steps ``k+1..k+length`` as a trajectory of their own, so its ``∂h_length/∂h_0`` is
+  ``∂h_{k+length}/∂h_k`` of ``traj``."""
+  cut = lambda a, n: jax.lax.dynamic_slice_in_dim(a, k, n)
+  return Trajectory(traj.w_hh, cut(traj.hs, length + 1), cut(traj.gains, length),
+                    cut(traj.mask, length))
+
+
+def lag_norm_estimates(traj: Trajectory, lag: int, *, key: jax.Array,
+                       num_iters: int = 20) -> NormEstimate:
+  """Matrix-free ``‖∂h_{k+lag}/∂h_k‖₂`` for every start ``k = 0..T-lag``, for any ``H``.
+
+  Each estimate runs :func:`lanczos_norm` on products over the ``lag`` steps of its window only,
+  ``O(num_iters · lag · H²)`` per start; the starts are vmapped.
+
+  Args:
+    traj: a :class:`jrnn.Trajectory`.
+    lag: ``ℓ``, a static int in ``[0, T]``.
+    key: PRNG key; each start gets its own start vector.
+    num_iters: Lanczos steps (default 20, clipped to ``H``).
+
+  Returns:
+    :class:`NormEstimate` of arrays ``(T+1-lag,)``.
+  """
+  _check_traj(traj)
+  n_steps = traj.num_steps
+  if isinstance(lag, bool) or not isinstance(lag, (int, np.integer)) or not 0 <= lag <= n_steps:
+    raise ValueError(f"lag must be a static int in [0, T={n_steps}], got {lag!r}")
+  starts = jnp.arange(n_steps + 1 - lag)
+  keys = jax.random.split(key, n_steps + 1 - lag)
+
+  def one(k, kk):
+    return jacobian_norm_estimate(_window(traj, k, lag), lag, 0, key=kk, num_iters=num_iters)
+
+  return jax.vmap(one)(starts, keys)
+
+
+def loss_contributions(traj: Trajectory, dloss_dh: jax.Array) -> jax.Array:
+  """``‖∂L_t/∂h_k‖₂`` for every loss term ``L_t`` and earlier step ``k ≤ t``.
+
+  .. math::
+
+     \\frac{∂L_t}{∂h_k} = \\frac{∂L_t}{∂h_t} \\frac{∂h_t}{∂h_k}
+
+  computed matrix-free by :func:`jrnn.jacobian_vjp` for each ``t`` (``O(T² H²)``).
+
+  Args:
+    traj: a :class:`jrnn.Trajectory`.
+    dloss_dh: ``(T, H)``, row ``t-1`` the direct derivative ``∂L_t/∂h_t``. For per-step losses
+      of a readout, ``jax.grad`` of the summed loss with respect to the states, holding the
+      states independent, gives exactly these rows::
+
+        g = jax.grad(lambda hs: jrnn.squared_error(
+            jrnn.readout(p.w_hy, p.b_y, hs), targets))(traj.hs[1:])
+
+  Returns:
+    ``(T+1, T+1)``: entry ``[t, k]`` for ``1 ≤ t``, ``k ≤ t``; zero elsewhere (row 0: there is
+    no ``L_0``).
+  """
+  _check_traj(traj)
+  n_steps, n_hidden = traj.gains.shape
+  validation.check_float("dloss_dh", dloss_dh, traj.w_hh.dtype)
+  validation.check_shape("dloss_dh", dloss_dh, (n_steps, n_hidden), f"(T={n_steps}, H={n_hidden})")
+  ts = jnp.arange(1, n_steps + 1)
+  rows = jax.vmap(lambda t, g: jnp.linalg.norm(jacobian_vjp(traj, t, g), axis=-1))(ts, dloss_dh)
+  return jnp.concatenate([jnp.zeros((1, n_steps + 1), rows.dtype), rows])
+
+
+class WeightSpectrum(NamedTuple):
+  """Spectral facts about ``W_hh``."""
+  singular_values: jax.Array  # shape=(H,), descending
+  spectral_norm: jax.Array  # shape=(): largest singular value
+  spectral_radius: jax.Array  # shape=(): max |λ|
+  eigenvalues: jax.Array  # shape=(H,), complex
+
+
+def weight_spectrum(w_hh: jax.Array) -> WeightSpectrum:
+  """Singular values, spectral norm, eigenvalues and spectral radius of ``W_hh``.
+
+  ``max|λ| ≤ ‖W_hh‖₂``: the radius governs the long-run growth of ``W_hh^n`` (linear RNN), the
+  norm bounds every single step. Eigenvalues use ``jnp.linalg.eigvals`` (CPU backend).
+  """
+  validation.check_float("w_hh", w_hh)
+  if np.ndim(w_hh) != 2 or np.shape(w_hh)[0] != np.shape(w_hh)[1]:
+    raise ValueError(f"w_hh must be square (H, H), got {np.shape(w_hh)}")
+  sv = jnp.linalg.svd(w_hh, compute_uv=False)
+  eig = jnp.linalg.eigvals(w_hh)
+  return WeightSpectrum(sv, sv[0], jnp.max(jnp.abs(eig)), eig)
+
+
+class PascanuVerdict(NamedTuple):
+  """Pascanu, Mikolov & Bengio (2013), "On the difficulty of training RNNs", section 2.1.
+
+  With ``λ₁ = σ_max(W_hh)`` and ``γ = sup|σ'|``: ``λ₁ < 1/γ`` is *sufficient* for the gradients
+  to vanish (every ``‖J_t‖ ≤ λ₁ γ = η < 1``, so ``‖∂h_t/∂h_k‖ ≤ η^{t-k} → 0``); ``λ₁ > 1/γ`` is
+  *necessary* for them to explode (not sufficient: saturation may still shrink them).
+  """
+  sigma_max: jax.Array  # shape=(): λ₁, largest singular value of W_hh
+  gamma: jax.Array  # shape=(): γ = sup |σ'|
+  threshold: jax.Array  # shape=(): 1/γ
+  eta: jax.Array  # shape=(): λ₁ γ, the per-step contraction bound
+  spectral_radius: jax.Array  # shape=(): max |λ(W_hh)|, for comparison
+  vanishing_sufficient: jax.Array  # shape=(), bool: λ₁ < 1/γ, gradients must vanish
+  exploding_necessary: jax.Array  # shape=(), bool: λ₁ > 1/γ, gradients can explode
+
+  def summary(self) -> str:
+    """One line for a log (outside ``jit``)."""
+    head = (f"sigma_max(W_hh)={float(self.sigma_max):.4g}, 1/gamma={float(self.threshold):.4g}, "
+            f"eta={float(self.eta):.4g}: ")
+    if bool(self.vanishing_sufficient):
+      return head + "sigma_max < 1/gamma, sufficient condition for vanishing gradients holds"
+    if bool(self.exploding_necessary):
+      return head + "sigma_max > 1/gamma, necessary condition for exploding gradients holds"
+    return head + "sigma_max = 1/gamma, on the boundary"
+
+
+def pascanu_conditions(w_hh: jax.Array, activation: ActivationLike = "tanh", *,
+                       gamma: Optional[float] = None) -> PascanuVerdict:
+  """The 2013 conditions for ``W_hh`` and an activation (see :class:`PascanuVerdict`).
+
+  Args:
+    w_hh: ``(H, H)``.
+    activation: supplies ``γ = sup|σ'|`` (1 for tanh and ReLU, 1/4 for sigmoid).
+    gamma: overrides the activation's ``γ`` (required for a callable, whose ``γ`` is unknown).
+  """
+  spec = weight_spectrum(w_hh)
+  if gamma is None:
+    gamma = get_activation(activation).gamma
+    if gamma is None:
+      raise ValueError("activation has no known gamma = sup|σ'|; pass gamma=")
+  gamma = jnp.asarray(gamma, spec.spectral_norm.dtype)
+  lam = spec.spectral_norm
+  return PascanuVerdict(lam, gamma, 1 / gamma, lam * gamma, spec.spectral_radius,
+                        lam * gamma < 1, lam * gamma > 1)
+
+
+def lyapunov_exponents(traj: Trajectory, *, num_exponents: Optional[int] = None,
+                       burn_in: int = 0) -> jax.Array:
+  """Lyapunov exponents of the hidden-state dynamics along the trajectory (QR method).
+
+  .. math::
+
+     J_t Q_{t-1} = Q_t R_t, \\qquad λ_i = \\frac{1}{N} \\sum_{t} \\log |(R_t)_{ii}|
+
+  ``Q_0`` is the first ``n`` columns of ``I``; the sum runs over the ``N`` valid steps after the
+  first ``burn_in`` steps (which only align ``Q``). ``λ_1`` is the average per-step log-growth of
+  the Jacobian products along the trajectory, so ``e^{λ_1}`` is the asymptotic version of the
+  per-lag rate of :func:`fit_rate`; ``Σ_i λ_i`` (all ``H``) is the mean ``log|det J_t|``. For a
+  linear RNN (identity activation) ``λ_i → log|λ_i(W_hh)|``. A singular ``J_t`` (a dead ReLU
+  unit) gives ``-inf`` for the lowest exponents.
+
+  Args:
+    traj: a :class:`jrnn.Trajectory`.
+    num_exponents: how many leading exponents (default ``H``), static.
+    burn_in: static number of initial steps left out of the average.
+
+  Returns:
+    ``(num_exponents,)`` in natural log per step, descending.
+  """
+  _check_traj(traj)
+  n_steps, n_hidden = traj.gains.shape
+  n = n_hidden if num_exponents is None else int(num_exponents)
+  if not 1 <= n <= n_hidden:
+    raise ValueError(f"num_exponents must lie in [1, H={n_hidden}], got {num_exponents!r}")
+  if not 0 <= int(burn_in) < max(n_steps, 1):
+    raise ValueError(f"burn_in must lie in [0, T={n_steps}), got {burn_in!r}")
+
+  def body(q, inp):
+    t, gain, valid = inp
+    q_new, r = jnp.linalg.qr(gain[:, None] * (traj.w_hh @ q))
+    use = valid & (t > burn_in)
+    logs = jnp.where(use, jnp.log(jnp.abs(jnp.diagonal(r))), 0)
+    return jnp.where(valid, q_new, q), logs
+
+  q0 = jnp.eye(n_hidden, n, dtype=traj.w_hh.dtype)
+  ts = jnp.arange(1, n_steps + 1)
+  _, logs = jax.lax.scan(body, q0, (ts, traj.gains, traj.mask))
+  count = jnp.sum((traj.mask & (ts > burn_in)).astype(logs.dtype))
+  return jnp.sort(jnp.sum(logs, axis=0) / count)[::-1]
