@@ -1,0 +1,433 @@
+"""One-call GPU check of the Pallas persistent-RNN kernel (issue 7): correctness, timing, sanitizer.
+
+Run on a CUDA machine (``scripts/gpu_check.sh`` wraps it with a time limit)::
+
+  python scripts/gpu_check.py --out "$OUT"          # everything, < 5 minutes on an H100/H200
+  python scripts/gpu_check.py --quick               # the smallest anchor size only
+
+What it does, in order, stopping a section early when ``--budget-s`` is spent:
+
+1. Correctness of the compiled (Triton) kernels against the XLA hand BPTT
+   (:func:`jrnn.bptt.hand_recurrence`) at each anchor size where the kernel applies
+   (:func:`jrnn.pallas_rnn.pallas_supported`; ``--force`` tries every size): ``hs`` and the
+   gradients ``dW_hh, du, dh0`` of a squared-error loss, as relative errors, for float32 (IEEE
+   both sides), TF32 and bf16 (against the IEEE float32 reference), plus a masked ReLU case
+   and a batch that is not a multiple of the tile.
+2. Timing (median ms) of one training step (``value_and_grad`` over ``W_xh, W_hh, b_h, W_hy,
+   b_y``; loss = mean over batch of Σ_t squared error of a linear readout, as in
+   ``../shared/ANCHORS.md``) and of the forward pass (``hs`` only), for the Pallas kernel (TF32
+   and bf16), the XLA hand path (``unroll`` 1 and 32) and torch ``nn.RNN`` on cuDNN, TF32
+   allowed on both sides. A short launch-tuning sweep (``num_warps``, ``block_b``, resident vs
+   streamed ``W_hh``) at the sizes where the kernel applies.
+3. ``compute-sanitizer --tool memcheck`` once on a small masked case (resident and streamed
+   kernels, forward and backward), if the tool is found.
+
+Prints a table and writes ``gpu_check.json`` to ``--out`` (default ``$OUT``, else
+``./gpu_check_out``). Without a GPU it says so and exits 0.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # torch shares the GPU
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# (B, T, I, H, O) from ../shared/ANCHORS.md
+ANCHOR_SIZES = [(1, 1000, 64, 64, 64), (64, 256, 256, 256, 256), (128, 512, 512, 1024, 512),
+                (512, 128, 1024, 1024, 1024)]
+TOL = {"float32": 1e-5, "tf32": 1e-2, "bf16": 1e-2}
+
+
+def parse_args(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--out", default=os.environ.get("OUT") or "gpu_check_out",
+                 help="folder for gpu_check.json (default: $OUT, else ./gpu_check_out)")
+  p.add_argument("--quick", action="store_true", help="the smallest anchor size only")
+  p.add_argument("--force", action="store_true",
+                 help="run the kernel even where pallas_supported says no (e.g. H=1024)")
+  p.add_argument("--reps", type=int, default=20, help="timed repetitions per case")
+  p.add_argument("--budget-s", type=float, default=260.0,
+                 help="wall-clock budget; later sections are cut short when it is spent")
+  p.add_argument("--no-torch", action="store_true", help="skip the torch cuDNN rows")
+  p.add_argument("--no-sweep", action="store_true", help="skip the launch-tuning sweep")
+  p.add_argument("--no-sanitizer", action="store_true", help="skip compute-sanitizer")
+  p.add_argument("--sanitizer-child", action="store_true", help=argparse.SUPPRESS)
+  return p.parse_args(argv)
+
+
+class Clock:
+  def __init__(self, budget_s):
+    self.t0, self.budget = time.perf_counter(), budget_s
+
+  def left(self):
+    return self.budget - (time.perf_counter() - self.t0)
+
+
+def median_ms(fn, reps):
+  fn()
+  fn()  # compile, then one warm call
+  ts = []
+  for _ in range(reps):
+    t0 = time.perf_counter()
+    fn()
+    ts.append(time.perf_counter() - t0)
+  return statistics.median(ts) * 1e3
+
+
+def rel(x, y):
+  import numpy as np
+  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+  return float(np.linalg.norm(x - y) / max(np.linalg.norm(y), 1e-30))
+
+
+# ----------------------------------------------------------------------------- problems
+
+def layer_problem(size, seed=0):
+  import jax
+  import jax.numpy as jnp
+  b, t, i, h, o = size
+  k = jax.random.split(jax.random.PRNGKey(seed), 6)
+  params = dict(
+      w_xh=jax.random.normal(k[0], (h, i), jnp.float32) / i ** 0.5,
+      w_hh=jax.random.normal(k[1], (h, h), jnp.float32) / h ** 0.5 * 0.9,
+      b_h=jnp.zeros((h,), jnp.float32),
+      w_hy=jax.random.normal(k[2], (o, h), jnp.float32) / h ** 0.5,
+      b_y=jnp.zeros((o,), jnp.float32))
+  xs = jax.random.normal(k[3], (t, b, i), jnp.float32)
+  ys = jax.random.normal(k[4], (t, b, o), jnp.float32)
+  return params, xs, ys
+
+
+def make_core(kind, act, **kw):
+  """``core(w_hh, u, h0, mask) -> hs`` for ``kind`` in {"pallas", "xla"}."""
+  from jrnn.bptt import hand_recurrence
+  from jrnn.pallas_rnn import pallas_recurrence
+  unroll = kw.pop("unroll", 1)
+  if kind == "pallas":
+    return lambda w, u, h0, m: pallas_recurrence(w, u, h0, m, act, unroll, interpret=False, **kw)
+  return lambda w, u, h0, m: hand_recurrence(w, u, h0, m, act, unroll)
+
+
+def layer_fns(core, size):
+  import jax
+  import jax.numpy as jnp
+  b, _, _, h, _ = size
+
+  def hidden(p, xs):
+    u = xs @ p["w_xh"].T + p["b_h"]
+    return core(p["w_hh"], u, jnp.zeros((b, h), jnp.float32), None)
+
+  def loss(p, xs, ys):
+    pred = hidden(p, xs) @ p["w_hy"].T + p["b_y"]
+    return jnp.mean(jnp.sum((pred - ys) ** 2, axis=(0, 2)))
+
+  return jax.jit(jax.value_and_grad(loss)), jax.jit(hidden)
+
+
+# ----------------------------------------------------------------------------- sections
+
+def check_correctness(sizes, force, clock, log):
+  import jax
+  import jax.numpy as jnp
+  from jrnn.activations import ACTIVATIONS
+  from jrnn.pallas_rnn import pallas_supported
+  rows = []
+  cases = []
+  for size in sizes:
+    b, t, _, h, _ = size
+    if not (force or pallas_supported(h, b, jnp.float32, "gpu")):
+      rows.append(dict(size=size, case="-", status="kernel not applicable (XLA path)"))
+      continue
+    for prec in ("float32", "tf32", "bf16"):
+      cases.append((size, "tanh", prec, False))
+  cases.append(((5, 33, 0, 64, 0), "relu", "float32", True))  # masked, B not a tile multiple
+  cases.append(((5, 33, 0, 256, 0), "relu", "tf32", True))  # masked, streamed W at H=256
+  for size, name, prec, masked in cases:
+    if clock.left() < 60:
+      rows.append(dict(size=size, case=f"{name}/{prec}", status="skipped: budget"))
+      continue
+    b, t, _, h, _ = size
+    k = jax.random.split(jax.random.PRNGKey(1), 5)
+    w = jax.random.normal(k[0], (h, h), jnp.float32) / h ** 0.5
+    u = jax.random.normal(k[1], (t, b, h), jnp.float32)
+    h0 = 0.5 * jax.random.normal(k[2], (b, h), jnp.float32)
+    g = jax.random.normal(k[3], (t, b, h), jnp.float32)
+    mask = jax.random.bernoulli(k[4], 0.8, (t, b)) if masked else None
+    act = ACTIVATIONS[name]
+    kw = dict(compute_dtype=jnp.bfloat16) if prec == "bf16" else dict(
+        precision="tf32" if prec == "tf32" else "highest")
+
+    def run(core, w, u, h0, g, mask):
+      hs, vjp = jax.vjp(lambda w, u, h0: core(w, u, h0, mask), w, u, h0)
+      return (hs, *vjp(g))
+
+    t0 = time.perf_counter()
+    try:
+      arrays = (w, u, h0, g, mask)  # arguments, not constants baked into the program
+      got = jax.jit(functools.partial(run, make_core("pallas", act, **kw)))(*arrays)
+      with jax.default_matmul_precision("float32"):
+        ref = jax.jit(functools.partial(run, make_core("xla", act)))(*arrays)
+      errs = {n: rel(a, r) for n, a, r in zip(("hs", "dW_hh", "du", "dh0"), got, ref)}
+      ok = max(errs.values()) < TOL[prec]
+      rows.append(dict(size=size, case=f"{name}/{prec}{'/mask' if masked else ''}",
+                       status="ok" if ok else f"FAIL (tol {TOL[prec]})", **errs,
+                       seconds=time.perf_counter() - t0))
+    except Exception as e:  # noqa: BLE001  (report and go on: one failure must not hide the rest)
+      rows.append(dict(size=size, case=f"{name}/{prec}", status=f"ERROR {type(e).__name__}: "
+                       f"{str(e)[:300]}"))
+    log(rows[-1])
+  return rows
+
+
+def time_jax(sizes, force, reps, clock, log):
+  import jax
+  import jax.numpy as jnp
+  from jrnn.activations import ACTIVATIONS
+  from jrnn.pallas_rnn import pallas_supported
+  act = ACTIVATIONS["tanh"]
+  rows = []
+  for size in sizes:
+    b, _, _, h, _ = size
+    params, xs, ys = layer_problem(size)
+    variants = [("xla_hand", dict(unroll=1)), ("xla_hand_u32", dict(unroll=32))]
+    if force or pallas_supported(h, b, jnp.float32, "gpu"):
+      variants = [("pallas_tf32", dict(precision="tf32")),
+                  ("pallas_bf16", dict(compute_dtype=jnp.bfloat16))] + variants
+    for name, kw in variants:
+      if clock.left() < 45:
+        rows.append(dict(size=size, impl=name, status="skipped: budget"))
+        continue
+      kind = "pallas" if name.startswith("pallas") else "xla"
+      try:
+        with jax.default_matmul_precision("tensorfloat32"):
+          step, fwd = layer_fns(make_core(kind, act, **kw), size)
+          train = median_ms(lambda: jax.block_until_ready(step(params, xs, ys)), reps)
+          forward = median_ms(lambda: jax.block_until_ready(fwd(params, xs)), reps)
+        rows.append(dict(size=size, impl=name, train_ms=train, fwd_ms=forward, status="ok"))
+      except Exception as e:  # noqa: BLE001
+        rows.append(dict(size=size, impl=name, status=f"ERROR {type(e).__name__}: {str(e)[:300]}"))
+      log(rows[-1])
+  return rows
+
+
+def time_torch(sizes, reps, clock, log):
+  try:
+    import torch
+  except ImportError:
+    return [dict(impl="torch_cudnn", status="torch not installed")]
+  if not torch.cuda.is_available():
+    return [dict(impl="torch_cudnn", status="torch has no CUDA")]
+  torch.backends.cudnn.allow_tf32 = True
+  torch.backends.cuda.matmul.allow_tf32 = True
+  rows = []
+  for size in sizes:
+    if clock.left() < 30:
+      rows.append(dict(size=size, impl="torch_cudnn", status="skipped: budget"))
+      continue
+    b, t, i, h, o = size
+    rnn = torch.nn.RNN(i, h).cuda()
+    lin = torch.nn.Linear(h, o).cuda()
+    x = torch.randn(t, b, i, device="cuda")
+    y = torch.randn(t, b, o, device="cuda")
+    ps = list(rnn.parameters()) + list(lin.parameters())
+
+    def step():
+      for q in ps:
+        q.grad = None
+      hs, _ = rnn(x)
+      ((lin(hs) - y) ** 2).sum(dim=(0, 2)).mean().backward()
+      torch.cuda.synchronize()
+
+    def fwd():
+      with torch.no_grad():
+        rnn(x)
+      torch.cuda.synchronize()
+
+    rows.append(dict(size=size, impl="torch_cudnn_tf32", train_ms=median_ms(step, reps),
+                     fwd_ms=median_ms(fwd, reps), status="ok"))
+    log(rows[-1])
+  return rows
+
+
+def tuning_sweep(sizes, reps, clock, log):
+  """Forward time of launch settings where the kernel applies (what the defaults should be)."""
+  import jax
+  import jax.numpy as jnp
+  from jrnn.activations import ACTIVATIONS
+  from jrnn.pallas_rnn import pallas_supported
+  act = ACTIVATIONS["tanh"]
+  rows = []
+  for size in sizes:
+    b, _, _, h, _ = size
+    if not pallas_supported(h, b, jnp.float32, "gpu"):
+      continue
+    params, xs, _ = layer_problem(size)
+    settings = [dict(num_warps=w) for w in (2, 4, 8)] + [dict(block_b=32), dict(num_stages=2),
+                                                         dict(unroll=4)]
+    if h >= 128:
+      settings += [dict(resident=True), dict(resident=False),
+                   dict(resident=True, compute_dtype=jnp.bfloat16),
+                   dict(resident=False, compute_dtype=jnp.bfloat16)]
+    for kw in settings:
+      if clock.left() < 40:
+        break
+      try:
+        with jax.default_matmul_precision("tensorfloat32"):
+          _, fwd = layer_fns(make_core("pallas", act, **dict(kw)), size)
+          ms = median_ms(lambda: jax.block_until_ready(fwd(params, xs)), max(5, reps // 2))
+        rows.append(dict(size=size, setting=_show(kw), fwd_ms=ms, status="ok"))
+      except Exception as e:  # noqa: BLE001
+        rows.append(dict(size=size, setting=_show(kw), status=f"ERROR {type(e).__name__}: "
+                         f"{str(e)[:200]}"))
+      log(rows[-1])
+  return rows
+
+
+def _show(kw):
+  return ",".join(f"{k}={getattr(v, '__name__', v)}" for k, v in kw.items())
+
+
+def sanitizer_child():
+  """The small case compute-sanitizer runs: resident and streamed, masked, fwd + bwd."""
+  import jax
+  import jax.numpy as jnp
+  from jrnn.activations import ACTIVATIONS
+  for h, resident in ((32, True), (128, False)):
+    t, b = 8, 19
+    k = jax.random.split(jax.random.PRNGKey(0), 4)
+    w = jax.random.normal(k[0], (h, h), jnp.float32) / h ** 0.5
+    u = jax.random.normal(k[1], (t, b, h), jnp.float32)
+    mask = jax.random.bernoulli(k[2], 0.7, (t, b))
+    core = make_core("pallas", ACTIVATIONS["tanh"], resident=resident)
+    out = jax.grad(lambda w, u: jnp.sum(core(w, u, jnp.zeros((b, h), jnp.float32), mask) ** 2),
+                   argnums=(0, 1))(w, u)
+    jax.block_until_ready(out)
+  print("sanitizer child done")
+
+
+def run_sanitizer(clock):
+  tool = shutil.which("compute-sanitizer") or next(
+      (p for p in ("/usr/local/cuda/bin/compute-sanitizer",) if os.path.exists(p)), None)
+  if tool is None:
+    return dict(status="compute-sanitizer not found")
+  limit = max(30, min(150, int(clock.left()) - 5))
+  cmd = [tool, "--tool", "memcheck", "--print-limit", "20", sys.executable, __file__,
+         "--sanitizer-child"]
+  try:
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, cwd=ROOT)
+  except subprocess.TimeoutExpired:
+    return dict(status=f"timed out after {limit} s", command=" ".join(cmd))
+  summary = [ln for ln in res.stdout.splitlines() if "ERROR SUMMARY" in ln]
+  return dict(status="ok" if res.returncode == 0 and summary and " 0 errors" in summary[-1]
+              else "FAIL", returncode=res.returncode, summary=summary[-1:] or None,
+              tail=(res.stdout + res.stderr)[-2000:], command=" ".join(cmd))
+
+
+# ----------------------------------------------------------------------------- report
+
+def environment():
+  import jax
+  info = dict(python=platform.python_version(), jax=jax.__version__,
+              devices=[str(d) for d in jax.devices()],
+              device_kind=jax.devices()[0].device_kind)
+  try:
+    import jaxlib
+    info["jaxlib"] = jaxlib.__version__
+  except ImportError:
+    pass
+  try:
+    import torch
+    info["torch"] = torch.__version__
+    info["cudnn"] = torch.backends.cudnn.version()
+  except ImportError:
+    pass
+  smi = shutil.which("nvidia-smi")
+  if smi:
+    q = subprocess.run([smi, "--query-gpu=name,driver_version,memory.total",
+                        "--format=csv,noheader"], capture_output=True, text=True)
+    info["nvidia_smi"] = q.stdout.strip()
+  return info
+
+
+def table(timing):
+  by_size = {}
+  for r in timing:
+    if r.get("status") == "ok":
+      by_size.setdefault(tuple(r["size"]), {})[r["impl"]] = r
+  lines = ["| size (B,T,I,H,O) | impl | train ms | fwd ms | train / cuDNN | fwd / cuDNN |",
+           "|---|---|---|---|---|---|"]
+  for size, impls in by_size.items():
+    ref = impls.get("torch_cudnn_tf32")
+    for name, r in impls.items():
+      ratio = lambda k: f"{r[k] / ref[k]:.2f}" if ref else "n/a"  # noqa: E731
+      lines.append(f"| {size} | {name} | {r['train_ms']:.3f} | {r['fwd_ms']:.3f} | "
+                   f"{ratio('train_ms')} | {ratio('fwd_ms')} |")
+  return "\n".join(lines)
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  if args.sanitizer_child:
+    sanitizer_child()
+    return 0
+  import jax
+  try:
+    gpus = jax.devices("gpu")
+  except RuntimeError:
+    gpus = []
+  if not gpus:
+    print(f"no GPU found (jax backend: {jax.default_backend()}): nothing to check. Run this on "
+          "a CUDA machine; the CPU test suite covers the kernels in interpret mode.")
+    return 0
+  clock = Clock(args.budget_s)
+  out = Path(args.out)
+  out.mkdir(parents=True, exist_ok=True)
+  sizes = ANCHOR_SIZES[:1] if args.quick else ANCHOR_SIZES
+  report = dict(command=" ".join([sys.executable, *sys.argv]), environment=environment())
+  log = lambda row: print("  ", json.dumps(row, default=str), flush=True)  # noqa: E731
+
+  def save():
+    (out / "gpu_check.json").write_text(json.dumps(report, indent=1, default=str))
+
+  print("environment:", json.dumps(report["environment"]), flush=True)
+  print("\n[1] correctness vs XLA hand BPTT", flush=True)
+  report["correctness"] = check_correctness(sizes, args.force, clock, log)
+  save()
+  print("\n[2] timing (TF32 allowed on both sides)", flush=True)
+  report["timing"] = time_jax(sizes, args.force, args.reps, clock, log)
+  if not args.no_torch:
+    report["timing"] += time_torch(sizes, args.reps, clock, log)
+  save()
+  if not args.no_sweep:
+    print("\n[2b] launch-tuning sweep (forward ms)", flush=True)
+    report["sweep"] = tuning_sweep(sizes, args.reps, clock, log)
+    save()
+  if not args.no_sanitizer:
+    print("\n[3] compute-sanitizer memcheck", flush=True)
+    report["sanitizer"] = run_sanitizer(clock)
+    print("  ", report["sanitizer"].get("status"), report["sanitizer"].get("summary"), flush=True)
+  report["table"] = table(report["timing"])
+  report["seconds"] = args.budget_s - clock.left()
+  save()
+  print("\n" + report["table"])
+  bad = [r for r in report["correctness"] if r["status"].startswith(("FAIL", "ERROR"))]
+  print(f"\ncorrectness: {len(bad)} failing of {len(report['correctness'])}; "
+        f"{report['seconds']:.0f} s; JSON: {out / 'gpu_check.json'}")
+  return 1 if bad else 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
