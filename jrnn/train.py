@@ -1,0 +1,312 @@
+"""Compiled training: one pure step from any jrnn loss and any optax optimiser.
+
+A step is gradient descent on a loss ``L(θ)`` (e.g. the seed's ``L = Σ_t L_t(y_t, ŷ_t)``), the
+gradient given by BPTT:
+
+.. math::
+
+   g = ∇_θ L(θ), \\qquad (u, s') = \\mathrm{opt.update}(\\mathrm{clip}(g), s, θ),
+   \\qquad θ' = θ + u
+
+where ``clip(g) = g · min(1, c / ‖g‖₂)`` over the global norm of all gradients when a clip
+norm ``c`` is given.
+
+* :func:`make_train_step` builds ``train_step(params, opt_state, batch) -> (params, opt_state,
+  metrics)``; jitted once with ``params`` and ``opt_state`` donated, so the update happens in
+  place and later calls with same-shaped arguments reuse the compiled program.
+* :func:`make_stream_train_step` is the stateful variant for long streams (truncated BPTT):
+  ``(params, opt_state, h, batch) -> (params, opt_state, h', metrics)``. The state ``h'`` at the
+  end of one window starts the next; ``stop_gradient`` cuts the gradient there, so each step
+  backpropagates through its own window of ``T`` steps only while the forward pass sees the whole
+  stream's history.
+* :func:`make_eval_step` evaluates a loss without updating anything.
+* :func:`sequence_loss` turns the forward pass and a jrnn loss into such a loss function.
+* :func:`make_optimizer` names the optimisers (SGD, momentum, Adam, Adagrad, RMSProp), learning
+  rate schedules and clipping.
+
+Batches are time-major, ``(T, B, …)``, as :func:`jrnn.forward`'s default layout.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jrnn.activations import ActivationLike
+from jrnn.losses import softmax_cross_entropy, squared_error
+from jrnn.unroll import forward
+
+OPTIMIZERS = ("sgd", "momentum", "adam", "adagrad", "rmsprop")
+SCHEDULES = ("constant", "cosine", "linear")
+LOSSES = ("cross_entropy", "squared_error")
+
+Metrics = Dict[str, jax.Array]
+
+
+class Batch(NamedTuple):
+  """One time-major batch.
+
+  ``mask`` weights the loss only (e.g. the copy task scores its answer steps); it does not stop
+  the recurrence, which runs over every step of ``xs``.
+  """
+  xs: jax.Array  # shape=(T, B, I) float, or (T, B) int tokens with sequence_loss(one_hot=I)
+  targets: jax.Array  # shape=(T, B) int labels, or (T, B, O) float targets
+  mask: Optional[jax.Array] = None  # shape=(T, B), bool; None scores every step
+
+
+def _check_positive(name: str, value, kind=float) -> None:
+  ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+  if kind is int:
+    ok = ok and float(value).is_integer()
+  if not ok or (isinstance(value, float) and not math.isfinite(value)):
+    what = "a positive integer" if kind is int else "a positive finite number"
+    raise ValueError(f"{name} must be {what}, got {value!r}")
+
+
+def make_schedule(learning_rate: float, *, schedule: str = "constant", total_steps:
+                  Optional[int] = None, warmup_steps: int = 0,
+                  final_fraction: float = 0.1) -> optax.Schedule:
+  """A learning-rate schedule ``η(step)``.
+
+  * ``"constant"``: ``η(s) = η₀``;
+  * ``"cosine"``: ``η(s) = η₀ (f + (1 - f)(1 + cos(π s / S)) / 2)``, from ``η₀`` to ``f·η₀``;
+  * ``"linear"``: from ``η₀`` to ``f·η₀`` in a straight line;
+
+  with ``S = total_steps - warmup_steps`` and ``f = final_fraction``, each preceded by a linear
+  warm-up from 0 over ``warmup_steps`` when that is positive.
+  """
+  _check_positive("learning_rate", learning_rate)
+  if schedule not in SCHEDULES:
+    raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+  if not isinstance(warmup_steps, int) or warmup_steps < 0:
+    raise ValueError(f"warmup_steps must be an integer >= 0, got {warmup_steps!r}")
+  if not 0.0 <= final_fraction <= 1.0:
+    raise ValueError(f"final_fraction must lie in [0, 1], got {final_fraction}")
+  if schedule == "constant":
+    main = optax.constant_schedule(learning_rate)
+  else:
+    if total_steps is None or total_steps <= warmup_steps:
+      raise ValueError(f"schedule={schedule!r} needs total_steps > warmup_steps="
+                       f"{warmup_steps}, got total_steps={total_steps!r}")
+    n = total_steps - warmup_steps
+    if schedule == "cosine":
+      main = optax.cosine_decay_schedule(learning_rate, n, alpha=final_fraction)
+    else:
+      main = optax.linear_schedule(learning_rate, learning_rate * final_fraction, n)
+  if warmup_steps == 0:
+    return main
+  warm = optax.linear_schedule(0.0, learning_rate, warmup_steps)
+  return optax.join_schedules([warm, main], [warmup_steps])
+
+
+def make_optimizer(
+    name: str = "adam",
+    learning_rate: float = 1e-3,
+    *,
+    clip_norm: Optional[float] = None,
+    momentum: float = 0.9,
+    schedule: str = "constant",
+    total_steps: Optional[int] = None,
+    warmup_steps: int = 0,
+    final_fraction: float = 0.1,
+    weight_decay: float = 0.0,
+) -> optax.GradientTransformation:
+  """An optax optimiser by name, with an optional schedule, weight decay and clipping.
+
+  Args:
+    name: ``"sgd"`` (``θ -= η g``), ``"momentum"`` (heavy ball, ``v = μ v + g``, ``θ -= η v``),
+      ``"adam"``, ``"adagrad"`` or ``"rmsprop"``.
+    learning_rate: ``η₀ > 0``.
+    clip_norm: ``c > 0`` rescales the gradient to global norm at most ``c`` before the update;
+      ``None`` does not clip.
+    momentum: ``μ`` for ``"momentum"``.
+    schedule, total_steps, warmup_steps, final_fraction: see :func:`make_schedule`.
+    weight_decay: ``λ >= 0``. For Adam it is decoupled (AdamW: ``θ -= η(t) λ θ`` beside the Adam
+      step); for the others it adds ``λ θ`` to the gradient (L2 regularisation).
+
+  Returns:
+    An ``optax.GradientTransformation``.
+  """
+  if name not in OPTIMIZERS:
+    raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
+  lr = make_schedule(learning_rate, schedule=schedule, total_steps=total_steps,
+                     warmup_steps=warmup_steps, final_fraction=final_fraction)
+  if name == "sgd":
+    opt = optax.sgd(lr)
+  elif name == "momentum":
+    if not 0.0 <= momentum < 1.0:
+      raise ValueError(f"momentum must lie in [0, 1), got {momentum}")
+    opt = optax.sgd(lr, momentum=momentum)
+  elif name == "adam":
+    opt = optax.adamw(lr, weight_decay=weight_decay) if weight_decay else optax.adam(lr)
+  elif name == "adagrad":
+    opt = optax.adagrad(lr)
+  else:
+    opt = optax.rmsprop(lr)
+  if not (math.isfinite(weight_decay) and weight_decay >= 0):
+    raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+  if weight_decay and name != "adam":
+    opt = optax.chain(optax.add_decayed_weights(weight_decay), opt)
+  if clip_norm is None:
+    return opt
+  _check_positive("clip_norm", clip_norm)
+  return optax.chain(optax.clip_by_global_norm(clip_norm), opt)
+
+
+def sequence_loss(
+    kind: str = "cross_entropy",
+    *,
+    one_hot: Optional[int] = None,
+    reduction: str = "mean",
+    activation: ActivationLike = "tanh",
+    unroll: int = 1,
+    bptt: str = "hand",
+) -> Callable[..., Tuple[jax.Array, jax.Array]]:
+  """The loss of :func:`jrnn.forward` on a :class:`Batch`, as ``loss(params, batch, h0=None)``.
+
+  ``loss`` returns ``(L, h_last)``: the loss (``"cross_entropy"``: softmax cross-entropy with
+  integer targets; ``"squared_error"``: ``Σ_o (y - ŷ)²``), reduced by ``reduction`` over the
+  steps ``batch.mask`` scores (see :mod:`jrnn.losses`), and the final state ``(B, H)`` to carry
+  into the next window of a stream.
+
+  Args:
+    kind: one of :data:`LOSSES`.
+    one_hot: if given, ``batch.xs`` holds integer tokens ``(T, B)`` in ``[0, one_hot)`` that are
+      one-hot encoded to ``(T, B, one_hot)`` (so ``W_xh x_t`` is column ``x_t`` of ``W_xh``).
+    reduction: as :func:`jrnn.squared_error`; ``"mean"`` is per scored step.
+    activation, unroll, bptt: passed to :func:`jrnn.forward`.
+  """
+  if kind not in LOSSES:
+    raise ValueError(f"kind must be one of {LOSSES}, got {kind!r}")
+  if one_hot is not None:
+    _check_positive("one_hot", one_hot, int)
+
+  def loss(params, batch: Batch, h0: Optional[jax.Array] = None):
+    xs = batch.xs
+    if one_hot is not None:
+      if not jnp.issubdtype(jnp.result_type(xs), jnp.integer):
+        raise TypeError(f"batch.xs must hold integer tokens with one_hot={one_hot}, "
+                        f"got dtype {jnp.result_type(xs)}")
+      xs = jax.nn.one_hot(xs, one_hot, dtype=jnp.result_type(params.w_hh))
+    out = forward(params, xs, h0=h0, activation=activation, unroll=unroll, bptt=bptt)
+    if kind == "cross_entropy":
+      value = softmax_cross_entropy(out.ys, batch.targets, batch.mask, reduction=reduction)
+    else:
+      value = squared_error(out.ys, batch.targets, batch.mask, reduction=reduction)
+    return value, out.h_last
+
+  return loss
+
+
+def _update(loss_and_grad, optimizer, params, opt_state, *args):
+  (loss, aux), grads = loss_and_grad(params, *args)
+  updates, opt_state = optimizer.update(grads, opt_state, params)
+  params = optax.apply_updates(params, updates)
+  return params, opt_state, aux, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+
+
+def _jit(fn, jit, donate, shardings):
+  if not jit:
+    return fn
+  kwargs = {}
+  if shardings is not None:
+    kwargs = {"in_shardings": shardings[0], "out_shardings": shardings[1]}
+  return jax.jit(fn, donate_argnums=donate, **kwargs)
+
+
+def make_train_step(
+    loss_fn: Callable[..., Any],
+    optimizer: optax.GradientTransformation,
+    *,
+    has_aux: bool = False,
+    jit: bool = True,
+    donate: bool = True,
+    mesh: Optional[jax.sharding.Mesh] = None,
+) -> Callable[[Any, Any, Any], Tuple[Any, Any, Metrics]]:
+  """Builds ``train_step(params, opt_state, batch) -> (params, opt_state, metrics)``.
+
+  Args:
+    loss_fn: ``loss_fn(params, batch)`` returning a scalar, or ``(scalar, aux)`` with
+      ``has_aux=True`` (``aux`` is dropped; :func:`sequence_loss` returns ``h_last`` there).
+    optimizer: any ``optax.GradientTransformation`` (see :func:`make_optimizer`).
+    has_aux: whether ``loss_fn`` returns ``(loss, aux)``.
+    jit: compile with ``jax.jit`` (``False`` for debugging).
+    donate: donate ``params`` and ``opt_state``: the caller must not reuse the arrays it
+      passed in, only those returned.
+    mesh: a device mesh from :func:`jrnn.sharding.data_mesh`; then ``batch`` is split along
+      its batch axis 1 over the mesh's ``"data"`` axis and ``params``/``opt_state`` are
+      replicated (data parallelism; XLA sums the gradient across devices).
+
+  Returns:
+    The step. ``metrics`` holds ``"loss"`` and ``"grad_norm"`` (before clipping) as device
+    scalars: fetch them only when logging, so steps are not synchronised with the host.
+  """
+  def scalar_loss(params, batch):
+    out = loss_fn(params, batch)
+    return out if has_aux else (out, None)
+
+  grad_fn = jax.value_and_grad(scalar_loss, has_aux=True)
+
+  def train_step(params, opt_state, batch):
+    params, opt_state, _, metrics = _update(grad_fn, optimizer, params, opt_state, batch)
+    return params, opt_state, metrics
+
+  shardings = None
+  if mesh is not None:
+    from jrnn import sharding  # pylint: disable=import-outside-toplevel
+    rep, data = sharding.replicated(mesh), sharding.batch_sharding(mesh, batch_axis=1)
+    shardings = ((rep, rep, data), (rep, rep, rep))
+  return _jit(train_step, jit, (0, 1) if donate else (), shardings)
+
+
+def make_stream_train_step(
+    loss_fn: Callable[..., Tuple[jax.Array, jax.Array]],
+    optimizer: optax.GradientTransformation,
+    *,
+    jit: bool = True,
+    donate: bool = True,
+    mesh: Optional[jax.sharding.Mesh] = None,
+) -> Callable[[Any, Any, jax.Array, Any], Tuple[Any, Any, jax.Array, Metrics]]:
+  """Builds the truncated-BPTT step ``(params, opt_state, h, batch) -> (params, opt_state, h',
+  metrics)``.
+
+  Args:
+    loss_fn: ``loss_fn(params, batch, h0) -> (loss, h_last)``, e.g. :func:`sequence_loss`.
+    optimizer, jit, mesh: as :func:`make_train_step`; with a mesh, ``h (B, H)`` is split along
+      its axis 0 like the batch.
+    donate: donate ``params``, ``opt_state`` and ``h``.
+
+  ``h`` enters under ``stop_gradient``: the gradient of window ``k`` stops at its first step,
+  ``∂L_k/∂θ = Σ_{t in window k} …`` with ``h`` treated as a constant (truncated BPTT with
+  ``k₁ = k₂ = T``).
+  """
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def stream_step(params, opt_state, h, batch):
+    h = jax.lax.stop_gradient(h)
+    params, opt_state, h_last, metrics = _update(grad_fn, optimizer, params, opt_state, batch, h)
+    return params, opt_state, jax.lax.stop_gradient(h_last), metrics
+
+  shardings = None
+  if mesh is not None:
+    from jrnn import sharding  # pylint: disable=import-outside-toplevel
+    rep = sharding.replicated(mesh)
+    data, state = sharding.batch_sharding(mesh, 1), sharding.batch_sharding(mesh, 0)
+    shardings = ((rep, rep, state, data), (rep, rep, state, rep))
+  return _jit(stream_step, jit, (0, 1, 2) if donate else (), shardings)
+
+
+def make_eval_step(loss_fn: Callable[..., Any], *, has_aux: bool = False,
+                   jit: bool = True) -> Callable[..., Metrics]:
+  """Builds ``eval_step(params, batch, *rest) -> {"loss": …}`` (no gradient, no update).
+
+  Extra arguments (e.g. ``h0`` for :func:`sequence_loss`) are passed on to ``loss_fn``.
+  """
+  def eval_step(params, batch, *rest):
+    out = loss_fn(params, batch, *rest)
+    return {"loss": out[0] if has_aux else out}
+
+  return jax.jit(eval_step) if jit else eval_step
