@@ -46,10 +46,14 @@ TF32 matrix units, anything else strict IEEE float32), or bfloat16 with
 
 On-chip budget (why :func:`pallas_supported` caps ``H``): ``W_hh`` takes ``H²·4`` bytes in
 float32: 16 KiB at ``H=64``, 64 KiB at 128, 256 KiB at 256, which no longer fits the 227 KiB of
-shared memory a block may have on an H100/H200 (nor its 256 KiB register file). So ``W_hh`` is
-held resident (loaded once before the loop) up to :data:`RESIDENT_BYTES`, and above it is
-re-read from L2 every step inside the same single launch, which still removes the per-step
-launches but not the per-step weight traffic.
+shared memory a block may have on an H100/H200 (nor its 256 KiB register file), and Triton
+stages a whole ``tl.dot`` operand through shared memory. So ``W_hh`` is held resident (loaded
+once before the loop, kept in registers) up to :data:`RESIDENT_BYTES`; above it the kernel
+streams ``W_hh`` in column blocks of :data:`STREAM_COLS` from L2 every step, inside the same
+single launch, which still removes the per-step launches but not the per-step weight traffic
+(``H·H·4`` bytes per step per program; at ``H=256`` about 2 µs of L2 bandwidth per SM).
+Which ``H`` wins over cuDNN and over the XLA path is for ``scripts/gpu_check.py`` to measure;
+:data:`MAX_H` is provisional.
 """
 from __future__ import annotations
 
