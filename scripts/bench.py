@@ -3,10 +3,11 @@
 Implementations (see ``scripts/bench_impls.py``; all share one set of parameters and data):
 jrnn's hand BPTT and autodiff paths (``jrnn_hand``, ``jrnn_autodiff``; ``_u{K}`` when scan
 ``unroll=K``), flax.linen ``RNN(SimpleCell)`` (``flax_linen``), haiku ``VanillaRNN`` +
-``dynamic_unroll`` (``haiku_vanilla``, which is a ReLU RNN: haiku has no tanh option) and ``torch.nn.RNN`` (``torch_rnn`` on CPU,
-``torch_cudnn`` on CUDA). Each adds a linear readout; the loss is the mean over the batch of
-Σ_t squared error (``../shared/ANCHORS.md``), float32. A training step is one jitted
-``value_and_grad`` with respect to every parameter; the forward pass returns the readout.
+``dynamic_unroll`` (``haiku_vanilla``; a ReLU RNN, haiku has no tanh option) and
+``torch.nn.RNN`` (``torch_rnn`` on CPU, ``torch_cudnn`` on CUDA). Each adds a linear readout;
+the loss is the mean over the batch of Σ_t squared error (``../shared/ANCHORS.md``), float32. A
+training step is one jitted ``value_and_grad`` with respect to every parameter; the forward
+pass returns the readout.
 
 Method: everything for one size is built (and compiled) first; each (implementation, mode) is
 warmed up, then all of them run round-robin, the starting point rotating each round, for
@@ -135,14 +136,15 @@ def _median_seconds(fn, reps):
 def matmul_ceiling(on_gpu, tf32, quick):
   """GFLOP/s of square float32 matrix products, XLA (and NumPy on CPU), in this process."""
   sides = [256] if quick else ([8192] if on_gpu else [512, 2048])
-  reps = 2 if quick else 5
   out = {}
   key = jax.random.PRNGKey(0)
   for n in sides:
+    reps = 2 if quick else max(5, 2 ** 33 // n ** 3)  # small products: more, shorter reps
     a = jax.random.normal(key, (n, n), jnp.float32)
-    with bench_impls._precision(tf32):
+    with bench_impls.precision(tf32):
       dot = jax.jit(jnp.dot).lower(a, a).compile()
-    out[f"xla_{n}"] = 2 * n ** 3 / _median_seconds(lambda: dot(a, a).block_until_ready(), reps) / 1e9
+    t = _median_seconds(lambda: dot(a, a).block_until_ready(), reps)
+    out[f"xla_{n}"] = 2 * n ** 3 / t / 1e9
     if not on_gpu:
       an = np.asarray(a)
       out[f"numpy_{n}"] = 2 * n ** 3 / _median_seconds(lambda: an @ an, reps) / 1e9

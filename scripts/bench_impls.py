@@ -64,7 +64,7 @@ def make_problem(size: Size, seed: int = 0) -> Problem:
   return Problem(params, xs, ys)
 
 
-def _precision(tf32: bool):
+def precision(tf32: bool):
   # TF32 only means something on GPUs; on CPU the context is a no-op, but keep it explicit.
   return jax.default_matmul_precision("tensorfloat32") if tf32 else contextlib.nullcontext()
 
@@ -87,7 +87,7 @@ def _jax_impl(loss_fn, fwd_fn, params, xs, targets, to_jrnn, *, tf32: bool) -> I
   ``to_jrnn`` maps the library's gradient pytree to jrnn's names and layout.
   """
   params, xs, targets = jax.device_put((params, xs, targets))
-  with _precision(tf32):
+  with precision(tf32):
     step = jax.jit(jax.value_and_grad(loss_fn)).lower(params, xs, targets).compile()
     fwd = jax.jit(fwd_fn).lower(params, xs).compile()
 
