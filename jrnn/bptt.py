@@ -94,6 +94,27 @@ def _recurrence_bwd(act, unroll, w_hh, u, h0, mask, hs, g):
   return deltas, dw_hh, dh0
 
 
+# The sequential kernels: XLA's lax.scan, or the persistent Pallas kernels of jrnn.pallas_rnn
+# ("pallas" compiles them with Triton on a GPU; "pallas_interpret" runs them anywhere, slowly).
+KERNELS = ("xla", "pallas", "pallas_interpret")
+
+
+def _states(kernel, w_hh, u, h0, mask, act, unroll):
+  if kernel == "xla":
+    return scan_recurrence(w_hh, u, h0, mask, act, unroll)
+  from jrnn import pallas_rnn  # imported lazily: Pallas is only needed on this path
+  return pallas_rnn.pallas_recurrence(w_hh, u, h0, mask, act, unroll,
+                                      interpret=kernel == "pallas_interpret")
+
+
+def _states_bwd(kernel, act, unroll, w_hh, u, h0, mask, hs, g):
+  if kernel == "xla":
+    return _recurrence_bwd(act, unroll, w_hh, u, h0, mask, hs, g)
+  from jrnn import pallas_rnn
+  return pallas_rnn.pallas_recurrence_bwd(w_hh, u, h0, mask, hs, g, act, unroll,
+                                          interpret=kernel == "pallas_interpret")
+
+
 # The recurrence alone over precomputed inputs u (what `jrnn.recurrence` differentiates).
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
@@ -123,26 +144,28 @@ def _project(w_xh, b_h, xs):
   return add_bias(xs @ w_xh.T, b_h)  # one GEMM over T·B rows
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7))
-def hand_layer(w_xh, w_hh, b_h, xs, h0, mask, act: Activation, unroll: int):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7, 8))
+def hand_layer(w_xh, w_hh, b_h, xs, h0, mask, act: Activation, unroll: int,
+               kernel: str = "xla"):
   """One layer, ``xs (T, B, I) -> hs (T, B, H)``, with every gradient derived by hand.
 
   The forward pass computes ``u = xs W_xhᵀ + b_h`` for all steps at once, then scans
   ``h_t = σ(h_{t-1} W_hhᵀ + u_t)``. The backward pass is the module docstring's recursion.
+  ``kernel`` (one of :data:`KERNELS`) runs the two sequential loops.
   """
-  return scan_recurrence(w_hh, _project(w_xh, b_h, xs), h0, mask, act, unroll)
+  return _states(kernel, w_hh, _project(w_xh, b_h, xs), h0, mask, act, unroll)
 
 
-def _layer_fwd(w_xh, w_hh, b_h, xs, h0, mask, act, unroll):
+def _layer_fwd(w_xh, w_hh, b_h, xs, h0, mask, act, unroll, kernel):
   u = _project(w_xh, b_h, xs)
-  hs = scan_recurrence(w_hh, u, h0, mask, act, unroll)
+  hs = _states(kernel, w_hh, u, h0, mask, act, unroll)
   keep_u = u if act.deriv_from_output is None else None
   return hs, (w_xh, w_hh, keep_u, xs, h0, mask, hs)
 
 
-def _layer_vjp(act, unroll, res, g):
+def _layer_vjp(act, unroll, kernel, res, g):
   w_xh, w_hh, u, xs, h0, mask, hs = res
-  deltas, dw_hh, dh0 = _recurrence_bwd(act, unroll, w_hh, u, h0, mask, hs, g)
+  deltas, dw_hh, dh0 = _states_bwd(kernel, act, unroll, w_hh, u, h0, mask, hs, g)
   d2 = deltas.reshape(-1, deltas.shape[-1])
   dw_xh = d2.T @ xs.reshape(d2.shape[0], -1)
   db_h = jnp.sum(d2, axis=0)
@@ -151,3 +174,10 @@ def _layer_vjp(act, unroll, res, g):
 
 
 hand_layer.defvjp(_layer_fwd, _layer_vjp)
+
+
+def pallas_recurrence(w_hh, u, h0, mask, act: Activation, unroll: int, kernel: str):
+  """:func:`hand_recurrence` with the Pallas kernels (``kernel`` ``"pallas"`` or interpreted)."""
+  from jrnn import pallas_rnn
+  return pallas_rnn.pallas_recurrence(w_hh, u, h0, mask, act, unroll,
+                                      interpret=kernel == "pallas_interpret")

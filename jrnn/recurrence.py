@@ -14,6 +14,11 @@ leaves the state unchanged (exactly, by selection, not by arithmetic).
   ``jax.custom_vjp``; a reverse scan carries only ``δ`` and the weight gradient is one GEMM.
 * ``"autodiff"``: JAX differentiates the ``lax.scan``; supports forward mode (``jax.jvp``,
   ``jax.jacfwd``) as well.
+* ``"pallas"``: the hand-derived backward pass with both loops in persistent Pallas kernels
+  (:mod:`jrnn.pallas_rnn`: one launch per sequence, ``W_hh`` on chip); compiled with Triton on a
+  CUDA GPU, run in Pallas interpret mode elsewhere (slow: for tests).
+* ``"auto"``: ``"pallas"`` where :func:`jrnn.pallas_rnn.pallas_supported` says the compiled
+  kernel applies (a CUDA GPU, supported dtype, activation and ``H``), else ``"hand"``.
 """
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ import jax.numpy as jnp
 
 from jrnn.activations import ActivationLike, get_activation
 
-BPTT_MODES = ("hand", "autodiff")
+BPTT_MODES = ("hand", "autodiff", "pallas", "auto")
 
 
 def scan_recurrence(w_hh, u, h0, mask, act, unroll):
@@ -40,6 +45,20 @@ def scan_recurrence(w_hh, u, h0, mask, act, unroll):
 
   _, hs = jax.lax.scan(body, h0, (u, mask), unroll=unroll)
   return hs
+
+
+def resolve_bptt(bptt: str, n_hidden: int, n_batch: int, dtype, act) -> tuple:
+  """Maps a ``bptt`` option to ``("hand", kernel)`` or ``("autodiff", "xla")``."""
+  if bptt not in BPTT_MODES:
+    raise ValueError(f"bptt must be one of {BPTT_MODES}, got {bptt!r}")
+  backend = jax.default_backend()
+  if bptt == "auto":
+    from jrnn import pallas_rnn
+    ok = pallas_rnn.pallas_supported(n_hidden, n_batch, dtype, backend, activation=act.name)
+    return ("hand", "pallas") if ok else ("hand", "xla")
+  if bptt == "pallas":
+    return "hand", "pallas" if backend in ("gpu", "cuda") else "pallas_interpret"
+  return bptt, "xla"
 
 
 def recurrence(
@@ -63,20 +82,20 @@ def recurrence(
     activation: ``σ``.
     reverse: run from ``t = T-1`` down to ``0`` (outputs stay aligned with ``u``).
     unroll: passed to ``lax.scan``.
-    bptt: ``"hand"`` or ``"autodiff"`` (see the module docstring).
+    bptt: ``"hand"``, ``"autodiff"``, ``"pallas"`` or ``"auto"`` (see the module docstring).
   """
-  if bptt not in BPTT_MODES:
-    raise ValueError(f"bptt must be one of {BPTT_MODES}, got {bptt!r}")
   act = get_activation(activation)
+  mode, kernel = resolve_bptt(bptt, w_hh.shape[0], u.shape[1], u.dtype, act)
   if mask is not None:
     mask = jnp.asarray(mask).astype(bool)
   if reverse:
     u = jnp.flip(u, 0)
     mask = None if mask is None else jnp.flip(mask, 0)
-  if bptt == "hand":
+  if mode == "hand":
     from jrnn import bptt as _bptt  # the hand path builds on this module
     try:
-      hs = _bptt.hand_recurrence(w_hh, u, h0, mask, act, unroll)
+      hs = (_bptt.hand_recurrence(w_hh, u, h0, mask, act, unroll) if kernel == "xla" else
+            _bptt.pallas_recurrence(w_hh, u, h0, mask, act, unroll, kernel))
     except TypeError as e:
       if "forward-mode" not in str(e):
         raise

@@ -30,7 +30,7 @@ from jrnn.activations import ActivationLike, get_activation
 from jrnn.cell import add_bias, readout
 from jrnn.params import LayerParams, RNNParams, StackedParams
 from jrnn import bptt as bptt_lib
-from jrnn.recurrence import BPTT_MODES, scan_recurrence
+from jrnn.recurrence import resolve_bptt, scan_recurrence
 
 
 class RNNOutput(NamedTuple):
@@ -120,9 +120,8 @@ def layer_forward(
   backward pass is derived by hand. ``h0 (B, H)`` defaults to ``layer.h0`` if learnt, else zeros. No
   validation here: :func:`forward` and :func:`stacked_forward` validate before calling it.
   """
-  if bptt not in BPTT_MODES:
-    raise ValueError(f"bptt must be one of {BPTT_MODES}, got {bptt!r}")
   act = get_activation(activation)
+  mode, kernel = resolve_bptt(bptt, layer.w_hh.shape[0], xs.shape[1], xs.dtype, act)
   n_batch = xs.shape[1]
   if h0 is None:
     init = layer.h0 if layer.h0 is not None else jnp.zeros_like(layer.b_h)
@@ -132,9 +131,10 @@ def layer_forward(
   if reverse:
     xs = jnp.flip(xs, 0)
     mask = None if mask is None else jnp.flip(mask, 0)
-  if bptt == "hand":
+  if mode == "hand":
     try:
-      hs = bptt_lib.hand_layer(layer.w_xh, layer.w_hh, layer.b_h, xs, h0, mask, act, unroll)
+      hs = bptt_lib.hand_layer(layer.w_xh, layer.w_hh, layer.b_h, xs, h0, mask, act, unroll,
+                               kernel)
     except TypeError as e:
       if "forward-mode" not in str(e):
         raise
@@ -176,8 +176,8 @@ def forward(
     time_major: layout of batched ``xs`` (see the module docstring).
     reverse: process the sequence from its end (outputs stay aligned with ``xs``).
     unroll: ``lax.scan``'s ``unroll``.
-    bptt: ``"hand"`` (hand-derived backward pass) or ``"autodiff"`` (see
-      :mod:`jrnn.recurrence`).
+    bptt: ``"hand"`` (hand-derived backward pass, XLA loops), ``"autodiff"``, ``"pallas"``
+      (hand-derived, persistent Pallas kernels) or ``"auto"``; see :mod:`jrnn.recurrence`.
 
   Returns:
     :class:`RNNOutput` ``(ys, hs, h_last)``: outputs ``(T, B, O)``, states ``(T, B, H)`` and
