@@ -59,7 +59,7 @@ def _uniform(key, shape, dtype, lim):
 
 def _orthogonal(key, n, dtype):
   q, r = jnp.linalg.qr(jax.random.normal(key, (n, n), dtype))
-  return q * jnp.sign(jnp.diagonal(r))  # sign fix makes q Haar-distributed
+  return q * jnp.sign(jnp.diagonal(r))[None, :]  # sign fix makes q Haar-distributed
 
 
 def spectral_radius(w: jax.Array) -> jax.Array:
