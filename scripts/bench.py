@@ -50,6 +50,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_impls  # noqa: E402
+import jrnn  # noqa: E402
 
 # (B, T, I, H, O), from ../shared/ANCHORS.md.
 CPU_SIZES = [(1, 1000, 16, 64, 16), (32, 128, 64, 256, 64), (128, 256, 128, 512, 128)]
@@ -79,9 +80,11 @@ def parse_variants(text):
   variants = []
   for part in filter(None, (p.strip() for p in text.split(","))):
     bptt, _, unroll = part.partition(":")
-    if bptt not in ("hand", "autodiff") or not (unroll or "1").isdigit():
+    # Whatever modes jrnn offers now, so a new backward path needs no change here.
+    if bptt not in jrnn.BPTT_MODES or not (unroll or "1").isdigit():
       raise argparse.ArgumentTypeError(
-          f"a jrnn variant is hand[:K] or autodiff[:K] with K the scan unroll; got {part!r}")
+          f"a jrnn variant is MODE[:K], MODE one of {jrnn.BPTT_MODES} and K the scan unroll; "
+          f"got {part!r}")
     variants.append((bptt, int(unroll or 1)))
   return variants
 
@@ -219,23 +222,32 @@ def time_size(size, builders, args, modes):
 
 
 def format_table(size, mode, rows, ceiling):
-  """One block of the printed table: each implementation, and jrnn's ratios to each peer."""
+  """One block of the printed table: each implementation, and jrnn's ratios to each peer.
+
+  With several jrnn variants, a last column compares each with the first one (the baseline
+  when weighing a lever).
+  """
   b, t, i, h, o = size
   flops = flop_count(size, mode)
   peers = [r for r in rows if not r["impl"].startswith("jrnn")]
+  ours = [r for r in rows if r["impl"].startswith("jrnn")]
+  base = ours[0] if len(ours) > 1 else None
   head = (f"{'impl':<18}{'ms':>10}{'GFLOP/s':>10}{'%ceil':>7}{'peak MiB':>10}"
-          + "".join(f"{'/' + p['impl']:>16}" for p in peers) + ("  /best-peer" if peers else ""))
+          + "".join(f"{'/' + p['impl']:>16}" for p in peers) + ("  /best-peer" if peers else "")
+          + (f"{'/' + base['impl']:>18}" if base else ""))
   lines = [f"== {mode:<7} B={b} T={t} I={i} H={h} O={o}   {flops / 1e9:.3g} GFLOP per call", head]
   best = min((p["ms"] for p in peers), default=None)
   for r in rows:
     gflops = flops / (r["ms"] / 1e3) / 1e9
     peak = "n/a" if r["peak_bytes"] is None else f"{r['peak_bytes'] / 2 ** 20:.2f}"
-    line = (f"{r['impl']:<18}{r['ms']:>10.3f}{gflops:>10.1f}{100 * gflops / ceiling:>6.0f}%"
-            f"{peak:>10}")
+    pct = f"{100 * gflops / ceiling:>6.0f}%" if math.isfinite(ceiling) else f"{'-':>7}"
+    line = f"{r['impl']:<18}{r['ms']:>10.3f}{gflops:>10.1f}{pct}{peak:>10}"
     if r["impl"].startswith("jrnn"):
       line += "".join(f"{r['ms'] / p['ms']:>16.2f}" for p in peers)
       if best is not None:
         line += f"{r['ms'] / best:>11.2f}"
+      if base:
+        line += f"{r['ms'] / base['ms']:>18.2f}"
     lines.append(line)
   return "\n".join(lines)
 
