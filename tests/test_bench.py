@@ -38,7 +38,8 @@ def test_quick_run_writes_json(tmp_path):
     assert row["ms"] > 0 and row["peak_bytes"] > 0
   # A peer is either timed or skipped with a reason, never silently missing.
   timed = {r["impl"] for r in rows}
-  for peer in ("flax_linen", "haiku_vanilla", "torch_rnn"):
+  torch_name = "torch_cudnn" if result["backend"] == "gpu" else "torch_rnn"
+  for peer in ("flax_linen", "haiku_vanilla", torch_name):
     assert peer in timed or peer in result["skipped"]
   assert "jrnn_hand" in proc.stdout and "/best-peer" in proc.stdout
 
