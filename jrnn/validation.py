@@ -30,7 +30,7 @@ def check_shape(name: str, x, expected: Sequence[Optional[int]], what: str = "")
     want = "(" + ", ".join("?" if e is None else str(e) for e in expected) + ")"
     if len(expected) == 1:
       want = want[:-1] + ",)"
-    label = f"{what}={want}" if what else want
+    label = f"{what}={want}" if what and what != want else want
     raise ValueError(f"{name} must have shape {label}, got {shape}")
 
 
@@ -68,7 +68,13 @@ def mask_from_lengths(lengths, n_steps: int, n_batch: int) -> jax.Array:
 
 
 def check_mask(mask, n_steps: int, n_batch: int) -> None:
+  """Checks a time-major ``mask (T, B)``: its shape and a boolean or numeric dtype."""
   check_shape("mask", mask, (n_steps, n_batch), "(T, B)")
+  check_mask_dtype(mask)
+
+
+def check_mask_dtype(mask) -> None:
+  """Raises ``TypeError`` unless ``mask`` is boolean or numeric (nonzero marks a valid step)."""
   dtype = jnp.result_type(mask)
   if not (dtype == jnp.bool_ or jnp.issubdtype(dtype, jnp.number)):
     raise TypeError(f"mask must be boolean or numeric, got {dtype}")
