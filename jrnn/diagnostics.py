@@ -301,7 +301,7 @@ def loss_contributions(traj: Trajectory, dloss_dh: jax.Array) -> jax.Array:
   _check_traj(traj)
   n_steps, n_hidden = traj.gains.shape
   validation.check_float("dloss_dh", dloss_dh, traj.w_hh.dtype)
-  validation.check_shape("dloss_dh", dloss_dh, (n_steps, n_hidden), f"(T={n_steps}, H={n_hidden})")
+  validation.check_shape("dloss_dh", dloss_dh, (n_steps, n_hidden), "(T, H)")
   ts = jnp.arange(1, n_steps + 1)
   rows = jax.vmap(lambda t, g: jnp.linalg.norm(jacobian_vjp(traj, t, g), axis=-1))(ts, dloss_dh)
   return jnp.concatenate([jnp.zeros((1, n_steps + 1), rows.dtype), rows])

@@ -77,17 +77,17 @@ def trajectory(
   dtype = jnp.result_type(params.w_hh)
   n_hidden, n_in = params.w_xh.shape
   validation.check_float("xs", xs, dtype)
-  validation.check_shape("xs", xs, (None, n_in), f"(T, I={n_in})")
+  validation.check_shape("xs", xs, (None, n_in), "(T, I)")
   n_steps = np.shape(xs)[0]
   if mask is None:
     mask = jnp.ones((n_steps,), bool)
   else:
-    validation.check_shape("mask", mask, (n_steps,), f"(T={n_steps},)")
+    validation.check_shape("mask", mask, (n_steps,), "(T,)")
     mask = jnp.asarray(mask).astype(bool)
   if h0 is None:
     h0 = params.h0 if params.h0 is not None else jnp.zeros((n_hidden,), dtype)
   validation.check_float("h0", h0, dtype)
-  validation.check_shape("h0", h0, (n_hidden,), f"(H={n_hidden},)")
+  validation.check_shape("h0", h0, (n_hidden,), "(H,)")
   u = add_bias(jnp.asarray(xs) @ params.w_xh.T, params.b_h)
   # The library's own recurrence, so these states are exactly those of jrnn.forward;
   # autodiff mode keeps forward-mode AD (jax.jacfwd) of this function available.
@@ -176,7 +176,7 @@ def jacobian_jvp(traj: Trajectory, k, v: jax.Array) -> jax.Array:
   n_steps, n_hidden = traj.gains.shape
   _check_time("k", k, n_steps)
   validation.check_float("v", v, traj.w_hh.dtype)
-  validation.check_shape("v", v, (n_hidden,), f"(H={n_hidden},)")
+  validation.check_shape("v", v, (n_hidden,), "(H,)")
   v = jnp.asarray(v)
   zero = jnp.zeros_like(v)
 
@@ -207,7 +207,7 @@ def jacobian_vjp(traj: Trajectory, t, u: jax.Array) -> jax.Array:
   n_steps, n_hidden = traj.gains.shape
   _check_time("t", t, n_steps)
   validation.check_float("u", u, traj.w_hh.dtype)
-  validation.check_shape("u", u, (n_hidden,), f"(H={n_hidden},)")
+  validation.check_shape("u", u, (n_hidden,), "(H,)")
   u = jnp.asarray(u)
   zero = jnp.zeros_like(u)
 
