@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 META_KEY = "jrnn"
+SCALARS_KEY = "jrnn.scalars"  # names of 0-d arrays, which safetensors stores as shape (1,)
 
 
 def _is_key(x) -> bool:
@@ -43,12 +44,17 @@ def save(path: str, tree: Any, metadata: Dict[str, Any]) -> None:
   """Writes ``tree`` (arrays; PRNG keys are stored as their raw key data) and ``metadata``
   (JSON-serialisable) to ``path`` atomically."""
   from safetensors.numpy import save as st_save  # pylint: disable=import-outside-toplevel
-  arrays = {}
+  arrays, scalars = {}, []
   for name, leaf in _flatten(tree).items():
     if _is_key(leaf):
       leaf = jax.random.key_data(leaf)
-    arrays[name] = np.ascontiguousarray(np.asarray(leaf))
-  blob = st_save(arrays, metadata={META_KEY: json.dumps(metadata, sort_keys=True)})
+    leaf = np.asarray(leaf)
+    if leaf.ndim == 0:
+      scalars.append(name)
+      leaf = leaf.reshape(1)
+    arrays[name] = np.ascontiguousarray(leaf)
+  blob = st_save(arrays, metadata={META_KEY: json.dumps(metadata, sort_keys=True),
+                                   SCALARS_KEY: json.dumps(scalars)})
   tmp = path + ".tmp"
   with open(tmp, "wb") as f:
     f.write(blob)
@@ -83,8 +89,12 @@ def load(path: str, template: Any) -> Tuple[Any, Dict[str, Any]]:
       dtype, or the file holds arrays the template does not.
   """
   from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
+  from safetensors import safe_open  # pylint: disable=import-outside-toplevel
   metadata = load_metadata(path)
   stored = load_file(path)
+  with safe_open(path, framework="numpy") as f:
+    for name in json.loads(f.metadata().get(SCALARS_KEY, "[]")):
+      stored[name] = stored[name].reshape(())
   leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
   out = []
   for key_path, leaf in leaves:

@@ -52,6 +52,7 @@ class Config:
   lr: float = 3e-3
   clip: float = 1.0  # global gradient norm; 0 turns clipping off
   weight_decay: float = 0.0
+  dropout: float = 0.0  # on the readout's input, in training only
   schedule: str = "cosine"
   warmup: int = 0
   steps: int = 3000
@@ -97,6 +98,8 @@ def check_config(cfg: Config) -> None:
     raise ValueError(f"--clip must be >= 0 (0 turns clipping off), got {cfg.clip}")
   if not (math.isfinite(cfg.weight_decay) and cfg.weight_decay >= 0):
     raise ValueError(f"--weight-decay must be >= 0, got {cfg.weight_decay}")
+  if not 0.0 <= cfg.dropout < 1.0:
+    raise ValueError(f"--dropout must lie in [0, 1), got {cfg.dropout}")
   if not cfg.temperature > 0:
     raise ValueError(f"--temperature must be > 0, got {cfg.temperature}")
   if cfg.sample_len < 0:
@@ -131,7 +134,6 @@ class Task(NamedTuple):
 
 
 def _charlm_task(cfg: Config, key) -> Task:
-  del key  # the stream is read in order; nothing is random
   from jrnn.data import charlm  # pylint: disable=import-outside-toplevel
   data = charlm.load()
   v = data.vocab.size
@@ -142,12 +144,13 @@ def _charlm_task(cfg: Config, key) -> Task:
   val_rows = charlm.streams(data.val, 8)
   val_x = jnp.asarray(val_rows[:, :-1].T)
   val_y = jnp.asarray(val_rows[:, 1:].T)
-  loss = jtrain.sequence_loss("cross_entropy", one_hot=v, unroll=cfg.unroll)
+  loss = jtrain.sequence_loss("cross_entropy", one_hot=v, unroll=cfg.unroll,
+                              dropout=cfg.dropout)
   eval_loss = jax.jit(lambda p: loss(p, jtrain.Batch(val_x, val_y))[0])
 
-  def batch(step):
+  def batch(step):  # the stream is read in order; only dropout is random
     x, y = charlm.window(rows, step % n_win, cfg.seq_len)
-    return jtrain.Batch(x, y)
+    return jtrain.Batch(x, y, key=jax.random.fold_in(key, step) if cfg.dropout else None)
 
   return Task(
       n_in=v, n_out=v, loss=loss, stateful=True, tokens_per_step=cfg.seq_len * cfg.batch_size,
@@ -160,11 +163,14 @@ def _synthetic_task(cfg: Config, key, make, n_in, n_out, kind, evaluate) -> Task
   from jrnn.data import copy_task  # pylint: disable=import-outside-toplevel
   train_key, val_key = copy_task.split_keys(key)
   val = make(val_key, cfg.val_batch)
-  loss = jtrain.sequence_loss(kind, unroll=cfg.unroll)
+  loss = jtrain.sequence_loss(kind, unroll=cfg.unroll, dropout=cfg.dropout)
   make_jit = jax.jit(lambda k: make(k, cfg.batch_size))
+  drop_key = jax.random.fold_in(key, 1)
 
   def batch(step):
-    return jtrain.Batch(*make_jit(jax.random.fold_in(train_key, step)))
+    k = jax.random.fold_in(train_key, step)
+    return jtrain.Batch(*make_jit(k), key=jax.random.fold_in(drop_key, step)
+                        if cfg.dropout else None)
 
   example = make(val_key, 1)
   return Task(n_in=n_in, n_out=n_out, loss=loss, stateful=False,

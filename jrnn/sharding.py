@@ -61,12 +61,14 @@ def shard_batch(batch: Any, mesh: Mesh, batch_axis: int = 1) -> Any:
 
   Each process passes the part of the global batch it holds (on one host: all of it), and the
   global batch size is that times ``jax.process_count()``. The per-process batch size must be
-  divisible by the number of local devices.
+  divisible by the number of local devices. A PRNG key in the batch (for dropout) is replicated.
   """
   sharding = batch_sharding(mesh, batch_axis)
   n_local = len(mesh.local_devices)
 
   def put(x):
+    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      return jax.device_put(x, replicated(mesh))
     x = np.asarray(x)
     if x.ndim <= batch_axis:
       raise ValueError(f"batch arrays need an axis {batch_axis} to split, got shape {x.shape}")

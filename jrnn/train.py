@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import optax
 
 from jrnn.activations import ActivationLike
+from jrnn.cell import readout
 from jrnn.losses import softmax_cross_entropy, squared_error
 from jrnn.unroll import forward
 
@@ -50,11 +51,13 @@ class Batch(NamedTuple):
   """One time-major batch.
 
   ``mask`` weights the loss only (e.g. the copy task scores its answer steps); it does not stop
-  the recurrence, which runs over every step of ``xs``.
+  the recurrence, which runs over every step of ``xs``. ``key`` feeds dropout in training
+  (derive it per step, e.g. ``fold_in(key, step)``); ``None`` turns dropout off (evaluation).
   """
   xs: jax.Array  # shape=(T, B, I) float, or (T, B) int tokens with sequence_loss(one_hot=I)
   targets: jax.Array  # shape=(T, B) int labels, or (T, B, O) float targets
   mask: Optional[jax.Array] = None  # shape=(T, B), bool; None scores every step
+  key: Optional[jax.Array] = None  # PRNG key for dropout; None: no dropout
 
 
 def _check_positive(name: str, value, kind=float) -> None:
@@ -164,6 +167,7 @@ def sequence_loss(
     activation: ActivationLike = "tanh",
     unroll: int = 1,
     bptt: str = "hand",
+    dropout: float = 0.0,
 ) -> Callable[..., Tuple[jax.Array, jax.Array]]:
   """The loss of :func:`jrnn.forward` on a :class:`Batch`, as ``loss(params, batch, h0=None)``.
 
@@ -178,9 +182,15 @@ def sequence_loss(
       one-hot encoded to ``(T, B, one_hot)`` (so ``W_xh x_t`` is column ``x_t`` of ``W_xh``).
     reduction: as :func:`jrnn.squared_error`; ``"mean"`` is per scored step.
     activation, unroll, bptt: passed to :func:`jrnn.forward`.
+    dropout: ``p ∈ [0, 1)``: when ``batch.key`` is given, the readout sees
+      ``h_t ⊙ z_t / (1 - p)`` with ``z_t ~ Bernoulli(1 - p)`` per unit, step and sequence
+      (dropout on the non-recurrent connection only, so the recurrence and its carried state
+      are untouched). A regulariser for small data sets such as the char-LM corpus.
   """
   if kind not in LOSSES:
     raise ValueError(f"kind must be one of {LOSSES}, got {kind!r}")
+  if not 0.0 <= dropout < 1.0:
+    raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
   if one_hot is not None:
     _check_positive("one_hot", one_hot, int)
 
@@ -192,10 +202,15 @@ def sequence_loss(
                         f"got dtype {jnp.result_type(xs)}")
       xs = jax.nn.one_hot(xs, one_hot, dtype=jnp.result_type(params.w_hh))
     out = forward(params, xs, h0=h0, activation=activation, unroll=unroll, bptt=bptt)
+    ys = out.ys
+    if dropout and batch.key is not None:
+      keep = jax.random.bernoulli(batch.key, 1.0 - dropout, out.hs.shape)
+      hs = jnp.where(keep, out.hs / (1.0 - dropout), jnp.zeros((), out.hs.dtype))
+      ys = readout(params.w_hy, params.b_y, hs)  # out.ys is then dead code, removed by XLA
     if kind == "cross_entropy":
-      value = softmax_cross_entropy(out.ys, batch.targets, batch.mask, reduction=reduction)
+      value = softmax_cross_entropy(ys, batch.targets, batch.mask, reduction=reduction)
     else:
-      value = squared_error(out.ys, batch.targets, batch.mask, reduction=reduction)
+      value = squared_error(ys, batch.targets, batch.mask, reduction=reduction)
     return value, out.h_last
 
   return loss
@@ -205,15 +220,15 @@ def _update(loss_and_grad, optimizer, params, opt_state, *args):
   (loss, aux), grads = loss_and_grad(params, *args)
   updates, opt_state = optimizer.update(grads, opt_state, params)
   params = optax.apply_updates(params, updates)
-  return params, opt_state, aux, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+  return params, opt_state, aux, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
 
-def _jit(fn, jit, donate, shardings):
+def _jit(fn, jit, donate, out_shardings):
   if not jit:
     return fn
-  kwargs = {}
-  if shardings is not None:
-    kwargs = {"in_shardings": shardings[0], "out_shardings": shardings[1]}
+  # Input shardings are taken from the arguments (placed by jrnn.sharding.replicate and
+  # shard_batch); fixing the outputs' keeps params replicated from one step to the next.
+  kwargs = {} if out_shardings is None else {"out_shardings": out_shardings}
   return jax.jit(fn, donate_argnums=donate, **kwargs)
 
 
@@ -236,9 +251,10 @@ def make_train_step(
     jit: compile with ``jax.jit`` (``False`` for debugging).
     donate: donate ``params`` and ``opt_state``: the caller must not reuse the arrays it
       passed in, only those returned.
-    mesh: a device mesh from :func:`jrnn.sharding.data_mesh`; then ``batch`` is split along
-      its batch axis 1 over the mesh's ``"data"`` axis and ``params``/``opt_state`` are
-      replicated (data parallelism; XLA sums the gradient across devices).
+    mesh: a device mesh from :func:`jrnn.sharding.data_mesh` for data parallelism: pass
+      ``params``/``opt_state`` placed by :func:`jrnn.sharding.replicate` and ``batch`` by
+      :func:`jrnn.sharding.shard_batch` (split along its batch axis 1); the step keeps the
+      returned ``params``/``opt_state`` replicated, and XLA sums the gradient across devices.
 
   Returns:
     The step. ``metrics`` holds ``"loss"`` and ``"grad_norm"`` (before clipping) as device
@@ -257,8 +273,7 @@ def make_train_step(
   shardings = None
   if mesh is not None:
     from jrnn import sharding  # pylint: disable=import-outside-toplevel
-    rep, data = sharding.replicated(mesh), sharding.batch_sharding(mesh, batch_axis=1)
-    shardings = ((rep, rep, data), (rep, rep, rep))
+    shardings = sharding.replicated(mesh)
   return _jit(train_step, jit, (0, 1) if donate else (), shardings)
 
 
@@ -275,8 +290,8 @@ def make_stream_train_step(
 
   Args:
     loss_fn: ``loss_fn(params, batch, h0) -> (loss, h_last)``, e.g. :func:`sequence_loss`.
-    optimizer, jit, mesh: as :func:`make_train_step`; with a mesh, ``h (B, H)`` is split along
-      its axis 0 like the batch.
+    optimizer, jit, mesh: as :func:`make_train_step`; with a mesh, pass ``h (B, H)`` split along
+      its axis 0 (``shard_batch(h, mesh, batch_axis=0)``), as the step returns it.
     donate: donate ``params``, ``opt_state`` and ``h``.
 
   ``h`` enters under ``stop_gradient``: the gradient of window ``k`` stops at its first step,
@@ -293,9 +308,8 @@ def make_stream_train_step(
   shardings = None
   if mesh is not None:
     from jrnn import sharding  # pylint: disable=import-outside-toplevel
-    rep = sharding.replicated(mesh)
-    data, state = sharding.batch_sharding(mesh, 1), sharding.batch_sharding(mesh, 0)
-    shardings = ((rep, rep, state, data), (rep, rep, state, rep))
+    rep, state = sharding.replicated(mesh), sharding.batch_sharding(mesh, 0)
+    shardings = (rep, rep, state, rep)
   return _jit(stream_step, jit, (0, 1, 2) if donate else (), shardings)
 
 
