@@ -14,6 +14,7 @@ from typing import Optional, Tuple, Union
 import jax
 import jax.numpy as jnp
 
+from jrnn import validation
 from jrnn.activations import ActivationLike, get_activation
 from jrnn.params import LayerParams, RNNParams
 
@@ -59,6 +60,13 @@ def step(
 
   ``jax.lax.scan(functools.partial(jrnn.step, params), h0, xs)`` unrolls it over ``xs (T, …)``.
   """
+  n_hidden, n_in = jnp.shape(params.w_xh)
+  dtype = jnp.result_type(params.w_hh)
+  for name, a, n, axis in (("h", h, n_hidden, "H"), ("x", x, n_in, "I")):
+    validation.check_float(name, a, dtype)
+    if jnp.ndim(a) not in (1, 2) or jnp.shape(a)[-1] != n:
+      raise ValueError(f"{name} must have shape (..., {axis}={n}) with at most one batch axis, "
+                       f"got {jnp.shape(a)}")
   act = get_activation(activation)
   h = act.fn(add_bias(h @ params.w_hh.T + x @ params.w_xh.T, params.b_h))
   if isinstance(params, RNNParams):

@@ -43,6 +43,14 @@ def _check_dtype(dtype) -> jnp.dtype:
   return dtype
 
 
+def _check_positive(name: str, v) -> None:
+  if v is None:
+    return
+  if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not (
+      0 < v < math.inf):
+    raise ValueError(f"{name} must be a positive number, got {v!r}")
+
+
 def _check_scheme(scheme: str) -> None:
   if scheme not in SCHEMES:
     raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
@@ -120,6 +128,8 @@ def init_layer(
   _check_size("n_in", n_in)
   _check_size("n_hidden", n_hidden)
   _check_scheme(scheme)
+  _check_positive("scale", scale)
+  _check_positive("spectral_radius", spectral_radius)
   dtype = _check_dtype(dtype)
   k_xh, k_hh, k_b = jax.random.split(key, 3)
   if scheme == "pytorch":

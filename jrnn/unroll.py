@@ -94,11 +94,15 @@ def _prepare(xs, mask, lengths, h0, *, n_in, n_hidden, dtype, time_major, h0_lea
     validation.check_float("h0", h0, dtype)
     h0 = jnp.asarray(h0)
     lead = tuple(h0_lead)
+    shared, per_seq = ("(L*D, H)", "(L*D, B, H)") if lead else ("(H,)", "(B, H)")
     if layout.batched and h0.ndim == len(lead) + 2:
-      validation.check_shape("h0", h0, lead + (n_batch, n_hidden), "(B, H)")
-    else:
-      validation.check_shape("h0", h0, lead + (n_hidden,), "(H,)" if not lead else "(L*D, H)")
+      validation.check_shape("h0", h0, lead + (n_batch, n_hidden), per_seq)
+    elif h0.ndim == len(lead) + 1 or not layout.batched:
+      validation.check_shape("h0", h0, lead + (n_hidden,), shared)
       h0 = jnp.broadcast_to(h0[..., None, :], lead + (n_batch, n_hidden))
+    else:
+      raise ValueError(f"h0 must have shape {shared}={lead + (n_hidden,)} or "
+                       f"{per_seq}={lead + (n_batch, n_hidden)}, got {h0.shape}")
   return xs, mask, h0, layout
 
 
@@ -190,8 +194,10 @@ def forward(
   n_in, n_hidden, n_out = params.sizes
   validation.check_shape("params.w_hy", params.w_hy, (None, n_hidden), f"(O, H={n_hidden})")
   validation.check_shape("params.b_y", params.b_y, (n_out,), f"(O={n_out},)")
-  get_activation(activation)
   dtype = jnp.result_type(params.w_hh)
+  validation.check_float("params.w_hy", params.w_hy, dtype)
+  validation.check_float("params.b_y", params.b_y, dtype)
+  get_activation(activation)
   xs, mask, h0, layout = _prepare(xs, mask, lengths, h0, n_in=n_in, n_hidden=n_hidden,
                                   dtype=dtype, time_major=time_major)
   hs = layer_forward(params.layer, xs, h0=h0, mask=mask, activation=activation,
@@ -243,12 +249,15 @@ def stacked_forward(
     fan_in = n_in if l == 0 else n_dir * n_hidden
     for j, p in enumerate(layer):
       prefix = f"params.layers[{l}][{j}]."
+      # The stack's dtype is layer 0's: name the layer that differs, not its own w_xh.
+      validation.check_float(prefix + "w_hh", p.w_hh, dtype)
       validation.check_params_consistent(p.w_xh, p.w_hh, p.b_h, p.h0, prefix=prefix)
       validation.check_shape(prefix + "w_xh", p.w_xh, (n_hidden, fan_in), "(H, fan_in)")
-      validation.check_float(prefix + "w_hh", p.w_hh, dtype)
   if params.w_hy is not None:
     validation.check_shape("params.w_hy", params.w_hy, (None, n_dir * n_hidden), "(O, D*H)")
     validation.check_shape("params.b_y", params.b_y, (params.w_hy.shape[0],), "(O,)")
+    validation.check_float("params.w_hy", params.w_hy, dtype)
+    validation.check_float("params.b_y", params.b_y, dtype)
   get_activation(activation)
   n_states = params.num_layers * n_dir
   xs, mask, h0, layout = _prepare(xs, mask, lengths, h0, n_in=n_in, n_hidden=n_hidden,
