@@ -162,7 +162,7 @@ def fit_rate(profile: LagProfile, *, min_lag: int = 1, max_lag: Optional[int] = 
 class NormEstimate(NamedTuple):
   """A Lanczos estimate of a spectral norm."""
   norm: jax.Array  # the largest Ritz value: ≤ the true norm (up to rounding)
-  error_bound: jax.Array  # a singular value of the operator lies within this of `norm`
+  error_bound: jax.Array  # some singular value lies within this of `norm` (see lanczos_norm)
 
 
 def lanczos_norm(matvec, rmatvec, v0: jax.Array, num_iters: int) -> NormEstimate:
@@ -172,9 +172,12 @@ def lanczos_norm(matvec, rmatvec, v0: jax.Array, num_iters: int) -> NormEstimate
   After ``m = num_iters`` steps ``A V_m = U_m B_m`` with orthonormal ``U_m, V_m`` and
   ``B_m = U_mᵀ A V_m`` (upper bidiagonal up to rounding); the largest singular value ``σ`` of
   ``B_m`` (left vector ``p``) is returned with the residual ``β_m |p_m|``, where ``β_m`` is the
-  norm of the next Lanczos vector: some singular value of ``A`` lies within it of ``σ``. ``σ``
-  never exceeds ``‖A‖₂`` and converges fast when the top singular value is well separated (as in
-  long Jacobian products); it is exact when ``m = n``. A Lanczos vector whose norm falls below
+  norm of the next Lanczos vector: some singular value of ``A`` lies within it of ``σ``. That
+  certifies ``σ`` as a singular value, not as the largest; but ``σ`` never exceeds ``‖A‖₂``,
+  Lanczos finds the largest first, and it converges fast when the top singular value is well
+  separated, as in long Jacobian products (in the tests, at ``H = 24``: 20 iterations match the
+  SVD to ``1e-8`` at lag 1, 10 iterations to ``1e-9`` from lag 3). It is exact when
+  ``m = n``. A Lanczos vector whose norm falls below
   ``n·ε·max(B)`` (an invariant subspace has been found) is set to zero rather than normalised.
 
   Args:

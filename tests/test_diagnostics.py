@@ -1,0 +1,312 @@
+"""Gradient diagnostics: norms against jax.jacrev, the seed's bound as an inequality, Lanczos
+against exact SVD, Lyapunov exponents of a linear RNN, the Pascanu conditions; and a smoke test
+of scripts/gradient_study.py."""
+import functools
+import importlib.util
+import json
+import pathlib
+
+import hypothesis
+import hypothesis.strategies as st
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jrnn
+
+RTOL = 1e-10
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def make(seed, n_steps, n_hidden, n_in=3, *, radius=1.1, act="tanh", mask_p=0.0, xscale=1.0):
+  k_p, k_x, k_m, k_h = jax.random.split(jax.random.key(seed), 4)
+  params = jrnn.init_params(k_p, n_in, n_hidden, 2, scheme="spectral", spectral_radius=radius,
+                            dtype=jnp.float64)
+  params = params._replace(b_h=0.1 * jax.random.normal(k_h, (n_hidden,), jnp.float64))
+  xs = xscale * jax.random.normal(k_x, (n_steps, n_in), jnp.float64)
+  mask = jax.random.uniform(k_m, (n_steps,)) >= mask_p
+  return params, xs, mask
+
+
+def unrolled_all(params, xs, mask, act, k):
+  """``h_k -> (h_k, ..., h_T)`` by a Python loop over the seed's step."""
+  fn = jrnn.get_activation(act).fn
+
+  def f(h):
+    out = [h]
+    for i in range(k + 1, xs.shape[0] + 1):
+      h = jnp.where(mask[i - 1], fn(params.w_hh @ h + params.w_xh @ xs[i - 1] + params.b_h), h)
+      out.append(h)
+    return jnp.stack(out)
+  return f
+
+
+def traj_and_norms(params, xs, mask, act):
+  @jax.jit
+  def run(p, x, m):
+    traj = jrnn.trajectory(p, x, mask=m, activation=act)
+    return traj, jrnn.jacobian_norms(traj)
+  return run(params, xs, mask)
+
+
+@hypothesis.settings(max_examples=10, deadline=None)
+@hypothesis.given(seed=st.integers(0, 2**16), n_steps=st.integers(1, 6),
+                  n_hidden=st.integers(1, 5), act=st.sampled_from(["tanh", "relu", "sigmoid"]),
+                  mask_p=st.sampled_from([0.0, 0.4]))
+def test_norms_equal_norms_of_jacrev(seed, n_steps, n_hidden, act, mask_p):
+  params, xs, mask = make(seed, n_steps, n_hidden, act=act, mask_p=mask_p)
+  traj, norms = traj_and_norms(params, xs, mask, act)
+  assert norms.shape == (n_steps + 1, n_steps + 1)
+  for k in range(n_steps + 1):
+    jac = jax.jit(jax.jacrev(unrolled_all(params, xs, mask, act, k)))(traj.hs[k])
+    np.testing.assert_allclose(norms[k:, k], np.linalg.norm(np.asarray(jac), ord=2, axis=(1, 2)),
+                               rtol=1e-9, atol=1e-13)
+    np.testing.assert_array_equal(norms[:k, k], 0)
+
+
+@hypothesis.settings(max_examples=15, deadline=None)
+@hypothesis.given(seed=st.integers(0, 2**16), n_steps=st.integers(1, 12),
+                  n_hidden=st.integers(1, 8), radius=st.floats(0.2, 2.5),
+                  xscale=st.sampled_from([0.1, 1.0, 3.0]),
+                  act=st.sampled_from(["tanh", "relu", "sigmoid", "softplus"]),
+                  mask_p=st.sampled_from([0.0, 0.4]))
+def test_seed_bound_holds_for_every_pair(seed, n_steps, n_hidden, radius, xscale, act, mask_p):
+  params, xs, mask = make(seed, n_steps, n_hidden, radius=radius, act=act, mask_p=mask_p,
+                          xscale=xscale)
+  traj, norms = traj_and_norms(params, xs, mask, act)
+  sup = jrnn.seed_bound(traj, jrnn.get_activation(act).gamma)
+  tight = jrnn.seed_bound(traj)  # γ = max |σ'| along this trajectory
+  lower = np.tril(np.ones_like(norms, bool))
+  slack = 1 + 1e-12
+  assert np.all(norms[lower] <= tight[lower] * slack + 1e-300)
+  assert np.all(tight[lower] <= sup[lower] * slack)
+  assert np.all(sup[~lower] == 0) and np.all(norms[~lower] == 0)
+
+
+def test_seed_bound_values():
+  params, xs, _ = make(1, 5, 4)
+  mask = jnp.array([True, False, True, True, False])
+  traj = jrnn.trajectory(params, xs, mask=mask)
+  bound = jrnn.seed_bound(traj, 0.5)
+  c = np.linalg.norm(np.asarray(params.w_hh), 2) * 0.5
+  valid = np.concatenate([[0], np.cumsum(np.asarray(mask))])
+  for t in range(6):
+    for k in range(t + 1):
+      np.testing.assert_allclose(bound[t, k], c ** (valid[t] - valid[k]), rtol=RTOL)
+  gains = np.abs(np.asarray(traj.gains))[np.asarray(mask)]
+  np.testing.assert_allclose(jrnn.trajectory_gamma(traj), gains.max(), rtol=RTOL)
+  with pytest.raises(ValueError, match="gamma must be a number or 'trajectory'"):
+    jrnn.seed_bound(traj, "sup")
+
+
+def test_orthogonal_linear_norms_are_exact_powers_and_rate_is_recovered():
+  # W_hh = s Q with Q orthogonal and σ = identity: every ∂h_t/∂h_k = s^{t-k} Q^{t-k}.
+  s = 0.93
+  q = jrnn.init_params(jax.random.key(2), 2, 6, 1, scheme="orthogonal", dtype=jnp.float64)
+  params = q._replace(w_hh=s * q.w_hh)
+  xs = jax.random.normal(jax.random.key(3), (15, 2), jnp.float64)
+  traj = jrnn.trajectory(params, xs, activation="identity")
+  norms = jax.jit(jrnn.jacobian_norms)(traj)
+  lag = np.subtract.outer(np.arange(16), np.arange(16))
+  np.testing.assert_allclose(norms, np.where(lag >= 0, s ** np.maximum(lag, 0), 0), rtol=1e-10)
+  np.testing.assert_allclose(norms, jrnn.seed_bound(traj, 1.0), rtol=1e-10)
+  fit = jax.jit(jrnn.fit_rate)(jrnn.lag_profile(norms))
+  np.testing.assert_allclose(fit.rate, s, rtol=1e-10)
+  np.testing.assert_allclose(fit.log_intercept, 0, atol=1e-10)
+  assert int(fit.num_lags) == 15
+
+
+def test_lag_profile_matches_python_loop():
+  rng = np.random.default_rng(0)
+  norms = np.tril(rng.uniform(0.1, 3.0, size=(2, 7, 7)))
+  norms[0, 5, 2] = 0.0  # a dead path: left out of the geometric mean
+  prof = jax.jit(jrnn.lag_profile)(jnp.asarray(norms))
+  for lag in range(7):
+    vals = np.concatenate([np.diagonal(n, -lag) for n in norms])
+    pos = vals[vals > 0]
+    np.testing.assert_allclose(prof.geo_mean[lag], np.exp(np.mean(np.log(pos))), rtol=RTOL)
+    np.testing.assert_allclose(prof.max[lag], vals.max(), rtol=RTOL)
+    np.testing.assert_allclose(prof.min[lag], vals.min(), rtol=RTOL)
+    assert prof.count[lag] == vals.size and prof.nonzero[lag] == pos.size
+  with pytest.raises(ValueError, match=r"norms must have shape \(..., T\+1, T\+1\)"):
+    jrnn.lag_profile(jnp.zeros((3, 4)))
+
+
+def test_fit_rate_on_synthetic_geometric_profile():
+  lags = np.arange(12)
+  rng = np.random.default_rng(1)
+  for rate in (0.5, 1.0, 1.7):
+    norms = np.zeros((12, 12))
+    for t in range(12):
+      for k in range(t + 1):
+        norms[t, k] = 2.0 * rate ** (t - k)
+    fit = jrnn.fit_rate(jrnn.lag_profile(jnp.asarray(norms)), min_lag=2, max_lag=8)
+    np.testing.assert_allclose(fit.rate, rate, rtol=1e-10)
+    np.testing.assert_allclose(fit.log_intercept, np.log(2.0), rtol=1e-10)
+    assert int(fit.num_lags) == 7
+  del lags, rng
+
+
+def test_lanczos_exact_with_h_iterations_and_never_above():
+  params, xs, _ = make(4, 12, 6, radius=1.3)
+  traj, norms = traj_and_norms(params, xs, jnp.ones(12, bool), "tanh")
+  est = jax.jit(functools.partial(jrnn.jacobian_norm_estimate, num_iters=6))(
+      traj, 9, 2, key=jax.random.key(0))
+  np.testing.assert_allclose(est.norm, norms[9, 2], rtol=1e-10)
+  # traced (t, k), vmapped over pairs
+  ts, ks = jnp.array([12, 5, 3]), jnp.array([0, 5, 1])
+  one = functools.partial(jrnn.jacobian_norm_estimate, key=jax.random.key(1), num_iters=3)
+  many = jax.jit(jax.vmap(one, in_axes=(None, 0, 0)))(traj, ts, ks)
+  assert np.all(many.norm <= norms[ts, ks] * (1 + 1e-10))
+  np.testing.assert_allclose(many.norm[1], 1.0, rtol=1e-12)  # ∂h_5/∂h_5 = I
+
+
+def test_lag_estimates_close_to_exact_at_larger_h():
+  params, xs, _ = make(5, 30, 24, radius=1.0)
+  traj, norms = traj_and_norms(params, xs, jnp.ones(30, bool), "tanh")
+  estimate = jax.jit(jrnn.lag_norm_estimates, static_argnames=("lag", "num_iters"))
+  for lag in (1, 3, 10, 25):
+    est = estimate(traj, lag=lag, key=jax.random.key(lag), num_iters=20 if lag == 1 else 10)
+    exact = np.diagonal(np.asarray(norms), -lag)
+    assert est.norm.shape == exact.shape == (31 - lag,)
+    assert np.all(est.norm <= exact * (1 + 1e-10))
+    np.testing.assert_allclose(est.norm, exact, rtol=1e-8)
+    assert np.all(np.abs(est.norm - exact) <= est.error_bound + 1e-9 * exact)
+  with pytest.raises(ValueError, match=r"lag must be a static int in \[0, T=30\], got 31"):
+    jrnn.lag_norm_estimates(traj, 31, key=jax.random.key(0))
+
+
+def test_loss_contributions_equal_grad_of_each_loss_term():
+  params, xs, mask = make(6, 6, 4, mask_p=0.3)
+  targets = jax.random.normal(jax.random.key(7), (6, 2), jnp.float64)
+  traj = jrnn.trajectory(params, xs, mask=mask)
+
+  def summed(hs):
+    return jrnn.squared_error(jrnn.readout(params.w_hy, params.b_y, hs), targets)
+
+  g = jax.grad(summed)(traj.hs[1:])
+  contrib = jax.jit(jrnn.loss_contributions)(traj, g)
+  assert contrib.shape == (7, 7)
+  np.testing.assert_array_equal(contrib[0], 0)
+  for k in range(7):
+    f = unrolled_all(params, xs, mask, "tanh", k)
+    for t in range(max(k, 1), 7):
+      loss_t = lambda h: jnp.sum((params.w_hy @ f(h)[t - k] + params.b_y - targets[t - 1]) ** 2)
+      ref = jnp.linalg.norm(jax.grad(loss_t)(traj.hs[k]))
+      np.testing.assert_allclose(contrib[t, k], ref, rtol=RTOL, atol=1e-14)
+    np.testing.assert_array_equal(contrib[:k, k], 0)
+  with pytest.raises(ValueError, match=r"dloss_dh must have shape \(T, H\)=\(6, 4\)"):
+    jrnn.loss_contributions(traj, g[1:])
+
+
+def test_weight_spectrum_matches_numpy():
+  w = jax.random.normal(jax.random.key(8), (5, 5), jnp.float64)
+  spec = jax.jit(jrnn.weight_spectrum)(w)
+  np.testing.assert_allclose(spec.singular_values, np.linalg.svd(np.asarray(w))[1], rtol=RTOL)
+  np.testing.assert_allclose(spec.spectral_norm, np.linalg.norm(np.asarray(w), 2), rtol=RTOL)
+  np.testing.assert_allclose(spec.spectral_radius,
+                             np.abs(np.linalg.eigvals(np.asarray(w))).max(), rtol=RTOL)
+  np.testing.assert_allclose(np.sort_complex(np.asarray(spec.eigenvalues)),
+                             np.sort_complex(np.linalg.eigvals(np.asarray(w))), rtol=1e-9)
+  with pytest.raises(ValueError, match=r"w_hh must be square \(H, H\), got \(2, 3\)"):
+    jrnn.weight_spectrum(jnp.zeros((2, 3)))
+  with pytest.raises(TypeError, match="w_hh must have a floating dtype"):
+    jrnn.weight_spectrum(jnp.zeros((2, 2), jnp.int32))
+
+
+@pytest.mark.parametrize("act,gamma", [("tanh", 1.0), ("relu", 1.0), ("sigmoid", 0.25)])
+@pytest.mark.parametrize("scale", [0.5, 1.5, 3.0, 5.0])
+def test_pascanu_verdict_numbers(act, gamma, scale):
+  q = jrnn.init_params(jax.random.key(9), 2, 4, 1, scheme="orthogonal", dtype=jnp.float64)
+  w = q.w_hh * scale
+  w = w.at[0].multiply(0.5)  # singular values scale and scale/2: radius < norm in general
+  v = jrnn.pascanu_conditions(w, act)
+  sv = np.linalg.svd(np.asarray(w))[1]
+  np.testing.assert_allclose(v.sigma_max, sv[0], rtol=RTOL)
+  np.testing.assert_allclose(v.gamma, gamma)
+  np.testing.assert_allclose(v.threshold, 1 / gamma)
+  np.testing.assert_allclose(v.eta, sv[0] * gamma, rtol=RTOL)
+  np.testing.assert_allclose(v.spectral_radius, np.abs(np.linalg.eigvals(np.asarray(w))).max(),
+                             rtol=RTOL)
+  assert bool(v.vanishing_sufficient) == (sv[0] < 1 / gamma)
+  assert bool(v.exploding_necessary) == (sv[0] > 1 / gamma)
+  word = "vanishing" if sv[0] < 1 / gamma else "exploding"
+  assert word in v.summary()
+
+
+def test_pascanu_vanishing_verdict_implies_measured_decay():
+  q = jrnn.init_params(jax.random.key(10), 3, 5, 1, scheme="orthogonal", dtype=jnp.float64)
+  params = q._replace(w_hh=3.5 * q.w_hh)  # σ_max = 3.5 < 1/γ = 4 for sigmoid
+  verdict = jrnn.pascanu_conditions(params.w_hh, "sigmoid")
+  assert bool(verdict.vanishing_sufficient)
+  xs = jax.random.normal(jax.random.key(11), (10, 3), jnp.float64)
+  norms = jrnn.jacobian_norms(jrnn.trajectory(params, xs, activation="sigmoid"))
+  lag = np.subtract.outer(np.arange(11), np.arange(11))
+  lower = lag >= 0
+  assert np.all(norms[lower] <= float(verdict.eta) ** lag[lower] * (1 + 1e-12))
+
+
+def test_pascanu_bad_inputs():
+  with pytest.raises(ValueError, match="no known gamma"):
+    jrnn.pascanu_conditions(jnp.eye(2), lambda a: jnp.sin(a))
+  v = jrnn.pascanu_conditions(jnp.eye(2), lambda a: jnp.sin(a), gamma=1.0)
+  assert not bool(v.vanishing_sufficient) and not bool(v.exploding_necessary)
+  assert "boundary" in v.summary()
+
+
+def test_lyapunov_of_linear_rnn_is_log_eigenvalue_moduli():
+  rng = np.random.default_rng(0)
+  lam = np.array([1.1, -0.9, 0.7, 0.5, -0.3])
+  s = rng.normal(size=(5, 5))
+  w = s @ np.diag(lam) @ np.linalg.inv(s)
+  params = jrnn.RNNParams(jnp.asarray(rng.normal(size=(5, 2))), jnp.asarray(w), jnp.zeros(5),
+                          jnp.zeros((1, 5)), jnp.zeros(1))
+  xs = jnp.asarray(rng.normal(size=(400, 2)))
+  traj = jrnn.trajectory(params, xs, activation="identity")
+  exps = jax.jit(jrnn.lyapunov_exponents, static_argnames=("burn_in", "num_exponents"))
+  np.testing.assert_allclose(exps(traj, burn_in=50), np.sort(np.log(np.abs(lam)))[::-1],
+                             atol=1e-6)
+  np.testing.assert_allclose(exps(traj, burn_in=50, num_exponents=2), np.log([1.1, 0.9]),
+                             atol=1e-6)
+  # a generic W_hh (complex eigenvalue pairs converge more slowly)
+  w = rng.normal(size=(5, 5)) / np.sqrt(5)
+  traj = jrnn.trajectory(params._replace(w_hh=jnp.asarray(w)), xs, activation="identity")
+  np.testing.assert_allclose(exps(traj, burn_in=50),
+                             np.sort(np.log(np.abs(np.linalg.eigvals(w))))[::-1], atol=2e-3)
+
+
+def test_lyapunov_sum_is_mean_log_det_and_mask_skips_steps():
+  params, xs, mask = make(12, 40, 4, radius=1.4, mask_p=0.3)
+  traj = jrnn.trajectory(params, xs, mask=mask)
+  exps = jrnn.lyapunov_exponents(traj, burn_in=3)
+  js = np.asarray(jrnn.step_jacobians(traj))
+  use = np.asarray(mask) & (np.arange(1, 41) > 3)
+  logdet = np.mean([np.log(abs(np.linalg.det(j))) for j in js[use]])
+  np.testing.assert_allclose(np.sum(exps), logdet, rtol=1e-10)
+  assert np.all(np.diff(np.asarray(exps)) <= 0)
+  with pytest.raises(ValueError, match=r"num_exponents must lie in \[1, H=4\], got 5"):
+    jrnn.lyapunov_exponents(traj, num_exponents=5)
+  with pytest.raises(ValueError, match=r"burn_in must lie in \[0, T=40\), got 40"):
+    jrnn.lyapunov_exponents(traj, burn_in=40)
+
+
+def _load_script(name):
+  spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod
+
+
+def test_gradient_study_script_smoke(tmp_path):
+  study = _load_script("gradient_study")
+  study.main(["--out", str(tmp_path), "--hidden", "4", "--steps", "6", "--batch", "2",
+              "--radii", "0.5", "1.5", "--heatmap-radii", "0.5", "1.5"])
+  results = json.loads((tmp_path / "results.json").read_text())
+  settings = results["settings"]
+  assert len(settings) == 2 * 2 * len(results["config"]["families"])
+  for s in settings:
+    assert len(s["lag_profile"]["geo_mean"]) == 7
+    assert s["fit"]["rate"] is None or s["fit"]["rate"] > 0
+  for png in ("norm_vs_lag.png", "heatmaps.png", "rates.png"):
+    assert (tmp_path / png).stat().st_size > 0
