@@ -52,7 +52,12 @@ def batch_sharding(mesh: Mesh, batch_axis: int = 1) -> NamedSharding:
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
-  """Places every array of ``tree`` on all devices of ``mesh``."""
+  """A copy of every array of ``tree`` on all devices of ``mesh``.
+
+  Always a copy: a train step donates what it is given, and must not delete the caller's
+  original arrays with it (``device_put`` alone may reuse the original buffer as one replica).
+  """
+  tree = jax.tree_util.tree_map(lambda x: x.copy() if isinstance(x, jax.Array) else x, tree)
   return jax.device_put(tree, replicated(mesh))
 
 
@@ -68,7 +73,7 @@ def shard_batch(batch: Any, mesh: Mesh, batch_axis: int = 1) -> Any:
 
   def put(x):
     if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-      return jax.device_put(x, replicated(mesh))
+      return jax.device_put(x, replicated(mesh), may_alias=False)
     x = np.asarray(x)
     if x.ndim <= batch_axis:
       raise ValueError(f"batch arrays need an axis {batch_axis} to split, got shape {x.shape}")
