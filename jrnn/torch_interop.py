@@ -72,8 +72,9 @@ def from_torch(module, readout=None) -> Tuple[StackedParams, Dict[str, Any]]:
 def to_torch(params, *, activation: str = "tanh", time_major: bool = True):
   """Builds a ``torch.nn.RNN`` holding ``params`` (:class:`StackedParams` or :class:`RNNParams`).
 
-  ``b_h`` goes to ``bias_ih``; ``bias_hh`` is zero. A readout (``w_hy``) is not part of
-  ``torch.nn.RNN`` and is left out. ``activation`` must be ``"tanh"`` or ``"relu"``, the two
+  ``b_h`` goes to ``bias_ih``; ``bias_hh`` is zero. A readout (``w_hy``) and learnt initial
+  states (``h0``) are not part of ``torch.nn.RNN`` and are left out (pass ``h0`` to the module's
+  call instead). ``activation`` must be ``"tanh"`` or ``"relu"``, the two
   PyTorch supports.
   """
   torch = _torch()
@@ -84,8 +85,10 @@ def to_torch(params, *, activation: str = "tanh", time_major: bool = True):
   if not isinstance(params, StackedParams):
     raise TypeError(f"params must be StackedParams or RNNParams, got {type(params).__name__}")
   first = params.layers[0][0]
-  dtype = {np.dtype("float32"): torch.float32, np.dtype("float64"): torch.float64}[
-      np.dtype(first.w_hh.dtype)]
+  dtypes = {np.dtype("float32"): torch.float32, np.dtype("float64"): torch.float64}
+  if np.dtype(first.w_hh.dtype) not in dtypes:
+    raise TypeError(f"to_torch converts float32 or float64 parameters, got {first.w_hh.dtype}")
+  dtype = dtypes[np.dtype(first.w_hh.dtype)]
   module = torch.nn.RNN(first.w_xh.shape[1], params.hidden_size, num_layers=params.num_layers,
                         nonlinearity=activation, bidirectional=params.num_directions == 2,
                         batch_first=not time_major, dtype=dtype)

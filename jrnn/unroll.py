@@ -83,6 +83,8 @@ def _prepare(xs, mask, lengths, h0, *, n_in, n_hidden, dtype, time_major, h0_lea
         f"xs must have rank 2 (T, I) or 3 ({'T, B' if time_major else 'B, T'}, I), "
         f"got shape {xs.shape}")
   n_steps, n_batch = xs.shape[:2]
+  if n_steps == 0:
+    raise ValueError(f"xs must have at least one time step (T >= 1), got shape {xs.shape}")
   if mask is not None and lengths is not None:
     raise ValueError("give mask or lengths, not both")
   if lengths is not None:

@@ -185,3 +185,5 @@ def test_interop_rejects_bad_input():
     jrnn.to_torch(params, activation="sigmoid")
   with pytest.raises(TypeError, match=r"params must be StackedParams or RNNParams, got dict"):
     jrnn.to_torch({"w": 1})
+  with pytest.raises(TypeError, match=r"to_torch converts float32 or float64 parameters, got bf"):
+    jrnn.to_torch(jax.tree.map(lambda a: a.astype(jnp.bfloat16), params))

@@ -29,6 +29,8 @@ FORWARD_CASES = [
     ("xs rank 1", dict(xs=np.zeros(I)), ValueError, r"xs must have rank 2 \(T, I\) or 3"),
     ("xs rank 4", dict(xs=np.zeros((T, B, 1, I))), ValueError,
      r"xs must have rank 2 \(T, I\) or 3 \(T, B, I\), got shape \(4, 2, 1, 3\)"),
+    ("xs empty", dict(xs=np.zeros((0, B, I))), ValueError,
+     r"xs must have at least one time step \(T >= 1\), got shape \(0, 2, 3\)"),
     ("xs wrong I", dict(xs=np.zeros((T, B, I + 1))), ValueError,
      r"xs must have shape \(T, B, I=3\)=\(\?, \?, 3\), got \(4, 2, 4\)"),
     ("xs wrong I unbatched", dict(xs=np.zeros((T, I + 1))), ValueError,
