@@ -23,7 +23,12 @@ from jrnn.jacobians import (
 from jrnn.losses import REDUCTIONS, reduce_steps, softmax_cross_entropy, squared_error
 from jrnn.params import LayerParams, RNNParams, StackedParams
 from jrnn.recurrence import BPTT_MODES, recurrence
+from jrnn.sample import sample_tokens
 from jrnn.torch_interop import from_torch, to_torch
+from jrnn.train import (
+    Batch, make_eval_step, make_optimizer, make_schedule, make_stream_train_step,
+    make_train_step, sequence_loss,
+)
 from jrnn.unroll import RNNOutput, forward, layer_forward, stacked_forward
 
 __version__ = "0.1.0"
@@ -32,6 +37,7 @@ __all__ = (
     "ACTIVATIONS",
     "Activation",
     "BPTT_MODES",
+    "Batch",
     "ClipState",
     "LagProfile",
     "LayerParams",
@@ -68,11 +74,18 @@ __all__ = (
     "layer_forward",
     "loss_contributions",
     "lyapunov_exponents",
+    "make_eval_step",
+    "make_optimizer",
+    "make_schedule",
+    "make_stream_train_step",
+    "make_train_step",
     "pascanu_conditions",
     "readout",
     "recurrence",
     "reduce_steps",
+    "sample_tokens",
     "seed_bound",
+    "sequence_loss",
     "softmax_cross_entropy",
     "spectral_norm",
     "spectral_radius",

@@ -314,14 +314,14 @@ def run(cfg: Config, out: str, *, resume: Optional[str] = None, time_budget: Opt
     ckpt_in = os.path.join(resume, CKPT_NAME)
     meta = checkpoint.load_metadata(ckpt_in)
     _resume_check(cfg, meta["config"], ckpt_in)
-  key = jax.random.key(cfg.seed)
-  task = make_task(cfg, jax.random.fold_in(key, 1))
+  task = make_task(cfg, jax.random.fold_in(jax.random.key(cfg.seed), 1))
   optimizer = make_optimizer(cfg)
   state = initial_state(cfg, task, optimizer)
   start = 0
   if ckpt_in is not None:
     state, meta = checkpoint.load(ckpt_in, state)
     start = meta["step"]
+    task = make_task(cfg, jax.random.fold_in(state.key, 1))  # randomness from the saved key
     if start > cfg.steps:
       raise ValueError(f"checkpoint {ckpt_in} is at step {start}, past --steps={cfg.steps}; "
                        "raise --steps to continue it")
@@ -393,10 +393,10 @@ def run(cfg: Config, out: str, *, resume: Optional[str] = None, time_budget: Opt
                                    if k not in ("step",) and isinstance(v, float)))
   if task.vocab is not None and cfg.sample_len > 0:
     from jrnn.data import charlm  # pylint: disable=import-outside-toplevel
-    from jrnn.sample import sample  # pylint: disable=import-outside-toplevel
+    from jrnn.sample import sample_tokens  # pylint: disable=import-outside-toplevel
     vocab = charlm.Vocab(task.vocab)
     prime = "The "
-    tokens = sample(params, jax.random.fold_in(state.key, 2), jnp.asarray(
+    tokens = sample_tokens(params, jax.random.fold_in(state.key, 2), jnp.asarray(
         charlm.encode(vocab, prime)), cfg.sample_len, temperature=cfg.temperature)
     summary["sample"] = prime + charlm.decode(vocab, tokens)
     log(f"sample (temperature {cfg.temperature:g}):\n{summary['sample']}")

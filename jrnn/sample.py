@@ -23,7 +23,7 @@ from jrnn.unroll import forward
 
 
 @functools.partial(jax.jit, static_argnames=("length", "temperature", "activation"))
-def sample(params: RNNParams, key: jax.Array, prime: jax.Array, length: int, *,
+def sample_tokens(params: RNNParams, key: jax.Array, prime: jax.Array, length: int, *,
            temperature: float = 1.0, activation: str = "tanh") -> jax.Array:
   """Draws ``length`` tokens following ``prime``.
 

@@ -6,7 +6,7 @@ import pytest
 
 import jrnn
 from jrnn.data import charlm, copy_task, sine
-from jrnn.sample import sample
+from jrnn.sample import sample_tokens
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,7 @@ def _tiny_lm(key, v=7, h=5):
 def test_sample_low_temperature_is_greedy():
   params = _tiny_lm(jax.random.key(1))
   prime = jnp.asarray([1, 2, 3], jnp.int32)
-  got = sample(params, jax.random.key(5), prime, 6, temperature=1e-4)
+  got = sample_tokens(params, jax.random.key(5), prime, 6, temperature=1e-4)
   # The greedy chain, stepped in a Python loop.
   h = jnp.zeros(5)
   for c in prime:
@@ -121,14 +121,14 @@ def test_sample_low_temperature_is_greedy():
 def test_sample_temperature_and_bad_input():
   params = _tiny_lm(jax.random.key(2))
   prime = jnp.asarray([0], jnp.int32)
-  a = sample(params, jax.random.key(0), prime, 200, temperature=1.0)
-  b = sample(params, jax.random.key(0), prime, 200, temperature=1.0)
+  a = sample_tokens(params, jax.random.key(0), prime, 200, temperature=1.0)
+  b = sample_tokens(params, jax.random.key(0), prime, 200, temperature=1.0)
   np.testing.assert_array_equal(a, b)
   assert 0 <= int(a.min()) and int(a.max()) < 7
   assert len(set(np.asarray(a).tolist())) > 1
   with pytest.raises(ValueError, match="temperature"):
-    sample(params, jax.random.key(0), prime, 3, temperature=0.0)
+    sample_tokens(params, jax.random.key(0), prime, 3, temperature=0.0)
   with pytest.raises(ValueError, match="prime"):
-    sample(params, jax.random.key(0), jnp.zeros((0,), jnp.int32), 3)
+    sample_tokens(params, jax.random.key(0), jnp.zeros((0,), jnp.int32), 3)
   with pytest.raises(ValueError, match="I == O"):
-    sample(jrnn.init_params(jax.random.key(0), 3, 4, 5), jax.random.key(0), prime, 3)
+    sample_tokens(jrnn.init_params(jax.random.key(0), 3, 4, 5), jax.random.key(0), prime, 3)
