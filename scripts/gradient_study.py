@@ -179,8 +179,7 @@ def plot(results: dict, out: pathlib.Path) -> None:
   cols = [(f, a) for f in fams for a in acts]
   fig, axes = plt.subplots(len(hr), len(cols), figsize=(3.0 * len(cols) + 1.5, 3.0 * len(hr)),
                            squeeze=False)
-  heat = plt.get_cmap("RdBu_r").copy()
-  heat.set_bad("lightgray")
+  heat = plt.get_cmap("RdBu_r").with_extremes(bad="lightgray")
   image = None
   for i, r in enumerate(hr):
     for j, (fam, act) in enumerate(cols):
