@@ -1,0 +1,74 @@
+"""Peak temporary memory of one training gradient: autodiff vs hand BPTT vs checkpointed.
+
+Compiles (never runs) ``jax.grad`` of the anchor loss (mean over the batch of Σ_t squared error
+of a linear readout, float32) and reads XLA's buffer assignment,
+``jit(f).lower(...).compile().memory_analysis().temp_size_in_bytes``: the scratch memory live
+besides the arguments and outputs. Deterministic and cheap; the numbers are those of the
+backend this runs on (CPU here).
+
+Usage: python scripts/bench_memory.py [--sizes B,T,I,H,O ...] [--segment K]
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+
+import jax
+import jax.numpy as jnp
+
+import jrnn
+from jrnn.checkpointed import checkpointed_loss, default_segment_length
+from jrnn.truncated import chunked_bptt
+
+ANCHORS = ((1, 1000, 16, 64, 16), (32, 128, 64, 256, 64), (128, 256, 128, 512, 128))
+
+
+def _plain_loss(params, xs, targets, *, bptt):
+  ys = jrnn.forward(params, xs, bptt=bptt).ys
+  return jrnn.squared_error(ys, targets, reduction="batch_mean")
+
+
+def _temp_mib(fn, *args) -> float:
+  stats = jax.jit(fn).lower(*args).compile().memory_analysis()
+  return stats.temp_size_in_bytes / 2 ** 20
+
+
+def measure(size, segment=None):
+  b, t, i, h, o = size
+  f32 = jnp.float32
+  params = jax.eval_shape(functools.partial(jrnn.init_params, n_in=i, n_hidden=h, n_out=o,
+                                            dtype=f32), jax.random.key(0))
+  xs = jax.ShapeDtypeStruct((t, b, i), f32)
+  tg = jax.ShapeDtypeStruct((t, b, o), f32)
+  k = segment or default_segment_length(t)
+  rows = {
+      "autodiff": jax.grad(functools.partial(_plain_loss, bptt="autodiff")),
+      "hand": jax.grad(functools.partial(_plain_loss, bptt="hand")),
+      f"checkpointed k={k} (hand)": jax.grad(functools.partial(
+          checkpointed_loss, segment_length=k, reduction="batch_mean", bptt="hand")),
+      f"checkpointed k={k} (autodiff)": jax.grad(functools.partial(
+          checkpointed_loss, segment_length=k, reduction="batch_mean", bptt="autodiff")),
+      f"truncated k1=k2={k} (not exact)": lambda p, x, y: chunked_bptt(
+          p, x, y, chunk_length=k, reduction="batch_mean").grads,
+  }
+  return {name: _temp_mib(fn, params, xs, tg) for name, fn in rows.items()}
+
+
+def main():
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument("--sizes", nargs="*", default=None, help="B,T,I,H,O (default: the anchors)")
+  ap.add_argument("--segment", type=int, default=None, help="segment length (default ⌈√T⌉)")
+  args = ap.parse_args()
+  sizes = ANCHORS if not args.sizes else [tuple(int(v) for v in s.split(",")) for s in args.sizes]
+  print(f"backend: {jax.default_backend()}, float32; temp MiB of jit(grad(loss))")
+  print("| (B, T, I, H, O) | T·B·H·4 bytes (MiB) | method | temp MiB |")
+  print("|---|---|---|---|")
+  for size in sizes:
+    b, t, _, h, _ = size
+    states = t * b * h * 4 / 2 ** 20
+    for name, mib in measure(size, args.segment).items():
+      print(f"| {size} | {states:.2f} | {name} | {mib:.2f} |")
+
+
+if __name__ == "__main__":
+  main()
