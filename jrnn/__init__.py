@@ -5,7 +5,11 @@
    h_t = σ(W_{hh} h_{t-1} + W_{xh} x_t + b_h), \\qquad y_t = W_{hy} h_t + b_y
 """
 from jrnn.activations import ACTIVATIONS, Activation, get_activation
+from jrnn.bptt_reference import (
+    HandGrads, hand_loss_and_grads, hand_stacked_loss_and_grads, seed_formula_grads,
+)
 from jrnn.cell import readout, step
+from jrnn.checkpointed import checkpointed_loss
 from jrnn.clipping import (
     ClipState, clip_by_global_norm, clip_elementwise, elementwise_clipping, global_norm,
     global_norm_clipping,
@@ -29,6 +33,7 @@ from jrnn.train import (
     Batch, make_eval_step, make_optimizer, make_schedule, make_stream_train_step,
     make_train_step, sequence_loss,
 )
+from jrnn.truncated import TruncatedResult, bptt_chunk, chunked_bptt, truncated_bptt
 from jrnn.unroll import RNNOutput, forward, layer_forward, stacked_forward
 
 __version__ = "0.1.0"
@@ -39,6 +44,7 @@ __all__ = (
     "BPTT_MODES",
     "Batch",
     "ClipState",
+    "HandGrads",
     "LagProfile",
     "LayerParams",
     "NormEstimate",
@@ -50,7 +56,11 @@ __all__ = (
     "SCHEMES",
     "StackedParams",
     "Trajectory",
+    "TruncatedResult",
     "WeightSpectrum",
+    "bptt_chunk",
+    "checkpointed_loss",
+    "chunked_bptt",
     "clip_by_global_norm",
     "clip_elementwise",
     "elementwise_clipping",
@@ -60,6 +70,8 @@ __all__ = (
     "get_activation",
     "global_norm",
     "global_norm_clipping",
+    "hand_loss_and_grads",
+    "hand_stacked_loss_and_grads",
     "init_layer",
     "init_params",
     "init_stacked",
@@ -85,6 +97,7 @@ __all__ = (
     "reduce_steps",
     "sample_tokens",
     "seed_bound",
+    "seed_formula_grads",
     "sequence_loss",
     "softmax_cross_entropy",
     "spectral_norm",
@@ -96,5 +109,6 @@ __all__ = (
     "to_torch",
     "trajectory",
     "trajectory_gamma",
+    "truncated_bptt",
     "weight_spectrum",
 )
