@@ -7,7 +7,7 @@ scheme         draws
 =============  ==============================================================================
 ``seed``       every weight ``N(0, 1) · scale`` with ``scale = 0.01`` (the seed's ``SimpleRNN``)
 ``pytorch``    every weight and bias ``U(-1/√H, 1/√H)`` (``torch.nn.RNN``; its two biases fold into
-               one, drawn once); readout ``U(±1/√H)`` (``torch.nn.Linear`` with fan-in ``H``)
+               one, drawn once); readout ``U(±1/√fan_in)`` (``torch.nn.Linear``; fan-in ``D·H``)
 ``glorot``     weights ``U(±√(6/(fan_in + fan_out)))`` (Glorot & Bengio 2010, "xavier")
 ``orthogonal`` ``W_hh`` a random orthogonal matrix times ``scale`` (default 1: all singular values
                equal ``scale``); ``W_xh``, ``W_hy`` Glorot
@@ -121,7 +121,8 @@ def init_layer(
     scheme: one of :data:`SCHEMES` (see the module docstring).
     scale: the scheme's scale (``seed``: std of every weight; ``orthogonal``/``identity``: the
       multiple of the orthogonal or identity ``W_hh``); ``None`` takes the scheme's default.
-    spectral_radius: target ``max|λ(W_hh)|`` for ``scheme="spectral"``.
+      Positive; the other schemes ignore it.
+    spectral_radius: target ``max|λ(W_hh)|`` for ``scheme="spectral"`` (positive; default 1).
     dtype: float32 or float64.
     learn_h0: if true, adds a zero initial state ``h0 (H,)`` to be learnt.
   """

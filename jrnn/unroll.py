@@ -175,8 +175,10 @@ def forward(
     params: :class:`RNNParams`.
     xs: inputs ``(T, I)``, ``(T, B, I)`` or, with ``time_major=False``, ``(B, T, I)``.
     h0: initial state ``(H,)`` or ``(B, H)``; default ``params.h0`` if learnt, else zeros.
-    mask: valid steps, ``(T,)``, ``(T, B)`` or ``(B, T)`` following ``xs``; boolean or 0/1.
-    lengths: instead of ``mask``: ``()`` or ``(B,)`` integer lengths in ``[0, T]``.
+    mask: valid steps, ``(T,)``, ``(T, B)`` or ``(B, T)`` following ``xs``; boolean or numeric
+      (nonzero marks a valid step). Valid steps need not be contiguous.
+    lengths: instead of ``mask``: ``()`` or ``(B,)`` integer lengths in ``[0, T]`` (checked when
+      concrete; under ``jit`` a length past ``T`` acts as ``T``).
     activation: ``σ``: ``"tanh"``, ``"relu"``, ``"sigmoid"``, ``"identity"``, … or a callable.
     output_activation: ``σ_y``, or ``None`` for the linear readout of the seed's code.
     time_major: layout of batched ``xs`` (see the module docstring).
@@ -188,6 +190,12 @@ def forward(
   Returns:
     :class:`RNNOutput` ``(ys, hs, h_last)``: outputs ``(T, B, O)``, states ``(T, B, H)`` and
     the final state ``(B, H)`` (after each sequence's last valid step), in the layout of ``xs``.
+    At a padded step ``hs`` repeats the carried state (not zeros, unlike PyTorch's packed
+    sequences); mask the loss there.
+
+  Raises:
+    ValueError, TypeError: at trace time, for a wrong rank, size or dtype of any argument
+    (the message names it and the expected shape), an unknown activation or ``bptt``.
   """
   if not isinstance(params, RNNParams):
     raise TypeError(f"params must be RNNParams, got {type(params).__name__}; "

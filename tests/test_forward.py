@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from jax.test_util import check_grads
 
 import jrnn
@@ -207,7 +209,7 @@ def test_reverse_runs_from_the_end_with_outputs_aligned(bptt):
   np.testing.assert_allclose(rev.hs, jnp.flip(flipped.hs, 0), rtol=1e-14)
 
 
-@pytest.mark.parametrize("unroll", [2, 3, T, True])
+@pytest.mark.parametrize("unroll", [3, True])
 @pytest.mark.parametrize("bptt", BPTT)
 def test_unroll_does_not_change_results(unroll, bptt):
   params = _params()
@@ -447,3 +449,33 @@ def test_stacked_gradients_match_finite_differences():
   check_grads(jax.jit(loss), (params,), order=1, modes=["rev"])
   g = jax.grad(loss)(params)
   assert all(float(jnp.max(jnp.abs(l.h0))) > 0 for layer in g.layers for l in layer)
+
+
+# --- random sizes ---------------------------------------------------------------------------
+
+def _numpy_loop(params, xs, reverse):
+  """The seed's NumPy loop (column vectors, tanh, zero h0) over one sequence ``xs (n, I)``."""
+  w = {k: np.asarray(v) for k, v in params._asdict().items() if v is not None}
+  h = np.zeros(w["w_hh"].shape[0])
+  hs = np.zeros((xs.shape[0],) + h.shape)
+  for t in (range(xs.shape[0])[::-1] if reverse else range(xs.shape[0])):
+    h = np.tanh(w["w_hh"] @ h + w["w_xh"] @ xs[t] + w["b_h"])
+    hs[t] = h
+  return hs, hs @ w["w_hy"].T + w["b_y"], h
+
+
+@settings(max_examples=8, deadline=None)
+@given(t=st.integers(1, 5), b=st.integers(1, 3), i=st.integers(1, 3), h=st.integers(1, 4),
+       o=st.integers(1, 3), seed=st.integers(0, 2 ** 16), reverse=st.booleans(),
+       bptt=st.sampled_from(BPTT))
+def test_random_sizes_match_the_loop(t, b, i, h, o, seed, reverse, bptt):
+  params = _params(seed=seed, sizes=(i, h, o))
+  xs = _xs((t, b, i), seed=seed + 1)
+  lengths = np.random.default_rng(seed).integers(0, t + 1, size=b)
+  out = fwd(params, xs, lengths=jnp.asarray(lengths), reverse=reverse, bptt=bptt)
+  assert out.hs.shape == (t, b, h) and out.ys.shape == (t, b, o) and out.h_last.shape == (b, h)
+  for k, n in enumerate(lengths):
+    hs, ys, h_last = _numpy_loop(params, np.asarray(xs[:n, k]), reverse)
+    np.testing.assert_allclose(out.h_last[k], h_last, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(out.hs[:n, k], hs, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(out.ys[:n, k], ys, rtol=1e-12, atol=1e-14)
