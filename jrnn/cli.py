@@ -53,6 +53,7 @@ class Config:
   clip: float = 1.0  # global gradient norm; 0 turns clipping off
   weight_decay: float = 0.0
   dropout: float = 0.0  # on the readout's input, in training only
+  ema: float = 0.0  # decay of a running average of params used to evaluate and sample; 0: off
   schedule: str = "cosine"
   warmup: int = 0
   steps: int = 3000
@@ -98,6 +99,8 @@ def check_config(cfg: Config) -> None:
     raise ValueError(f"--clip must be >= 0 (0 turns clipping off), got {cfg.clip}")
   if not (math.isfinite(cfg.weight_decay) and cfg.weight_decay >= 0):
     raise ValueError(f"--weight-decay must be >= 0, got {cfg.weight_decay}")
+  if not 0.0 <= cfg.ema < 1.0:
+    raise ValueError(f"--ema must lie in [0, 1) (0 turns it off), got {cfg.ema}")
   if not 0.0 <= cfg.dropout < 1.0:
     raise ValueError(f"--dropout must lie in [0, 1), got {cfg.dropout}")
   if not cfg.temperature > 0:
@@ -248,6 +251,7 @@ class RunState(NamedTuple):
   opt_state: Any
   carry: jax.Array  # shape=(B, H): the hidden state carried into the next batch
   key: jax.Array  # the run's base PRNG key; everything random derives from it by fold_in
+  ema: Any = None  # the running average of params (with --ema), else None
 
 
 def make_optimizer(cfg: Config):
@@ -261,7 +265,8 @@ def initial_state(cfg: Config, task: Task, optimizer) -> RunState:
   params = init_params(jax.random.fold_in(key, 0), task.n_in, cfg.hidden, task.n_out,
                        scheme=cfg.init)
   carry = jnp.zeros((cfg.batch_size, cfg.hidden), params.w_hh.dtype)
-  return RunState(params, optimizer.init(params), carry, key)
+  ema = jax.tree_util.tree_map(jnp.copy, params) if cfg.ema else None
+  return RunState(params, optimizer.init(params), carry, key, ema)
 
 
 def _resume_check(cfg: Config, saved: Dict[str, Any], path: str) -> None:
@@ -336,15 +341,18 @@ def run(cfg: Config, out: str, *, resume: Optional[str] = None, time_budget: Opt
     step_fn = jtrain.make_stream_train_step(task.loss, optimizer, mesh=mesh)
   else:
     step_fn = jtrain.make_train_step(task.loss, optimizer, has_aux=True, mesh=mesh)
-  params, opt_state = sharding.replicate((state.params, state.opt_state), mesh)
+  params, opt_state, ema = sharding.replicate((state.params, state.opt_state, state.ema), mesh)
   carry = sharding.shard_batch(state.carry, mesh, batch_axis=0)
 
   def save(step):
-    host_state = RunState(params, opt_state, carry, state.key)
+    host_state = RunState(params, opt_state, carry, state.key, ema)
     checkpoint.save(os.path.join(out, CKPT_NAME), host_state, {
         "config": dataclasses.asdict(cfg), "step": step, "data_position": task.position(step),
         "vocab": task.vocab, "metric": task.metric})
 
+  # θ̄ ← d θ̄ + (1 - d) θ, with d ramping up from 0.1 so early averages forget the init.
+  ema_update = jax.jit(lambda e, p, d: jax.tree_util.tree_map(lambda a, b: d * a + (1 - d) * b,
+                                                              e, p), donate_argnums=0)
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
   bar = tqdm(total=cfg.steps, initial=start, disable=not progress, unit="step",
              dynamic_ncols=True, file=sys.stderr)
@@ -360,12 +368,15 @@ def run(cfg: Config, out: str, *, resume: Optional[str] = None, time_budget: Opt
     else:
       params, opt_state, m = step_fn(params, opt_state, batch)
     losses.append(m["loss"])
+    if cfg.ema:
+      ema = ema_update(ema, params, jnp.asarray(min(cfg.ema, (1 + step) / (10 + step)),
+                                                 params.w_hh.dtype))
     step += 1
     bar.update(1)
     if step % cfg.log_every == 0 or step == cfg.steps:
       train_loss = float(jnp.mean(jnp.stack(losses)))
       now = time.monotonic()
-      row = {"step": step, "train_loss": train_loss, **task.evaluate(params),
+      row = {"step": step, "train_loss": train_loss, **task.evaluate(ema if cfg.ema else params),
              "elapsed_s": round(now - t0, 3),
              "tokens_per_s": round(len(losses) * task.tokens_per_step / (now - t_log), 1)}
       losses, t_log, last = [], time.monotonic(), row
@@ -396,11 +407,11 @@ def run(cfg: Config, out: str, *, resume: Optional[str] = None, time_budget: Opt
     from jrnn.sample import sample_tokens  # pylint: disable=import-outside-toplevel
     vocab = charlm.Vocab(task.vocab)
     prime = "The "
-    tokens = sample_tokens(params, jax.random.fold_in(state.key, 2), jnp.asarray(
+    tokens = sample_tokens(ema if cfg.ema else params, jax.random.fold_in(state.key, 2), jnp.asarray(
         charlm.encode(vocab, prime)), cfg.sample_len, temperature=cfg.temperature)
     summary["sample"] = prime + charlm.decode(vocab, tokens)
     log(f"sample (temperature {cfg.temperature:g}):\n{summary['sample']}")
-  summary["state"] = RunState(params, opt_state, carry, state.key)
+  summary["state"] = RunState(params, opt_state, carry, state.key, ema)
   return summary
 
 

@@ -87,7 +87,7 @@ def test_not_a_jrnn_checkpoint(tmp_path):
 
 TINY = ["--hidden", "8", "--seq-len", "8", "--batch-size", "4", "--log-every", "2",
         "--ckpt-every", "3", "--no-progress", "--sample-len", "0", "--steps", "6",
-        "--dropout", "0.1"]
+        "--dropout", "0.1", "--ema", "0.9"]
 
 
 def _final(out):
