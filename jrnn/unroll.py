@@ -57,6 +57,7 @@ class _Layout(NamedTuple):
 
 def _prepare(xs, mask, lengths, h0, *, n_in, n_hidden, dtype, time_major, h0_lead=()):
   """Validates and converts the caller's arrays to ``xs (T, B, I)``, ``mask (T, B)``, ``h0``."""
+  xs, mask, lengths, h0 = (validation.from_nested(a) for a in (xs, mask, lengths, h0))
   validation.check_float("xs", xs, dtype)
   xs = jnp.asarray(xs)
   if xs.ndim == 2:

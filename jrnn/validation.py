@@ -8,6 +8,14 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def from_nested(x):
+  """Turns nested Python lists or tuples into a NumPy array; leaves arrays (and tracers) alone.
+
+  JAX cannot read a dtype off ``[3, 2]``; NumPy can, so ``lengths=[3, 2]`` works as users expect.
+  """
+  return np.asarray(x) if isinstance(x, (list, tuple)) else x
+
+
 def check_float(name: str, x, dtype=None) -> None:
   """Raises ``TypeError`` unless ``x`` is floating (and of ``dtype`` when given)."""
   xdtype = jnp.result_type(x)

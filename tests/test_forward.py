@@ -147,6 +147,19 @@ def test_batch_major_is_time_major_transposed(bptt):
   np.testing.assert_allclose(bm_mask.hs, bm.hs, rtol=1e-14)
 
 
+def test_nested_python_lists_are_accepted():
+  params = _params()
+  xs = _xs((T, B, I))
+  lengths = [5, 2, 0]
+  want = fwd(params, xs, lengths=jnp.array(lengths), h0=jnp.ones((B, H)))
+  got = jrnn.forward(params, np.asarray(xs).tolist(), lengths=lengths,
+                     h0=[[1.0] * H] * B)
+  np.testing.assert_allclose(got.hs, want.hs, rtol=1e-14)
+  mask = (np.arange(T)[:, None] < np.array(lengths)[None]).tolist()
+  np.testing.assert_allclose(jrnn.forward(params, xs, mask=mask).h_last,
+                             fwd(params, xs, lengths=jnp.array(lengths)).h_last, rtol=1e-14)
+
+
 # --- initial state ------------------------------------------------------------------------
 
 def test_h0_defaults_to_zeros_and_broadcasts_over_the_batch():
