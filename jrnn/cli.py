@@ -34,7 +34,9 @@ import numpy as np
 
 from jrnn import checkpoint, sharding
 from jrnn import train as jtrain
-from jrnn.init import SCHEMES, init_params
+from jrnn.init import SCHEMES, init_params, init_stacked
+from jrnn.params import StackedParams
+from jrnn.unroll import forward, stacked_forward
 
 TASKS = ("charlm", "copy", "sine", "adding")
 CKPT_NAME = "checkpoint.safetensors"
@@ -46,6 +48,7 @@ class Config:
   """Everything that defines a run. Defaults: the main job (char-LM in under 5 minutes)."""
   task: str = "charlm"
   hidden: int = 256
+  layers: int = 1  # stacked Elman layers; 1 is the seed's RNN
   seq_len: int = 64
   batch_size: int = 64
   optimizer: str = "adam"
@@ -85,7 +88,7 @@ def check_config(cfg: Config) -> None:
     if isinstance(v, bool) or not isinstance(v, int) or v < 1:
       raise ValueError(f"{flag(name)} must be a positive integer, got {v!r}")
 
-  for name in ("hidden", "seq_len", "batch_size", "steps", "unroll", "log_every", "ckpt_every",
+  for name in ("hidden", "layers", "seq_len", "batch_size", "steps", "unroll", "log_every", "ckpt_every",
                "val_batch"):
     positive_int(name)
   for name, choices in (("task", TASKS), ("optimizer", jtrain.OPTIMIZERS),
@@ -183,20 +186,29 @@ def _synthetic_task(cfg: Config, key, make, n_in, n_out, kind, evaluate) -> Task
               metric=_metric_name(kind))
 
 
+def _forward(params, xs, unroll):
+  run = stacked_forward if isinstance(params, StackedParams) else forward
+  return run(params, xs, unroll=unroll)
+
+
+def _carry_axis(cfg: Config) -> int:
+  """The batch axis of the carried state: ``(B, H)``, or ``(L, B, H)`` for a stack."""
+  return 0 if cfg.layers == 1 else 1
+
+
 def _metric_name(kind: str) -> str:
   return "val_accuracy" if kind == "cross_entropy" else "val_mse"
 
 
 def _copy_task(cfg: Config, key) -> Task:
   from jrnn.data import copy_task  # pylint: disable=import-outside-toplevel
-  from jrnn.unroll import forward  # pylint: disable=import-outside-toplevel
 
   def make(k, b):
     return copy_task.batch(k, b, n_symbols=cfg.n_symbols, length=cfg.copy_len, delay=cfg.delay)
 
   @jax.jit
   def evaluate(params, val):
-    ys = forward(params, val.xs, unroll=cfg.unroll).ys
+    ys = _forward(params, val.xs, cfg.unroll).ys
     hit = (jnp.argmax(ys, -1) == val.targets) & val.mask
     return {"val_accuracy": jnp.sum(hit) / jnp.sum(val.mask)}
 
@@ -206,11 +218,10 @@ def _copy_task(cfg: Config, key) -> Task:
 
 def _sine_task(cfg: Config, key) -> Task:
   from jrnn.data import sine  # pylint: disable=import-outside-toplevel
-  from jrnn.unroll import forward  # pylint: disable=import-outside-toplevel
 
   @jax.jit
   def evaluate(params, val):
-    ys = forward(params, val.xs, unroll=cfg.unroll).ys
+    ys = _forward(params, val.xs, cfg.unroll).ys
     return {"val_mse": jnp.mean((ys - val.targets) ** 2)}
 
   return _synthetic_task(cfg, key, lambda k, b: sine.batch(k, b, cfg.seq_len), 1, 1,
@@ -219,7 +230,6 @@ def _sine_task(cfg: Config, key) -> Task:
 
 def _adding_task(cfg: Config, key) -> Task:
   from jrnn.data import adding  # pylint: disable=import-outside-toplevel
-  from jrnn.unroll import forward  # pylint: disable=import-outside-toplevel
 
   def make(k, b):
     xs, target = adding.batch(k, b, cfg.seq_len)[:2]
@@ -230,7 +240,7 @@ def _adding_task(cfg: Config, key) -> Task:
 
   @jax.jit
   def evaluate(params, val):
-    ys = forward(params, val[0], unroll=cfg.unroll).ys
+    ys = _forward(params, val[0], cfg.unroll).ys
     return {"val_mse": jnp.mean((ys[-1] - val[1][-1]) ** 2)}
 
   return _synthetic_task(cfg, key, make, 2, 1, "squared_error", evaluate)
@@ -262,9 +272,14 @@ def make_optimizer(cfg: Config):
 
 def initial_state(cfg: Config, task: Task, optimizer) -> RunState:
   key = jax.random.key(cfg.seed)
-  params = init_params(jax.random.fold_in(key, 0), task.n_in, cfg.hidden, task.n_out,
-                       scheme=cfg.init)
-  carry = jnp.zeros((cfg.batch_size, cfg.hidden), params.w_hh.dtype)
+  if cfg.layers == 1:
+    params = init_params(jax.random.fold_in(key, 0), task.n_in, cfg.hidden, task.n_out,
+                         scheme=cfg.init)
+    carry = jnp.zeros((cfg.batch_size, cfg.hidden))
+  else:
+    params = init_stacked(jax.random.fold_in(key, 0), task.n_in, cfg.hidden, task.n_out,
+                          num_layers=cfg.layers, scheme=cfg.init)
+    carry = jnp.zeros((cfg.layers, cfg.batch_size, cfg.hidden))
   ema = jax.tree_util.tree_map(jnp.copy, params) if cfg.ema else None
   return RunState(params, optimizer.init(params), carry, key, ema)
 
@@ -338,11 +353,12 @@ def run(cfg: Config, out: str, *, resume: Optional[str] = None, time_budget: Opt
 
   mesh = sharding.data_mesh()
   if task.stateful:
-    step_fn = jtrain.make_stream_train_step(task.loss, optimizer, mesh=mesh)
+    step_fn = jtrain.make_stream_train_step(task.loss, optimizer, mesh=mesh,
+                                            carry_axis=_carry_axis(cfg))
   else:
     step_fn = jtrain.make_train_step(task.loss, optimizer, has_aux=True, mesh=mesh)
   params, opt_state, ema = sharding.replicate((state.params, state.opt_state, state.ema), mesh)
-  carry = sharding.shard_batch(state.carry, mesh, batch_axis=0)
+  carry = sharding.shard_batch(state.carry, mesh, batch_axis=_carry_axis(cfg))
 
   def save(step):
     host_state = RunState(params, opt_state, carry, state.key, ema)
@@ -370,7 +386,7 @@ def run(cfg: Config, out: str, *, resume: Optional[str] = None, time_budget: Opt
     losses.append(m["loss"])
     if cfg.ema:
       ema = ema_update(ema, params, jnp.asarray(min(cfg.ema, (1 + step) / (10 + step)),
-                                                 params.w_hh.dtype))
+                                                 jnp.float32))
     step += 1
     bar.update(1)
     if step % cfg.log_every == 0 or step == cfg.steps:
@@ -407,8 +423,9 @@ def run(cfg: Config, out: str, *, resume: Optional[str] = None, time_budget: Opt
     from jrnn.sample import sample_tokens  # pylint: disable=import-outside-toplevel
     vocab = charlm.Vocab(task.vocab)
     prime = "The "
-    tokens = sample_tokens(ema if cfg.ema else params, jax.random.fold_in(state.key, 2), jnp.asarray(
-        charlm.encode(vocab, prime)), cfg.sample_len, temperature=cfg.temperature)
+    tokens = sample_tokens(ema if cfg.ema else params, jax.random.fold_in(state.key, 2),
+                           jnp.asarray(charlm.encode(vocab, prime)), cfg.sample_len,
+                           temperature=cfg.temperature)
     summary["sample"] = prime + charlm.decode(vocab, tokens)
     log(f"sample (temperature {cfg.temperature:g}):\n{summary['sample']}")
   summary["state"] = RunState(params, opt_state, carry, state.key, ema)

@@ -13,23 +13,23 @@ greedy decoding, ``τ > 1`` flattens it.
 from __future__ import annotations
 
 import functools
+from typing import Union
 
 import jax
 import jax.numpy as jnp
 
-from jrnn.cell import step
-from jrnn.params import RNNParams
-from jrnn.unroll import forward
+from jrnn.params import RNNParams, StackedParams
+from jrnn.unroll import forward, stacked_forward
 
 
 @functools.partial(jax.jit, static_argnames=("length", "temperature", "activation"))
-def sample_tokens(params: RNNParams, key: jax.Array, prime: jax.Array, length: int, *,
-           temperature: float = 1.0, activation: str = "tanh") -> jax.Array:
+def sample_tokens(params: Union[RNNParams, StackedParams], key: jax.Array, prime: jax.Array,
+                  length: int, *, temperature: float = 1.0, activation: str = "tanh") -> jax.Array:
   """Draws ``length`` tokens following ``prime``.
 
   Args:
-    params: an :class:`RNNParams` whose inputs and outputs are the same ``V`` tokens
-      (``I = O = V``).
+    params: :class:`RNNParams`, or :class:`StackedParams` with a readout, whose inputs and
+      outputs are the same ``V`` tokens (``I = O = V``).
     key: PRNG key.
     prime: int tokens ``(n,)``, ``n >= 1``, fed first.
     length: how many tokens to draw.
@@ -39,7 +39,12 @@ def sample_tokens(params: RNNParams, key: jax.Array, prime: jax.Array, length: i
   Returns:
     ``(length,)`` int32 tokens.
   """
-  n_in, _, n_out = params.sizes
+  if isinstance(params, StackedParams):
+    if params.w_hy is None:
+      raise ValueError("sampling needs StackedParams with a readout (w_hy, b_y)")
+    n_in, n_out, run = params.layers[0][0].w_xh.shape[1], params.w_hy.shape[0], stacked_forward
+  else:
+    (n_in, _, n_out), run = params.sizes, forward
   if n_in != n_out:
     raise ValueError(f"sampling needs params with I == O (tokens in and out), got I={n_in}, "
                      f"O={n_out}")
@@ -47,14 +52,16 @@ def sample_tokens(params: RNNParams, key: jax.Array, prime: jax.Array, length: i
     raise ValueError(f"temperature must be > 0, got {temperature}")
   if jnp.ndim(prime) != 1 or jnp.shape(prime)[0] < 1:
     raise ValueError(f"prime must have shape (n,) with n >= 1, got {jnp.shape(prime)}")
-  dtype = params.w_hh.dtype
-  out = forward(params, jax.nn.one_hot(prime, n_in, dtype=dtype), activation=activation)
+  dtype = jax.tree_util.tree_leaves(params)[0].dtype
+  # Batched layout (B = 1) throughout, so one code path serves both kinds of params.
+  out = run(params, jax.nn.one_hot(prime, n_in, dtype=dtype)[:, None], activation=activation)
 
   def draw(carry, k):
     h, logits = carry
     c = jax.random.categorical(k, logits / temperature).astype(jnp.int32)
-    h, y = step(params, h, jax.nn.one_hot(c, n_in, dtype=dtype), activation=activation)
-    return (h, y), c
+    step = run(params, jax.nn.one_hot(c, n_in, dtype=dtype)[None, None], h0=h,
+               activation=activation)
+    return (step.h_last, step.ys[0, 0]), c
 
-  _, tokens = jax.lax.scan(draw, (out.h_last, out.ys[-1]), jax.random.split(key, length))
+  _, tokens = jax.lax.scan(draw, (out.h_last, out.ys[-1, 0]), jax.random.split(key, length))
   return tokens

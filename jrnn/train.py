@@ -38,7 +38,8 @@ import optax
 from jrnn.activations import ActivationLike
 from jrnn.cell import readout
 from jrnn.losses import softmax_cross_entropy, squared_error
-from jrnn.unroll import forward
+from jrnn.params import StackedParams
+from jrnn.unroll import forward, stacked_forward
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adagrad", "rmsprop")
 SCHEDULES = ("constant", "cosine", "linear")
@@ -171,6 +172,10 @@ def sequence_loss(
 ) -> Callable[..., Tuple[jax.Array, jax.Array]]:
   """The loss of :func:`jrnn.forward` on a :class:`Batch`, as ``loss(params, batch, h0=None)``.
 
+  ``params`` may be :class:`jrnn.RNNParams` (``h0``/``h_last`` of shape ``(B, H)``) or
+  :class:`jrnn.StackedParams` with a readout (run by :func:`jrnn.stacked_forward`; ``h0`` and
+  ``h_last`` of shape ``(L·D, B, H)``).
+
   ``loss`` returns ``(L, h_last)``: the loss (``"cross_entropy"``: softmax cross-entropy with
   integer targets; ``"squared_error"``: ``Σ_o (y - ŷ)²``), reduced by ``reduction`` over the
   steps ``batch.mask`` scores (see :mod:`jrnn.losses`), and the final state ``(B, H)`` to carry
@@ -200,8 +205,10 @@ def sequence_loss(
       if not jnp.issubdtype(jnp.result_type(xs), jnp.integer):
         raise TypeError(f"batch.xs must hold integer tokens with one_hot={one_hot}, "
                         f"got dtype {jnp.result_type(xs)}")
-      xs = jax.nn.one_hot(xs, one_hot, dtype=jnp.result_type(params.w_hh))
-    out = forward(params, xs, h0=h0, activation=activation, unroll=unroll, bptt=bptt)
+      dtype = jnp.result_type(jax.tree_util.tree_leaves(params)[0])
+      xs = jax.nn.one_hot(xs, one_hot, dtype=dtype)
+    run = stacked_forward if isinstance(params, StackedParams) else forward
+    out = run(params, xs, h0=h0, activation=activation, unroll=unroll, bptt=bptt)
     ys = out.ys
     if dropout and batch.key is not None:
       keep = jax.random.bernoulli(batch.key, 1.0 - dropout, out.hs.shape)
@@ -284,14 +291,16 @@ def make_stream_train_step(
     jit: bool = True,
     donate: bool = True,
     mesh: Optional[jax.sharding.Mesh] = None,
+    carry_axis: int = 0,
 ) -> Callable[[Any, Any, jax.Array, Any], Tuple[Any, Any, jax.Array, Metrics]]:
   """Builds the truncated-BPTT step ``(params, opt_state, h, batch) -> (params, opt_state, h',
   metrics)``.
 
   Args:
     loss_fn: ``loss_fn(params, batch, h0) -> (loss, h_last)``, e.g. :func:`sequence_loss`.
-    optimizer, jit, mesh: as :func:`make_train_step`; with a mesh, pass ``h (B, H)`` split along
-      its axis 0 (``shard_batch(h, mesh, batch_axis=0)``), as the step returns it.
+    optimizer, jit, mesh: as :func:`make_train_step`; with a mesh, pass ``h`` split along its
+      batch axis (``shard_batch(h, mesh, batch_axis=carry_axis)``), as the step returns it.
+    carry_axis: the batch axis of ``h``: 0 for ``(B, H)``, 1 for a stack's ``(L·D, B, H)``.
     donate: donate ``params``, ``opt_state`` and ``h``.
 
   ``h`` enters under ``stop_gradient``: the gradient of window ``k`` stops at its first step,
@@ -308,7 +317,7 @@ def make_stream_train_step(
   shardings = None
   if mesh is not None:
     from jrnn import sharding  # pylint: disable=import-outside-toplevel
-    rep, state = sharding.replicated(mesh), sharding.batch_sharding(mesh, 0)
+    rep, state = sharding.replicated(mesh), sharding.batch_sharding(mesh, carry_axis)
     shardings = (rep, rep, state, rep)
   return _jit(stream_step, jit, (0, 1, 2) if donate else (), shardings)
 
