@@ -13,17 +13,15 @@ torch = pytest.importorskip("torch")
 T, B, I, H = 5, 3, 4, 6
 TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.float64: dict(rtol=1e-10, atol=1e-12)}
 
-# (num_layers, bidirectional, nonlinearity, bias, batch_first): every value of every option,
-# each pair of options seen together at least once, without the full 48-way product.
+# (num_layers, bidirectional, nonlinearity, bias, batch_first): every value of every option, and
+# every pair of values of two options together in some row (a pairwise design: 6 rows, not 48).
 CONFIGS = [
     (1, False, "tanh", True, False),
     (1, True, "relu", False, True),
-    (1, True, "tanh", True, True),
-    (2, False, "relu", True, True),
-    (2, True, "tanh", False, False),
-    (2, True, "relu", True, False),
-    (3, True, "tanh", True, True),
-    (3, False, "relu", False, False),
+    (2, False, "relu", False, False),
+    (2, True, "tanh", True, True),
+    (3, False, "tanh", False, True),
+    (3, True, "relu", True, False),
 ]
 
 
