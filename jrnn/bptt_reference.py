@@ -24,7 +24,8 @@ the step adds no parameter gradient.
 The loss derivative ``∂L/∂y_t`` is derived by hand as well:
 
 * squared error ``L_t = Σ_o (y_{t,o} - ŷ_{t,o})²``: ``∂L_t/∂y_t = 2 (y_t - ŷ_t)``;
-* softmax cross-entropy ``L_t = logsumexp(y_t) - y_{t,c_t}``: ``∂L_t/∂y_t = softmax(y_t) - e_{c_t}``;
+* softmax cross-entropy ``L_t = logsumexp(y_t) - y_{t,c_t}``:
+  ``∂L_t/∂y_t = softmax(y_t) - e_{c_t}``;
 
 each times the mask and the reduction's constant (``1``, ``1/B`` or ``1/Σ m``; see
 :mod:`jrnn.losses`).

@@ -244,7 +244,8 @@ def chunked_bptt(
   .. math::
 
      \\widetilde{\\frac{∂L}{∂θ}} = \\sum_{c} \\frac{∂}{∂θ}
-       \\sum_{t ∈ \\text{chunk } c} L_t\\bigl(θ;\\ \\mathrm{stop\\_gradient}(h_{\\text{end of } c-1})\\bigr)
+       \\sum_{t ∈ \\text{chunk } c}
+       L_t\\bigl(θ;\\ \\mathrm{stop\\_gradient}(h_{\\text{end of } c-1})\\bigr)
 
   The same numbers as ``truncated_bptt(..., k1=chunk_length)``, without recomputing the
   frozen states: the scan carries the state from chunk to chunk (without gradient) and sums the

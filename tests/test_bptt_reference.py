@@ -87,8 +87,8 @@ def _layout_data(key, layout, n_steps, n_batch, n_in, n_out, loss, masked):
 ACTIVATIONS = ["tanh", "relu", "sigmoid", "identity", "leaky_relu", "softplus", _softsign]
 
 
-@pytest.mark.parametrize("activation", ACTIVATIONS)
-@pytest.mark.parametrize("loss", ["squared_error", "cross_entropy"])
+@pytest.mark.parametrize("activation,loss", [
+    (act, ("cross_entropy", "squared_error")[i % 2]) for i, act in enumerate(ACTIVATIONS)])
 def test_hand_equals_autodiff_every_activation_and_loss(activation, loss):
   p = _params(jax.random.key(0), 3, 4, 3, learn_h0=True)
   xs, tg, mask, ta = _layout_data(jax.random.key(1), "time_major", 6, 2, 3, 3, loss, True)
@@ -103,9 +103,10 @@ def test_hand_equals_autodiff_every_activation_and_loss(activation, loss):
   assert got.d_h0 is None
 
 
-@pytest.mark.parametrize("layout", ["unbatched", "time_major", "batch_major"])
-@pytest.mark.parametrize("reduction", ["sum", "batch_mean", "mean"])
-@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("layout,reduction,reverse", [
+    ("unbatched", "sum", True), ("unbatched", "mean", False), ("time_major", "batch_mean", True),
+    ("time_major", "sum", False), ("batch_major", "mean", True),
+    ("batch_major", "batch_mean", False)])
 def test_hand_equals_autodiff_layouts_reductions_reverse(layout, reduction, reverse):
   p = _params(jax.random.key(2), 2, 5, 3)
   xs, tg, mask, ta = _layout_data(jax.random.key(3), layout, 5, 3, 2, 3, "squared_error", True)
@@ -142,8 +143,8 @@ def test_hand_d_h0_and_lengths(h0_shape):
   _assert_trees_close((got.grads, got.d_xs, got.d_h0), want)
 
 
-@pytest.mark.parametrize("num_layers,bidirectional", [(1, True), (2, False), (2, True)])
-@pytest.mark.parametrize("loss", ["squared_error", "cross_entropy"])
+@pytest.mark.parametrize("num_layers,bidirectional,loss", [
+    (1, True, "squared_error"), (2, False, "cross_entropy"), (2, True, "cross_entropy")])
 def test_hand_stacked_equals_autodiff(num_layers, bidirectional, loss):
   p = _stacked(jax.random.key(8), 3, 4, 3, num_layers, bidirectional, learn_h0=True)
   xs, tg, mask, ta = _layout_data(jax.random.key(9), "batch_major", 5, 3, 3, 3, loss, True)
@@ -176,8 +177,8 @@ def test_hand_stacked_explicit_h0(h0_batched):
   _assert_trees_close((got.grads, got.d_xs, got.d_h0), want)
 
 
-@pytest.mark.parametrize("activation", ["tanh", "relu", _softsign])
-@pytest.mark.parametrize("loss", ["squared_error", "cross_entropy"])
+@pytest.mark.parametrize("activation,loss", [
+    ("tanh", "squared_error"), ("relu", "cross_entropy"), (_softsign, "squared_error")])
 def test_seed_formula_equals_recursion_and_autodiff(activation, loss):
   p = _params(jax.random.key(14), 2, 3, 3, learn_h0=True)
   xs, tg, mask, ta = _layout_data(jax.random.key(15), "time_major", 5, 2, 2, 3, loss, True)
@@ -223,14 +224,14 @@ def test_hand_under_jit_equals_eager():
   eager = fn(p, xs, tg, mask=mask)
   jitted = jax.jit(fn)(p, xs, tg, mask=mask)
   _assert_trees_close(jitted, eager)
-  sp = _stacked(jax.random.key(24), 3, 4, 2, 2, True)
+  sp = _stacked(jax.random.key(24), 3, 4, 2, 1, True)
   sfn = functools.partial(br.hand_stacked_loss_and_grads, loss="cross_entropy")
   _assert_trees_close(jax.jit(sfn)(sp, xs, tg, mask=mask), sfn(sp, xs, tg, mask=mask))
   seed_fn = functools.partial(br.seed_formula_grads, loss="cross_entropy")
   _assert_trees_close(jax.jit(seed_fn)(p, xs, tg, mask=mask), seed_fn(p, xs, tg, mask=mask))
 
 
-@hypothesis.settings(max_examples=10, deadline=None)
+@hypothesis.settings(max_examples=6, deadline=None)
 @hypothesis.given(
     n_steps=st.integers(1, 6), n_batch=st.integers(1, 3), n_in=st.integers(1, 3),
     n_hidden=st.integers(1, 4), n_out=st.integers(1, 3), num_layers=st.integers(1, 2),

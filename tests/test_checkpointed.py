@@ -58,8 +58,7 @@ def _assert_same(params, xs, h0, tg, **kw):
 
 
 @pytest.mark.parametrize("n_steps,k,bptt", [
-    (12, 3, "hand"), (11, 4, "hand"), (11, 4, "autodiff"), (7, 1, "hand"), (5, 9, "hand"),
-    (10, None, "autodiff")])
+    (12, 3, "hand"), (11, 4, "autodiff"), (7, 1, "hand"), (5, 9, "hand"), (10, None, "hand")])
 def test_equals_plain_path(n_steps, k, bptt):
   p = _params(jax.random.key(0))
   xs, tg, mask = _data(jax.random.key(1), (n_steps, 2), 2, 3, "squared_error")
@@ -67,8 +66,8 @@ def test_equals_plain_path(n_steps, k, bptt):
                segment_length=k, bptt=bptt)
 
 
-@pytest.mark.parametrize("layout", ["unbatched", "batch_major"])
-@pytest.mark.parametrize("loss", ["squared_error", "cross_entropy"])
+@pytest.mark.parametrize("layout,loss", [("unbatched", "cross_entropy"),
+                                         ("batch_major", "squared_error")])
 def test_layouts_losses_explicit_h0(layout, loss):
   p = _params(jax.random.key(2), learn_h0=False)
   lead = (9,) if layout == "unbatched" else (2, 9)
@@ -137,7 +136,7 @@ def test_default_segment_length():
       1, 2, 2, 3, 3, 4, 32]
 
 
-@hypothesis.settings(max_examples=8, deadline=None)
+@hypothesis.settings(max_examples=5, deadline=None)
 @hypothesis.given(n_steps=st.integers(1, 9), k=st.integers(1, 5), n_batch=st.integers(1, 2),
                   activation=st.sampled_from(["tanh", "relu", "sigmoid"]),
                   seed=st.integers(0, 2 ** 16))

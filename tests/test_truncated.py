@@ -84,8 +84,7 @@ def test_truncated_matches_stop_gradient_reference(n_steps, k1, k2, loss):
   np.testing.assert_allclose(got.h_last, jrnn.forward(p, xs, mask=mask).h_last, rtol=RTOL)
 
 
-@pytest.mark.parametrize("n_steps,k,bptt", [(6, 2, "hand"), (7, 3, "autodiff"), (7, 3, "hand"),
-                                            (3, 8, "hand")])
+@pytest.mark.parametrize("n_steps,k,bptt", [(7, 3, "autodiff"), (7, 3, "hand"), (3, 8, "hand")])
 def test_chunked_equals_truncated_with_k1_equal_k2(n_steps, k, bptt):
   p = _params(jax.random.key(2))
   xs, tg, mask = _data(jax.random.key(3), n_steps, 3, 2, 2)
@@ -140,7 +139,7 @@ def test_layouts_unbatched_and_batch_major():
   _assert_trees_close(one, ref._replace(h_last=ref.h_last[0]))
 
 
-@hypothesis.settings(max_examples=8, deadline=None)
+@hypothesis.settings(max_examples=5, deadline=None)
 @hypothesis.given(n_steps=st.integers(1, 7), k1=st.integers(1, 4), extra=st.integers(0, 3),
                   n_batch=st.integers(1, 2), seed=st.integers(0, 2 ** 16))
 def test_random_windows(n_steps, k1, extra, n_batch, seed):
