@@ -132,3 +132,16 @@ def test_sample_temperature_and_bad_input():
     sample_tokens(params, jax.random.key(0), jnp.zeros((0,), jnp.int32), 3)
   with pytest.raises(ValueError, match="I == O"):
     sample_tokens(jrnn.init_params(jax.random.key(0), 3, 4, 5), jax.random.key(0), prime, 3)
+
+
+def test_sample_stacked_low_temperature_is_greedy():
+  v = 6
+  params = jrnn.init_stacked(jax.random.key(4), v, 5, v, num_layers=2, scheme="glorot",
+                             dtype=jnp.float64)
+  prime = jnp.asarray([2, 0], jnp.int32)
+  got = sample_tokens(params, jax.random.key(1), prime, 5, temperature=1e-4)
+  seq = [int(c) for c in prime]
+  for _ in range(5):  # greedy by re-running the whole sequence each time
+    ys = jrnn.stacked_forward(params, jax.nn.one_hot(jnp.asarray(seq), v, dtype=jnp.float64)).ys
+    seq.append(int(jnp.argmax(ys[-1])))
+  np.testing.assert_array_equal(got, seq[2:])

@@ -166,12 +166,13 @@ def test_cli_smoke_run(tmp_path, capsys):
   assert "sample" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("task,metric", [("copy", "val_accuracy"), ("sine", "val_mse"),
-                                         ("adding", "val_mse")])
-def test_cli_other_tasks(tmp_path, task, metric):
+@pytest.mark.parametrize("task,metric,extra", [("copy", "val_accuracy", []),
+                                               ("sine", "val_mse", ["--layers", "2"]),
+                                               ("adding", "val_mse", [])])
+def test_cli_other_tasks(tmp_path, task, metric, extra):
   out = str(tmp_path / task)
   cli.train_from_args(TINY + ["--task", task, "--steps", "2", "--val-batch", "4",
-                              "--copy-len", "2", "--delay", "1", "--out", out])
+                              "--copy-len", "2", "--delay", "1", "--out", out] + extra)
   rows = _rows(os.path.join(out, "metrics.jsonl"))
   assert len(rows) == 2 and all(np.isfinite(r[metric]) for r in rows)
 
@@ -191,3 +192,27 @@ def test_cli_bad_config_fails_before_training(tmp_path, capsys, flags, message):
   assert e.value.code == 2
   assert message in capsys.readouterr().err
   assert not os.path.exists(tmp_path / "metrics.jsonl")
+
+
+def test_stacked_params_loss_and_stream_step():
+  v, h, n_layers = 5, 4, 2
+  params = jrnn.init_stacked(jax.random.key(9), v, h, v, num_layers=n_layers, scheme="glorot",
+                             dtype=F64)
+  tokens = jax.random.randint(jax.random.key(10), (7, 3), 0, v, jnp.int32)
+  batch = jtrain.Batch(tokens[:-1], tokens[1:])
+  h0 = jax.random.normal(jax.random.key(11), (n_layers, 3, h), F64)
+  loss = jtrain.sequence_loss("cross_entropy", one_hot=v)
+
+  def reference(p):
+    out = jrnn.stacked_forward(p, jax.nn.one_hot(tokens[:-1], v, dtype=F64), h0=h0,
+                               bptt="autodiff")
+    return jrnn.softmax_cross_entropy(out.ys, tokens[1:], reduction="mean"), out.h_last
+
+  step = jtrain.make_stream_train_step(loss, optax.sgd(0.1), donate=False, carry_axis=1)
+  new, _, h_next, m = step(params, optax.sgd(0.1).init(params), h0, batch)
+  want_loss, want_h = reference(params)
+  np.testing.assert_allclose(m["loss"], want_loss, rtol=1e-12)
+  np.testing.assert_allclose(h_next, want_h, rtol=1e-12)
+  grads = jax.grad(lambda p: reference(p)[0])(params)
+  for a, p, g in zip(*map(jax.tree_util.tree_leaves, (new, params, grads))):
+    np.testing.assert_allclose(a, p - 0.1 * g, rtol=1e-10, atol=1e-13)
