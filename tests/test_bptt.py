@@ -166,7 +166,7 @@ def test_gradient_of_hidden_states_and_final_state():
     np.testing.assert_allclose(g, v, rtol=RTOL, atol=ATOL)
 
 
-@hypothesis.settings(max_examples=6, deadline=None)
+@hypothesis.settings(max_examples=5, deadline=None)
 @hypothesis.given(
     n_steps=st.integers(1, 6), n_batch=st.integers(1, 3), n_in=st.integers(1, 3),
     n_hidden=st.integers(1, 4), n_out=st.integers(1, 3), num_layers=st.integers(1, 2),
