@@ -75,6 +75,13 @@ def measure(params, xs, activation: str):
   return norms, jrnn.lag_profile(norms), jnp.max(gammas), jnp.mean(lyap)
 
 
+def regime(rate: float, tol: float = 5e-3) -> str:
+  """``vanishing`` (ρ̂ < 1 - tol), ``exploding`` (ρ̂ > 1 + tol) or ``neutral`` in between."""
+  if rate < 1 - tol:
+    return "vanishing"
+  return "exploding" if rate > 1 + tol else "neutral"
+
+
 def clean(x):
   """JSON-safe: arrays to lists, non-finite floats to None."""
   if isinstance(x, dict):
@@ -124,7 +131,7 @@ def run(cfg) -> dict:
                                        ** lags * (1 + 1e-9))),
             "fit": {"rate": float(fit.rate), "log_slope": float(fit.log_slope),
                     "log_intercept": float(fit.log_intercept), "num_lags": int(fit.num_lags),
-                    "regime": "vanishing" if fit.rate < 1 else "exploding"},
+                    "regime": regime(float(fit.rate))},
             "lyapunov_top": float(lyap), "lyapunov_growth_factor": math.exp(float(lyap)),
         }
         if any(math.isclose(radius, r) for r in cfg.heatmap_radii):

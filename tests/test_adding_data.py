@@ -64,9 +64,11 @@ def test_adding_experiment_script_smoke(tmp_path):
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
   mod.main(["--out", str(tmp_path), "--lengths", "6", "--steps", "3", "--hidden", "4",
-            "--batch", "4", "--test-size", "8", "--seeds", "0", "--log-every", "2"])
+            "--batch", "4", "--test-size", "8", "--seeds", "0", "--log-every", "2",
+            "--inits", "irnn"])
   results = json.loads((tmp_path / "results.json").read_text())
-  assert len(results["runs"]) == 6  # 3 inits × clipping on/off × 1 length × 1 seed
+  assert len(results["runs"]) == 2  # clipping on/off × 1 init × 1 length × 1 seed
+  assert [r["clip"] for r in results["runs"]] == [False, True]
   for run in results["runs"]:
     assert run["steps"] == 3 and run["seed"] == 0 and run["seq_len"] == 6
     assert run["test_mse"] is None or run["test_mse"] >= 0
