@@ -28,7 +28,6 @@ import jax.numpy as jnp
 import numpy as np
 
 META_KEY = "jrnn"
-SCALARS_KEY = "jrnn.scalars"  # names of 0-d arrays, which safetensors stores as shape (1,)
 
 
 def _is_key(x) -> bool:
@@ -53,8 +52,10 @@ def save(path: str, tree: Any, metadata: Dict[str, Any]) -> None:
       scalars.append(name)
       leaf = leaf.reshape(1)
     arrays[name] = np.ascontiguousarray(leaf)
-  blob = st_save(arrays, metadata={META_KEY: json.dumps(metadata, sort_keys=True),
-                                   SCALARS_KEY: json.dumps(scalars)})
+  # One metadata entry: safetensors writes several in no fixed order, and identical runs
+  # should write identical files. "scalars" names the 0-d arrays, stored with shape (1,).
+  header = {"metadata": metadata, "scalars": scalars}
+  blob = st_save(arrays, metadata={META_KEY: json.dumps(header, sort_keys=True)})
   tmp = path + ".tmp"
   with open(tmp, "wb") as f:
     f.write(blob)
@@ -68,8 +69,7 @@ def save(path: str, tree: Any, metadata: Dict[str, Any]) -> None:
     os.close(directory)
 
 
-def load_metadata(path: str) -> Dict[str, Any]:
-  """Only the JSON metadata of the checkpoint at ``path``."""
+def _header(path: str) -> Dict[str, Any]:
   from safetensors import safe_open  # pylint: disable=import-outside-toplevel
   if not os.path.isfile(path):
     raise FileNotFoundError(f"no checkpoint at {path}")
@@ -81,6 +81,11 @@ def load_metadata(path: str) -> Dict[str, Any]:
   return json.loads(meta[META_KEY])
 
 
+def load_metadata(path: str) -> Dict[str, Any]:
+  """Only the JSON metadata of the checkpoint at ``path``."""
+  return _header(path)["metadata"]
+
+
 def load(path: str, template: Any) -> Tuple[Any, Dict[str, Any]]:
   """Reads ``(tree, metadata)`` from ``path``, ``tree`` shaped like ``template``.
 
@@ -89,12 +94,11 @@ def load(path: str, template: Any) -> Tuple[Any, Dict[str, Any]]:
       dtype, or the file holds arrays the template does not.
   """
   from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
-  from safetensors import safe_open  # pylint: disable=import-outside-toplevel
-  metadata = load_metadata(path)
+  header = _header(path)
+  metadata = header["metadata"]
   stored = load_file(path)
-  with safe_open(path, framework="numpy") as f:
-    for name in json.loads(f.metadata().get(SCALARS_KEY, "[]")):
-      stored[name] = stored[name].reshape(())
+  for name in header["scalars"]:
+    stored[name] = stored[name].reshape(())
   leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
   out = []
   for key_path, leaf in leaves:

@@ -275,11 +275,11 @@ def initial_state(cfg: Config, task: Task, optimizer) -> RunState:
   if cfg.layers == 1:
     params = init_params(jax.random.fold_in(key, 0), task.n_in, cfg.hidden, task.n_out,
                          scheme=cfg.init)
-    carry = jnp.zeros((cfg.batch_size, cfg.hidden))
+    carry = jnp.zeros((cfg.batch_size, cfg.hidden), jnp.float32)
   else:
     params = init_stacked(jax.random.fold_in(key, 0), task.n_in, cfg.hidden, task.n_out,
                           num_layers=cfg.layers, scheme=cfg.init)
-    carry = jnp.zeros((cfg.layers, cfg.batch_size, cfg.hidden))
+    carry = jnp.zeros((cfg.layers, cfg.batch_size, cfg.hidden), jnp.float32)
   ema = jax.tree_util.tree_map(jnp.copy, params) if cfg.ema else None
   return RunState(params, optimizer.init(params), carry, key, ema)
 

@@ -181,7 +181,7 @@ def test_cli_other_tasks(tmp_path, task, metric, extra):
     (["--hidden", "0"], "--hidden must be a positive integer"),
     (["--seq-len", "-3"], "--seq-len must be a positive integer"),
     (["--lr", "0"], "--lr must be a positive learning rate"),
-    (["--lr", "-1e-3"], "--lr must be a positive learning rate"),
+    (["--lr=-1e-3"], "--lr must be a positive learning rate"),
     (["--bogus", "1"], "unrecognized arguments: --bogus"),
     (["--optimizer", "lbfgs"], "invalid choice"),
     (["--resume", "/nonexistent/dir"], "no checkpoint at"),
