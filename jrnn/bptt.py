@@ -58,15 +58,17 @@ def activation_derivative(act: Activation, w_hh, u, hs, h0):
   return act.deriv(a)
 
 
-def reverse_deltas(w_hh, dsig, g, mask, unroll):
+def reverse_deltas(w_hh, s, g, mask, unroll, gain=None):
   """The sequential part: ``δ_t = σ'(a_t) ⊙ (g_t + δ_{t+1} W_hh)``, scanned from ``T`` to ``1``.
 
   Args:
     w_hh: ``(H, H)``.
-    dsig: ``σ'(a_t)``, ``(T, B, H)``.
+    s: ``(T, B, H)``: ``σ'(a_t)`` itself, or what ``gain`` maps to it (the states ``h_t``, so
+      that ``σ'`` is computed inside the loop and never stored as a ``(T, B, H)`` array).
     g: ``∂L/∂h_t`` from outside the recurrence, ``(T, B, H)``.
     mask: ``(T, B)`` boolean or ``None``.
     unroll: ``lax.scan``'s ``unroll``.
+    gain: ``s_t ↦ σ'(a_t)``; ``None`` means ``s`` is ``σ'(a_t)`` already.
 
   Returns:
     ``(δ (T, B, H), ∂L/∂h_0 (B, H))``.
@@ -74,24 +76,34 @@ def reverse_deltas(w_hh, dsig, g, mask, unroll):
   def body(carry, inp):
     g_t, s_t, m_t = inp
     total = g_t + carry  # dL/dh_t
-    d = total * s_t
+    d = total * (s_t if gain is None else gain(s_t))
     if m_t is None:
       return d @ w_hh, d
     d = jnp.where(m_t[:, None], d, 0)
     return d @ w_hh + jnp.where(m_t[:, None], 0, total), d
 
-  dh0, deltas = jax.lax.scan(body, jnp.zeros_like(g[0]), (g, dsig, mask), reverse=True,
+  dh0, deltas = jax.lax.scan(body, jnp.zeros_like(g[0]), (g, s, mask), reverse=True,
                              unroll=unroll)
   return deltas, dh0
 
 
+def recurrent_weight_grad(deltas, hs, h0):
+  """``∂L/∂W_hh = Σ_t δ_tᵀ h_{t-1}`` as one GEMM over ``(T-1)·B`` rows plus the ``t = 1`` term.
+
+  Splitting off ``t = 1`` avoids materialising the shifted states ``[h_0, …, h_{T-1}]``.
+  """
+  n = hs.shape[-1]
+  return deltas[1:].reshape(-1, n).T @ hs[:-1].reshape(-1, n) + deltas[0].T @ h0
+
+
 def _recurrence_bwd(act, unroll, w_hh, u, h0, mask, hs, g):
   """``(δ, ∂L/∂W_hh, ∂L/∂h_0)`` given the output cotangent ``g (T, B, H)``."""
-  dsig = activation_derivative(act, w_hh, u, hs, h0)
-  deltas, dh0 = reverse_deltas(w_hh, dsig, g, mask, unroll)
-  n = w_hh.shape[0]
-  dw_hh = deltas.reshape(-1, n).T @ previous_states(hs, h0).reshape(-1, n)
-  return deltas, dw_hh, dh0
+  if act.deriv_from_output is not None:
+    deltas, dh0 = reverse_deltas(w_hh, hs, g, mask, unroll, act.deriv_from_output)
+  else:
+    dsig = activation_derivative(act, w_hh, u, hs, h0)
+    deltas, dh0 = reverse_deltas(w_hh, dsig, g, mask, unroll)
+  return deltas, recurrent_weight_grad(deltas, hs, h0), dh0
 
 
 # The sequential kernels: XLA's lax.scan, or the persistent Pallas kernels of jrnn.pallas_rnn
