@@ -16,6 +16,13 @@ Writes to ``--out DIR`` (default ``runs/<task>``):
 ``--resume DIR`` continues from ``DIR/checkpoint.safetensors`` with that run's config (flags
 may change only ``--steps`` of a constant-rate run and the logging/output flags) and reaches
 the same parameters as an uninterrupted run.
+
+The default configuration was tuned for validation bits per character within a few CPU
+minutes. The corpus is small (418k training characters), so every model over-fits it after a
+few epochs; what helped most, in order: a running average of the parameters for evaluation
+(``--ema``, about -0.1 bpc), two stacked Elman layers instead of one (about -0.1 bpc at the same
+step count), and small batches (more updates per epoch). Weight decay and readout dropout
+did not help within the budget; wider single layers (384, 512) over-fit sooner.
 """
 from __future__ import annotations
 
@@ -48,23 +55,23 @@ class Config:
   """Everything that defines a run. Defaults: the main job (char-LM in under 5 minutes)."""
   task: str = "charlm"
   hidden: int = 256
-  layers: int = 1  # stacked Elman layers; 1 is the seed's RNN
+  layers: int = 2  # stacked Elman layers; 1 is the seed's single-layer RNN
   seq_len: int = 64
-  batch_size: int = 64
+  batch_size: int = 16
   optimizer: str = "adam"
-  lr: float = 3e-3
+  lr: float = 2e-3
   clip: float = 1.0  # global gradient norm; 0 turns clipping off
   weight_decay: float = 0.0
   dropout: float = 0.0  # on the readout's input, in training only
-  ema: float = 0.0  # decay of a running average of params used to evaluate and sample; 0: off
+  ema: float = 0.9995  # decay of the params' running average used to evaluate and sample; 0: off
   schedule: str = "cosine"
   warmup: int = 0
-  steps: int = 3000
+  steps: int = 6000
   seed: int = 0
   init: str = "orthogonal"
   unroll: int = 1
-  log_every: int = 100
-  ckpt_every: int = 1000
+  log_every: int = 500
+  ckpt_every: int = 2000
   sample_len: int = 400
   temperature: float = 0.8
   n_symbols: int = 8  # copy task

@@ -156,7 +156,7 @@ TINY = ["--hidden", "8", "--seq-len", "8", "--batch-size", "4", "--log-every", "
 
 def test_cli_smoke_run(tmp_path, capsys):
   out = str(tmp_path / "run")
-  summary = cli.train_from_args(TINY + ["--steps", "2", "--out", out])
+  summary = cli.train_from_args(TINY + ["--steps", "2", "--layers", "1", "--out", out])
   rows = _rows(os.path.join(out, "metrics.jsonl"))
   assert [r["step"] for r in rows] == [1, 2]
   assert all(np.isfinite(r["train_loss"]) and 0 < r["val_bpc"] < 8 for r in rows)
