@@ -309,7 +309,7 @@ def _plot(rows: List[Dict[str, Any]], metric: str, path: str) -> None:
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
   fig, ax = plt.subplots(figsize=(7, 4))
   steps = [r["step"] for r in rows]
-  ax.plot(steps, [r["train_loss"] for r in rows], label="train loss")
+  ax.plot(steps, [r["train_loss"] for r in rows], label="train loss (mean per step, nats)")
   if any(metric in r for r in rows):
     ax.plot([r["step"] for r in rows if metric in r], [r[metric] for r in rows if metric in r],
             label=metric)
