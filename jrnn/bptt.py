@@ -58,6 +58,44 @@ def activation_derivative(act: Activation, w_hh, u, hs, h0):
   return act.deriv(a)
 
 
+IN_PLACE_MIN_BYTES = 1 << 20
+
+
+def _in_place(buf) -> bool:
+  """Whether to run a loop over its own ``(T, B, H)`` buffer, updated in place.
+
+  Measured on CPU (BENCHMARKS.md): in place wins from about 1 MiB of states with ``B > 1``;
+  below that ``lax.scan`` is as fast or faster, and with ``B = 1`` XLA copies the whole buffer
+  every step (quadratic), so ``lax.scan`` is used there.
+  """
+  n_steps, n_batch = buf.shape[:2]
+  return n_batch > 1 and buf.size * buf.dtype.itemsize >= IN_PLACE_MIN_BYTES
+
+
+def forward_states(w_hh, u, h0, mask, act: Activation, unroll: int):
+  """The forward recurrence written over its own input buffer: ``hs`` replaces ``u`` step by step.
+
+  Same values as :func:`jrnn.recurrence.scan_recurrence`, but each ``h_t`` is stored into the
+  slot of ``u_t`` (dead once read), so XLA updates one ``(T, B, H)`` buffer in place instead of
+  stacking scan outputs into a second one: less memory, and measurably faster on CPU (see
+  BENCHMARKS.md). Used only where it is not differentiated by JAX (the hand path's primal).
+  Small buffers and ``B = 1`` use ``lax.scan`` (see :func:`_in_place`).
+  """
+  if not _in_place(u):
+    return scan_recurrence(w_hh, u, h0, mask, act, unroll)
+  w_t = w_hh.T
+  n_steps = u.shape[0]
+
+  def body(t, carry):
+    h, buf = carry
+    h_new = act.fn(h @ w_t + buf[t])
+    if mask is not None:
+      h_new = jnp.where(mask[t][:, None], h_new, h)
+    return h_new, jax.lax.dynamic_update_index_in_dim(buf, h_new, t, 0)
+
+  return jax.lax.fori_loop(0, n_steps, body, (h0, u), unroll=unroll)[1]
+
+
 def reverse_deltas(w_hh, s, g, mask, unroll, gain=None):
   """The sequential part: ``δ_t = σ'(a_t) ⊙ (g_t + δ_{t+1} W_hh)``, scanned from ``T`` to ``1``.
 
@@ -73,9 +111,32 @@ def reverse_deltas(w_hh, s, g, mask, unroll, gain=None):
   Returns:
     ``(δ (T, B, H), ∂L/∂h_0 (B, H))``.
   """
-  def body(carry, inp):
+  if not _in_place(g):
+    return _scan_deltas(w_hh, s, g, mask, unroll, gain)
+  n_steps = g.shape[0]
+
+  def body(i, carry):
+    c, buf = carry
+    t = n_steps - 1 - i
+    total = buf[t] + c  # dL/dh_t
+    d = total * (s[t] if gain is None else gain(s[t]))
+    if mask is None:
+      c = d @ w_hh
+    else:
+      d = jnp.where(mask[t][:, None], d, 0)
+      c = d @ w_hh + jnp.where(mask[t][:, None], 0, total)
+    # δ_t goes into g_t's slot, dead once read: one buffer updated in place.
+    return c, jax.lax.dynamic_update_index_in_dim(buf, d, t, 0)
+
+  dh0, deltas = jax.lax.fori_loop(0, n_steps, body, (jnp.zeros_like(g[0]), g), unroll=unroll)
+  return deltas, dh0
+
+
+def _scan_deltas(w_hh, s, g, mask, unroll, gain):
+  """:func:`reverse_deltas` as a reverse ``lax.scan`` stacking its outputs (small buffers)."""
+  def body(c, inp):
     g_t, s_t, m_t = inp
-    total = g_t + carry  # dL/dh_t
+    total = g_t + c
     d = total * (s_t if gain is None else gain(s_t))
     if m_t is None:
       return d @ w_hh, d
@@ -113,7 +174,7 @@ KERNELS = ("xla", "pallas", "pallas_interpret")
 
 def _states(kernel, w_hh, u, h0, mask, act, unroll):
   if kernel == "xla":
-    return scan_recurrence(w_hh, u, h0, mask, act, unroll)
+    return forward_states(w_hh, u, h0, mask, act, unroll)
   from jrnn import pallas_rnn  # imported lazily: Pallas is only needed on this path
   return pallas_rnn.pallas_recurrence(w_hh, u, h0, mask, act, unroll,
                                       interpret=kernel == "pallas_interpret")
@@ -132,11 +193,11 @@ def _states_bwd(kernel, act, unroll, w_hh, u, h0, mask, hs, g):
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
 def hand_recurrence(w_hh, u, h0, mask, act: Activation, unroll: int):
   """``hs (T, B, H)`` of :func:`jrnn.recurrence.recurrence`, with the hand-derived VJP."""
-  return scan_recurrence(w_hh, u, h0, mask, act, unroll)
+  return forward_states(w_hh, u, h0, mask, act, unroll)
 
 
 def _recurrence_fwd(w_hh, u, h0, mask, act, unroll):
-  hs = scan_recurrence(w_hh, u, h0, mask, act, unroll)
+  hs = forward_states(w_hh, u, h0, mask, act, unroll)
   keep_u = u if act.deriv_from_output is None else None
   return hs, (w_hh, keep_u, h0, mask, hs)
 
