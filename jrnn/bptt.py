@@ -30,6 +30,7 @@ unchanged.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import jax
@@ -43,6 +44,17 @@ FORWARD_MODE_HINT = (
     "bptt='hand' binds a hand-derived backward pass with jax.custom_vjp, which supports "
     "reverse mode (jax.grad, jax.vjp, jax.jacrev) only; pass bptt='autodiff' for forward-mode "
     "autodiff (jax.jvp, jax.jacfwd, jax.hessian)")
+
+
+@contextlib.contextmanager
+def explain_forward_mode():
+  """Re-raises JAX's forward-mode error on a ``custom_vjp`` with the option that supports it."""
+  try:
+    yield
+  except TypeError as e:
+    if "forward-mode" not in str(e):
+      raise
+    raise TypeError(FORWARD_MODE_HINT) from e
 
 
 def previous_states(hs, h0):

@@ -61,6 +61,19 @@ def resolve_bptt(bptt: str, n_hidden: int, n_batch: int, dtype, act) -> tuple:
   return bptt, "xla"
 
 
+def in_time_order(seq, mask, reverse: bool):
+  """``(seq, mask)`` as the loop consumes them: mask boolean, both flipped in time if ``reverse``.
+
+  The loops always run forward in time; a reverse direction flips its inputs and its outputs.
+  """
+  if mask is not None:
+    mask = jnp.asarray(mask).astype(bool)
+  if reverse:
+    seq = jnp.flip(seq, 0)
+    mask = None if mask is None else jnp.flip(mask, 0)
+  return seq, mask
+
+
 def recurrence(
     w_hh: jax.Array,
     u: jax.Array,
@@ -86,20 +99,12 @@ def recurrence(
   """
   act = get_activation(activation)
   mode, kernel = resolve_bptt(bptt, w_hh.shape[0], u.shape[1], u.dtype, act)
-  if mask is not None:
-    mask = jnp.asarray(mask).astype(bool)
-  if reverse:
-    u = jnp.flip(u, 0)
-    mask = None if mask is None else jnp.flip(mask, 0)
+  u, mask = in_time_order(u, mask, reverse)
   if mode == "hand":
     from jrnn import bptt as _bptt  # the hand path builds on this module
-    try:
+    with _bptt.explain_forward_mode():
       hs = (_bptt.hand_recurrence(w_hh, u, h0, mask, act, unroll) if kernel == "xla" else
             _bptt.pallas_recurrence(w_hh, u, h0, mask, act, unroll, kernel))
-    except TypeError as e:
-      if "forward-mode" not in str(e):
-        raise
-      raise TypeError(_bptt.FORWARD_MODE_HINT) from e
   else:
     hs = scan_recurrence(w_hh, u, h0, mask, act, unroll)
   return jnp.flip(hs, 0) if reverse else hs

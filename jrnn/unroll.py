@@ -30,7 +30,7 @@ from jrnn.activations import ActivationLike, get_activation
 from jrnn.cell import add_bias, readout
 from jrnn.params import LayerParams, RNNParams, StackedParams
 from jrnn import bptt as bptt_lib
-from jrnn.recurrence import resolve_bptt, scan_recurrence
+from jrnn.recurrence import in_time_order, resolve_bptt, scan_recurrence
 
 
 class RNNOutput(NamedTuple):
@@ -133,19 +133,11 @@ def layer_forward(
   if h0 is None:
     init = layer.h0 if layer.h0 is not None else jnp.zeros_like(layer.b_h)
     h0 = jnp.broadcast_to(init, (n_batch,) + init.shape)
-  if mask is not None:
-    mask = jnp.asarray(mask).astype(bool)
-  if reverse:
-    xs = jnp.flip(xs, 0)
-    mask = None if mask is None else jnp.flip(mask, 0)
+  xs, mask = in_time_order(xs, mask, reverse)
   if mode == "hand":
-    try:
+    with bptt_lib.explain_forward_mode():
       hs = bptt_lib.hand_layer(layer.w_xh, layer.w_hh, layer.b_h, xs, h0, mask, act, unroll,
                                kernel)
-    except TypeError as e:
-      if "forward-mode" not in str(e):
-        raise
-      raise TypeError(bptt_lib.FORWARD_MODE_HINT) from e
   else:
     u = add_bias(xs @ layer.w_xh.T, layer.b_h)
     hs = scan_recurrence(layer.w_hh, u, h0, mask, act, unroll)
