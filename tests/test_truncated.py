@@ -9,19 +9,13 @@ import numpy as np
 import pytest
 
 import jrnn
+from helpers import random_params
 from jrnn import truncated
 
 RTOL, ATOL = 1e-10, 1e-12
 
 
-def _params(key, n_in=2, n_hidden=3, n_out=2, learn_h0=True):
-  p = jrnn.init_params(key, n_in, n_hidden, n_out, scheme="glorot", dtype=jnp.float64,
-                       learn_h0=learn_h0)
-  k1, k2 = jax.random.split(jax.random.fold_in(key, 1))
-  p = p._replace(b_h=0.3 * jax.random.normal(k1, p.b_h.shape, jnp.float64))
-  if learn_h0:
-    p = p._replace(h0=0.5 * jax.random.normal(k2, p.h0.shape, jnp.float64))
-  return p
+_params = random_params
 
 
 def _data(key, n_steps, n_batch, n_in, n_out, loss="squared_error"):
