@@ -37,7 +37,6 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jrnn import checkpoint, sharding
 from jrnn import train as jtrain

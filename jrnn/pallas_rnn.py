@@ -65,7 +65,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
 
-from jrnn.activations import ACTIVATIONS, Activation
+from jrnn.activations import Activation
 from jrnn.bptt import activation_derivative, previous_states
 
 MIN_DIM = 16  # tl.dot needs M, N, K >= 16

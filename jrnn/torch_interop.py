@@ -8,7 +8,7 @@ Dropout between layers is a training-time effect and is not converted.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Tuple
 
 import jax.numpy as jnp
 import numpy as np

@@ -19,11 +19,10 @@ sequence's last valid step, and a reverse direction starts at each sequence's ow
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Tuple
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jrnn import validation
 from jrnn.activations import ActivationLike, get_activation

@@ -33,7 +33,6 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 import jrnn

@@ -1,5 +1,4 @@
 """The bptt options of forward/stacked_forward: every mode gives autodiff's gradients."""
-import functools
 
 import jax
 import jax.numpy as jnp
