@@ -184,11 +184,16 @@ def _recurrence_bwd(act, unroll, w_hh, u, h0, mask, hs, g):
 KERNELS = ("xla", "pallas", "pallas_interpret")
 
 
+def _kernel_unroll(unroll: int):
+  """``lax.scan``'s ``unroll=1`` (no preference) lets the Pallas kernel use its tuned default."""
+  return None if unroll == 1 else unroll
+
+
 def _states(kernel, w_hh, u, h0, mask, act, unroll):
   if kernel == "xla":
     return forward_states(w_hh, u, h0, mask, act, unroll)
   from jrnn import pallas_rnn  # imported lazily: Pallas is only needed on this path
-  return pallas_rnn.pallas_recurrence(w_hh, u, h0, mask, act, unroll,
+  return pallas_rnn.pallas_recurrence(w_hh, u, h0, mask, act, _kernel_unroll(unroll),
                                       interpret=kernel == "pallas_interpret")
 
 
@@ -196,7 +201,8 @@ def _states_bwd(kernel, act, unroll, w_hh, u, h0, mask, hs, g):
   if kernel == "xla":
     return _recurrence_bwd(act, unroll, w_hh, u, h0, mask, hs, g)
   from jrnn import pallas_rnn
-  return pallas_rnn.pallas_recurrence_bwd(w_hh, u, h0, mask, hs, g, act, unroll,
+  return pallas_rnn.pallas_recurrence_bwd(w_hh, u, h0, mask, hs, g, act,
+                                          _kernel_unroll(unroll),
                                           interpret=kernel == "pallas_interpret")
 
 
@@ -264,5 +270,5 @@ hand_layer.defvjp(_layer_fwd, _layer_vjp)
 def pallas_recurrence(w_hh, u, h0, mask, act: Activation, unroll: int, kernel: str):
   """:func:`hand_recurrence` with the Pallas kernels (``kernel`` ``"pallas"`` or interpreted)."""
   from jrnn import pallas_rnn
-  return pallas_rnn.pallas_recurrence(w_hh, u, h0, mask, act, unroll,
+  return pallas_rnn.pallas_recurrence(w_hh, u, h0, mask, act, _kernel_unroll(unroll),
                                       interpret=kernel == "pallas_interpret")

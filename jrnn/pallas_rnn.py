@@ -70,9 +70,13 @@ from jrnn.bptt import activation_derivative, previous_states
 
 MIN_DIM = 16  # tl.dot needs M, N, K >= 16
 DEFAULT_BLOCK_B = 16  # the smallest tile: the most programs for a given B
-RESIDENT_BYTES = 64 * 1024  # W_hh above this is streamed from L2 each step (see module doc)
+RESIDENT_BYTES = 128 * 1024  # W_hh above this is streamed from L2 each step (see module doc)
 STREAM_COLS = 64  # column block of a streamed W_hh: (H, 64) float32 is 64 KiB at H=256
-MAX_H = {"float32": 256, "bfloat16": 256}  # provisional until scripts/gpu_check.py measures it
+# Where "auto" picks the kernel: W_hh resident on chip. A streamed float32 W_hh (H=256) lost to
+# the XLA path on an H100 (BENCHMARKS.md), so float32 stops at H=128; bf16 W_hh fits at 256.
+MAX_H = {"float32": 128, "bfloat16": 256}
+KERNEL_UNROLL = 4  # time steps per trip of the in-kernel loop, unless the caller asks
+KERNEL_PREFETCH = 1  # per-step loads issued this many steps ahead (resident kernels)
 KERNEL_ACTIVATIONS = ("tanh", "relu", "sigmoid", "identity")  # lowered and tested on Triton
 _TF32_SETTINGS = ("tensorfloat32", "high", "TF32_TF32_F32")
 
@@ -119,6 +123,7 @@ class _Config(NamedTuple):
   """Static (hashable) configuration of one kernel instantiation."""
   act: Activation
   unroll: int
+  prefetch: int
   interpret: bool
   compute_dtype: Optional[str]  # None (float32 inputs) or "bfloat16"
   precision: str  # "highest" (IEEE float32) or "tf32"; unused for bfloat16 inputs
@@ -139,25 +144,41 @@ def _matmul_dtype(cfg: _Config):
   return jnp.float32 if cfg.compute_dtype is None else jnp.dtype(cfg.compute_dtype)
 
 
-def _time_loop(n: int, step, carry, unroll: int, reverse: bool):
-  """Runs ``carry = step(t, carry)`` for ``t = 0..n-1`` (or ``n-1..0``), ``unroll`` per trip.
+def _time_loop(n: int, step, carry, unroll: int, reverse: bool, loads=None, depth: int = 0):
+  """Runs ``carry = step(t, carry, loads(t))`` for ``t = 0..n-1`` (or ``n-1..0``).
 
   Triton's lowering of ``scan`` rejects ``reverse`` and ``unroll``, so both are done here: a
-  forward ``fori_loop`` over whole chunks, the chunk unrolled in Python, then the remainder.
+  forward ``fori_loop`` over whole chunks of ``unroll`` steps, each chunk unrolled in Python,
+  then the remainder.
+
+  ``loads(t)`` (a tuple of per-step tile loads that do not depend on the carry) is issued
+  ``depth`` steps ahead and its results ride in the carry, so a step's global-memory latency
+  overlaps the previous steps' matrix product instead of stalling in front of it (software
+  pipelining by hand; ``depth=0`` loads inside the step). Indices past the end are clamped:
+  those last loads are issued and never used.
   """
   k = max(1, min(int(unroll), n))
   n_chunks, rem = divmod(n, k)
-  index = (lambda t: n - 1 - t) if reverse else (lambda t: t)
+  index = (lambda i: n - 1 - i) if reverse else (lambda i: i)
+  loads = loads or (lambda t: ())
+
+  def one(i, c):
+    state, queue = c
+    if depth == 0:
+      return step(index(i), state, loads(index(i))), queue
+    ahead = loads(index(jnp.minimum(i + depth, n - 1)))
+    return step(index(i), state, queue[0]), queue[1:] + (ahead,)
 
   def chunk(i, c):
     for j in range(k):
-      c = step(index(i * k + j), c)
+      c = one(i * k + j, c)
     return c
 
-  carry = jax.lax.fori_loop(0, n_chunks, chunk, carry)
+  queue = tuple(loads(index(min(j, n - 1))) for j in range(depth))
+  c = jax.lax.fori_loop(0, n_chunks, chunk, (carry, queue))
   for j in range(rem):
-    carry = step(index(n_chunks * k + j), carry)
-  return carry
+    c = one(n_chunks * k + j, c)
+  return c[0]
 
 
 def _barrier(cfg: _Config):
@@ -196,11 +217,15 @@ def _forward_kernel(*refs, cfg: _Config, has_mask: bool, resident: bool, n_steps
   f32 = jnp.float32
   w_hold = w_ref[...] if resident else None  # loaded once: W_hh stays on chip for all T
 
-  def step(t, h):
+  def loads(t):  # what step t reads that does not depend on h: prefetched when resident
+    m = (m_ref[t],) if m_ref is not None else ()
+    return ((u_ref[t],) if resident else ()) + m
+
+  def step(t, h, loaded):
     hm = h.astype(mdt)
     if resident:
       a = jnp.dot(hm, w_hold, precision=prec, preferred_element_type=f32)
-      h_new = cfg.act.fn(a + u_ref[t].astype(f32))
+      h_new = cfg.act.fn(a + loaded[0].astype(f32))
     else:
       for cols in _column_chunks(w_ref.shape[1]):
         a = jnp.dot(hm, w_ref[:, cols], precision=prec, preferred_element_type=f32)
@@ -208,12 +233,13 @@ def _forward_kernel(*refs, cfg: _Config, has_mask: bool, resident: bool, n_steps
       _barrier(cfg)
       h_new = hs_ref[t].astype(f32)
     if m_ref is not None:
-      h_new = jnp.where(m_ref[t][:, None] != 0, h_new, h)
+      h_new = jnp.where(loaded[-1][:, None] != 0, h_new, h)
     if resident or m_ref is not None:
       hs_ref[t] = h_new.astype(hs_ref.dtype)  # streamed: each thread rewrites what it read
     return h_new
 
-  _time_loop(n_steps, step, h0_ref[...].astype(f32), cfg.unroll, reverse=False)
+  _time_loop(n_steps, step, h0_ref[...].astype(f32), cfg.unroll, reverse=False, loads=loads,
+             depth=cfg.prefetch if resident else 0)
 
 
 def _backward_kernel(*refs, cfg: _Config, has_mask: bool, resident: bool, n_steps: int,
@@ -235,13 +261,16 @@ def _backward_kernel(*refs, cfg: _Config, has_mask: bool, resident: bool, n_step
   f32 = jnp.float32
   w_hold = w_ref[...] if resident else None
 
-  def step(t, c):
-    s = s_ref[t].astype(f32)
+  def loads(t):  # everything step t reads except the carry
+    return (s_ref[t], g_ref[t]) + ((m_ref[t],) if m_ref is not None else ())
+
+  def step(t, c, loaded):
+    s = loaded[0].astype(f32)
     dsig = cfg.act.deriv_from_output(s) if from_output else s
-    total = g_ref[t].astype(f32) + c  # dL/dh_t
+    total = loaded[1].astype(f32) + c  # dL/dh_t
     d = total * dsig
     if m_ref is not None:
-      m = m_ref[t][:, None] != 0
+      m = loaded[2][:, None] != 0
       d = jnp.where(m, d, 0.0)
     d_ref[t] = d.astype(d_ref.dtype)
     dm = d.astype(mdt)
@@ -259,7 +288,9 @@ def _backward_kernel(*refs, cfg: _Config, has_mask: bool, resident: bool, n_step
     return c_new
 
   c0 = jnp.zeros(dh0_ref.shape, f32)
-  dh0_ref[...] = _time_loop(n_steps, step, c0, cfg.unroll, reverse=True).astype(dh0_ref.dtype)
+  c1 = _time_loop(n_steps, step, c0, cfg.unroll, reverse=True, loads=loads,
+                  depth=cfg.prefetch if resident else 0)
+  dh0_ref[...] = c1.astype(dh0_ref.dtype)
 
 
 def _resident(cfg: _Config, hp: int) -> bool:
@@ -407,7 +438,7 @@ def _check_shapes(w_hh, u, h0, mask):
 
 
 def _make_config(act, unroll, interpret, compute_dtype=None, precision=None, block_b=None,
-                 num_warps=None, num_stages=None, resident=None) -> _Config:
+                 num_warps=None, num_stages=None, resident=None, prefetch=None) -> _Config:
   if not isinstance(act, Activation):
     raise TypeError(f"act must be a jrnn Activation (see jrnn.get_activation), got {act!r}")
   block_b = DEFAULT_BLOCK_B if block_b is None else int(block_b)
@@ -419,18 +450,24 @@ def _make_config(act, unroll, interpret, compute_dtype=None, precision=None, blo
     precision = _default_precision()
   if precision not in ("highest", "tf32"):
     raise ValueError(f"precision must be 'highest', 'tf32' or None, got {precision!r}")
+  prefetch = KERNEL_PREFETCH if prefetch is None else int(prefetch)
+  if prefetch < 0:
+    raise ValueError(f"prefetch must be >= 0, got {prefetch}")
+  unroll = KERNEL_UNROLL if unroll is None else int(unroll)
+  if unroll < 1:
+    raise ValueError(f"unroll must be >= 1, got {unroll}")
   return _Config(
-      act=act, unroll=max(1, int(unroll)), interpret=bool(interpret),
+      act=act, unroll=unroll, prefetch=prefetch, interpret=bool(interpret),
       compute_dtype=None if compute_dtype is None else "bfloat16", precision=precision,
       block_b=block_b, num_warps=num_warps, num_stages=num_stages,
       resident=None if resident is None else bool(resident))
 
 
-def pallas_recurrence(w_hh, u, h0, mask, act: Activation, unroll: int = 1, *,
+def pallas_recurrence(w_hh, u, h0, mask, act: Activation, unroll: Optional[int] = None, *,
                       interpret: bool, compute_dtype=None, precision: Optional[str] = None,
                       block_b: Optional[int] = None, num_warps: Optional[int] = None,
-                      num_stages: Optional[int] = None,
-                      resident: Optional[bool] = None) -> jax.Array:
+                      num_stages: Optional[int] = None, resident: Optional[bool] = None,
+                      prefetch: Optional[int] = None) -> jax.Array:
   """The recurrence of :func:`jrnn.recurrence.recurrence` as one kernel launch, with its VJP.
 
   Same semantics and residuals as :func:`jrnn.bptt.hand_recurrence`; ``jax.grad`` runs the
@@ -443,7 +480,7 @@ def pallas_recurrence(w_hh, u, h0, mask, act: Activation, unroll: int = 1, *,
     mask: ``(T, B)`` boolean, or ``None`` for all steps valid.
     act: an :class:`~jrnn.activations.Activation`; compiled kernels support the names in
       :data:`KERNEL_ACTIVATIONS`, interpret mode any elementwise one.
-    unroll: time steps per trip of the in-kernel loop.
+    unroll: time steps per trip of the in-kernel loop (``None``: :data:`KERNEL_UNROLL`).
     interpret: run the kernels in Pallas interpret mode (any backend, slow); ``False``
       compiles them with Triton (CUDA GPU only).
     compute_dtype: ``None`` (float32 matrix inputs) or ``jnp.bfloat16`` (bf16 inputs, float32
@@ -455,17 +492,21 @@ def pallas_recurrence(w_hh, u, h0, mask, act: Activation, unroll: int = 1, *,
       stage).
     resident: keep ``W_hh`` in one on-chip tensor for the whole loop (``True``) or stream its
       column blocks every step (``False``); ``None`` decides by :data:`RESIDENT_BYTES`.
+    prefetch: how many steps ahead the resident kernels issue each step's loads of ``u_t``
+      (forward), ``h_t, g_t`` (backward) and the mask (``None``: :data:`KERNEL_PREFETCH`;
+      ``0``: load inside the step).
 
   Returns:
     ``hs (T, B, H)``.
   """
   mask = _check_shapes(w_hh, u, h0, mask)
   cfg = _make_config(act, unroll, interpret, compute_dtype, precision, block_b, num_warps,
-                     num_stages, resident)
+                     num_stages, resident, prefetch)
   return _pallas_vjp(w_hh, u, h0, mask, cfg)
 
 
-def pallas_recurrence_bwd(w_hh, u, h0, mask, hs, g, act: Activation, unroll: int = 1, *,
+def pallas_recurrence_bwd(w_hh, u, h0, mask, hs, g, act: Activation,
+                          unroll: Optional[int] = None, *,
                           interpret: bool, **kwargs):
   """The backward half alone, for custom VJPs built elsewhere (e.g. a whole hand layer).
 
@@ -477,7 +518,8 @@ def pallas_recurrence_bwd(w_hh, u, h0, mask, hs, g, act: Activation, unroll: int
   mask = _check_shapes(w_hh, hs, h0, mask)
   if g.shape != hs.shape:
     raise ValueError(f"g must have the shape of hs {hs.shape}, got {g.shape}")
-  known = ("compute_dtype", "precision", "block_b", "num_warps", "num_stages", "resident")
+  known = ("compute_dtype", "precision", "block_b", "num_warps", "num_stages", "resident",
+           "prefetch")
   if set(kwargs) - set(known):
     raise TypeError(f"unexpected keyword arguments {sorted(set(kwargs) - set(known))}")
   cfg = _make_config(act, unroll, interpret, **kwargs)
@@ -486,6 +528,8 @@ def pallas_recurrence_bwd(w_hh, u, h0, mask, hs, g, act: Activation, unroll: int
 
 __all__ = (
     "KERNEL_ACTIVATIONS",
+    "KERNEL_PREFETCH",
+    "KERNEL_UNROLL",
     "MAX_H",
     "RESIDENT_BYTES",
     "padded_hidden",

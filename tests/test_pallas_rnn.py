@@ -17,6 +17,8 @@ import pytest
 from jrnn.activations import ACTIVATIONS, get_activation
 from jrnn.bptt import hand_recurrence
 from jrnn.pallas_rnn import (
+    KERNEL_PREFETCH,
+    KERNEL_UNROLL,
     MAX_H,
     _default_precision,
     padded_hidden,
@@ -96,6 +98,24 @@ def test_activation_without_closed_form_derivative_uses_xla_sigma_prime():
   _compare(act, 5, 3, 16, mask_p=0.7)
 
 
+@pytest.mark.parametrize("prefetch, unroll", [(0, 1), (1, 1), (2, 3), (3, 2), (9, 4)])
+@pytest.mark.parametrize("masked", [False, True])
+def test_prefetched_loads_match(prefetch, unroll, masked):
+  # T=7: prefetch 9 reaches past the end (clamped loads); unroll 3 and 4 leave remainders
+  _compare(ACTIVATIONS["tanh"], 7, 5, 24, mask_p=0.6 if masked else None, unroll=unroll,
+           prefetch=prefetch)
+
+
+def test_default_unroll_and_prefetch_are_used():
+  w, u, h0, mask, _ = _problem(6, 3, 16, mask_p=0.7)
+  act = ACTIVATIONS["tanh"]
+  jaxpr = str(jax.make_jaxpr(
+      lambda w, u, h0: pallas_recurrence(w, u, h0, mask, act, interpret=True))(w, u, h0))
+  explicit = str(jax.make_jaxpr(lambda w, u, h0: pallas_recurrence(
+      w, u, h0, mask, act, KERNEL_UNROLL, interpret=True, prefetch=KERNEL_PREFETCH))(w, u, h0))
+  assert jaxpr == explicit
+
+
 def test_under_jit_and_long_unroll():
   _compare(ACTIVATIONS["tanh"], 9, 4, 16, mask_p=0.8, unroll=16, jit=True)
 
@@ -140,7 +160,9 @@ def test_padded_hidden():
 
 def test_pallas_supported():
   assert pallas_supported(64, 1, jnp.float32, "gpu")
-  assert pallas_supported(256, 64, jnp.float32, "gpu", activation="relu")
+  assert pallas_supported(128, 64, jnp.float32, "gpu", activation="relu")
+  assert not pallas_supported(256, 64, jnp.float32, "gpu")  # streamed W_hh: XLA wins (H100)
+  assert pallas_supported(256, 64, jnp.float32, "gpu", compute_dtype=jnp.bfloat16)
   assert pallas_supported(200, 64, jnp.bfloat16, "gpu")
   assert not pallas_supported(64, 1, jnp.float32, "cpu")
   assert not pallas_supported(64, 1, jnp.float32, "tpu")
@@ -155,6 +177,7 @@ def test_pallas_supported():
     (dict(block_b=24), "block_b must be a power of two >= 16"),
     (dict(compute_dtype=jnp.float16), "compute_dtype must be None or jnp.bfloat16"),
     (dict(precision="fast"), "precision must be 'highest', 'tf32' or None"),
+    (dict(prefetch=-1), "prefetch must be >= 0"),
 ])
 def test_bad_options_raise(kwargs, match):
   w, u, h0, _, _ = _problem(2, 2, 4)
