@@ -46,14 +46,23 @@ TF32 matrix units, anything else strict IEEE float32), or bfloat16 with
 
 On-chip budget (why :func:`pallas_supported` caps ``H``): ``W_hh`` takes ``H²·4`` bytes in
 float32: 16 KiB at ``H=64``, 64 KiB at 128, 256 KiB at 256, which no longer fits the 227 KiB of
-shared memory a block may have on an H100/H200 (nor its 256 KiB register file), and Triton
-stages a whole ``tl.dot`` operand through shared memory. So ``W_hh`` is held resident (loaded
-once before the loop, kept in registers) up to :data:`RESIDENT_BYTES`; above it the kernel
-streams ``W_hh`` in column blocks of :data:`STREAM_COLS` from L2 every step, inside the same
-single launch, which still removes the per-step launches but not the per-step weight traffic
-(``H·H·4`` bytes per step per program; at ``H=256`` about 2 µs of L2 bandwidth per SM).
-Which ``H`` wins over cuDNN and over the XLA path is for ``scripts/gpu_check.py`` to measure;
-:data:`MAX_H` is provisional.
+shared memory a block may have on an H100/H200, and Triton stages a whole ``tl.dot`` operand
+through shared memory (a resident float32 ``H=256`` asked for 288 KiB and failed to launch). So
+``W_hh`` is held resident (loaded once before the loop) up to :data:`RESIDENT_BYTES` (float32
+to ``H=128``, bfloat16 to 256); above it the kernel streams ``W_hh`` in column blocks of
+:data:`STREAM_COLS` from L2 every step, inside the same single launch, which removes the
+per-step launches but not the per-step weight traffic. Measured on an H100 (BENCHMARKS.md,
+``scripts/gpu_check.py``): resident kernels beat cuDNN's training step at every measured size
+with ``H ≤ 64`` and at ``(B, T, H) = (64, 256, 128)``, not at ``(1, 1000, 128)`` (1.5×), and
+beat the XLA path everywhere they apply; the streamed float32 ``H=256`` kernel lost to the XLA path
+(6.5 vs 2.6 ms at ``(64, 256, 256)``), so :data:`MAX_H` (what ``bptt="auto"`` uses) stops
+float32 at ``H=128``.
+
+Latency: each step's loads that do not depend on the carried state (``u_t`` forward;
+``h_t``, ``g_t`` backward; the mask) are issued :data:`KERNEL_PREFETCH` steps ahead and ride in
+the loop carry, the loop is unrolled :data:`KERNEL_UNROLL` steps per trip and, up to
+:data:`PIPELINE_MAX_H`, Triton pipelines it in 2 stages. Together they took the training step
+at ``(B, T, H) = (1, 1000, 64)`` from 1.76 to 1.09 ms on an H100 (cuDNN: 1.45-1.61 ms).
 """
 from __future__ import annotations
 
@@ -77,6 +86,10 @@ STREAM_COLS = 64  # column block of a streamed W_hh: (H, 64) float32 is 64 KiB a
 MAX_H = {"float32": 128, "bfloat16": 256}
 KERNEL_UNROLL = 4  # time steps per trip of the in-kernel loop, unless the caller asks
 KERNEL_PREFETCH = 1  # per-step loads issued this many steps ahead (resident kernels)
+# Triton pipelining stages of the time loop where W_hh is at most this wide: 2 stages cut the
+# training step by 10-20% at H=32 and 64 on an H100 and were neutral at 128 (BENCHMARKS.md);
+# with a streamed H=256 W_hh they ran out of shared memory.
+PIPELINE_MAX_H = 128
 KERNEL_ACTIVATIONS = ("tanh", "relu", "sigmoid", "identity")  # lowered and tested on Triton
 _TF32_SETTINGS = ("tensorfloat32", "high", "TF32_TF32_F32")
 
@@ -303,7 +316,8 @@ def _compiler_params(cfg: _Config, hp: int):
   if cfg.interpret:
     return None
   warps = cfg.num_warps or (4 if hp <= 64 else 8)
-  return pltriton.CompilerParams(num_warps=warps, num_stages=cfg.num_stages or 1)
+  stages = cfg.num_stages or (2 if hp <= PIPELINE_MAX_H else 1)
+  return pltriton.CompilerParams(num_warps=warps, num_stages=stages)
 
 
 def _layout(t: int, b: int, h: int, cfg: _Config):
@@ -488,8 +502,8 @@ def pallas_recurrence(w_hh, u, h0, mask, act: Activation, unroll: Optional[int] 
     precision: ``"highest"`` (IEEE float32) or ``"tf32"`` for float32 inputs; ``None`` follows
       ``jax_default_matmul_precision`` (``"tensorfloat32"`` or ``"high"`` mean TF32).
     block_b: batch rows per program, a power of two ``≥ 16`` (default 16).
-    num_warps, num_stages: Triton launch tuning (defaults: 4 warps up to ``H=64``, else 8; 1
-      stage).
+    num_warps, num_stages: Triton launch tuning (defaults: 4 warps up to ``H=64``, else 8;
+      2 stages up to ``H=128`` (:data:`PIPELINE_MAX_H`), else 1).
     resident: keep ``W_hh`` in one on-chip tensor for the whole loop (``True``) or stream its
       column blocks every step (``False``); ``None`` decides by :data:`RESIDENT_BYTES`.
     prefetch: how many steps ahead the resident kernels issue each step's loads of ``u_t``
