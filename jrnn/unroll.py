@@ -29,7 +29,7 @@ from jrnn.activations import ActivationLike, get_activation
 from jrnn.cell import add_bias, readout
 from jrnn.params import LayerParams, RNNParams, StackedParams
 from jrnn import bptt as bptt_lib
-from jrnn.recurrence import in_time_order, resolve_bptt, scan_recurrence
+from jrnn.recurrence import auto_unroll, in_time_order, resolve_bptt, scan_recurrence
 
 
 class RNNOutput(NamedTuple):
@@ -128,6 +128,7 @@ def layer_forward(
   """
   act = get_activation(activation)
   mode, kernel = resolve_bptt(bptt, layer.w_hh.shape[0], xs.shape[1], xs.dtype, act)
+  unroll = auto_unroll(bptt, kernel, unroll)
   n_batch = xs.shape[1]
   if h0 is None:
     init = layer.h0 if layer.h0 is not None else jnp.zeros_like(layer.b_h)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import jrnn
-from jrnn.recurrence import resolve_bptt
+from jrnn.recurrence import GPU_XLA_UNROLL, auto_unroll, resolve_bptt
 
 
 def _grads(fn, params, mode):
@@ -41,6 +41,16 @@ def test_stacked_bidirectional_pallas_matches_autodiff():
     return jnp.sum(jrnn.stacked_forward(p, xs, lengths=jnp.array([4, 3]), bptt=m).ys ** 2)
 
   _assert_trees_close(_grads(loss, params, "pallas"), _grads(loss, params, "autodiff"), 1e-5)
+
+
+def test_auto_unrolls_the_xla_loops_on_gpu_only(monkeypatch):
+  assert auto_unroll("auto", "xla", 1) == (GPU_XLA_UNROLL if jax.default_backend() == "gpu"
+                                           else 1)
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  assert auto_unroll("auto", "xla", 1) == GPU_XLA_UNROLL
+  assert auto_unroll("auto", "xla", 4) == 4  # an explicit choice is kept
+  assert auto_unroll("hand", "xla", 1) == 1  # only "auto" decides for the user
+  assert auto_unroll("auto", "pallas", 1) == 1  # the kernel has its own default
 
 
 def test_auto_is_hand_on_cpu_and_unknown_mode_rejected():
