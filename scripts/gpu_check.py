@@ -8,17 +8,19 @@ Run on a CUDA machine (``scripts/gpu_check.sh`` wraps it with a time limit)::
 What it does, in order, stopping a section early when ``--budget-s`` is spent:
 
 1. Correctness of the compiled (Triton) kernels against the XLA hand BPTT
-   (:func:`jrnn.bptt.hand_recurrence`) at each anchor size where the kernel applies
-   (:func:`jrnn.pallas_rnn.pallas_supported`; ``--force`` tries every size): ``hs`` and the
-   gradients ``dW_hh, du, dh0`` of a squared-error loss, as relative errors, for float32 (IEEE
-   both sides), TF32 and bf16 (against the IEEE float32 reference), plus a masked ReLU case
-   and a batch that is not a multiple of the tile.
+   (:func:`jrnn.bptt.hand_recurrence`) at each anchor size with ``H ≤ 256`` (``--force``
+   tries every size): ``hs`` and the gradients ``dW_hh, du, dh0`` of a squared-error loss, as
+   relative errors, for float32 (IEEE both sides), TF32 (judged against XLA's own TF32 error
+   on the same inputs) and bf16 (against the IEEE float32 reference), plus masked ReLU cases
+   with a batch that is not a multiple of the tile, resident and streamed ``W_hh``.
 2. Timing (median ms) of one training step (``value_and_grad`` over ``W_xh, W_hh, b_h, W_hy,
    b_y``; loss = mean over batch of Σ_t squared error of a linear readout, as in
    ``../shared/ANCHORS.md``) and of the forward pass (``hs`` only), for the Pallas kernel (TF32
    and bf16), the XLA hand path (``unroll`` 1 and 32) and torch ``nn.RNN`` on cuDNN, TF32
-   allowed on both sides. A short launch-tuning sweep (``num_warps``, ``block_b``, resident vs
-   streamed ``W_hh``) at the sizes where the kernel applies.
+   allowed on both sides. A launch-tuning sweep (train and forward ms: ``unroll``,
+   ``prefetch``, ``num_stages``, ``num_warps``, ``block_b``, resident vs streamed ``W_hh``) at
+   the sizes where the kernel applies, then the same timing at non-anchor sizes
+   (:data:`CROSSOVER_SIZES`) to show where the kernel stops paying.
 3. ``compute-sanitizer --tool memcheck`` once on a small masked case (resident and streamed
    kernels, forward and backward), if the tool is found.
 
@@ -226,7 +228,6 @@ def time_jax(sizes, force, reps, clock, log, xla_unrolls=(1, 32)):
   import jax
   import jax.numpy as jnp
   from jrnn.activations import ACTIVATIONS
-  from jrnn.pallas_rnn import pallas_supported
   act = ACTIVATIONS["tanh"]
   rows = []
   for size in sizes:
