@@ -3,112 +3,110 @@
 .. math::
 
    h_t = σ(W_{hh} h_{t-1} + W_{xh} x_t + b_h), \\qquad y_t = W_{hy} h_t + b_y
+
+The flat namespace holds the core: parameters, initialisation, the cell, the forward passes and
+the losses. Everything else lives in a namespace reachable after ``import jrnn``:
+
+* ``jrnn.diagnostics``: Jacobian norms, the seed's bound, Pascanu's conditions, Lyapunov
+  exponents, weight spectra.
+* ``jrnn.reference``: the seed's O(T²) formula, the hand O(T) recursion, Jacobian products.
+* ``jrnn.training``: train steps, optimisers, clipping, truncated and checkpointed BPTT,
+  checkpoints, sharding, sampling.
+* ``jrnn.interop``: PyTorch conversions.
+* ``jrnn.kernels``: the kernels that run the sequential loops (XLA, Pallas).
+* ``jrnn.engine``: the choices ``grad``, ``kernel``, ``solver`` every forward function takes.
+* ``jrnn.data``: the embedded datasets and synthetic tasks.
 """
+import importlib as _importlib
+import warnings as _warnings
+
+from jrnn import data, diagnostics, engine, interop, kernels, reference, training
 from jrnn.activations import ACTIVATIONS, Activation, get_activation
-from jrnn.bptt_reference import (
-    HandGrads, hand_loss_and_grads, hand_stacked_loss_and_grads, seed_formula_grads,
-)
 from jrnn.cell import readout, step
-from jrnn.checkpointed import checkpointed_loss
-from jrnn.clipping import (
-    ClipState, clip_by_global_norm, clip_elementwise, elementwise_clipping, global_norm,
-    global_norm_clipping,
-)
-from jrnn.diagnostics import (
-    LagProfile, NormEstimate, PascanuVerdict, RateFit, WeightSpectrum, fit_rate,
-    jacobian_norm_estimate, jacobian_norms, lag_norm_estimates, lag_profile, lanczos_norm,
-    loss_contributions, lyapunov_exponents, pascanu_conditions, seed_bound, spectral_norm,
-    trajectory_gamma, weight_spectrum,
-)
+from jrnn.engine import GRADS, SOLVERS
 from jrnn.init import SCHEMES, init_layer, init_params, init_stacked, spectral_radius
-from jrnn.jacobians import (
-    Trajectory, jacobian_jvp, jacobian_products, jacobian_vjp, step_jacobians, trajectory,
-)
+from jrnn.inputs import initial_state
+from jrnn.kernels import KERNELS
 from jrnn.losses import REDUCTIONS, reduce_steps, softmax_cross_entropy, squared_error
 from jrnn.params import LayerParams, RNNParams, StackedParams
-from jrnn.recurrence import BPTT_MODES, recurrence
-from jrnn.sample import sample_tokens
-from jrnn.torch_interop import from_torch, to_torch
-from jrnn.train import (
-    Batch, make_eval_step, make_optimizer, make_schedule, make_stream_train_step,
-    make_train_step, sequence_loss,
-)
-from jrnn.truncated import TruncatedResult, bptt_chunk, chunked_bptt, truncated_bptt
+from jrnn.recurrence import recurrence
 from jrnn.unroll import RNNOutput, forward, layer_forward, stacked_forward
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+# Names that left the flat namespace in 0.2: where they live now. Kept one release with a
+# DeprecationWarning (optax's pattern); removed in 0.3.
+_MOVED = {
+    "HandGrads": "reference", "hand_loss_and_grads": "reference",
+    "hand_stacked_loss_and_grads": "reference", "seed_formula_grads": "reference",
+    "Trajectory": "reference", "jacobian_jvp": "reference", "jacobian_products": "reference",
+    "jacobian_vjp": "reference", "step_jacobians": "reference", "trajectory": "reference",
+    "LagProfile": "diagnostics", "NormEstimate": "diagnostics", "PascanuVerdict": "diagnostics",
+    "RateFit": "diagnostics", "WeightSpectrum": "diagnostics", "fit_rate": "diagnostics",
+    "jacobian_norm_estimate": "diagnostics", "jacobian_norms": "diagnostics",
+    "lag_norm_estimates": "diagnostics", "lag_profile": "diagnostics",
+    "lanczos_norm": "diagnostics", "loss_contributions": "diagnostics",
+    "lyapunov_exponents": "diagnostics", "pascanu_conditions": "diagnostics",
+    "seed_bound": "diagnostics", "spectral_norm": "diagnostics",
+    "trajectory_gamma": "diagnostics", "weight_spectrum": "diagnostics",
+    "checkpointed_loss": "training", "clip_elementwise": "training",
+    "elementwise_clipping": "training", "global_norm": "training",
+    "global_norm_clipping": "training", "Batch": "training", "make_eval_step": "training",
+    "make_optimizer": "training", "make_schedule": "training",
+    "make_stream_train_step": "training", "make_train_step": "training",
+    "sequence_loss": "training", "sample_tokens": "training", "TruncatedResult": "training",
+    "bptt_chunk": "training", "chunked_bptt": "training", "truncated_bptt": "training",
+    "from_torch": "interop", "to_torch": "interop",
+}
+_RENAMED = {"clip_by_global_norm": ("training", "clip_tree_by_global_norm"),
+            "ClipState": ("training", "ClippingState")}
+
+
+def __getattr__(name):
+  if name in _MOVED or name in _RENAMED:
+    space, new = _RENAMED.get(name, (_MOVED.get(name), name))
+    _warnings.warn(f"jrnn.{name} moved to jrnn.{space}.{new} in jrnn 0.2; the old name goes in "
+                   "0.3", DeprecationWarning, stacklevel=2)
+    return getattr(_importlib.import_module(f"jrnn.{space}"), new)
+  if name == "BPTT_MODES":
+    _warnings.warn("jrnn.BPTT_MODES (bptt=) is deprecated in jrnn 0.2: use jrnn.GRADS (grad=) "
+                   "and jrnn.KERNELS (kernel=)", DeprecationWarning, stacklevel=2)
+    return ("hand", "autodiff", "pallas", "auto")
+  raise AttributeError(f"module 'jrnn' has no attribute {name!r}")
+
 
 __all__ = (
     "ACTIVATIONS",
     "Activation",
-    "BPTT_MODES",
-    "Batch",
-    "ClipState",
-    "HandGrads",
-    "LagProfile",
+    "GRADS",
+    "KERNELS",
     "LayerParams",
-    "NormEstimate",
-    "PascanuVerdict",
     "REDUCTIONS",
     "RNNOutput",
     "RNNParams",
-    "RateFit",
     "SCHEMES",
+    "SOLVERS",
     "StackedParams",
-    "Trajectory",
-    "TruncatedResult",
-    "WeightSpectrum",
-    "bptt_chunk",
-    "checkpointed_loss",
-    "chunked_bptt",
-    "clip_by_global_norm",
-    "clip_elementwise",
-    "elementwise_clipping",
-    "fit_rate",
+    "data",
+    "diagnostics",
+    "engine",
     "forward",
-    "from_torch",
     "get_activation",
-    "global_norm",
-    "global_norm_clipping",
-    "hand_loss_and_grads",
-    "hand_stacked_loss_and_grads",
     "init_layer",
     "init_params",
     "init_stacked",
-    "jacobian_jvp",
-    "jacobian_norm_estimate",
-    "jacobian_norms",
-    "jacobian_products",
-    "jacobian_vjp",
-    "lag_norm_estimates",
-    "lag_profile",
-    "lanczos_norm",
+    "initial_state",
+    "interop",
+    "kernels",
     "layer_forward",
-    "loss_contributions",
-    "lyapunov_exponents",
-    "make_eval_step",
-    "make_optimizer",
-    "make_schedule",
-    "make_stream_train_step",
-    "make_train_step",
-    "pascanu_conditions",
     "readout",
     "recurrence",
     "reduce_steps",
-    "sample_tokens",
-    "seed_bound",
-    "seed_formula_grads",
-    "sequence_loss",
+    "reference",
     "softmax_cross_entropy",
-    "spectral_norm",
     "spectral_radius",
     "squared_error",
     "stacked_forward",
     "step",
-    "step_jacobians",
-    "to_torch",
-    "trajectory",
-    "trajectory_gamma",
-    "truncated_bptt",
-    "weight_spectrum",
+    "training",
 )

@@ -26,7 +26,8 @@ import numpy as np
 
 from jrnn import validation
 from jrnn.activations import ActivationLike, get_activation
-from jrnn.jacobians import Trajectory, _check_traj, jacobian_jvp, jacobian_products, jacobian_vjp
+from jrnn.reference.jacobians import (
+    Trajectory, check_trajectory, jacobian_jvp, jacobian_products, jacobian_vjp)
 
 
 def _lower(n: int) -> jax.Array:
@@ -56,7 +57,7 @@ def spectral_norm(w: jax.Array) -> jax.Array:
 
 def trajectory_gamma(traj: Trajectory) -> jax.Array:
   """``max |σ'(a_i)|`` over the valid steps and units of the trajectory (0 if none valid)."""
-  _check_traj(traj)
+  check_trajectory(traj)
   return jnp.max(jnp.where(traj.mask[:, None], jnp.abs(traj.gains), 0), initial=0.0)
 
 
@@ -77,7 +78,7 @@ def seed_bound(traj: Trajectory, gamma: Union[float, str] = "trajectory") -> jax
   Returns:
     ``(T+1, T+1)``, zero for ``t < k``.
   """
-  _check_traj(traj)
+  check_trajectory(traj)
   if isinstance(gamma, str):
     if gamma != "trajectory":
       raise ValueError(f"gamma must be a number or 'trajectory', got {gamma!r}")
@@ -236,7 +237,7 @@ def jacobian_norm_estimate(traj: Trajectory, t, k, *, key: jax.Array,
     key: PRNG key for the start vector.
     num_iters: Lanczos steps.
   """
-  _check_traj(traj)
+  check_trajectory(traj)
   v0 = jax.random.normal(key, traj.w_hh.shape[:1], traj.w_hh.dtype)
   return lanczos_norm(lambda v: jacobian_jvp(traj, k, v)[t],
                       lambda u: jacobian_vjp(traj, t, u)[k], v0, num_iters)
@@ -266,7 +267,7 @@ def lag_norm_estimates(traj: Trajectory, lag: int, *, key: jax.Array,
   Returns:
     :class:`NormEstimate` of arrays ``(T+1-lag,)``.
   """
-  _check_traj(traj)
+  check_trajectory(traj)
   n_steps = traj.num_steps
   if isinstance(lag, bool) or not isinstance(lag, (int, np.integer)) or not 0 <= lag <= n_steps:
     raise ValueError(f"lag must be a static int in [0, T={n_steps}], got {lag!r}")
@@ -301,7 +302,7 @@ def loss_contributions(traj: Trajectory, dloss_dh: jax.Array) -> jax.Array:
     ``(T+1, T+1)``: entry ``[t, k]`` for ``1 ≤ t``, ``k ≤ t``; zero elsewhere (row 0: there is
     no ``L_0``).
   """
-  _check_traj(traj)
+  check_trajectory(traj)
   n_steps, n_hidden = traj.gains.shape
   validation.check_float("dloss_dh", dloss_dh, traj.w_hh.dtype)
   validation.check_shape("dloss_dh", dloss_dh, (n_steps, n_hidden), "(T, H)")
@@ -401,7 +402,7 @@ def lyapunov_exponents(traj: Trajectory, *, num_exponents: Optional[int] = None,
   Returns:
     ``(num_exponents,)`` in natural log per step, descending.
   """
-  _check_traj(traj)
+  check_trajectory(traj)
   n_steps, n_hidden = traj.gains.shape
   n = n_hidden if num_exponents is None else int(num_exponents)
   if not 1 <= n <= n_hidden:

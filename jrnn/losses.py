@@ -30,6 +30,8 @@ import numpy as np
 from jrnn import validation
 
 REDUCTIONS = ("sum", "batch_mean", "mean", "none")
+LOSSES = ("squared_error", "cross_entropy")
+SCALAR_REDUCTIONS = ("sum", "batch_mean", "mean")
 
 
 def reduce_steps(per_step: jax.Array, mask: Optional[jax.Array] = None, *,
@@ -140,3 +142,55 @@ def _check_label_range(labels, mask, n_classes: int) -> None:
   if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
     raise ValueError(f"labels must lie in [0, O={n_classes}) at valid steps, got min "
                      f"{labels.min()} and max {labels.max()}")
+
+
+# --------------------------------------------------------------------------------------------
+# Plumbing shared by the whole-sequence losses (reference BPTT, truncated, checkpointed).
+
+
+def check_loss(loss: str, reduction: str) -> None:
+  """Raises ``ValueError`` for an unknown ``loss`` or a non-scalar ``reduction``."""
+  if loss not in LOSSES:
+    raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+  if reduction not in SCALAR_REDUCTIONS:
+    raise ValueError(f"reduction must be one of {SCALAR_REDUCTIONS} (a scalar loss), "
+                     f"got {reduction!r}")
+
+
+def prepare_targets(targets, xs_shape, layout, n_out: int, loss: str, dtype) -> jax.Array:
+  """Checks ``targets`` against the caller's ``xs`` and returns them time-major ``(T, B, ...)``.
+
+  Squared error wants ``targets`` of shape ``xs.shape[:-1] + (O,)`` and the parameters' dtype;
+  cross-entropy wants integer labels of shape ``xs.shape[:-1]``. ``layout`` is the
+  :class:`jrnn.inputs.Layout` of ``xs``.
+  """
+  lead = tuple(xs_shape[:-1])
+  if loss == "squared_error":
+    validation.check_float("targets", targets, dtype)
+    validation.check_shape("targets", targets, lead + (n_out,), "xs.shape[:-1] + (O,)")
+  else:
+    if not jnp.issubdtype(jnp.result_type(targets), jnp.integer):
+      raise TypeError(f"targets must be integer labels for cross_entropy, "
+                      f"got {jnp.result_type(targets)}")
+    validation.check_shape("targets", targets, lead, "xs.shape[:-1]")
+  targets = jnp.asarray(targets)
+  if not layout.batched:
+    return targets[:, None]
+  return targets if layout.time_major else jnp.swapaxes(targets, 0, 1)
+
+
+def loss_value(ys, targets, mask, loss: str, reduction: str) -> jax.Array:
+  """``L`` of ``loss`` for time-major ``ys (T, B, O)``, reduced by ``reduction``."""
+  fn = squared_error if loss == "squared_error" else softmax_cross_entropy
+  return fn(ys, targets, mask, reduction=reduction, time_axis=0)
+
+
+def reduction_divisor(mask: Optional[jax.Array], n_steps: int, n_batch: int, reduction: str):
+  """What a time-major per-step sum is divided by under ``reduction`` (``mask (T, B)``)."""
+  if reduction == "sum":
+    return 1
+  if reduction == "batch_mean":
+    return n_batch
+  if mask is None:
+    return max(n_steps * n_batch, 1)
+  return jnp.maximum(jnp.sum(jnp.asarray(mask).astype(jnp.int32)), 1)

@@ -86,3 +86,17 @@ def check_mask_dtype(mask) -> None:
   dtype = jnp.result_type(mask)
   if not (dtype == jnp.bool_ or jnp.issubdtype(dtype, jnp.number)):
     raise TypeError(f"mask must be boolean or numeric, got {dtype}")
+
+
+def check_bool(name: str, value) -> None:
+  """Raises ``TypeError`` unless ``value`` is a Python (or NumPy) bool: ``"no"`` is not False."""
+  if not isinstance(value, (bool, np.bool_)):
+    raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
+def check_unroll(unroll) -> None:
+  """Raises unless ``unroll`` is a positive int (``lax.scan``'s ``unroll``; ``True`` is not 1)."""
+  if isinstance(unroll, (bool, np.bool_)) or not isinstance(unroll, (int, np.integer)):
+    raise TypeError(f"unroll must be a positive int, got {unroll!r}")
+  if unroll < 1:
+    raise ValueError(f"unroll must be >= 1, got {unroll}")

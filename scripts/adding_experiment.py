@@ -7,7 +7,7 @@ Initialisations (all with a linear readout of the last state):
 * ``orthogonal``: ``W_hh`` random orthogonal, Glorot input/readout weights, tanh;
 * ``irnn``: ``W_hh = I``, input/readout weights ``N(0, 0.001²)``, ReLU (Le, Jaitly & Hinton 2015).
 
-Each is trained with and without Pascanu et al.'s global-norm clipping (``jrnn.global_norm_clipping``)
+Each is trained with and without Pascanu et al.'s global-norm clipping (``jrnn.training.global_norm_clipping``)
 by Adam (or RMSProp) on fresh batches (batch ``k`` from ``fold_in(train_key, k)``), minimising the
 mean squared error of the prediction after the last step. The test MSE is measured on a fixed test
 set drawn from its own key; predicting the mean scores ``1/6 ≈ 0.167`` and a run counts as solved
@@ -79,8 +79,8 @@ def mse(params, xs, targets, activation):
 def make_optimizer(cfg, clip: bool) -> optax.GradientTransformation:
   opt = optax.adam(cfg.lr) if cfg.optimizer == "adam" else optax.rmsprop(cfg.lr)
   if clip:
-    return optax.chain(jrnn.global_norm_clipping(cfg.clip_threshold), opt)
-  return optax.chain(jrnn.global_norm_clipping(math.inf), opt)  # records norms, never clips
+    return optax.chain(jrnn.training.global_norm_clipping(cfg.clip_threshold), opt)
+  return optax.chain(jrnn.training.global_norm_clipping(math.inf), opt)  # records norms, never clips
 
 
 def make_chunk(cfg, tx, activation: str, seq_len: int, length: int):

@@ -203,7 +203,7 @@ def build_torch(problem: Problem, *, device: str = "cpu", tf32: bool = False) ->
   else:
     sync = lambda: None
   p = problem.params
-  rnn = jrnn.to_torch(p).to(device)
+  rnn = jrnn.interop.to_torch(p).to(device)
   lin = torch.nn.Linear(p.w_hh.shape[0], p.w_hy.shape[0]).to(device)
   with torch.no_grad():
     lin.weight.copy_(torch.from_numpy(np.array(p.w_hy)))

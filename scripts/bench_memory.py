@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 
 import jrnn
-from jrnn.checkpointed import checkpointed_loss, default_segment_length
-from jrnn.truncated import chunked_bptt
+from jrnn.training.checkpointed import checkpointed_loss, default_segment_length
+from jrnn.training.truncated import chunked_bptt
 
 ANCHORS = ((1, 1000, 16, 64, 16), (32, 128, 64, 256, 64), (128, 256, 128, 512, 128))
 

@@ -121,7 +121,7 @@ def layer_problem(size, seed=0):
 def make_core(kind, act, **kw):
   """``core(w_hh, u, h0, mask) -> hs`` for ``kind`` in {"pallas", "xla"}."""
   from jrnn.bptt import hand_recurrence
-  from jrnn.pallas_rnn import pallas_recurrence
+  from jrnn.kernels.pallas_triton import pallas_recurrence
   unroll = kw.pop("unroll", None)  # None: the kernel's tuned default
   if kind == "pallas":
     return lambda w, u, h0, m: pallas_recurrence(w, u, h0, m, act, unroll, interpret=False, **kw)
@@ -148,7 +148,7 @@ def layer_fns(core, size):
 
 def _kernel_applies(h, force):
   """Timing rows for the kernel up to H=256 (resident or streamed), or anywhere with --force."""
-  from jrnn.pallas_rnn import padded_hidden
+  from jrnn.kernels.pallas_triton import padded_hidden
   return force or padded_hidden(h) <= 256
 
 
@@ -314,7 +314,7 @@ def tuning_sweep(sizes, reps, clock, log):
   import jax
 
   from jrnn.activations import ACTIVATIONS
-  from jrnn.pallas_rnn import padded_hidden
+  from jrnn.kernels.pallas_triton import padded_hidden
   act = ACTIVATIONS["tanh"]
   rows = []
   for size in sizes:

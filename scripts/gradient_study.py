@@ -68,11 +68,11 @@ def make_params(key, cfg, family: str, radius: float) -> jrnn.RNNParams:
 def measure(params, xs, activation: str):
   """Norms and bounds for a batch of sequences ``xs (B, T, I)``: one jitted computation."""
   def one(x):
-    traj = jrnn.trajectory(params, x, activation=activation)
-    return (jrnn.jacobian_norms(traj), jrnn.trajectory_gamma(traj),
-            jrnn.lyapunov_exponents(traj, num_exponents=1, burn_in=min(10, x.shape[0] - 1))[0])
+    traj = jrnn.reference.trajectory(params, x, activation=activation)
+    return (jrnn.diagnostics.jacobian_norms(traj), jrnn.diagnostics.trajectory_gamma(traj),
+            jrnn.diagnostics.lyapunov_exponents(traj, num_exponents=1, burn_in=min(10, x.shape[0] - 1))[0])
   norms, gammas, lyap = jax.vmap(one)(xs)
-  return norms, jrnn.lag_profile(norms), jnp.max(gammas), jnp.mean(lyap)
+  return norms, jrnn.diagnostics.lag_profile(norms), jnp.max(gammas), jnp.mean(lyap)
 
 
 def regime(rate: float, tol: float = 5e-3) -> str:
@@ -108,9 +108,9 @@ def run(cfg) -> dict:
       for radius in cfg.radii:
         params = make_params(k_p, cfg, family, radius)
         norms, prof, gamma_traj, lyap = measure_jit(params, xs, act)
-        spec = jrnn.weight_spectrum(params.w_hh)
-        verdict = jrnn.pascanu_conditions(params.w_hh, act)
-        fit = jrnn.fit_rate(prof)
+        spec = jrnn.diagnostics.weight_spectrum(params.w_hh)
+        verdict = jrnn.diagnostics.pascanu_conditions(params.w_hh, act)
+        fit = jrnn.diagnostics.fit_rate(prof)
         w_norm = float(spec.spectral_norm)
         entry = {
             "family": family, "activation": act, "radius": radius,

@@ -1,4 +1,4 @@
-"""jrnn's fast path: jax.grad through ``bptt="hand"`` (the custom VJP) equals autodiff."""
+"""jrnn's fast path: jax.grad through ``grad="hand"`` (the custom VJP) equals autodiff."""
 import functools
 
 import hypothesis
@@ -38,7 +38,7 @@ def _stacked(key, n_in, n_hidden, n_out, num_layers, bidirectional):
 
 
 def _loss(fwd, params, xs, h0, targets, *, bptt, loss, mask, time_axis, **kw):
-  ys = fwd(params, xs, h0=h0, mask=mask, bptt=bptt, **kw).ys
+  ys = fwd(params, xs, h0=h0, mask=mask, grad=bptt, **kw).ys
   fn = jrnn.squared_error if loss == "squared_error" else jrnn.softmax_cross_entropy
   return fn(ys, targets, mask, time_axis=time_axis)
 
@@ -53,7 +53,7 @@ def _assert_hand_equals_autodiff(fwd, params, xs, h0, targets, **kw):
   """Gradients for every parameter, the inputs and an explicit h0, hand vs autodiff."""
   grads = {}
   for mode in ("hand", "autodiff"):
-    fn = functools.partial(_loss, fwd, bptt=mode, **kw)
+    fn = functools.partial(_loss, fwd, grad=mode, **kw)
     argnums = (0, 1) if h0 is None else (0, 1, 2)
     grads[mode] = jax.jit(jax.value_and_grad(fn, argnums=argnums))(params, xs, h0, targets)
   got = jax.tree_util.tree_leaves(grads["hand"])
@@ -101,7 +101,7 @@ def test_lengths_and_learnt_h0():
   lengths = jnp.array([6, 3, 0])
   mask = jrnn.validation.mask_from_lengths(lengths, 6, 3)
   grads = [jax.jit(jax.grad(lambda p, mode=mode: jrnn.squared_error(
-      jrnn.forward(p, xs, lengths=lengths, bptt=mode).ys, tg, mask)))(p)
+      jrnn.forward(p, xs, lengths=lengths, grad=mode).ys, tg, mask)))(p)
            for mode in ("hand", "autodiff")]
   for g, w in zip(*grads):
     np.testing.assert_allclose(g, w, rtol=RTOL, atol=ATOL)
@@ -127,7 +127,7 @@ def test_check_grads_through_custom_vjp(activation):
   mask = jnp.array([[1, 1], [1, 0], [0, 1], [1, 1]], bool)
 
   def f(p, xs):
-    out = jrnn.forward(p, xs, mask=mask, activation=activation, bptt="hand")
+    out = jrnn.forward(p, xs, mask=mask, activation=activation, grad="hand")
     return jnp.sum(jnp.sin(out.ys)) + jnp.sum(out.h_last ** 2)
 
   check_grads(f, (p, xs), order=1, modes=["rev"])
@@ -138,7 +138,7 @@ def test_check_grads_through_stacked_custom_vjp():
   xs = jax.random.normal(jax.random.key(14), (3, 2, 2), jnp.float64)
 
   def f(p, xs):
-    out = jrnn.stacked_forward(p, xs, lengths=jnp.array([3, 2]), bptt="hand")
+    out = jrnn.stacked_forward(p, xs, lengths=jnp.array([3, 2]), grad="hand")
     return jnp.sum(jnp.cos(out.ys)) + jnp.sum(out.h_last ** 2)
 
   check_grads(f, (p, xs), order=1, modes=["rev"])
@@ -151,7 +151,7 @@ def test_gradient_of_hidden_states_and_final_state():
   w = jax.random.normal(jax.random.key(17), (5, 2, 3), jnp.float64)
 
   def f(p, xs, mode):
-    out = jrnn.forward(p, xs, reverse=True, bptt=mode)
+    out = jrnn.forward(p, xs, reverse=True, grad=mode)
     return jnp.sum(w * out.hs) + jnp.sum(jnp.tanh(out.h_last))
 
   got = jax.grad(f, argnums=(0, 1))(p, xs, "hand")

@@ -1,4 +1,4 @@
-"""The hand-written BPTT of jrnn.bptt_reference against jax.grad, and the seed's O(T²) formula."""
+"""The hand-written BPTT of jrnn.reference.bptt against jax.grad, and the seed's O(T²) formula."""
 import functools
 
 import hypothesis
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import jrnn
-from jrnn import bptt_reference as br
+from jrnn.reference import bptt as br
 
 RTOL, ATOL = 1e-10, 1e-12
 
@@ -52,7 +52,7 @@ def _targets(key, lead, n_out, loss):
 def _autodiff_loss(fwd, params, xs, targets, *, loss, reduction, mask, time_axis, h0=None,
                    **kw):
   """The same loss written plainly, for jax.grad."""
-  ys = fwd(params, xs, h0=h0, mask=mask, bptt="autodiff", **kw).ys
+  ys = fwd(params, xs, h0=h0, mask=mask, grad="autodiff", **kw).ys
   fn = jrnn.squared_error if loss == "squared_error" else jrnn.softmax_cross_entropy
   return fn(ys, targets, mask, reduction=reduction, time_axis=time_axis)
 
@@ -133,7 +133,7 @@ def test_hand_d_h0_and_lengths(h0_shape):
   h0 = jax.random.normal(jax.random.key(7), shape, jnp.float64)
 
   def loss(p, xs, h0):
-    ys = jrnn.forward(p, xs, h0=h0, lengths=lengths, bptt="autodiff").ys
+    ys = jrnn.forward(p, xs, h0=h0, lengths=lengths, grad="autodiff").ys
     return jrnn.squared_error(ys, tg, mask)
 
   want = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(p, xs, h0)
@@ -169,7 +169,7 @@ def test_hand_stacked_explicit_h0(h0_batched):
   lengths = jnp.array([4, 1])
 
   def loss(p, xs, h0):
-    ys = jrnn.stacked_forward(p, xs, h0=h0, lengths=lengths, bptt="autodiff").ys
+    ys = jrnn.stacked_forward(p, xs, h0=h0, lengths=lengths, grad="autodiff").ys
     return jrnn.squared_error(ys, tg, jrnn.validation.mask_from_lengths(lengths, 4, 2))
 
   want = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(p, xs, h0)
@@ -197,7 +197,7 @@ def test_seed_formula_unbatched_without_h0():
   tg = _targets(jax.random.key(18), (4,), 2, "squared_error")
   seed = jax.jit(br.seed_formula_grads)(p, xs, tg)
   want = jax.jit(jax.grad(
-      lambda p: jrnn.squared_error(jrnn.forward(p, xs, bptt="autodiff").ys, tg)))(p)
+      lambda p: jrnn.squared_error(jrnn.forward(p, xs, grad="autodiff").ys, tg)))(p)
   assert seed.h0 is None
   _assert_trees_close(seed, want)
 
@@ -254,7 +254,7 @@ def test_hand_stacked_random_sizes(n_steps, n_batch, n_in, n_hidden, n_out, num_
     kw = dict(mask=mask)
 
   def loss_fn(p, xs):
-    ys = jrnn.stacked_forward(p, xs, activation=activation, bptt="autodiff", **kw).ys
+    ys = jrnn.stacked_forward(p, xs, activation=activation, grad="autodiff", **kw).ys
     fn = jrnn.squared_error if loss == "squared_error" else jrnn.softmax_cross_entropy
     return fn(ys, tg, mask)
 

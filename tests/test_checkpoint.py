@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import jrnn
-from jrnn import checkpoint, cli
-from jrnn import train as jtrain
+from jrnn.training import checkpoint, cli
+from jrnn.training import steps as jtrain
 
 
 def _state(key=0, h=4):

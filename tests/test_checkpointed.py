@@ -11,7 +11,7 @@ from jax.test_util import check_grads
 
 import jrnn
 from helpers import random_params
-from jrnn.checkpointed import checkpointed_loss, default_segment_length
+from jrnn.training.checkpointed import checkpointed_loss, default_segment_length
 
 RTOL, ATOL = 1e-10, 1e-12
 
@@ -32,7 +32,7 @@ def _data(key, lead, n_in, n_out, loss):
 
 
 def _plain_loss(params, xs, h0, tg, *, loss, reduction, mask, time_major=True, **kw):
-  ys = jrnn.forward(params, xs, h0=h0, mask=mask, time_major=time_major, bptt="autodiff",
+  ys = jrnn.forward(params, xs, h0=h0, mask=mask, time_major=time_major, grad="autodiff",
                     **kw).ys
   fn = jrnn.squared_error if loss == "squared_error" else jrnn.softmax_cross_entropy
   return fn(ys, tg, mask, reduction=reduction, time_axis=0 if time_major else 1)
@@ -59,7 +59,7 @@ def test_equals_plain_path(n_steps, k, bptt):
   p = _params(jax.random.key(0))
   xs, tg, mask = _data(jax.random.key(1), (n_steps, 2), 2, 3, "squared_error")
   _assert_same(p, xs, None, tg, loss="squared_error", reduction="mean", mask=mask,
-               segment_length=k, bptt=bptt)
+               segment_length=k, grad=bptt)
 
 
 @pytest.mark.parametrize("layout,loss", [("unbatched", "cross_entropy"),
@@ -81,7 +81,7 @@ def test_lengths_and_no_mask():
   lengths = jnp.array([10, 4, 0])
 
   def plain(p):
-    ys = jrnn.forward(p, xs, lengths=lengths, bptt="autodiff").ys
+    ys = jrnn.forward(p, xs, lengths=lengths, grad="autodiff").ys
     return jrnn.squared_error(ys, tg, jrnn.validation.mask_from_lengths(lengths, 10, 3))
 
   want = jax.jit(jax.grad(plain))(p)
@@ -154,4 +154,4 @@ def test_bad_inputs():
   with pytest.raises(ValueError, match=r"targets must have shape"):
     checkpointed_loss(p, xs, tg[..., :2])
   with pytest.raises(ValueError, match="bptt must be one of"):
-    checkpointed_loss(p, xs, tg, bptt="magic")
+    checkpointed_loss(p, xs, tg, grad="magic")

@@ -6,7 +6,7 @@ import pytest
 
 import jrnn
 from jrnn.data import charlm, copy_task, sine
-from jrnn.sample import sample_tokens
+from jrnn.training.sample import sample_tokens
 
 
 @pytest.fixture(scope="module")

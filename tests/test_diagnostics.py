@@ -45,8 +45,8 @@ def unrolled_all(params, xs, mask, act, k):
 def traj_and_norms(params, xs, mask, act):
   @jax.jit
   def run(p, x, m):
-    traj = jrnn.trajectory(p, x, mask=m, activation=act)
-    return traj, jrnn.jacobian_norms(traj)
+    traj = jrnn.reference.trajectory(p, x, mask=m, activation=act)
+    return traj, jrnn.diagnostics.jacobian_norms(traj)
   return run(params, xs, mask)
 
 
@@ -75,8 +75,8 @@ def test_seed_bound_holds_for_every_pair(seed, n_steps, n_hidden, radius, xscale
   params, xs, mask = make(seed, n_steps, n_hidden, radius=radius, act=act, mask_p=mask_p,
                           xscale=xscale)
   traj, norms = traj_and_norms(params, xs, mask, act)
-  sup = jrnn.seed_bound(traj, jrnn.get_activation(act).gamma)
-  tight = jrnn.seed_bound(traj)  # γ = max |σ'| along this trajectory
+  sup = jrnn.diagnostics.seed_bound(traj, jrnn.get_activation(act).gamma)
+  tight = jrnn.diagnostics.seed_bound(traj)  # γ = max |σ'| along this trajectory
   lower = np.tril(np.ones_like(norms, bool))
   slack = 1 + 1e-12
   assert np.all(norms[lower] <= tight[lower] * slack + 1e-300)
@@ -87,17 +87,17 @@ def test_seed_bound_holds_for_every_pair(seed, n_steps, n_hidden, radius, xscale
 def test_seed_bound_values():
   params, xs, _ = make(1, 5, 4)
   mask = jnp.array([True, False, True, True, False])
-  traj = jrnn.trajectory(params, xs, mask=mask)
-  bound = jrnn.seed_bound(traj, 0.5)
+  traj = jrnn.reference.trajectory(params, xs, mask=mask)
+  bound = jrnn.diagnostics.seed_bound(traj, 0.5)
   c = np.linalg.norm(np.asarray(params.w_hh), 2) * 0.5
   valid = np.concatenate([[0], np.cumsum(np.asarray(mask))])
   for t in range(6):
     for k in range(t + 1):
       np.testing.assert_allclose(bound[t, k], c ** (valid[t] - valid[k]), rtol=RTOL)
   gains = np.abs(np.asarray(traj.gains))[np.asarray(mask)]
-  np.testing.assert_allclose(jrnn.trajectory_gamma(traj), gains.max(), rtol=RTOL)
+  np.testing.assert_allclose(jrnn.diagnostics.trajectory_gamma(traj), gains.max(), rtol=RTOL)
   with pytest.raises(ValueError, match="gamma must be a number or 'trajectory'"):
-    jrnn.seed_bound(traj, "sup")
+    jrnn.diagnostics.seed_bound(traj, "sup")
 
 
 def test_orthogonal_linear_norms_are_exact_powers_and_rate_is_recovered():
@@ -106,12 +106,12 @@ def test_orthogonal_linear_norms_are_exact_powers_and_rate_is_recovered():
   q = jrnn.init_params(jax.random.key(2), 2, 6, 1, scheme="orthogonal", dtype=jnp.float64)
   params = q._replace(w_hh=s * q.w_hh)
   xs = jax.random.normal(jax.random.key(3), (15, 2), jnp.float64)
-  traj = jrnn.trajectory(params, xs, activation="identity")
-  norms = jax.jit(jrnn.jacobian_norms)(traj)
+  traj = jrnn.reference.trajectory(params, xs, activation="identity")
+  norms = jax.jit(jrnn.diagnostics.jacobian_norms)(traj)
   lag = np.subtract.outer(np.arange(16), np.arange(16))
   np.testing.assert_allclose(norms, np.where(lag >= 0, s ** np.maximum(lag, 0), 0), rtol=1e-10)
-  np.testing.assert_allclose(norms, jrnn.seed_bound(traj, 1.0), rtol=1e-10)
-  fit = jax.jit(jrnn.fit_rate)(jrnn.lag_profile(norms))
+  np.testing.assert_allclose(norms, jrnn.diagnostics.seed_bound(traj, 1.0), rtol=1e-10)
+  fit = jax.jit(jrnn.diagnostics.fit_rate)(jrnn.diagnostics.lag_profile(norms))
   np.testing.assert_allclose(fit.rate, s, rtol=1e-10)
   np.testing.assert_allclose(fit.log_intercept, 0, atol=1e-10)
   assert int(fit.num_lags) == 15
@@ -121,7 +121,7 @@ def test_lag_profile_matches_python_loop():
   rng = np.random.default_rng(0)
   norms = np.tril(rng.uniform(0.1, 3.0, size=(2, 7, 7)))
   norms[0, 5, 2] = 0.0  # a dead path: left out of the geometric mean
-  prof = jax.jit(jrnn.lag_profile)(jnp.asarray(norms))
+  prof = jax.jit(jrnn.diagnostics.lag_profile)(jnp.asarray(norms))
   for lag in range(7):
     vals = np.concatenate([np.diagonal(n, -lag) for n in norms])
     pos = vals[vals > 0]
@@ -130,7 +130,7 @@ def test_lag_profile_matches_python_loop():
     np.testing.assert_allclose(prof.min[lag], vals.min(), rtol=RTOL)
     assert prof.count[lag] == vals.size and prof.nonzero[lag] == pos.size
   with pytest.raises(ValueError, match=r"norms must have shape \(..., T\+1, T\+1\)"):
-    jrnn.lag_profile(jnp.zeros((3, 4)))
+    jrnn.diagnostics.lag_profile(jnp.zeros((3, 4)))
 
 
 def test_fit_rate_on_synthetic_geometric_profile():
@@ -141,7 +141,7 @@ def test_fit_rate_on_synthetic_geometric_profile():
     for t in range(12):
       for k in range(t + 1):
         norms[t, k] = 2.0 * rate ** (t - k)
-    fit = jrnn.fit_rate(jrnn.lag_profile(jnp.asarray(norms)), min_lag=2, max_lag=8)
+    fit = jrnn.diagnostics.fit_rate(jrnn.diagnostics.lag_profile(jnp.asarray(norms)), min_lag=2, max_lag=8)
     np.testing.assert_allclose(fit.rate, rate, rtol=1e-10)
     np.testing.assert_allclose(fit.log_intercept, np.log(2.0), rtol=1e-10)
     assert int(fit.num_lags) == 7
@@ -151,12 +151,12 @@ def test_fit_rate_on_synthetic_geometric_profile():
 def test_lanczos_exact_with_h_iterations_and_never_above():
   params, xs, _ = make(4, 12, 6, radius=1.3)
   traj, norms = traj_and_norms(params, xs, jnp.ones(12, bool), "tanh")
-  est = jax.jit(functools.partial(jrnn.jacobian_norm_estimate, num_iters=6))(
+  est = jax.jit(functools.partial(jrnn.diagnostics.jacobian_norm_estimate, num_iters=6))(
       traj, 9, 2, key=jax.random.key(0))
   np.testing.assert_allclose(est.norm, norms[9, 2], rtol=1e-10)
   # traced (t, k), vmapped over pairs
   ts, ks = jnp.array([12, 5, 3]), jnp.array([0, 5, 1])
-  one = functools.partial(jrnn.jacobian_norm_estimate, key=jax.random.key(1), num_iters=3)
+  one = functools.partial(jrnn.diagnostics.jacobian_norm_estimate, key=jax.random.key(1), num_iters=3)
   many = jax.jit(jax.vmap(one, in_axes=(None, 0, 0)))(traj, ts, ks)
   assert np.all(many.norm <= norms[ts, ks] * (1 + 1e-10))
   np.testing.assert_allclose(many.norm[1], 1.0, rtol=1e-12)  # ∂h_5/∂h_5 = I
@@ -165,7 +165,7 @@ def test_lanczos_exact_with_h_iterations_and_never_above():
 def test_lag_estimates_close_to_exact_at_larger_h():
   params, xs, _ = make(5, 30, 24, radius=1.0)
   traj, norms = traj_and_norms(params, xs, jnp.ones(30, bool), "tanh")
-  estimate = jax.jit(jrnn.lag_norm_estimates, static_argnames=("lag", "num_iters"))
+  estimate = jax.jit(jrnn.diagnostics.lag_norm_estimates, static_argnames=("lag", "num_iters"))
   for lag in (1, 3, 10, 25):
     est = estimate(traj, lag=lag, key=jax.random.key(lag), num_iters=20 if lag == 1 else 10)
     exact = np.diagonal(np.asarray(norms), -lag)
@@ -174,19 +174,19 @@ def test_lag_estimates_close_to_exact_at_larger_h():
     np.testing.assert_allclose(est.norm, exact, rtol=1e-8)
     assert np.all(np.abs(est.norm - exact) <= est.error_bound + 1e-9 * exact)
   with pytest.raises(ValueError, match=r"lag must be a static int in \[0, T=30\], got 31"):
-    jrnn.lag_norm_estimates(traj, 31, key=jax.random.key(0))
+    jrnn.diagnostics.lag_norm_estimates(traj, 31, key=jax.random.key(0))
 
 
 def test_loss_contributions_equal_grad_of_each_loss_term():
   params, xs, mask = make(6, 6, 4, mask_p=0.3)
   targets = jax.random.normal(jax.random.key(7), (6, 2), jnp.float64)
-  traj = jrnn.trajectory(params, xs, mask=mask)
+  traj = jrnn.reference.trajectory(params, xs, mask=mask)
 
   def summed(hs):
     return jrnn.squared_error(jrnn.readout(params.w_hy, params.b_y, hs), targets)
 
   g = jax.grad(summed)(traj.hs[1:])
-  contrib = jax.jit(jrnn.loss_contributions)(traj, g)
+  contrib = jax.jit(jrnn.diagnostics.loss_contributions)(traj, g)
   assert contrib.shape == (7, 7)
   np.testing.assert_array_equal(contrib[0], 0)
   for k in range(7):
@@ -197,12 +197,12 @@ def test_loss_contributions_equal_grad_of_each_loss_term():
       np.testing.assert_allclose(contrib[t, k], ref, rtol=RTOL, atol=1e-14)
     np.testing.assert_array_equal(contrib[:k, k], 0)
   with pytest.raises(ValueError, match=r"dloss_dh must have shape \(T, H\)=\(6, 4\)"):
-    jrnn.loss_contributions(traj, g[1:])
+    jrnn.diagnostics.loss_contributions(traj, g[1:])
 
 
 def test_weight_spectrum_matches_numpy():
   w = jax.random.normal(jax.random.key(8), (5, 5), jnp.float64)
-  spec = jax.jit(jrnn.weight_spectrum)(w)
+  spec = jax.jit(jrnn.diagnostics.weight_spectrum)(w)
   np.testing.assert_allclose(spec.singular_values, np.linalg.svd(np.asarray(w))[1], rtol=RTOL)
   np.testing.assert_allclose(spec.spectral_norm, np.linalg.norm(np.asarray(w), 2), rtol=RTOL)
   np.testing.assert_allclose(spec.spectral_radius,
@@ -210,9 +210,9 @@ def test_weight_spectrum_matches_numpy():
   np.testing.assert_allclose(np.sort_complex(np.asarray(spec.eigenvalues)),
                              np.sort_complex(np.linalg.eigvals(np.asarray(w))), rtol=1e-9)
   with pytest.raises(ValueError, match=r"w_hh must be square \(H, H\), got \(2, 3\)"):
-    jrnn.weight_spectrum(jnp.zeros((2, 3)))
+    jrnn.diagnostics.weight_spectrum(jnp.zeros((2, 3)))
   with pytest.raises(TypeError, match="w_hh must have a floating dtype"):
-    jrnn.weight_spectrum(jnp.zeros((2, 2), jnp.int32))
+    jrnn.diagnostics.weight_spectrum(jnp.zeros((2, 2), jnp.int32))
 
 
 @pytest.mark.parametrize("act,gamma", [("tanh", 1.0), ("relu", 1.0), ("sigmoid", 0.25)])
@@ -221,7 +221,7 @@ def test_pascanu_verdict_numbers(act, gamma, scale):
   q = jrnn.init_params(jax.random.key(9), 2, 4, 1, scheme="orthogonal", dtype=jnp.float64)
   w = q.w_hh * scale
   w = w.at[0].multiply(0.5)  # singular values scale and scale/2: radius < norm in general
-  v = jrnn.pascanu_conditions(w, act)
+  v = jrnn.diagnostics.pascanu_conditions(w, act)
   sv = np.linalg.svd(np.asarray(w))[1]
   np.testing.assert_allclose(v.sigma_max, sv[0], rtol=RTOL)
   np.testing.assert_allclose(v.gamma, gamma)
@@ -238,10 +238,10 @@ def test_pascanu_verdict_numbers(act, gamma, scale):
 def test_pascanu_vanishing_verdict_implies_measured_decay():
   q = jrnn.init_params(jax.random.key(10), 3, 5, 1, scheme="orthogonal", dtype=jnp.float64)
   params = q._replace(w_hh=3.5 * q.w_hh)  # σ_max = 3.5 < 1/γ = 4 for sigmoid
-  verdict = jrnn.pascanu_conditions(params.w_hh, "sigmoid")
+  verdict = jrnn.diagnostics.pascanu_conditions(params.w_hh, "sigmoid")
   assert bool(verdict.vanishing_sufficient)
   xs = jax.random.normal(jax.random.key(11), (10, 3), jnp.float64)
-  norms = jrnn.jacobian_norms(jrnn.trajectory(params, xs, activation="sigmoid"))
+  norms = jrnn.diagnostics.jacobian_norms(jrnn.reference.trajectory(params, xs, activation="sigmoid"))
   lag = np.subtract.outer(np.arange(11), np.arange(11))
   lower = lag >= 0
   assert np.all(norms[lower] <= float(verdict.eta) ** lag[lower] * (1 + 1e-12))
@@ -249,8 +249,8 @@ def test_pascanu_vanishing_verdict_implies_measured_decay():
 
 def test_pascanu_bad_inputs():
   with pytest.raises(ValueError, match="no known gamma"):
-    jrnn.pascanu_conditions(jnp.eye(2), lambda a: jnp.sin(a))
-  v = jrnn.pascanu_conditions(jnp.eye(2), lambda a: jnp.sin(a), gamma=1.0)
+    jrnn.diagnostics.pascanu_conditions(jnp.eye(2), lambda a: jnp.sin(a))
+  v = jrnn.diagnostics.pascanu_conditions(jnp.eye(2), lambda a: jnp.sin(a), gamma=1.0)
   assert not bool(v.vanishing_sufficient) and not bool(v.exploding_necessary)
   assert "boundary" in v.summary()
 
@@ -263,32 +263,32 @@ def test_lyapunov_of_linear_rnn_is_log_eigenvalue_moduli():
   params = jrnn.RNNParams(jnp.asarray(rng.normal(size=(5, 2))), jnp.asarray(w), jnp.zeros(5),
                           jnp.zeros((1, 5)), jnp.zeros(1))
   xs = jnp.asarray(rng.normal(size=(400, 2)))
-  traj = jrnn.trajectory(params, xs, activation="identity")
-  exps = jax.jit(jrnn.lyapunov_exponents, static_argnames=("burn_in", "num_exponents"))
+  traj = jrnn.reference.trajectory(params, xs, activation="identity")
+  exps = jax.jit(jrnn.diagnostics.lyapunov_exponents, static_argnames=("burn_in", "num_exponents"))
   np.testing.assert_allclose(exps(traj, burn_in=50), np.sort(np.log(np.abs(lam)))[::-1],
                              atol=1e-6)
   np.testing.assert_allclose(exps(traj, burn_in=50, num_exponents=2), np.log([1.1, 0.9]),
                              atol=1e-6)
   # a generic W_hh (complex eigenvalue pairs converge more slowly)
   w = rng.normal(size=(5, 5)) / np.sqrt(5)
-  traj = jrnn.trajectory(params._replace(w_hh=jnp.asarray(w)), xs, activation="identity")
+  traj = jrnn.reference.trajectory(params._replace(w_hh=jnp.asarray(w)), xs, activation="identity")
   np.testing.assert_allclose(exps(traj, burn_in=50),
                              np.sort(np.log(np.abs(np.linalg.eigvals(w))))[::-1], atol=2e-3)
 
 
 def test_lyapunov_sum_is_mean_log_det_and_mask_skips_steps():
   params, xs, mask = make(12, 40, 4, radius=1.4, mask_p=0.3)
-  traj = jrnn.trajectory(params, xs, mask=mask)
-  exps = jrnn.lyapunov_exponents(traj, burn_in=3)
-  js = np.asarray(jrnn.step_jacobians(traj))
+  traj = jrnn.reference.trajectory(params, xs, mask=mask)
+  exps = jrnn.diagnostics.lyapunov_exponents(traj, burn_in=3)
+  js = np.asarray(jrnn.reference.step_jacobians(traj))
   use = np.asarray(mask) & (np.arange(1, 41) > 3)
   logdet = np.mean([np.log(abs(np.linalg.det(j))) for j in js[use]])
   np.testing.assert_allclose(np.sum(exps), logdet, rtol=1e-10)
   assert np.all(np.diff(np.asarray(exps)) <= 0)
   with pytest.raises(ValueError, match=r"num_exponents must lie in \[1, H=4\], got 5"):
-    jrnn.lyapunov_exponents(traj, num_exponents=5)
+    jrnn.diagnostics.lyapunov_exponents(traj, num_exponents=5)
   with pytest.raises(ValueError, match=r"burn_in must lie in \[0, T=40\), got 40"):
-    jrnn.lyapunov_exponents(traj, burn_in=40)
+    jrnn.diagnostics.lyapunov_exponents(traj, burn_in=40)
 
 
 def _load_script(name):

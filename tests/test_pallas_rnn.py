@@ -16,7 +16,7 @@ import pytest
 
 from jrnn.activations import ACTIVATIONS, get_activation
 from jrnn.bptt import hand_recurrence
-from jrnn.pallas_rnn import (
+from jrnn.kernels.pallas_triton import (
     KERNEL_PREFETCH,
     KERNEL_UNROLL,
     MAX_H,
@@ -26,7 +26,7 @@ from jrnn.pallas_rnn import (
     pallas_recurrence_bwd,
     pallas_supported,
 )
-from jrnn.recurrence import scan_recurrence
+from jrnn.loops import scan_recurrence
 
 ROOT = Path(__file__).resolve().parents[1]
 F32_TOL, BF16_TOL = 1e-5, 1e-2
@@ -238,6 +238,6 @@ def test_gpu_check_help_and_clean_exit_without_gpu(tmp_path):
 @pytest.mark.parametrize("masked", [False, True])
 def test_streamed_weights_match(masked, monkeypatch):
   # 16-wide column blocks give two blocks at H=32, a size interpret mode runs quickly
-  monkeypatch.setattr("jrnn.pallas_rnn.STREAM_COLS", 16)
+  monkeypatch.setattr("jrnn.kernels.pallas_triton.STREAM_COLS", 16)
   _compare(ACTIVATIONS["tanh"], 6, 5, 32, mask_p=0.7 if masked else None, unroll=2,
            resident=False)

@@ -50,7 +50,7 @@ def test_global_seed_matches_the_reference_generator():
 def test_forward_reproduces_the_seed_example(dtype, tol, bptt, use_jit):
   weights, xs, hs_ref, ys_ref = _seed_example()
   params = jrnn.RNNParams(**{k: jnp.asarray(v, dtype) for k, v in weights.items()})
-  fwd = functools.partial(jrnn.forward, bptt=bptt)
+  fwd = functools.partial(jrnn.forward, grad=bptt)
   if use_jit:
     fwd = jax.jit(fwd)
   out = fwd(params, jnp.asarray(xs, dtype))

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jrnn import sharding
+from jrnn.training import sharding
 
 # Runs in a fresh interpreter: XLA reads XLA_FLAGS once, when JAX starts.
 _SCRIPT = textwrap.dedent("""
@@ -19,7 +19,7 @@ _SCRIPT = textwrap.dedent("""
     import jax.numpy as jnp
     import numpy as np
     import jrnn
-    from jrnn import sharding, train as jtrain
+    from jrnn.training import sharding, steps as jtrain, optimizers
 
     assert jax.device_count() == 4, jax.devices()
     V, H, T, B = 6, 5, 7, 8
@@ -28,7 +28,7 @@ _SCRIPT = textwrap.dedent("""
     batches = [jtrain.Batch(t[:-1], t[1:], key=jax.random.key(10 + i))
                for i, t in enumerate(tokens)]
     loss = jtrain.sequence_loss("cross_entropy", one_hot=V, dropout=0.2)
-    opt = jtrain.make_optimizer("adam", 1e-2, clip_norm=1.0)
+    opt = optimizers.make_optimizer("adam", 1e-2, clip_norm=1.0)
 
     def train(mesh):
       step = jtrain.make_stream_train_step(loss, opt, mesh=mesh)
@@ -55,7 +55,7 @@ _SCRIPT = textwrap.dedent("""
     ys = jax.random.normal(jax.random.key(3), (T, B, 1), jnp.float64)
     mask = np.asarray(jax.random.bernoulli(jax.random.key(4), 0.7, (T, B)))
     q = jrnn.init_params(jax.random.key(5), 2, H, 1, dtype=jnp.float64, scheme="glorot")
-    sgd = jtrain.make_optimizer("momentum", 0.1)
+    sgd = optimizers.make_optimizer("momentum", 0.1)
     res = []
     for mesh in (sharding.data_mesh(), sharding.data_mesh(jax.devices()[:1])):
       step = jtrain.make_train_step(sq, sgd, has_aux=True, mesh=mesh)

@@ -76,7 +76,7 @@ def _torch_grads(module, params):
 def test_from_torch_matches_outputs_h_n_and_gradients(config, dtype):
   module = _module(config, dtype)
   x, h0, out_w, hn_w = _inputs(module, dtype)
-  params, cfg = jrnn.from_torch(module)
+  params, cfg = jrnn.interop.from_torch(module)
   assert cfg == dict(activation=config[2], time_major=not config[4])
   assert params.num_layers == config[0] and params.num_directions == (2 if config[1] else 1)
   assert params.w_hy is None
@@ -91,7 +91,7 @@ def test_from_torch_matches_outputs_h_n_and_gradients(config, dtype):
   (torch.sum(out * out_w) + torch.sum(h_n * hn_w)).backward()
 
   def loss(p, xs, h_init):
-    o = jrnn.stacked_forward(p, xs, h0=h_init, bptt=bptt, **cfg)
+    o = jrnn.stacked_forward(p, xs, h0=h_init, grad=bptt, **cfg)
     return jnp.sum(o.hs * _j(out_w)) + jnp.sum(o.h_last * _j(hn_w)), o
 
   fn = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))
@@ -117,13 +117,13 @@ def test_from_torch_with_linear_readout_and_default_h0(bidirectional):
   torch.manual_seed(3)
   head = torch.nn.Linear(d * H, 2, dtype=dtype)
   x, _, _, _ = _inputs(module, dtype)
-  params, cfg = jrnn.from_torch(module, readout=head)
+  params, cfg = jrnn.interop.from_torch(module, readout=head)
   out, h_n = module(x)
   o = jrnn.stacked_forward(params, _j(x), **cfg)
   np.testing.assert_allclose(o.ys, _j(head(out)), **TOL[dtype])
   np.testing.assert_allclose(o.h_last, _j(h_n), **TOL[dtype])
   no_bias = torch.nn.Linear(d * H, 2, bias=False, dtype=dtype)
-  params, _ = jrnn.from_torch(module, readout=no_bias)
+  params, _ = jrnn.interop.from_torch(module, readout=no_bias)
   np.testing.assert_array_equal(params.b_y, 0)
 
 
@@ -136,7 +136,7 @@ def test_lengths_match_torch_packed_sequences(bidirectional):
   packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
   out_packed, h_n = module(packed, h0)
   out, _ = torch.nn.utils.rnn.pad_packed_sequence(out_packed, total_length=T)
-  params, cfg = jrnn.from_torch(module)
+  params, cfg = jrnn.interop.from_torch(module)
   o = jrnn.stacked_forward(params, _j(x), h0=_j(h0), lengths=jnp.asarray(lengths.numpy()), **cfg)
   np.testing.assert_allclose(o.h_last, _j(h_n), **TOL[dtype])
   for b, n in enumerate(lengths.tolist()):
@@ -148,10 +148,10 @@ def test_lengths_match_torch_packed_sequences(bidirectional):
 def test_to_torch_round_trip(dtype, activation, time_major):
   params = jrnn.init_stacked(jax.random.key(0), I, H, num_layers=2, bidirectional=True,
                              scheme="pytorch", dtype=dtype)
-  module = jrnn.to_torch(params, activation=activation, time_major=time_major)
+  module = jrnn.interop.to_torch(params, activation=activation, time_major=time_major)
   assert module.nonlinearity == activation and module.batch_first == (not time_major)
   assert module.num_layers == 2 and module.bidirectional
-  back, cfg = jrnn.from_torch(module)
+  back, cfg = jrnn.interop.from_torch(module)
   assert cfg == dict(activation=activation, time_major=time_major)
   for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(back)):
     assert a.dtype == b.dtype == dtype
@@ -166,7 +166,7 @@ def test_to_torch_round_trip(dtype, activation, time_major):
 
 def test_to_torch_accepts_rnn_params():
   params = jrnn.init_params(jax.random.key(2), I, H, 2, scheme="pytorch", dtype=jnp.float64)
-  module = jrnn.to_torch(params)
+  module = jrnn.interop.to_torch(params)
   assert module.num_layers == 1 and not module.bidirectional
   xs = jax.random.normal(jax.random.key(3), (T, B, I), jnp.float64)
   out, h_n = module(torch.from_numpy(np.array(xs)))
@@ -177,13 +177,13 @@ def test_to_torch_accepts_rnn_params():
 
 def test_interop_rejects_bad_input():
   with pytest.raises(TypeError, match=r"module must be a torch.nn.RNN, got LSTM"):
-    jrnn.from_torch(torch.nn.LSTM(I, H))
+    jrnn.interop.from_torch(torch.nn.LSTM(I, H))
   with pytest.raises(TypeError, match=r"readout must be a torch.nn.Linear, got Conv1d"):
-    jrnn.from_torch(torch.nn.RNN(I, H), readout=torch.nn.Conv1d(H, 2, 1))
+    jrnn.interop.from_torch(torch.nn.RNN(I, H), readout=torch.nn.Conv1d(H, 2, 1))
   params = jrnn.init_stacked(jax.random.key(0), I, H)
   with pytest.raises(ValueError, match=r"activation must be 'tanh' or 'relu' .* got 'sigmoid'"):
-    jrnn.to_torch(params, activation="sigmoid")
+    jrnn.interop.to_torch(params, activation="sigmoid")
   with pytest.raises(TypeError, match=r"params must be StackedParams or RNNParams, got dict"):
-    jrnn.to_torch({"w": 1})
+    jrnn.interop.to_torch({"w": 1})
   with pytest.raises(TypeError, match=r"to_torch converts float32 or float64 parameters, got bf"):
-    jrnn.to_torch(jax.tree.map(lambda a: a.astype(jnp.bfloat16), params))
+    jrnn.interop.to_torch(jax.tree.map(lambda a: a.astype(jnp.bfloat16), params))

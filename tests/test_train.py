@@ -9,8 +9,8 @@ import optax
 import pytest
 
 import jrnn
-from jrnn import cli
-from jrnn import train as jtrain
+from jrnn.training import cli
+from jrnn.training import steps as jtrain
 from jrnn.data import sine
 
 F64 = jnp.float64
@@ -27,7 +27,7 @@ def _sine_batch(key=0, b=3, t=6):
 
 def _reference_loss(params, batch, h0=None):
   """The same loss written independently: autodiff BPTT, squared error, mean over steps."""
-  out = jrnn.forward(params, batch.xs, h0=h0, bptt="autodiff")
+  out = jrnn.forward(params, batch.xs, h0=h0, grad="autodiff")
   return jnp.mean(jnp.sum((out.ys - batch.targets) ** 2, -1))
 
 
@@ -205,7 +205,7 @@ def test_stacked_params_loss_and_stream_step():
 
   def reference(p):
     out = jrnn.stacked_forward(p, jax.nn.one_hot(tokens[:-1], v, dtype=F64), h0=h0,
-                               bptt="autodiff")
+                               grad="autodiff")
     return jrnn.softmax_cross_entropy(out.ys, tokens[1:], reduction="mean"), out.h_last
 
   step = jtrain.make_stream_train_step(loss, optax.sgd(0.1), donate=False, carry_axis=1)

@@ -10,7 +10,7 @@ import pytest
 
 import jrnn
 from helpers import random_params
-from jrnn import truncated
+from jrnn.training import truncated
 
 RTOL, ATOL = 1e-10, 1e-12
 
@@ -34,7 +34,7 @@ def _reference_loss(params, xs, tg, mask, *, k1, k2, loss="squared_error", reduc
   """BPTT(k1, k2) spelt out: a Python loop over windows and steps, frozen window starts."""
   n_steps, n_batch = mask.shape
   h_init = jnp.broadcast_to(params.h0, (n_batch, params.h0.shape[0]))
-  hs = jrnn.forward(params, xs, mask=mask, activation=activation, bptt="autodiff").hs
+  hs = jrnn.forward(params, xs, mask=mask, activation=activation, grad="autodiff").hs
   fn = jrnn.squared_error if loss == "squared_error" else jrnn.softmax_cross_entropy
   total = 0.0
   n_win = -(-n_steps // k1)
@@ -52,7 +52,7 @@ def _reference_loss(params, xs, tg, mask, *, k1, k2, loss="squared_error", reduc
 
 
 def _full_loss(params, xs, tg, mask, loss="squared_error", reduction="sum"):
-  ys = jrnn.forward(params, xs, mask=mask, bptt="autodiff").ys
+  ys = jrnn.forward(params, xs, mask=mask, grad="autodiff").ys
   fn = jrnn.squared_error if loss == "squared_error" else jrnn.softmax_cross_entropy
   return fn(ys, tg, mask, reduction=reduction)
 
@@ -82,7 +82,7 @@ def test_truncated_matches_stop_gradient_reference(n_steps, k1, k2, loss):
 def test_chunked_equals_truncated_with_k1_equal_k2(n_steps, k, bptt):
   p = _params(jax.random.key(2))
   xs, tg, mask = _data(jax.random.key(3), n_steps, 3, 2, 2)
-  kw = dict(reduction="batch_mean", bptt=bptt, activation="relu")
+  kw = dict(reduction="batch_mean", grad=bptt, activation="relu")
   chunked = jax.jit(functools.partial(truncated.chunked_bptt, chunk_length=k, **kw))(
       p, xs, tg, mask=mask)
   windows = jax.jit(functools.partial(truncated.truncated_bptt, k1=k, **kw))(p, xs, tg, mask=mask)

@@ -34,10 +34,11 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from jrnn import bptt_reference as _ref
 from jrnn.activations import ActivationLike
 from jrnn.params import RNNParams
-from jrnn.unroll import _prepare, forward
+from jrnn.inputs import initial_state, prepare
+from jrnn.losses import check_loss, loss_value, prepare_targets, reduction_divisor
+from jrnn.unroll import forward
 
 
 class TruncatedResult(NamedTuple):
@@ -55,42 +56,25 @@ def _check_window(name: str, k) -> None:
 def _setup(params, xs, targets, *, loss, reduction, mask, lengths, h0, time_major, activation,
            output_activation):
   """Validates like :func:`jrnn.forward`; returns time-major arrays and the layout."""
-  _ref.check_loss(loss, reduction)
+  check_loss(loss, reduction)
   jax.eval_shape(functools.partial(
       forward, h0=h0, mask=mask, lengths=lengths, activation=activation,
       output_activation=output_activation, time_major=time_major), params, xs)
   n_in, n_hidden, n_out = params.sizes
   dtype = jnp.result_type(params.w_hh)
-  x, m, h0_in, layout = _prepare(xs, mask, lengths, h0, n_in=n_in, n_hidden=n_hidden,
+  x, m, h0_in, layout = prepare(xs, mask, lengths, h0, n_in=n_in, n_hidden=n_hidden,
                                  dtype=dtype, time_major=time_major)
-  tg = _ref.prepare_targets(targets, jnp.shape(xs), layout, n_out, loss, dtype)
+  tg = prepare_targets(targets, jnp.shape(xs), layout, n_out, loss, dtype)
   m = jnp.ones(x.shape[:2], bool) if m is None else m
   return x, tg, m, h0_in, layout
 
 
-def _initial_state(params, h0_in, n_batch):
-  """The state before step 1, ``(B, H)``: the ``h0`` argument, else learnt ``h0``, else zeros."""
-  if h0_in is not None:
-    return h0_in
-  init = params.h0 if params.h0 is not None else jnp.zeros_like(params.b_h)
-  return jnp.broadcast_to(init, (n_batch,) + init.shape)
-
-
-def _normaliser(m, reduction):
-  """The reduction's divisor for a per-step sum (see :mod:`jrnn.losses`)."""
-  if reduction == "sum":
-    return 1
-  if reduction == "batch_mean":
-    return m.shape[1]
-  return jnp.maximum(jnp.sum(m.astype(jnp.int32)), 1)
-
-
 def _summed_loss(params, x, h_start, run_mask, loss_mask, tg, *, loss, activation,
-                 output_activation, bptt):
+                 output_activation, grad, kernel):
   """``Σ L_t`` over ``loss_mask`` of the recurrence run from ``h_start``; also its final state."""
   out = forward(params, x, h0=h_start, mask=run_mask, activation=activation,
-                output_activation=output_activation, bptt=bptt)
-  value = _ref.loss_value(out.ys, tg, loss_mask, loss, "sum")
+                output_activation=output_activation, grad=grad, kernel=kernel)
+  value = loss_value(out.ys, tg, loss_mask, loss, "sum")
   return value, out.h_last
 
 
@@ -109,7 +93,8 @@ def truncated_bptt(
     h0: Optional[jax.Array] = None,
     reduction: str = "sum",
     time_major: bool = True,
-    bptt: str = "hand",
+    grad: str = "hand",
+    kernel: str = "auto",
 ) -> TruncatedResult:
   """BPTT(k1, k2): every ``k1`` steps, backpropagate the last ``k1`` losses through ``k2`` steps.
 
@@ -121,10 +106,10 @@ def truncated_bptt(
   Args:
     params: :class:`RNNParams`.
     xs, targets, loss, activation, output_activation, mask, lengths, h0, reduction,
-      time_major: as :func:`jrnn.bptt_reference.hand_loss_and_grads`.
+      time_major: as :func:`jrnn.reference.hand_loss_and_grads`.
     k1: steps between backward passes (each loss term is in exactly one window).
     k2: steps each backward pass goes back, ``k2 ≥ k1``; default ``k1``.
-    bptt: how each window is differentiated: ``"hand"`` or ``"autodiff"``.
+    grad, kernel: how each window is differentiated and run (:mod:`jrnn.engine`).
 
   Returns:
     :class:`TruncatedResult` ``(loss, grads, h_last)``; ``loss`` is the full loss.
@@ -135,7 +120,7 @@ def truncated_bptt(
   if k2 < k1:
     raise ValueError(f"k2 must be at least k1 (each loss term is backpropagated through its own "
                      f"window), got k1={k1}, k2={k2}")
-  cfg = dict(loss=loss, activation=activation, output_activation=output_activation, bptt=bptt)
+  cfg = dict(loss=loss, activation=activation, output_activation=output_activation, grad=grad, kernel=kernel)
   x, tg, m, h0_in, layout = _setup(params, xs, targets, loss=loss, reduction=reduction,
                                    mask=mask, lengths=lengths, h0=h0, time_major=time_major,
                                    activation=activation, output_activation=output_activation)
@@ -158,14 +143,14 @@ def truncated_bptt(
   x_w, tg_w = windows(x), windows(tg)
   starts = ends - k2  # the frozen state is h_{t_n - k2}: after 0-based step starts - 1
   from_h0 = jnp.repeat(starts <= 0, n_batch)[:, None]
-  norm = _normaliser(m, reduction)
+  norm = reduction_divisor(m, m.shape[0], m.shape[1], reduction)
   # The states the windows start from, computed once and held constant (no gradient).
-  hs = jax.lax.stop_gradient(forward(params, x, h0=_initial_state(params, h0_in, n_batch), mask=m,
-                                     activation=activation, bptt=bptt).hs)
+  hs = jax.lax.stop_gradient(forward(params, x, h0=initial_state(params.layer, n_batch, h0_in), mask=m,
+                                     activation=activation, grad=grad, kernel=kernel).hs)
   frozen = hs[jnp.clip(starts - 1, 0, n_steps - 1)].reshape(n_win * n_batch, -1)
 
   def total(p):
-    h_init = jnp.tile(_initial_state(p, h0_in, n_batch), (n_win, 1))
+    h_init = jnp.tile(initial_state(p.layer, n_batch, h0_in), (n_win, 1))
     h_start = jnp.where(from_h0, h_init, frozen)
     value, _ = _summed_loss(p, x_w, h_start, run_mask, loss_mask, tg_w, **cfg)
     return value / norm
@@ -187,7 +172,8 @@ def bptt_chunk(
     lengths: Optional[jax.Array] = None,
     reduction: str = "sum",
     time_major: bool = True,
-    bptt: str = "hand",
+    grad: str = "hand",
+    kernel: str = "auto",
 ) -> TruncatedResult:
   """One chunk of streaming truncated BPTT: loss and gradients from a state carried in frozen.
 
@@ -201,7 +187,7 @@ def bptt_chunk(
   Args:
     params: :class:`RNNParams`.
     xs, targets, loss, activation, output_activation, mask, lengths, reduction, time_major,
-      bptt: as :func:`truncated_bptt`, for this chunk.
+      grad, kernel: as :func:`truncated_bptt`, for this chunk.
     h0: the carried state ``(H,)`` or ``(B, H)`` (frozen: no gradient flows into it), or None.
 
   Returns:
@@ -211,12 +197,12 @@ def bptt_chunk(
                                   mask=mask, lengths=lengths, h0=h0, time_major=time_major,
                                   activation=activation, output_activation=output_activation)
   h_in = None if h_in is None else jax.lax.stop_gradient(h_in)
-  norm = _normaliser(m, reduction)
+  norm = reduction_divisor(m, m.shape[0], m.shape[1], reduction)
 
   def total(p):
-    h_start = _initial_state(p, h_in, m.shape[1])
+    h_start = initial_state(p.layer, m.shape[1], h_in)
     value, h_last = _summed_loss(p, x, h_start, m, m, tg, loss=loss, activation=activation,
-                                 output_activation=output_activation, bptt=bptt)
+                                 output_activation=output_activation, grad=grad, kernel=kernel)
     return value / norm, h_last
 
   (value, h_last), grads = jax.value_and_grad(total, has_aux=True)(params)
@@ -237,7 +223,8 @@ def chunked_bptt(
     h0: Optional[jax.Array] = None,
     reduction: str = "sum",
     time_major: bool = True,
-    bptt: str = "hand",
+    grad: str = "hand",
+    kernel: str = "auto",
 ) -> TruncatedResult:
   """Truncated BPTT with ``k1 = k2 = chunk_length``, as a ``lax.scan`` over chunks.
 
@@ -271,12 +258,12 @@ def chunked_bptt(
     a = jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1))  # padded steps are masked out below
     return a.reshape((n_chunks, chunk_length) + a.shape[1:])
 
-  norm = _normaliser(m, reduction)
-  cfg = dict(loss=loss, activation=activation, output_activation=output_activation, bptt=bptt)
+  norm = reduction_divisor(m, m.shape[0], m.shape[1], reduction)
+  cfg = dict(loss=loss, activation=activation, output_activation=output_activation, grad=grad, kernel=kernel)
 
   def chunk_loss(p, h, first, x_c, tg_c, m_c):
     # Only the first chunk starts from h_0, which a learnt params.h0 differentiates through.
-    h_start = jnp.where(first, _initial_state(p, h0_in, n_batch), jax.lax.stop_gradient(h))
+    h_start = jnp.where(first, initial_state(p.layer, n_batch, h0_in), jax.lax.stop_gradient(h))
     value, h_last = _summed_loss(p, x_c, h_start, m_c, m_c, tg_c, **cfg)
     return value / norm, h_last
 
@@ -288,7 +275,7 @@ def chunked_bptt(
 
   dtype = jnp.result_type(params.w_hh)
   zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
-  h_init = jax.lax.stop_gradient(_initial_state(params, h0_in, n_batch))
+  h_init = jax.lax.stop_gradient(initial_state(params.layer, n_batch, h0_in))
   firsts = jnp.arange(n_chunks) == 0
   (h_last, value, grads), _ = jax.lax.scan(
       body, (h_init, jnp.zeros((), dtype), zeros), (firsts, chunks(x), chunks(tg), chunks(m)))

@@ -1,6 +1,6 @@
-"""A persistent-RNN Pallas kernel for the recurrence, with the hand-derived BPTT as its VJP.
+"""The persistent-RNN Pallas kernels (Triton): both sequential loops of the hand BPTT in one launch each.
 
-The same maths as :mod:`jrnn.bptt`, batched as rows (``a_t = h_{t-1} W_hhᵀ + u_t``):
+Same maths as :mod:`jrnn.loops`, batched as rows (``a_t = h_{t-1} W_hhᵀ + u_t``):
 
 .. math::
 
@@ -8,61 +8,14 @@ The same maths as :mod:`jrnn.bptt`, batched as rows (``a_t = h_{t-1} W_hhᵀ + u
    δ_t = m_t\\,σ'(a_t) ⊙ (g_t + c_{t+1}), \\qquad
    c_t = δ_t W_{hh} + (1 - m_t)(g_t + c_{t+1}), \\qquad c_{T+1} = 0
 
-with ``∂L/∂u_t = δ_t``, ``∂L/∂h_0 = c_1`` and ``∂L/∂W_hh = Σ_t δ_tᵀ h_{t-1}``.
-
-Why a kernel: on a GPU, ``lax.scan`` launches a handful of kernels every time step (~20 µs
-each), so at small ``B·H`` the launches, not the FLOPs, set the time (``../shared/ANCHORS.md``).
-Here one ``pallas_call`` runs all ``T`` steps of the forward recursion and one runs all ``T``
-steps of the ``δ`` recursion. Each program of the grid owns a tile of ``block_b`` batch rows
-(the recurrence never mixes rows), loads ``W_hh`` once, keeps it on chip for the whole sequence
-and carries its ``h`` (or ``c``) tile in registers through a ``lax.fori_loop`` over time. Only
-``u_t`` / ``g_t`` are read and ``h_t`` / ``δ_t`` written per step. The weight gradient is not
-sequential, so it stays one XLA GEMM over ``T·B`` rows after the ``δ`` kernel, as in
-:mod:`jrnn.bptt`.
-
-Backends:
-
-* **Triton** (what this module targets; ``pl.pallas_call`` with
-  :class:`jax.experimental.pallas.triton.CompilerParams`). Triton tensors need power-of-two
-  sizes and ``tl.dot`` needs every dimension ``≥ 16``, so ``H`` is zero-padded to
-  ``max(16, 2^⌈log₂H⌉)`` and ``B`` to a multiple of ``block_b`` (a power of two ``≥ 16``). Zero
-  padding is exact: padded hidden units have zero weights into the real ones, padded batch
-  rows are masked off, and both are sliced away. Triton's scan lowering accepts neither
-  ``reverse`` nor ``unroll``, so the time loop is a forward ``fori_loop`` over chunks of
-  ``unroll`` steps unrolled in Python, indexing ``T-1-t`` for the backward pass.
-* **Mosaic GPU** (not implemented; the alternative for Hopper): ``plgpu.kernel`` with
-  ``W_hh`` copied once by TMA into shared memory (``plgpu.copy_gmem_to_smem``), ``u_t`` prefetched
-  by a multi-stage TMA pipeline (``plgpu.emit_pipeline``) so its load overlaps the previous
-  step's ``wgmma``, and for ``H > 256`` a cluster of CTAs each holding a column slice of ``W_hh``
-  and exchanging ``h_t`` through distributed shared memory with a cluster barrier per step.
-  That removes the Triton limits below but ties the kernel to sm_90.
-* **interpret mode** (``interpret=True``): the same kernels evaluated by XLA on any backend;
-  this is how the CPU test suite checks them.
-
-Precision: float32 state and accumulation always. The matrix inputs are float32 with the dot
-precision taken from ``jax_default_matmul_precision`` (``"tensorfloat32"``/``"high"`` gives
-TF32 matrix units, anything else strict IEEE float32), or bfloat16 with
-``compute_dtype=jnp.bfloat16`` (``W_hh`` and ``h_{t-1}`` rounded to bf16 before each product).
-
-On-chip budget (why :func:`pallas_supported` caps ``H``): ``W_hh`` takes ``H²·4`` bytes in
-float32: 16 KiB at ``H=64``, 64 KiB at 128, 256 KiB at 256, which no longer fits the 227 KiB of
-shared memory a block may have on an H100/H200, and Triton stages a whole ``tl.dot`` operand
-through shared memory (a resident float32 ``H=256`` asked for 288 KiB and failed to launch). So
-``W_hh`` is held resident (loaded once before the loop) up to :data:`RESIDENT_BYTES` (float32
-to ``H=128``, bfloat16 to 256); above it the kernel streams ``W_hh`` in column blocks of
-:data:`STREAM_COLS` from L2 every step, inside the same single launch, which removes the
-per-step launches but not the per-step weight traffic. Measured on an H100 (BENCHMARKS.md,
-``scripts/gpu_check.py``): resident kernels beat cuDNN's training step at every measured size
-with ``H ≤ 64`` and at ``(B, T, H) = (64, 256, 128)``, not at ``(1, 1000, 128)`` (1.5×), and
-beat the XLA path everywhere they apply; the streamed float32 ``H=256`` kernel lost to the XLA path
-(6.5 vs 2.6 ms at ``(64, 256, 256)``), so :data:`MAX_H` (what ``bptt="auto"`` uses) stops
-float32 at ``H=128``.
-
-Latency: each step's loads that do not depend on the carried state (``u_t`` forward;
-``h_t``, ``g_t`` backward; the mask) are issued :data:`KERNEL_PREFETCH` steps ahead and ride in
-the loop carry, the loop is unrolled :data:`KERNEL_UNROLL` steps per trip and, up to
-:data:`PIPELINE_MAX_H`, Triton pipelines it in 2 stages. Together they took the training step
-at ``(B, T, H) = (1, 1000, 64)`` from 1.76 to 1.09 ms on an H100 (cuDNN: 1.45-1.61 ms).
+with ``∂L/∂u_t = δ_t``, ``∂L/∂h_0 = c_1`` and ``∂L/∂W_hh = Σ_t δ_tᵀ h_{t-1}`` (one XLA GEMM
+after the ``δ`` kernel). Each program of the grid owns ``block_b`` batch rows, keeps ``W_hh``
+on chip (resident up to :data:`RESIDENT_BYTES`, else streamed in column blocks) and carries its
+state tile through a ``fori_loop`` over time. ``H`` is zero-padded to a power of two ``≥ 16``
+and ``B`` to a multiple of ``block_b`` (exact: padded units and rows are sliced away).
+``interpret=True`` evaluates the same kernels with XLA on any backend (how the CPU tests check
+them). Why these choices, the limits on ``H`` and the H100 measurements behind every constant:
+``docs/kernels.md``.
 """
 from __future__ import annotations
 
@@ -75,7 +28,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
 
 from jrnn.activations import Activation
-from jrnn.bptt import activation_derivative, previous_states
+from jrnn.loops import activation_derivative, previous_states
 
 MIN_DIM = 16  # tl.dot needs M, N, K >= 16
 DEFAULT_BLOCK_B = 16  # the smallest tile: the most programs for a given B

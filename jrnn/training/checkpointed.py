@@ -21,7 +21,7 @@ The readout and the loss are fused into each segment, so neither the outputs ``y
 input projection of the whole sequence is ever held at once: a segment reads its slice of
 ``xs`` and returns only its boundary state and its loss. Implemented as a ``lax.scan`` over
 segments of a ``jax.checkpoint``-ed segment function; inside a segment the recurrence is
-differentiated by ``bptt`` (the hand-derived VJP by default).
+differentiated by ``grad`` (the hand-derived VJP by default).
 """
 from __future__ import annotations
 
@@ -32,11 +32,12 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from jrnn import bptt_reference as _ref
 from jrnn.activations import ActivationLike
 from jrnn.cell import readout
 from jrnn.params import RNNParams
-from jrnn.unroll import _prepare, forward, layer_forward
+from jrnn.inputs import initial_state, prepare
+from jrnn.losses import check_loss, loss_value, prepare_targets, reduction_divisor
+from jrnn.unroll import forward, layer_forward
 
 
 def default_segment_length(n_steps: int) -> int:
@@ -59,7 +60,8 @@ def checkpointed_loss(
     reduction: str = "sum",
     time_major: bool = True,
     unroll: int = 1,
-    bptt: str = "hand",
+    grad: str = "hand",
+    kernel: str = "auto",
 ) -> jax.Array:
   """The loss of :func:`jrnn.forward` plus a readout loss, with a checkpointed backward pass.
 
@@ -75,24 +77,24 @@ def checkpointed_loss(
   Args:
     params: :class:`RNNParams`.
     xs, targets, loss, activation, output_activation, mask, lengths, h0, reduction,
-      time_major: as :func:`jrnn.bptt_reference.hand_loss_and_grads`.
+      time_major: as :func:`jrnn.reference.hand_loss_and_grads`.
     segment_length: ``k``, steps per segment; default ``⌈√T⌉``. ``T`` need not be a multiple:
       the last segment is padded with masked steps.
     unroll: ``lax.scan``'s ``unroll`` inside a segment.
-    bptt: ``"hand"`` or ``"autodiff"``: how each segment is differentiated.
+    grad, kernel: how each segment is differentiated and run (:mod:`jrnn.engine`).
 
   Returns:
     The scalar loss.
   """
-  _ref.check_loss(loss, reduction)
+  check_loss(loss, reduction)
   jax.eval_shape(functools.partial(
       forward, h0=h0, mask=mask, lengths=lengths, activation=activation,
-      output_activation=output_activation, time_major=time_major, bptt=bptt), params, xs)
+      output_activation=output_activation, time_major=time_major, grad=grad, kernel=kernel), params, xs)
   n_in, n_hidden, n_out = params.sizes
   dtype = jnp.result_type(params.w_hh)
-  x, m, h0_in, layout = _prepare(xs, mask, lengths, h0, n_in=n_in, n_hidden=n_hidden,
+  x, m, h0_in, layout = prepare(xs, mask, lengths, h0, n_in=n_in, n_hidden=n_hidden,
                                  dtype=dtype, time_major=time_major)
-  tg = _ref.prepare_targets(targets, jnp.shape(xs), layout, n_out, loss, dtype)
+  tg = prepare_targets(targets, jnp.shape(xs), layout, n_out, loss, dtype)
   n_steps, n_batch = x.shape[:2]
   k = default_segment_length(n_steps) if segment_length is None else segment_length
   if isinstance(k, bool) or not isinstance(k, int) or k < 1:
@@ -110,17 +112,16 @@ def checkpointed_loss(
     return a.reshape((n_seg, k) + a.shape[1:])
 
   if h0_in is None:
-    init = params.h0 if params.h0 is not None else jnp.zeros_like(params.b_h)
-    h0_in = jnp.broadcast_to(init, (n_batch, n_hidden))
+    h0_in = initial_state(params.layer, n_batch)
 
   # Without prevent_cse XLA may merge the recomputation with the forward pass and keep its
   # intermediates after all; inside a scan it is safe to turn off (the jax.checkpoint docs).
   @functools.partial(jax.checkpoint, prevent_cse=False)
   def segment(p, h, x_s, tg_s, m_s):
     hs = layer_forward(p.layer, x_s, h0=h, mask=m_s, activation=activation, unroll=unroll,
-                       bptt=bptt)
+                       grad=grad, kernel=kernel)
     ys = readout(p.w_hy, p.b_y, hs, output_activation)
-    return hs[-1], _ref.loss_value(ys, tg_s, m_s, loss, "sum")
+    return hs[-1], loss_value(ys, tg_s, m_s, loss, "sum")
 
   def body(carry, inp):
     h, total = carry
@@ -129,9 +130,4 @@ def checkpointed_loss(
 
   (_, total), _ = jax.lax.scan(body, (h0_in, jnp.zeros((), dtype)),
                                (segments(x), segments(tg), segments(m)))
-  if reduction == "sum":
-    return total
-  if reduction == "batch_mean":
-    return total / n_batch
-  count = n_steps * n_batch if m is None else jnp.sum(m.astype(jnp.int32))
-  return total / jnp.maximum(count, 1)
+  return total / reduction_divisor(m, n_steps, n_batch, reduction)

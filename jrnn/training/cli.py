@@ -38,8 +38,8 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
 import jax
 import jax.numpy as jnp
 
-from jrnn import checkpoint, sharding
-from jrnn import train as jtrain
+from jrnn.training import checkpoint, optimizers, sharding
+from jrnn.training import steps as jtrain
 from jrnn.init import SCHEMES, init_params, init_stacked
 from jrnn.params import StackedParams
 from jrnn.unroll import forward, stacked_forward
@@ -97,8 +97,8 @@ def check_config(cfg: Config) -> None:
   for name in ("hidden", "layers", "seq_len", "batch_size", "steps", "unroll", "log_every", "ckpt_every",
                "val_batch"):
     positive_int(name)
-  for name, choices in (("task", TASKS), ("optimizer", jtrain.OPTIMIZERS),
-                        ("schedule", jtrain.SCHEDULES), ("init", SCHEMES)):
+  for name, choices in (("task", TASKS), ("optimizer", optimizers.OPTIMIZERS),
+                        ("schedule", optimizers.SCHEDULES), ("init", SCHEMES)):
     if getattr(cfg, name) not in choices:
       raise ValueError(f"{flag(name)} must be one of {', '.join(choices)}; "
                        f"got {getattr(cfg, name)!r}")
@@ -271,7 +271,7 @@ class RunState(NamedTuple):
 
 
 def make_optimizer(cfg: Config):
-  return jtrain.make_optimizer(cfg.optimizer, cfg.lr, clip_norm=cfg.clip or None,
+  return optimizers.make_optimizer(cfg.optimizer, cfg.lr, clip_norm=cfg.clip or None,
                                schedule=cfg.schedule, total_steps=cfg.steps,
                                warmup_steps=cfg.warmup, weight_decay=cfg.weight_decay)
 
@@ -426,7 +426,7 @@ def run(cfg: Config, out: str, *, resume: Optional[str] = None, time_budget: Opt
                                    if k not in ("step",) and isinstance(v, float)))
   if task.vocab is not None and cfg.sample_len > 0:
     from jrnn.data import charlm  # pylint: disable=import-outside-toplevel
-    from jrnn.sample import sample_tokens  # pylint: disable=import-outside-toplevel
+    from jrnn.training.sample import sample_tokens  # pylint: disable=import-outside-toplevel
     vocab = charlm.Vocab(task.vocab)
     prime = "The "
     tokens = sample_tokens(ema if cfg.ema else params, jax.random.fold_in(state.key, 2),
@@ -449,8 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
     default = getattr(d, field.name)
     kwargs = {"type": type(default), "help": f"(default {default})"}
     if field.name in ("task", "optimizer", "schedule", "init"):
-      kwargs["choices"] = {"task": TASKS, "optimizer": jtrain.OPTIMIZERS,
-                           "schedule": jtrain.SCHEDULES, "init": SCHEMES}[field.name]
+      kwargs["choices"] = {"task": TASKS, "optimizer": optimizers.OPTIMIZERS,
+                           "schedule": optimizers.SCHEDULES, "init": SCHEMES}[field.name]
     p.add_argument("--" + field.name.replace("_", "-"), dest=field.name, **kwargs)
   p.add_argument("--out", help="output directory (default runs/<task>, or the --resume DIR)")
   p.add_argument("--resume", metavar="DIR", help="continue the run checkpointed in DIR")

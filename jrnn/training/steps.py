@@ -21,14 +21,11 @@ norm ``c`` is given.
   stream's history.
 * :func:`make_eval_step` evaluates a loss without updating anything.
 * :func:`sequence_loss` turns the forward pass and a jrnn loss into such a loss function.
-* :func:`make_optimizer` names the optimisers (SGD, momentum, Adam, Adagrad, RMSProp), learning
-  rate schedules and clipping.
 
 Batches are time-major, ``(T, B, …)``, as :func:`jrnn.forward`'s default layout.
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import jax
@@ -39,10 +36,9 @@ from jrnn.activations import ActivationLike
 from jrnn.cell import readout
 from jrnn.losses import softmax_cross_entropy, squared_error
 from jrnn.params import StackedParams
+from jrnn.training.optimizers import check_positive
 from jrnn.unroll import forward, stacked_forward
 
-OPTIMIZERS = ("sgd", "momentum", "adam", "adagrad", "rmsprop")
-SCHEDULES = ("constant", "cosine", "linear")
 LOSSES = ("cross_entropy", "squared_error")
 
 Metrics = Dict[str, jax.Array]
@@ -61,105 +57,6 @@ class Batch(NamedTuple):
   key: Optional[jax.Array] = None  # PRNG key for dropout; None: no dropout
 
 
-def _check_positive(name: str, value, kind=float) -> None:
-  ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
-  if kind is int:
-    ok = ok and float(value).is_integer()
-  if not ok or (isinstance(value, float) and not math.isfinite(value)):
-    what = "a positive integer" if kind is int else "a positive finite number"
-    raise ValueError(f"{name} must be {what}, got {value!r}")
-
-
-def make_schedule(learning_rate: float, *, schedule: str = "constant", total_steps:
-                  Optional[int] = None, warmup_steps: int = 0,
-                  final_fraction: float = 0.1) -> optax.Schedule:
-  """A learning-rate schedule ``η(step)``.
-
-  * ``"constant"``: ``η(s) = η₀``;
-  * ``"cosine"``: ``η(s) = η₀ (f + (1 - f)(1 + cos(π s / S)) / 2)``, from ``η₀`` to ``f·η₀``;
-  * ``"linear"``: from ``η₀`` to ``f·η₀`` in a straight line;
-
-  with ``S = total_steps - warmup_steps`` and ``f = final_fraction``, each preceded by a linear
-  warm-up from 0 over ``warmup_steps`` when that is positive.
-  """
-  _check_positive("learning_rate", learning_rate)
-  if schedule not in SCHEDULES:
-    raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-  if not isinstance(warmup_steps, int) or warmup_steps < 0:
-    raise ValueError(f"warmup_steps must be an integer >= 0, got {warmup_steps!r}")
-  if not 0.0 <= final_fraction <= 1.0:
-    raise ValueError(f"final_fraction must lie in [0, 1], got {final_fraction}")
-  if schedule == "constant":
-    main = optax.constant_schedule(learning_rate)
-  else:
-    if total_steps is None or total_steps <= warmup_steps:
-      raise ValueError(f"schedule={schedule!r} needs total_steps > warmup_steps="
-                       f"{warmup_steps}, got total_steps={total_steps!r}")
-    n = total_steps - warmup_steps
-    if schedule == "cosine":
-      main = optax.cosine_decay_schedule(learning_rate, n, alpha=final_fraction)
-    else:
-      main = optax.linear_schedule(learning_rate, learning_rate * final_fraction, n)
-  if warmup_steps == 0:
-    return main
-  warm = optax.linear_schedule(0.0, learning_rate, warmup_steps)
-  return optax.join_schedules([warm, main], [warmup_steps])
-
-
-def make_optimizer(
-    name: str = "adam",
-    learning_rate: float = 1e-3,
-    *,
-    clip_norm: Optional[float] = None,
-    momentum: float = 0.9,
-    schedule: str = "constant",
-    total_steps: Optional[int] = None,
-    warmup_steps: int = 0,
-    final_fraction: float = 0.1,
-    weight_decay: float = 0.0,
-) -> optax.GradientTransformation:
-  """An optax optimiser by name, with an optional schedule, weight decay and clipping.
-
-  Args:
-    name: ``"sgd"`` (``θ -= η g``), ``"momentum"`` (heavy ball, ``v = μ v + g``, ``θ -= η v``),
-      ``"adam"``, ``"adagrad"`` or ``"rmsprop"``.
-    learning_rate: ``η₀ > 0``.
-    clip_norm: ``c > 0`` rescales the gradient to global norm at most ``c`` before the update;
-      ``None`` does not clip.
-    momentum: ``μ`` for ``"momentum"``.
-    schedule, total_steps, warmup_steps, final_fraction: see :func:`make_schedule`.
-    weight_decay: ``λ >= 0``. For Adam it is decoupled (AdamW: ``θ -= η(t) λ θ`` beside the Adam
-      step); for the others it adds ``λ θ`` to the gradient (L2 regularisation).
-
-  Returns:
-    An ``optax.GradientTransformation``.
-  """
-  if name not in OPTIMIZERS:
-    raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
-  lr = make_schedule(learning_rate, schedule=schedule, total_steps=total_steps,
-                     warmup_steps=warmup_steps, final_fraction=final_fraction)
-  if name == "sgd":
-    opt = optax.sgd(lr)
-  elif name == "momentum":
-    if not 0.0 <= momentum < 1.0:
-      raise ValueError(f"momentum must lie in [0, 1), got {momentum}")
-    opt = optax.sgd(lr, momentum=momentum)
-  elif name == "adam":
-    opt = optax.adamw(lr, weight_decay=weight_decay) if weight_decay else optax.adam(lr)
-  elif name == "adagrad":
-    opt = optax.adagrad(lr)
-  else:
-    opt = optax.rmsprop(lr)
-  if not (math.isfinite(weight_decay) and weight_decay >= 0):
-    raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
-  if weight_decay and name != "adam":
-    opt = optax.chain(optax.add_decayed_weights(weight_decay), opt)
-  if clip_norm is None:
-    return opt
-  _check_positive("clip_norm", clip_norm)
-  return optax.chain(optax.clip_by_global_norm(clip_norm), opt)
-
-
 def sequence_loss(
     kind: str = "cross_entropy",
     *,
@@ -167,7 +64,9 @@ def sequence_loss(
     reduction: str = "mean",
     activation: ActivationLike = "tanh",
     unroll: int = 1,
-    bptt: str = "hand",
+    grad: str = "hand",
+    kernel: str = "auto",
+    solver: str = "sequential",
     dropout: float = 0.0,
 ) -> Callable[..., Tuple[jax.Array, jax.Array]]:
   """The loss of :func:`jrnn.forward` on a :class:`Batch`, as ``loss(params, batch, h0=None)``.
@@ -186,7 +85,7 @@ def sequence_loss(
     one_hot: if given, ``batch.xs`` holds integer tokens ``(T, B)`` in ``[0, one_hot)`` that are
       one-hot encoded to ``(T, B, one_hot)`` (so ``W_xh x_t`` is column ``x_t`` of ``W_xh``).
     reduction: as :func:`jrnn.squared_error`; ``"mean"`` is per scored step.
-    activation, unroll, bptt: passed to :func:`jrnn.forward`.
+    activation, unroll, grad, kernel, solver: passed to :func:`jrnn.forward`.
     dropout: ``p ∈ [0, 1)``: when ``batch.key`` is given, the readout sees
       ``h_t ⊙ z_t / (1 - p)`` with ``z_t ~ Bernoulli(1 - p)`` per unit, step and sequence
       (dropout on the non-recurrent connection only, so the recurrence and its carried state
@@ -197,7 +96,7 @@ def sequence_loss(
   if not 0.0 <= dropout < 1.0:
     raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
   if one_hot is not None:
-    _check_positive("one_hot", one_hot, int)
+    check_positive("one_hot", one_hot, int)
 
   def loss(params, batch: Batch, h0: Optional[jax.Array] = None):
     xs = batch.xs
@@ -208,7 +107,8 @@ def sequence_loss(
       dtype = jnp.result_type(jax.tree_util.tree_leaves(params)[0])
       xs = jax.nn.one_hot(xs, one_hot, dtype=dtype)
     run = stacked_forward if isinstance(params, StackedParams) else forward
-    out = run(params, xs, h0=h0, activation=activation, unroll=unroll, bptt=bptt)
+    out = run(params, xs, h0=h0, activation=activation, unroll=unroll, grad=grad,
+              kernel=kernel, solver=solver)
     ys = out.ys
     if dropout and batch.key is not None:
       keep = jax.random.bernoulli(batch.key, 1.0 - dropout, out.hs.shape)
@@ -279,7 +179,7 @@ def make_train_step(
 
   shardings = None
   if mesh is not None:
-    from jrnn import sharding  # pylint: disable=import-outside-toplevel
+    from jrnn.training import sharding  # pylint: disable=import-outside-toplevel
     shardings = sharding.replicated(mesh)
   return _jit(train_step, jit, (0, 1) if donate else (), shardings)
 
@@ -316,7 +216,7 @@ def make_stream_train_step(
 
   shardings = None
   if mesh is not None:
-    from jrnn import sharding  # pylint: disable=import-outside-toplevel
+    from jrnn.training import sharding  # pylint: disable=import-outside-toplevel
     rep, state = sharding.replicated(mesh), sharding.batch_sharding(mesh, carry_axis)
     shardings = (rep, rep, state, rep)
   return _jit(stream_step, jit, (0, 1, 2) if donate else (), shardings)

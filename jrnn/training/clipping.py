@@ -15,7 +15,7 @@
   It caps every coordinate separately, so it can turn the gradient's direction.
 
 The optax transforms are stateless apart from a record of the norm, for logging; chain them
-before the optimiser: ``optax.chain(jrnn.global_norm_clipping(1.0), optax.adam(1e-3))``.
+before the optimiser: ``optax.chain(jrnn.training.global_norm_clipping(1.0), optax.adam(1e-3))``.
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def global_norm(tree: Any) -> jax.Array:
   return jnp.sqrt(sum(jnp.sum(jnp.square(jnp.abs(g))) for g in leaves))
 
 
-def clip_by_global_norm(tree: Any, threshold: float) -> Tuple[Any, jax.Array]:
+def clip_tree_by_global_norm(tree: Any, threshold: float) -> Tuple[Any, jax.Array]:
   """Pascanu et al.'s rescaling ``g ← θ g / ‖g‖`` when ``‖g‖ ≥ θ``.
 
   Args:
@@ -65,32 +65,32 @@ def clip_elementwise(tree: Any, limit: float = 5.0) -> Any:
   return jax.tree_util.tree_map(lambda g: jnp.clip(g, -limit, limit), tree)
 
 
-class ClipState(NamedTuple):
+class ClippingState(NamedTuple):
   """What the clipping transforms remember, for logging only."""
   norm: jax.Array  # shape=(): global norm of the last incoming update, before clipping
   clipped: jax.Array  # shape=(), int32: how many updates have been clipped so far
 
 
-def _init(params) -> ClipState:
+def _init(params) -> ClippingState:
   del params
-  return ClipState(jnp.zeros(()), jnp.zeros((), jnp.int32))
+  return ClippingState(jnp.zeros(()), jnp.zeros((), jnp.int32))
 
 
 def global_norm_clipping(threshold: float) -> optax.GradientTransformation:
-  """:func:`clip_by_global_norm` as an optax transform (``ClipState`` counts clipped steps)."""
+  """`clip_tree_by_global_norm` as an optax transform (``ClippingState`` counts clipped steps)."""
   _check_positive("threshold", threshold)
 
   def update(updates, state, params=None):
     del params
-    clipped, norm = clip_by_global_norm(updates, threshold)
+    clipped, norm = clip_tree_by_global_norm(updates, threshold)
     hit = (norm >= threshold).astype(jnp.int32)
-    return clipped, ClipState(norm.astype(state.norm.dtype), state.clipped + hit)
+    return clipped, ClippingState(norm.astype(state.norm.dtype), state.clipped + hit)
 
   return optax.GradientTransformation(_init, update)
 
 
 def elementwise_clipping(limit: float = 5.0) -> optax.GradientTransformation:
-  """:func:`clip_elementwise` as an optax transform (``ClipState`` counts updates with any
+  """:func:`clip_elementwise` as an optax transform (``ClippingState`` counts updates with any
   coordinate beyond ``limit``)."""
   _check_positive("limit", limit)
 
@@ -100,7 +100,7 @@ def elementwise_clipping(limit: float = 5.0) -> optax.GradientTransformation:
     over = jax.tree_util.tree_leaves(jax.tree_util.tree_map(
         lambda g: jnp.any(jnp.abs(g) > limit), updates))
     hit = jnp.any(jnp.stack(over)).astype(jnp.int32) if over else jnp.zeros((), jnp.int32)
-    return clip_elementwise(updates, limit), ClipState(norm.astype(state.norm.dtype),
+    return clip_elementwise(updates, limit), ClippingState(norm.astype(state.norm.dtype),
                                                        state.clipped + hit)
 
   return optax.GradientTransformation(_init, update)

@@ -40,12 +40,11 @@ import jax.numpy as jnp
 
 from jrnn import validation
 from jrnn.activations import Activation, ActivationLike, get_activation
-from jrnn.losses import softmax_cross_entropy, squared_error
+from jrnn.losses import check_loss, loss_value, prepare_targets, reduction_divisor
 from jrnn.params import LayerParams, RNNParams, StackedParams
-from jrnn.unroll import _prepare, forward, stacked_forward
+from jrnn.inputs import initial_state, prepare
+from jrnn.unroll import forward, stacked_forward
 
-LOSSES = ("squared_error", "cross_entropy")
-_GRAD_REDUCTIONS = ("sum", "batch_mean", "mean")
 
 
 class HandGrads(NamedTuple):
@@ -57,42 +56,6 @@ class HandGrads(NamedTuple):
 
 
 # ----------------------------------------------------------------------------- the loss
-
-
-def check_loss(loss: str, reduction: str) -> None:
-  """Raises ``ValueError`` for an unknown ``loss`` or a non-scalar ``reduction``."""
-  if loss not in LOSSES:
-    raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-  if reduction not in _GRAD_REDUCTIONS:
-    raise ValueError(f"reduction must be one of {_GRAD_REDUCTIONS} (a scalar loss), "
-                     f"got {reduction!r}")
-
-
-def prepare_targets(targets, xs_shape, layout, n_out: int, loss: str, dtype) -> jax.Array:
-  """Checks ``targets`` against the caller's ``xs`` and returns them time-major ``(T, B, ...)``.
-
-  Squared error wants ``targets`` of shape ``xs.shape[:-1] + (O,)`` and the parameters' dtype;
-  cross-entropy wants integer labels of shape ``xs.shape[:-1]``.
-  """
-  lead = tuple(xs_shape[:-1])
-  if loss == "squared_error":
-    validation.check_float("targets", targets, dtype)
-    validation.check_shape("targets", targets, lead + (n_out,), "xs.shape[:-1] + (O,)")
-  else:
-    if not jnp.issubdtype(jnp.result_type(targets), jnp.integer):
-      raise TypeError(f"targets must be integer labels for cross_entropy, "
-                      f"got {jnp.result_type(targets)}")
-    validation.check_shape("targets", targets, lead, "xs.shape[:-1]")
-  targets = jnp.asarray(targets)
-  if not layout.batched:
-    return targets[:, None]
-  return targets if layout.time_major else jnp.swapaxes(targets, 0, 1)
-
-
-def loss_value(ys, targets, mask, loss: str, reduction: str) -> jax.Array:
-  """``L`` for time-major ``ys (T, B, O)`` (no derivative taken here)."""
-  fn = squared_error if loss == "squared_error" else softmax_cross_entropy
-  return fn(ys, targets, mask, reduction=reduction, time_axis=0)
 
 
 def loss_output_grad(ys, targets, mask, loss: str, reduction: str) -> jax.Array:
@@ -114,12 +77,7 @@ def loss_output_grad(ys, targets, mask, loss: str, reduction: str) -> jax.Array:
     e = jnp.exp(ys - jnp.max(ys, axis=-1, keepdims=True))  # shifted: exp cannot overflow
     dy = e / jnp.sum(e, axis=-1, keepdims=True) - jax.nn.one_hot(targets, n_out, dtype=ys.dtype)
   m = jnp.ones((n_steps, n_batch), ys.dtype) if mask is None else mask.astype(ys.dtype)
-  if reduction == "sum":
-    scale = 1
-  elif reduction == "batch_mean":
-    scale = 1 / n_batch
-  else:
-    scale = 1 / jnp.maximum(jnp.sum(m), 1)
+  scale = 1 / reduction_divisor(mask, n_steps, n_batch, reduction)
   return dy * (m * scale)[..., None]
 
 
@@ -228,13 +186,6 @@ def _direction_backward(layer: LayerParams, xs, h0, hs, mask, g, act, reverse: b
   return grads, dh0, _flip(dxs)
 
 
-def _initial_state(learnt, h0_internal, n_batch, like):
-  if h0_internal is not None:
-    return h0_internal
-  init = learnt if learnt is not None else jnp.zeros_like(like)
-  return jnp.broadcast_to(init, (n_batch,) + init.shape)
-
-
 def _learnt_h0_grad(learnt, h0_given, dh0):
   """``∂L/∂params.h0``: the batch sum of ``∂L/∂h_0`` if it was used, zero if overridden."""
   if learnt is None:
@@ -300,13 +251,13 @@ def hand_loss_and_grads(
   n_in, n_hidden, n_out = params.sizes
   dtype = jnp.result_type(params.w_hh)
   xs_shape = jnp.shape(xs)
-  x, m, h0_in, layout = _prepare(xs, mask, lengths, h0, n_in=n_in, n_hidden=n_hidden,
+  x, m, h0_in, layout = prepare(xs, mask, lengths, h0, n_in=n_in, n_hidden=n_hidden,
                                  dtype=dtype, time_major=time_major)
   tg = prepare_targets(targets, xs_shape, layout, n_out, loss, dtype)
   n_steps, n_batch = x.shape[:2]
   m = jnp.ones((n_steps, n_batch), bool) if m is None else m
   layer = params.layer
-  h_init = _initial_state(params.h0, h0_in, n_batch, params.b_h)
+  h_init = h0_in if h0_in is not None else initial_state(params.layer, n_batch)
 
   hs = _direction_states(layer, x, h_init, m, act, reverse)
   ys = _readout(params.w_hy, params.b_y, hs, output_activation)
@@ -362,7 +313,7 @@ def hand_stacked_loss_and_grads(
   n_in = params.layers[0][0].w_xh.shape[1]
   dtype = jnp.result_type(params.layers[0][0].w_hh)
   xs_shape = jnp.shape(xs)
-  x, m, h0_in, layout = _prepare(xs, mask, lengths, h0, n_in=n_in, n_hidden=n_hidden,
+  x, m, h0_in, layout = prepare(xs, mask, lengths, h0, n_in=n_in, n_hidden=n_hidden,
                                  dtype=dtype, time_major=time_major,
                                  h0_lead=(params.num_layers * n_dir,))
   tg = prepare_targets(targets, xs_shape, layout, params.w_hy.shape[0], loss, dtype)
@@ -375,7 +326,7 @@ def hand_stacked_loss_and_grads(
     inputs.append(inp)
     outs, starts = [], []
     for j, p in enumerate(layer):
-      start = _initial_state(p.h0, None if h0_in is None else h0_in[l * n_dir + j], n_batch, p.b_h)
+      start = initial_state(p, n_batch) if h0_in is None else h0_in[l * n_dir + j]
       outs.append(_direction_states(p, inp, start, m, act, reverse=j == 1))
       starts.append(start)
     states.append(outs)
@@ -451,12 +402,12 @@ def seed_formula_grads(
   n_in, n_hidden, n_out = params.sizes
   dtype = jnp.result_type(params.w_hh)
   xs_shape = jnp.shape(xs)
-  x, m, _, layout = _prepare(xs, mask, lengths, None, n_in=n_in, n_hidden=n_hidden,
+  x, m, _, layout = prepare(xs, mask, lengths, None, n_in=n_in, n_hidden=n_hidden,
                              dtype=dtype, time_major=time_major)
   tg = prepare_targets(targets, xs_shape, layout, n_out, loss, dtype)
   n_steps, n_batch = x.shape[:2]
   m = jnp.ones((n_steps, n_batch), bool) if m is None else m
-  h_init = _initial_state(params.h0, None, n_batch, params.b_h)
+  h_init = initial_state(params.layer, n_batch)
 
   hs = layer_states(params.w_xh, params.w_hh, params.b_h, x, h_init, m, act)
   h_prev = jnp.concatenate([h_init[None], hs[:-1]], axis=0)

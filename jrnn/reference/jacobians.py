@@ -92,13 +92,13 @@ def trajectory(
   # The library's own recurrence, so these states are exactly those of jrnn.forward;
   # autodiff mode keeps forward-mode AD (jax.jacfwd) of this function available.
   hs = recurrence(params.w_hh, u[:, None], jnp.asarray(h0)[None], mask[:, None],
-                  activation=act, bptt="autodiff")[:, 0]
+                  activation=act, grad="autodiff")[:, 0]
   hs = jnp.concatenate([jnp.asarray(h0)[None], hs])
   a = hs[:-1] @ params.w_hh.T + u
   return Trajectory(params.w_hh, hs, act.deriv(a, hs[1:]), mask)
 
 
-def _check_traj(traj) -> None:
+def check_trajectory(traj) -> None:
   if not isinstance(traj, Trajectory):
     raise TypeError(f"traj must be a Trajectory (from jrnn.trajectory), got {type(traj).__name__}")
 
@@ -129,7 +129,7 @@ def step_jacobians(traj: Trajectory) -> jax.Array:
   Returns:
     ``(T, H, H)``; entry ``[t-1]`` is ``J_t`` for ``t = 1..T``.
   """
-  _check_traj(traj)
+  check_trajectory(traj)
   eye = jnp.eye(traj.w_hh.shape[0], dtype=traj.w_hh.dtype)
   js = traj.gains[:, :, None] * traj.w_hh[None]
   return jnp.where(traj.mask[:, None, None], js, eye[None])
@@ -145,7 +145,7 @@ def jacobian_products(traj: Trajectory) -> jax.Array:
     ``P (T+1, T+1, H, H)`` with ``P[t, k] = ∂h_t/∂h_k`` for ``t ≥ k`` (``P[t, t] = I``) and
     zeros for ``t < k``.
   """
-  _check_traj(traj)
+  check_trajectory(traj)
   n_steps, n_hidden = traj.gains.shape
   eye = jnp.eye(n_hidden, dtype=traj.w_hh.dtype)
   first = jnp.zeros((n_steps + 1, n_hidden, n_hidden), traj.w_hh.dtype).at[0].set(eye)
@@ -172,7 +172,7 @@ def jacobian_jvp(traj: Trajectory, k, v: jax.Array) -> jax.Array:
   Returns:
     ``(T+1, H)``: row ``t`` is ``(∂h_t/∂h_k) v`` for ``t ≥ k``, zero for ``t < k``.
   """
-  _check_traj(traj)
+  check_trajectory(traj)
   n_steps, n_hidden = traj.gains.shape
   _check_time("k", k, n_steps)
   validation.check_float("v", v, traj.w_hh.dtype)
@@ -203,7 +203,7 @@ def jacobian_vjp(traj: Trajectory, t, u: jax.Array) -> jax.Array:
   Returns:
     ``(T+1, H)``: row ``k`` is ``(∂h_t/∂h_k)ᵀ u`` for ``k ≤ t``, zero for ``k > t``.
   """
-  _check_traj(traj)
+  check_trajectory(traj)
   n_steps, n_hidden = traj.gains.shape
   _check_time("t", t, n_steps)
   validation.check_float("u", u, traj.w_hh.dtype)

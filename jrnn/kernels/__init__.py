@@ -1,0 +1,85 @@
+"""Which kernel runs the two sequential loops of the recurrence (the forward states and the
+``δ`` recursion of the hand BPTT).
+
+========================  ==========================================================================
+``kernel``                what runs the loops
+========================  ==========================================================================
+``"xla"``                 :mod:`jrnn.loops`: ``lax.scan`` / in-place ``fori_loop``, any backend
+``"pallas"``              :mod:`jrnn.kernels.pallas_triton`, compiled with Triton: CUDA GPUs only
+``"pallas_interpret"``    the same Pallas kernels evaluated by XLA (any backend, slow: for tests)
+``"auto"``                ``"pallas"`` where :func:`pallas_supported` says it applies, else ``"xla"``
+========================  ==========================================================================
+
+Asking for ``"pallas"`` without a GPU is an error, never a silent fall-back to the interpreter.
+The kernels sit below :mod:`jrnn.bptt`, whose ``custom_vjp`` binds them; they know nothing of
+gradients beyond the two loops.
+"""
+from __future__ import annotations
+
+import jax
+
+from jrnn import loops
+from jrnn.activations import Activation
+from jrnn.kernels import pallas_triton
+from jrnn.kernels.pallas_triton import pallas_supported
+
+KERNELS = ("auto", "xla", "pallas", "pallas_interpret")
+# On an H100 (BENCHMARKS.md) unrolling the XLA loops 32 steps cut the training step 1.5x at
+# (B, T, H) = (64, 256, 256), 12% at (128, 512, 1024) and 4x at (1, 1000, 64); it was level
+# (within 3%) at (512, 128, 1024). Each step of a GPU scan is a kernel launch; unrolling lets
+# XLA fuse across steps.
+GPU_XLA_UNROLL = 32
+
+
+def _on_gpu() -> bool:
+  return jax.default_backend() in ("gpu", "cuda")
+
+
+def resolve_kernel(kernel: str, *, n_hidden: int, n_batch: int, dtype, act: Activation,
+                   unroll: int) -> tuple:
+  """``(concrete kernel, unroll)`` for a requested ``kernel`` (one of :data:`KERNELS`).
+
+  ``"auto"`` picks ``"pallas"`` where the compiled kernel applies, else ``"xla"``; on a GPU its
+  ``"xla"`` fallback unrolls the loops :data:`GPU_XLA_UNROLL` steps when ``unroll`` is 1.
+
+  Raises:
+    ValueError: an unknown ``kernel``, or ``"pallas"`` where no CUDA GPU is present.
+  """
+  if kernel not in KERNELS:
+    raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+  if kernel == "auto":
+    if pallas_supported(n_hidden, n_batch, dtype, jax.default_backend(), activation=act.name):
+      return "pallas", unroll
+    return "xla", GPU_XLA_UNROLL if unroll == 1 and _on_gpu() else unroll
+  if kernel == "pallas" and not _on_gpu():
+    raise ValueError(
+        f"kernel='pallas' compiles Triton kernels for a CUDA GPU, but JAX's backend is "
+        f"{jax.default_backend()!r}; use kernel='xla' (or 'auto'), or kernel='pallas_interpret' "
+        "to run the Pallas kernels in interpret mode (slow, for testing)")
+  return kernel, unroll
+
+
+def _kernel_unroll(unroll: int):
+  """``unroll=1`` (no preference) lets the Pallas kernel use its tuned default."""
+  return None if unroll == 1 else unroll
+
+
+def states(kernel: str, w_hh, u, h0, mask, act: Activation, unroll: int):
+  """The forward loop ``hs (T, B, H)`` over ``u (T, B, H)`` by a concrete ``kernel``."""
+  if kernel == "xla":
+    return loops.forward_states(w_hh, u, h0, mask, act, unroll)
+  return pallas_triton.pallas_recurrence(w_hh, u, h0, mask, act, _kernel_unroll(unroll),
+                                         interpret=kernel == "pallas_interpret")
+
+
+def states_backward(kernel: str, act: Activation, unroll: int, w_hh, u, h0, mask, hs, g):
+  """``(δ, ∂L/∂W_hh, ∂L/∂h_0)`` given the states' cotangent ``g``, by a concrete ``kernel``."""
+  if kernel == "xla":
+    return loops.states_backward(act, unroll, w_hh, u, h0, mask, hs, g)
+  return pallas_triton.pallas_recurrence_bwd(w_hh, u, h0, mask, hs, g, act,
+                                             _kernel_unroll(unroll),
+                                             interpret=kernel == "pallas_interpret")
+
+
+__all__ = ("GPU_XLA_UNROLL", "KERNELS", "pallas_supported", "pallas_triton", "resolve_kernel",
+           "states", "states_backward")

@@ -1,0 +1,57 @@
+"""``jrnn.training``: compiled train steps, optimisers, clipping, gradient estimators for long
+sequences, checkpoints, data parallelism, sampling and the ``jrnn-train`` job.
+
+========================  ===================================================================
+module                    what it holds
+========================  ===================================================================
+``steps``                 :class:`Batch`, :func:`sequence_loss`, :func:`make_train_step`,
+                          :func:`make_stream_train_step`, :func:`make_eval_step`
+``optimizers``            :func:`make_optimizer`, :func:`make_schedule`
+``clipping``              global-norm and elementwise clipping (functions and optax transforms)
+``truncated``             truncated BPTT(k1, k2), chunked and streaming forms
+``checkpointed``          :func:`checkpointed_loss`: exact gradients in O(√T) memory
+``checkpoint``            saving and loading a run's state (safetensors)
+``sharding``              data-parallel meshes
+``sample``                :func:`sample_tokens` from a character model
+``cli``                   the ``jrnn-train`` command
+========================  ===================================================================
+"""
+from jrnn.training import checkpoint, sharding
+from jrnn.training.checkpointed import checkpointed_loss
+from jrnn.training.clipping import (
+    ClippingState, clip_elementwise, clip_tree_by_global_norm, elementwise_clipping, global_norm,
+    global_norm_clipping,
+)
+from jrnn.training.optimizers import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule
+from jrnn.training.sample import sample_tokens
+from jrnn.training.steps import (
+    LOSSES, Batch, make_eval_step, make_stream_train_step, make_train_step, sequence_loss,
+)
+from jrnn.training.truncated import TruncatedResult, bptt_chunk, chunked_bptt, truncated_bptt
+
+__all__ = (
+    "Batch",
+    "ClippingState",
+    "LOSSES",
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "TruncatedResult",
+    "bptt_chunk",
+    "checkpoint",
+    "checkpointed_loss",
+    "chunked_bptt",
+    "clip_elementwise",
+    "clip_tree_by_global_norm",
+    "elementwise_clipping",
+    "global_norm",
+    "global_norm_clipping",
+    "make_eval_step",
+    "make_optimizer",
+    "make_schedule",
+    "make_stream_train_step",
+    "make_train_step",
+    "sample_tokens",
+    "sequence_loss",
+    "sharding",
+    "truncated_bptt",
+)
