@@ -66,7 +66,7 @@ def choices_from_bptt(bptt: Optional[str], grad: str, kernel: str) -> tuple:
 
 def _resolve(grad, kernel, solver, unroll, w_hh, u_like, act):
   check_choices(grad, kernel, solver)
-  validation.check_unroll(unroll)
+  unroll = validation.check_unroll(unroll, u_like.shape[0])
   if grad == "autodiff":
     return "xla", unroll
   return kernels.resolve_kernel(kernel, n_hidden=w_hh.shape[0], n_batch=u_like.shape[1],

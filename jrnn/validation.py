@@ -94,9 +94,15 @@ def check_bool(name: str, value) -> None:
     raise TypeError(f"{name} must be True or False, got {value!r}")
 
 
-def check_unroll(unroll) -> None:
-  """Raises unless ``unroll`` is a positive int (``lax.scan``'s ``unroll``; ``True`` is not 1)."""
-  if isinstance(unroll, (bool, np.bool_)) or not isinstance(unroll, (int, np.integer)):
-    raise TypeError(f"unroll must be a positive int, got {unroll!r}")
+def check_unroll(unroll, n_steps: int) -> int:
+  """``unroll`` as a positive int: ``lax.scan``'s meaning, ``True`` fully (``T``), ``False`` 1.
+
+  Raises ``TypeError`` for anything but an int or a bool, ``ValueError`` below 1.
+  """
+  if isinstance(unroll, (bool, np.bool_)):
+    return n_steps if unroll else 1
+  if not isinstance(unroll, (int, np.integer)):
+    raise TypeError(f"unroll must be a positive int (or True to unroll fully), got {unroll!r}")
   if unroll < 1:
     raise ValueError(f"unroll must be >= 1, got {unroll}")
+  return int(unroll)

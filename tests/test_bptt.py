@@ -37,8 +37,8 @@ def _stacked(key, n_in, n_hidden, n_out, num_layers, bidirectional):
   return p._replace(layers=layers)
 
 
-def _loss(fwd, params, xs, h0, targets, *, bptt, loss, mask, time_axis, **kw):
-  ys = fwd(params, xs, h0=h0, mask=mask, grad=bptt, **kw).ys
+def _loss(fwd, params, xs, h0, targets, *, grad, loss, mask, time_axis, **kw):
+  ys = fwd(params, xs, h0=h0, mask=mask, grad=grad, **kw).ys
   fn = jrnn.squared_error if loss == "squared_error" else jrnn.softmax_cross_entropy
   return fn(ys, targets, mask, time_axis=time_axis)
 

@@ -44,7 +44,7 @@ def _ckpt_loss(params, xs, h0, tg, **kw):
 
 def _assert_same(params, xs, h0, tg, **kw):
   argnums = (0, 1) if h0 is None else (0, 1, 2)
-  seg = {k: kw.pop(k) for k in ("segment_length", "bptt") if k in kw}
+  seg = {k: kw.pop(k) for k in ("segment_length", "grad") if k in kw}
   want = jax.jit(jax.value_and_grad(functools.partial(_plain_loss, **kw), argnums=argnums))(
       params, xs, h0, tg)
   got = jax.jit(jax.value_and_grad(functools.partial(_ckpt_loss, **kw, **seg), argnums=argnums))(
@@ -53,13 +53,13 @@ def _assert_same(params, xs, h0, tg, **kw):
     np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=RTOL, atol=ATOL)
 
 
-@pytest.mark.parametrize("n_steps,k,bptt", [
+@pytest.mark.parametrize("n_steps,k,grad", [
     (12, 3, "hand"), (11, 4, "autodiff"), (7, 1, "hand"), (5, 9, "hand"), (10, None, "hand")])
-def test_equals_plain_path(n_steps, k, bptt):
+def test_equals_plain_path(n_steps, k, grad):
   p = _params(jax.random.key(0))
   xs, tg, mask = _data(jax.random.key(1), (n_steps, 2), 2, 3, "squared_error")
   _assert_same(p, xs, None, tg, loss="squared_error", reduction="mean", mask=mask,
-               segment_length=k, grad=bptt)
+               segment_length=k, grad=grad)
 
 
 @pytest.mark.parametrize("layout,loss", [("unbatched", "cross_entropy"),
@@ -153,5 +153,5 @@ def test_bad_inputs():
     checkpointed_loss(p, xs, tg, loss="l1")
   with pytest.raises(ValueError, match=r"targets must have shape"):
     checkpointed_loss(p, xs, tg[..., :2])
-  with pytest.raises(ValueError, match="bptt must be one of"):
+  with pytest.raises(ValueError, match="grad must be one of"):
     checkpointed_loss(p, xs, tg, grad="magic")

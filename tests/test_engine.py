@@ -76,7 +76,7 @@ def test_auto_kernel_unrolls_the_xla_loops_on_gpu_only(monkeypatch):
     (dict(kernel="cuda"), "kernel must be one of"),
     (dict(solver="newton"), "solver must be one of"),
     (dict(unroll=0), "unroll must be >= 1"),
-    (dict(unroll=True), "unroll must be a positive int"),
+    (dict(unroll=2.0), "unroll must be a positive int"),
     (dict(reverse="no"), "reverse must be True or False"),
     (dict(time_major="no"), "time_major must be True or False"),
 ])

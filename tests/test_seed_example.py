@@ -45,12 +45,12 @@ def test_global_seed_matches_the_reference_generator():
 
 
 @pytest.mark.parametrize("dtype,tol", [(jnp.float64, 1e-12), (jnp.float32, 1e-6)])
-@pytest.mark.parametrize("bptt", ["hand", "autodiff"])
+@pytest.mark.parametrize("grad", ["hand", "autodiff"])
 @pytest.mark.parametrize("use_jit", [False, True])
-def test_forward_reproduces_the_seed_example(dtype, tol, bptt, use_jit):
+def test_forward_reproduces_the_seed_example(dtype, tol, grad, use_jit):
   weights, xs, hs_ref, ys_ref = _seed_example()
   params = jrnn.RNNParams(**{k: jnp.asarray(v, dtype) for k, v in weights.items()})
-  fwd = functools.partial(jrnn.forward, grad=bptt)
+  fwd = functools.partial(jrnn.forward, grad=grad)
   if use_jit:
     fwd = jax.jit(fwd)
   out = fwd(params, jnp.asarray(xs, dtype))

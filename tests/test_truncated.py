@@ -78,11 +78,11 @@ def test_truncated_matches_stop_gradient_reference(n_steps, k1, k2, loss):
   np.testing.assert_allclose(got.h_last, jrnn.forward(p, xs, mask=mask).h_last, rtol=RTOL)
 
 
-@pytest.mark.parametrize("n_steps,k,bptt", [(7, 3, "autodiff"), (7, 3, "hand"), (3, 8, "hand")])
-def test_chunked_equals_truncated_with_k1_equal_k2(n_steps, k, bptt):
+@pytest.mark.parametrize("n_steps,k,grad", [(7, 3, "autodiff"), (7, 3, "hand"), (3, 8, "hand")])
+def test_chunked_equals_truncated_with_k1_equal_k2(n_steps, k, grad):
   p = _params(jax.random.key(2))
   xs, tg, mask = _data(jax.random.key(3), n_steps, 3, 2, 2)
-  kw = dict(reduction="batch_mean", grad=bptt, activation="relu")
+  kw = dict(reduction="batch_mean", grad=grad, activation="relu")
   chunked = jax.jit(functools.partial(truncated.chunked_bptt, chunk_length=k, **kw))(
       p, xs, tg, mask=mask)
   windows = jax.jit(functools.partial(truncated.truncated_bptt, k1=k, **kw))(p, xs, tg, mask=mask)

@@ -75,8 +75,14 @@ FORWARD_CASES = [
      r"activation must be a name or a callable, got int"),
     ("unknown output activation", dict(output_activation="softmax"), ValueError,
      r"output_activation must be one of .* got 'softmax'"),
-    ("unknown bptt", dict(bptt="manual"), ValueError,
-     r"bptt must be one of \('hand', 'autodiff'.*got 'manual'"),
+    ("unknown grad", dict(grad="manual"), ValueError,
+     r"grad must be one of \('hand', 'autodiff'\), got 'manual'"),
+    ("unknown kernel", dict(kernel="cuda"), ValueError,
+     r"kernel must be one of \('auto', 'xla', 'pallas', 'pallas_interpret'\), got 'cuda'"),
+    ("unknown solver", dict(solver="magic"), ValueError, r"solver must be one of .*got 'magic'"),
+    ("time_major not a bool", dict(time_major="no"), TypeError,
+     r"time_major must be True or False, got 'no'"),
+    ("unroll zero", dict(unroll=0), ValueError, r"unroll must be >= 1, got 0"),
 ]
 
 
@@ -87,7 +93,7 @@ def test_forward_rejects_bad_input(params, case, use_jit):
   kw = dict(kw)
   xs = kw.pop("xs", XS)
   static = {k: kw.pop(k) for k in list(kw) if k in (
-      "activation", "output_activation", "time_major", "bptt")}
+      "activation", "output_activation", "time_major", "grad", "kernel", "solver", "unroll")}
   fn = functools.partial(jrnn.forward, **static)
   if use_jit:
     # Trace-time checks fire under jit too; lengths are traced there, so their values can't be

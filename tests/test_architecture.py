@@ -1,0 +1,147 @@
+"""The package's shape: no import cycles, no private imports across modules, the layers of
+docs/architecture.md respected, and every namespace the README names reachable after
+``import jrnn``. Imports are read with ``ast``; nothing is executed for the graph."""
+import ast
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1] / "jrnn"
+
+
+def _module_name(path: pathlib.Path) -> str:
+  parts = path.relative_to(ROOT.parent).with_suffix("").parts
+  return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: pathlib.Path):
+  """``(imported module, imported name or None)`` for every jrnn import in ``path``."""
+  tree = ast.parse(path.read_text(encoding="utf-8"))
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      for alias in node.names:
+        if alias.name.startswith("jrnn"):
+          yield alias.name, None
+    elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("jrnn"):
+      for alias in node.names:
+        yield node.module, alias.name
+
+
+def _graph():
+  modules = {_module_name(p): p for p in ROOT.rglob("*.py")}
+  edges = {}
+  for name, path in modules.items():
+    targets = set()
+    for mod, item in _imports(path):
+      sub = f"{mod}.{item}" if item else None
+      targets.add(sub if sub in modules else mod)
+    targets.discard(name)
+    edges[name] = targets & set(modules)
+  return modules, edges
+
+
+def _cycles(edges):
+  """Strongly connected components with more than one module (Tarjan)."""
+  index, low, stack, on, out = {}, {}, [], set(), []
+
+  def visit(v):
+    index[v] = low[v] = len(index)
+    stack.append(v)
+    on.add(v)
+    for w in edges.get(v, ()):
+      if w not in index:
+        visit(w)
+        low[v] = min(low[v], low[w])
+      elif w in on:
+        low[v] = min(low[v], index[w])
+    if low[v] == index[v]:
+      comp = []
+      while True:
+        w = stack.pop()
+        on.discard(w)
+        comp.append(w)
+        if w == v:
+          break
+      if len(comp) > 1:
+        out.append(sorted(comp))
+
+  for v in sorted(edges):
+    if v not in index:
+      visit(v)
+  return out
+
+
+def _package_cycle_free(edges):
+  # A package's __init__ importing its own submodules is not a cycle of the design; drop
+  # edges from a submodule to its own package's __init__ only when the __init__ is the target.
+  return {v: {w for w in ws if not v.startswith(w + ".")} for v, ws in edges.items()}
+
+
+def test_no_import_cycles():
+  _, edges = _graph()
+  assert _cycles(_package_cycle_free(edges)) == []
+
+
+def test_the_cycle_finder_finds_cycles():
+  assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_module_imports_another_modules_private_name():
+  modules, _ = _graph()
+  bad = [(name, mod, item) for name, path in modules.items() for mod, item in _imports(path)
+         if item and item.startswith("_") and mod != name]
+  assert bad == []
+
+
+# The layers, lowest first: a module may import only from its own layer or lower ones.
+LAYERS = [
+    {"jrnn.activations", "jrnn.params", "jrnn.validation"},
+    {"jrnn.loops", "jrnn.cell", "jrnn.losses", "jrnn.init", "jrnn.inputs"},
+    {"jrnn.kernels", "jrnn.kernels.pallas_triton"},
+    {"jrnn.bptt"},
+    {"jrnn.engine"},
+    {"jrnn.recurrence", "jrnn.unroll"},
+]
+
+
+def test_core_modules_import_only_downwards():
+  _, edges = _graph()
+  level = {m: i for i, layer in enumerate(LAYERS) for m in layer}
+  upward = [(m, w) for m in level for w in edges[m] if level.get(w, len(LAYERS)) > level[m]]
+  assert upward == []
+
+
+def test_fast_path_and_training_never_import_the_teaching_module():
+  _, edges = _graph()
+  users = {m for m, ws in edges.items() if any(w.startswith("jrnn.reference") for w in ws)}
+  assert not any(u.startswith(("jrnn.training", "jrnn.kernels")) for u in users)
+  assert not users & {m for layer in LAYERS for m in layer}
+
+
+NAMESPACES = ["diagnostics", "reference", "training", "interop", "kernels", "engine", "data"]
+
+
+@pytest.mark.parametrize("space", NAMESPACES)
+def test_every_namespace_is_reachable_after_import_jrnn(space):
+  code = (f"import jrnn; ns = jrnn.{space}; "
+          "names = getattr(ns, '__all__', [n for n in dir(ns) if not n.startswith('_')]); "
+          "assert names, 'empty namespace'; [getattr(ns, n) for n in names]")
+  subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_readme_example_of_a_namespace_works_after_plain_import():
+  subprocess.run([sys.executable, "-c", "import jrnn; jrnn.training.sharding.data_mesh()"],
+                 check=True)
+
+
+def test_moved_names_warn_and_still_work():
+  import jrnn
+  with pytest.warns(DeprecationWarning, match="jrnn.training.clip_tree_by_global_norm"):
+    fn = jrnn.clip_by_global_norm
+  assert fn is jrnn.training.clip_tree_by_global_norm
+  with pytest.warns(DeprecationWarning, match="jrnn.reference.seed_formula_grads"):
+    assert jrnn.seed_formula_grads is jrnn.reference.seed_formula_grads
+  with pytest.raises(AttributeError, match="no attribute 'nonsense'"):
+    jrnn.nonsense  # pylint: disable=pointless-statement
