@@ -3,6 +3,7 @@ import functools
 
 import hypothesis
 import hypothesis.strategies as st
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -156,8 +157,7 @@ def test_gradient_of_hidden_states_and_final_state():
 
   got = jax.grad(f, argnums=(0, 1))(p, xs, "hand")
   want = jax.grad(f, argnums=(0, 1))(p, xs, "autodiff")
-  for g, v in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
-    np.testing.assert_allclose(g, v, rtol=RTOL, atol=ATOL)
+  chex.assert_trees_all_close(got, want, rtol=RTOL, atol=ATOL)
 
 
 @hypothesis.settings(max_examples=5, deadline=None)

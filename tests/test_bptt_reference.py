@@ -3,6 +3,7 @@ import functools
 
 import hypothesis
 import hypothesis.strategies as st
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -63,11 +64,7 @@ def _jit(fn, **static):
 
 
 def _assert_trees_close(actual, expected):
-  leaves_a, tree_a = jax.tree_util.tree_flatten(actual)
-  leaves_e, tree_e = jax.tree_util.tree_flatten(expected)
-  assert tree_a == tree_e
-  for a, e in zip(leaves_a, leaves_e):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(e), rtol=RTOL, atol=ATOL)
+  chex.assert_trees_all_close(actual, expected, rtol=RTOL, atol=ATOL)
 
 
 def _layout_data(key, layout, n_steps, n_batch, n_in, n_out, loss, masked):

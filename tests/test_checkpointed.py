@@ -3,6 +3,7 @@ import functools
 
 import hypothesis
 import hypothesis.strategies as st
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -49,8 +50,7 @@ def _assert_same(params, xs, h0, tg, **kw):
       params, xs, h0, tg)
   got = jax.jit(jax.value_and_grad(functools.partial(_ckpt_loss, **kw, **seg), argnums=argnums))(
       params, xs, h0, tg)
-  for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
-    np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=RTOL, atol=ATOL)
+  chex.assert_trees_all_close(got, want, rtol=RTOL, atol=ATOL)
 
 
 @pytest.mark.parametrize("n_steps,k,grad", [

@@ -5,6 +5,7 @@ checked against running each sequence, cut to its valid steps, on its own.
 """
 import functools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -239,8 +240,7 @@ def test_unroll_does_not_change_results(unroll, grad):
   (_, out), g = run(unroll)
   np.testing.assert_allclose(out.hs, base.hs, rtol=1e-13)
   np.testing.assert_allclose(out.h_last, base.h_last, rtol=1e-13)
-  for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_base)):
-    np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-14)
+  chex.assert_trees_all_close(g, g_base, rtol=1e-11, atol=1e-14)
 
 
 @pytest.mark.parametrize("activation", ["tanh", "relu", "softplus"])
@@ -257,8 +257,7 @@ def test_hand_and_autodiff_bptt_agree(activation):
   (l_auto, o_auto), g_auto = jax.value_and_grad(loss, has_aux=True)(params, "autodiff")
   np.testing.assert_allclose(o_hand.hs, o_auto.hs, rtol=1e-14, atol=1e-15)
   np.testing.assert_allclose(l_hand, l_auto, rtol=1e-14)
-  for a, b in zip(jax.tree.leaves(g_hand), jax.tree.leaves(g_auto)):
-    np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
+  chex.assert_trees_all_close(g_hand, g_auto, rtol=1e-10, atol=1e-13)
 
 
 @pytest.mark.parametrize("grad", GRADS)
@@ -278,8 +277,7 @@ def test_jit_matches_eager(grad, time_major):
 
   g_eager = jax.grad(loss)(params, xs, lengths)
   g_jit = jax.jit(jax.grad(loss))(params, xs, lengths)
-  for a, b in zip(jax.tree.leaves(g_eager), jax.tree.leaves(g_jit)):
-    np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+  chex.assert_trees_all_close(g_eager, g_jit, rtol=1e-12, atol=1e-15)
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
@@ -356,8 +354,7 @@ def test_padded_steps_get_no_gradient(grad):
   for b, n in enumerate(np.asarray(lengths)):
     g_b = jax.grad(lambda p: jnp.sum(fwd(p, xs[:n, b], grad=grad).h_last ** 2))(params)
     total = jax.tree.map(jnp.add, total, g_b)
-  for a, c in zip(jax.tree.leaves(g_params), jax.tree.leaves(total)):
-    np.testing.assert_allclose(a, c, rtol=1e-10, atol=1e-14)
+  chex.assert_trees_all_close(g_params, total, rtol=1e-10, atol=1e-14)
 
 
 # --- stacked and bidirectional --------------------------------------------------------------

@@ -2,6 +2,7 @@
 import functools
 import math
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -132,12 +133,10 @@ def test_every_scheme_is_pure_and_jittable(scheme):
   jitted = jax.jit(init)
   a = init(jax.random.key(1))
   b = jitted(jax.random.key(1))
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-    np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-15)
+  chex.assert_trees_all_close(a, b, rtol=1e-12, atol=1e-15)
   # The key is the only source of randomness: same key, same draw; another key, another.
   again = jitted(jax.random.key(1))
-  for x, y in zip(jax.tree.leaves(b), jax.tree.leaves(again)):
-    np.testing.assert_array_equal(x, y)
+  chex.assert_trees_all_equal(b, again)
   assert not np.allclose(jitted(jax.random.key(2)).w_xh, b.w_xh)
   # Legacy uint32 keys work too.
   assert jitted(jax.random.PRNGKey(1)).w_hh.shape == (4, 4)

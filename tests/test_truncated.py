@@ -3,6 +3,7 @@ import functools
 
 import hypothesis
 import hypothesis.strategies as st
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -58,8 +59,7 @@ def _full_loss(params, xs, tg, mask, loss="squared_error", reduction="sum"):
 
 
 def _assert_trees_close(actual, expected):
-  for a, e in zip(jax.tree_util.tree_leaves(actual), jax.tree_util.tree_leaves(expected)):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(e), rtol=RTOL, atol=ATOL)
+  chex.assert_trees_all_close(actual, expected, rtol=RTOL, atol=ATOL)
 
 
 @pytest.mark.parametrize("n_steps,k1,k2,loss", [
