@@ -12,7 +12,8 @@ the losses. Everything else lives in a namespace reachable after ``import jrnn``
 * ``jrnn.reference``: the seed's O(T²) formula, the hand O(T) recursion, Jacobian products.
 * ``jrnn.training``: train steps, optimisers, clipping, truncated and checkpointed BPTT,
   checkpoints, sharding, sampling.
-* ``jrnn.interop``: PyTorch conversions.
+* ``jrnn.interop``: PyTorch conversions (and Flax / Equinox layers, imported on first use).
+* ``jrnn.online``: online gradients: exact RTRL, UORO, SnAp-1, online truncated BPTT.
 * ``jrnn.kernels``: the kernels that run the sequential loops (XLA, Pallas).
 * ``jrnn.engine``: the choices ``grad``, ``kernel``, ``solver`` every forward function takes.
 * ``jrnn.data``: the embedded datasets and synthetic tasks.
@@ -20,7 +21,7 @@ the losses. Everything else lives in a namespace reachable after ``import jrnn``
 import importlib as _importlib
 import warnings as _warnings
 
-from jrnn import data, diagnostics, engine, interop, kernels, reference, training
+from jrnn import data, diagnostics, engine, interop, kernels, online, reference, training
 from jrnn.activations import ACTIVATIONS, Activation, get_activation
 from jrnn.cell import readout, step
 from jrnn.engine import GRADS, SOLVERS
@@ -98,6 +99,7 @@ __all__ = (
     "initial_state",
     "interop",
     "kernels",
+    "online",
     "layer_forward",
     "readout",
     "recurrence",

@@ -120,7 +120,8 @@ def test_fast_path_and_training_never_import_the_teaching_module():
   assert not users & {m for layer in LAYERS for m in layer}
 
 
-NAMESPACES = ["diagnostics", "reference", "training", "interop", "kernels", "engine", "data"]
+NAMESPACES = ["diagnostics", "reference", "training", "interop", "kernels", "engine", "data",
+              "online"]
 
 
 @pytest.mark.parametrize("space", NAMESPACES)
