@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 
 import jrnn
-from jrnn.training import checkpoint, cli
+from jrnn.training import checkpoint, cli, loop, optimizers
 from jrnn.training import steps as jtrain
 
 
 def _state(key=0, h=4):
   params = jrnn.init_params(jax.random.key(key), 3, h, 2, scheme="glorot", learn_h0=True)
-  opt = jtrain.make_optimizer("adam", 1e-3, clip_norm=1.0)
+  opt = optimizers.make_optimizer("adam", 1e-3, clip_norm=1.0)
   opt_state = opt.init(params)
   # Non-trivial optimiser moments, so the round trip cannot pass by returning zeros.
   opt_state = jax.tree_util.tree_map(lambda x: x + 0.5 if jnp.issubdtype(x.dtype, jnp.floating)
@@ -91,7 +91,7 @@ TINY = ["--hidden", "8", "--seq-len", "8", "--batch-size", "4", "--log-every", "
 
 
 def _final(out):
-  with open(os.path.join(out, cli.CKPT_NAME), "rb") as f:
+  with open(os.path.join(out, loop.CKPT_NAME), "rb") as f:
     return f.read()
 
 
@@ -101,29 +101,29 @@ def test_resume_is_bit_for_bit(tmp_path, monkeypatch):
 
   # Interrupt a second run after step 4: its last checkpoint is step 3's.
   crashed = str(tmp_path / "crashed")
-  real_make_task = cli.make_task
+  real_make_task = loop.make_task
 
   def make_task(cfg, key):
     task = real_make_task(cfg, key)
 
     def batch(step):
       if step == 4:
-        raise KeyboardInterrupt
+        raise RuntimeError("simulated crash")
       return task.batch(step)
 
     return task._replace(batch=batch)
 
-  monkeypatch.setattr(cli, "make_task", make_task)
-  with pytest.raises(KeyboardInterrupt):
+  monkeypatch.setattr(loop, "make_task", make_task)
+  with pytest.raises(RuntimeError, match="simulated crash"):
     cli.train_from_args(TINY + ["--out", crashed])
   monkeypatch.undo()
-  assert checkpoint.load_metadata(os.path.join(crashed, cli.CKPT_NAME))["step"] == 3
+  assert checkpoint.load_metadata(os.path.join(crashed, loop.CKPT_NAME))["step"] == 3
 
   summary = cli.train_from_args(["--resume", crashed, "--no-progress"])
   assert summary["step"] == 6
   # Same arrays and same metadata: the resumed run is the uninterrupted one.
   assert _final(crashed) == _final(straight)
-  with open(os.path.join(crashed, cli.METRICS_NAME), encoding="utf-8") as f:
+  with open(os.path.join(crashed, loop.METRICS_NAME), encoding="utf-8") as f:
     assert [line.split(",")[0] for line in f] == ['{"step": 2', '{"step": 4', '{"step": 6']
 
 

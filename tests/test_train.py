@@ -9,7 +9,7 @@ import optax
 import pytest
 
 import jrnn
-from jrnn.training import cli
+from jrnn.training import cli, optimizers
 from jrnn.training import steps as jtrain
 from jrnn.data import sine
 
@@ -48,7 +48,7 @@ def test_clipping_bounds_the_update():
   params, batch = _params(1), _sine_batch(1)
   grads = jax.grad(_reference_loss)(params, batch)
   c = 0.1 * float(optax.tree.norm(grads))
-  opt = jtrain.make_optimizer("sgd", 1.0, clip_norm=c)
+  opt = optimizers.make_optimizer("sgd", 1.0, clip_norm=c)
   step = jtrain.make_train_step(lambda p, b: _reference_loss(p, b), opt, donate=False)
   new, _, _ = step(params, opt.init(params), batch)
   delta = jax.tree_util.tree_map(lambda a, b: b - a, params, new)
@@ -68,7 +68,7 @@ def test_loss_decreases_and_compiles_once(name, lr):
     return _reference_loss(p, b)
 
   params = _params(2, h=6)
-  opt = jtrain.make_optimizer(name, lr, clip_norm=1.0)
+  opt = optimizers.make_optimizer(name, lr, clip_norm=1.0)
   step = jtrain.make_train_step(loss, opt)
   opt_state = opt.init(params)
   batch = _sine_batch(3, b=8, t=10)
@@ -81,16 +81,16 @@ def test_loss_decreases_and_compiles_once(name, lr):
 
 
 def test_schedules():
-  cos = jtrain.make_schedule(1.0, schedule="cosine", total_steps=110, warmup_steps=10,
+  cos = optimizers.make_schedule(1.0, schedule="cosine", total_steps=110, warmup_steps=10,
                              final_fraction=0.1)
   assert float(cos(0)) == 0.0
   np.testing.assert_allclose(cos(5), 0.5)
   np.testing.assert_allclose(cos(10), 1.0)
   np.testing.assert_allclose(cos(60), 0.1 + 0.9 * 0.5, rtol=1e-6)
   np.testing.assert_allclose(cos(110), 0.1, rtol=1e-6)
-  lin = jtrain.make_schedule(2.0, schedule="linear", total_steps=10, final_fraction=0.0)
+  lin = optimizers.make_schedule(2.0, schedule="linear", total_steps=10, final_fraction=0.0)
   np.testing.assert_allclose(lin(5), 1.0)
-  assert float(jtrain.make_schedule(3.0)(1000)) == 3.0
+  assert float(optimizers.make_schedule(3.0)(1000)) == 3.0
 
 
 def test_stream_step_carries_state_and_truncates_gradient():
@@ -130,17 +130,17 @@ def test_one_hot_cross_entropy_loss():
 
 def test_bad_optimizer_config():
   with pytest.raises(ValueError, match="learning_rate must be a positive"):
-    jtrain.make_optimizer("adam", 0.0)
+    optimizers.make_optimizer("adam", 0.0)
   with pytest.raises(ValueError, match="optimizer must be one of"):
-    jtrain.make_optimizer("lbfgs", 1e-3)
+    optimizers.make_optimizer("lbfgs", 1e-3)
   with pytest.raises(ValueError, match="clip_norm"):
-    jtrain.make_optimizer("sgd", 1e-3, clip_norm=-1.0)
+    optimizers.make_optimizer("sgd", 1e-3, clip_norm=-1.0)
   with pytest.raises(ValueError, match="total_steps"):
-    jtrain.make_optimizer("sgd", 1e-3, schedule="cosine")
+    optimizers.make_optimizer("sgd", 1e-3, schedule="cosine")
   with pytest.raises(ValueError, match="schedule must be one of"):
-    jtrain.make_schedule(1e-3, schedule="step")
+    optimizers.make_schedule(1e-3, schedule="step")
   with pytest.raises(ValueError, match="weight_decay"):
-    jtrain.make_optimizer("sgd", 1e-3, weight_decay=-1.0)
+    optimizers.make_optimizer("sgd", 1e-3, weight_decay=-1.0)
   with pytest.raises(ValueError, match="kind must be one of"):
     jtrain.sequence_loss("hinge")
 

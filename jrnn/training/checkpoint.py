@@ -12,6 +12,16 @@ Atomicity: :func:`save` writes ``path + ".tmp"``, flushes and ``fsync``s it, the
 ``os.replace``s it over ``path`` (atomic on POSIX) and ``fsync``s the directory. A crash at any
 point leaves either the previous checkpoint or the new one, never a torn file.
 
+Integrity: the header also holds ``sha256``, a digest of the metadata and of every array's
+name, dtype, shape and raw bytes. :func:`load` recomputes it and refuses a file whose arrays or
+metadata changed since they were written. Every way a file can be unreadable — missing,
+truncated, bit-flipped, not safetensors, a safetensors file from elsewhere — raises
+:class:`CheckpointError` (a ``ValueError``) with a one-line message naming the file and what to
+do, never the parser's own exception. Files written before the digest existed load unchecked.
+
+:func:`save` refuses arrays holding NaN or inf (``FloatingPointError`` naming the array), so a
+diverged run cannot replace its last good checkpoint; ``allow_nonfinite=True`` lifts that.
+
 Loading needs a *template* pytree of the same structure (e.g. freshly initialised params and
 optimiser state): pytree structure lives in code, not in the file, and every array is checked
 against the template's shape and dtype, so a checkpoint from another configuration fails with a
@@ -19,6 +29,7 @@ message naming the array.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from typing import Any, Dict, Tuple
@@ -28,6 +39,12 @@ import jax.numpy as jnp
 import numpy as np
 
 META_KEY = "jrnn"
+_WHAT_TO_DO = ("delete it and resume from an earlier copy, or start a fresh run with a new "
+               "--out")
+
+
+class CheckpointError(ValueError):
+  """A checkpoint file that cannot be used: unreadable, corrupted, foreign or mismatched."""
 
 
 def _is_key(x) -> bool:
@@ -39,15 +56,34 @@ def _flatten(tree: Any) -> Dict[str, Any]:
   return {jax.tree_util.keystr(path): leaf for path, leaf in leaves}
 
 
-def save(path: str, tree: Any, metadata: Dict[str, Any]) -> None:
+def _digest(header: Dict[str, Any], arrays: Dict[str, np.ndarray]) -> str:
+  """sha256 over the header (without the digest) and every array's name, dtype, shape, bytes."""
+  h = hashlib.sha256(json.dumps({k: header[k] for k in ("metadata", "scalars")},
+                                sort_keys=True).encode())
+  for name in sorted(arrays):
+    a = np.ascontiguousarray(arrays[name])
+    h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+    h.update(a.tobytes())
+  return h.hexdigest()
+
+
+def save(path: str, tree: Any, metadata: Dict[str, Any], *, allow_nonfinite: bool = False) -> None:
   """Writes ``tree`` (arrays; PRNG keys are stored as their raw key data) and ``metadata``
-  (JSON-serialisable) to ``path`` atomically."""
+  (JSON-serialisable) to ``path`` atomically, with a sha256 digest of both.
+
+  Raises:
+    FloatingPointError: if a floating array holds NaN or inf (unless ``allow_nonfinite``);
+      nothing is written then.
+  """
   from safetensors.numpy import save as st_save  # pylint: disable=import-outside-toplevel
   arrays, scalars = {}, []
   for name, leaf in _flatten(tree).items():
     if _is_key(leaf):
       leaf = jax.random.key_data(leaf)
     leaf = np.asarray(leaf)
+    if (not allow_nonfinite and np.issubdtype(leaf.dtype, np.inexact)
+        and not np.isfinite(leaf).all()):
+      raise FloatingPointError(f"refusing to write checkpoint {path}: {name} holds NaN or inf")
     if leaf.ndim == 0:
       scalars.append(name)
       leaf = leaf.reshape(1)
@@ -55,6 +91,7 @@ def save(path: str, tree: Any, metadata: Dict[str, Any]) -> None:
   # One metadata entry: safetensors writes several in no fixed order, and identical runs
   # should write identical files. "scalars" names the 0-d arrays, stored with shape (1,).
   header = {"metadata": metadata, "scalars": scalars}
+  header["sha256"] = _digest(header, arrays)
   blob = st_save(arrays, metadata={META_KEY: json.dumps(header, sort_keys=True)})
   tmp = path + ".tmp"
   with open(tmp, "wb") as f:
@@ -69,16 +106,32 @@ def save(path: str, tree: Any, metadata: Dict[str, Any]) -> None:
     os.close(directory)
 
 
+def _reason(e: Exception) -> str:
+  text = " ".join(str(e).split())
+  return f"{type(e).__name__}: {text[:160]}" if text else type(e).__name__
+
+
 def _header(path: str) -> Dict[str, Any]:
   from safetensors import safe_open  # pylint: disable=import-outside-toplevel
   if not os.path.isfile(path):
     raise FileNotFoundError(f"no checkpoint at {path}")
-  with safe_open(path, framework="numpy") as f:
-    meta = f.metadata() or {}
+  try:
+    with safe_open(path, framework="numpy") as f:
+      meta = f.metadata() or {}
+  except Exception as e:  # pylint: disable=broad-except  # the parser's errors vary by version
+    raise CheckpointError(f"{path} is not a readable checkpoint (truncated, corrupted or not a "
+                          f"safetensors file; {_reason(e)}): {_WHAT_TO_DO}") from None
   if META_KEY not in meta:
-    raise ValueError(f"{path} is a safetensors file but not a jrnn checkpoint (no "
-                     f"{META_KEY!r} metadata)")
-  return json.loads(meta[META_KEY])
+    raise CheckpointError(f"{path} is a safetensors file but not a jrnn checkpoint (no "
+                          f"{META_KEY!r} metadata): {_WHAT_TO_DO}")
+  try:
+    header = json.loads(meta[META_KEY])
+    if not (isinstance(header, dict) and isinstance(header.get("metadata"), dict)
+            and isinstance(header.get("scalars"), list)):
+      raise ValueError("missing fields")
+  except ValueError as e:
+    raise CheckpointError(f"{path} has a corrupted header ({_reason(e)}): {_WHAT_TO_DO}") from None
+  return header
 
 
 def load_metadata(path: str) -> Dict[str, Any]:
@@ -90,32 +143,44 @@ def load(path: str, template: Any) -> Tuple[Any, Dict[str, Any]]:
   """Reads ``(tree, metadata)`` from ``path``, ``tree`` shaped like ``template``.
 
   Raises:
-    ValueError: if an array of ``template`` is missing from the file or has another shape or
-      dtype, or the file holds arrays the template does not.
+    FileNotFoundError: if there is no file at ``path``.
+    CheckpointError: if the file is unreadable, fails its checksum, or an array of
+      ``template`` is missing from it or has another shape or dtype, or the file holds arrays
+      the template does not.
   """
   from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
   header = _header(path)
   metadata = header["metadata"]
-  stored = load_file(path)
+  try:
+    stored = load_file(path)
+  except Exception as e:  # pylint: disable=broad-except
+    raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupted; "
+                          f"{_reason(e)}): {_WHAT_TO_DO}") from None
+  if "sha256" in header and _digest(header, stored) != header["sha256"]:
+    raise CheckpointError(f"{path} is corrupted: its contents do not match the sha256 written "
+                          f"with them; {_WHAT_TO_DO}")
   for name in header["scalars"]:
+    if name not in stored:
+      raise CheckpointError(f"{path} has a corrupted header (scalar {name} has no array): "
+                            f"{_WHAT_TO_DO}")
     stored[name] = stored[name].reshape(())
   leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
   out = []
   for key_path, leaf in leaves:
     name = jax.tree_util.keystr(key_path)
     if name not in stored:
-      raise ValueError(f"checkpoint {path} has no array {name}; it was written for another "
-                       "model or optimiser configuration")
+      raise CheckpointError(f"checkpoint {path} has no array {name}; it was written for "
+                            "another model or optimiser configuration")
     want = jax.random.key_data(leaf) if _is_key(leaf) else leaf
     got = stored.pop(name)
     if got.shape != np.shape(want) or got.dtype != np.asarray(want).dtype:
-      raise ValueError(
+      raise CheckpointError(
           f"checkpoint {path}: {name} has shape {got.shape} and dtype {got.dtype}, but this "
           f"configuration expects {np.shape(want)} and {np.asarray(want).dtype}")
     arr = jnp.asarray(got)
     out.append(jax.random.wrap_key_data(arr, impl=jax.random.key_impl(leaf)) if _is_key(leaf)
                else arr)
   if stored:
-    raise ValueError(f"checkpoint {path} holds arrays this configuration does not: "
+    raise CheckpointError(f"checkpoint {path} holds arrays this configuration does not: "
                      f"{sorted(stored)[:5]}")
   return jax.tree_util.tree_unflatten(treedef, out), metadata

@@ -1,0 +1,477 @@
+"""The training loop of ``jrnn-train``: :func:`run`.
+
+:func:`run` checks everything before the first step (config, ``--out``, the checkpoint to
+resume, the memory the model needs), then steps one compiled program (:func:`make_loop_step`)
+over the task's batches, and syncs with the device only at log and checkpoint steps.
+
+What a run guarantees (docs/reliability.md lists the faults tried):
+
+* **Resume is exact.** A checkpoint holds params, optimiser state, carried state, PRNG key,
+  parameter average, the step, and the per-step training losses since the last log step, so
+  ``--resume`` reaches the same parameters *and* the same ``metrics.jsonl`` rows as an
+  uninterrupted run (timing fields aside). A half-written last metrics line is dropped.
+* **No non-finite state is kept.** The compiled step checks the loss, the gradient norm and
+  the new state (:func:`jrnn.training.steps.make_train_step`'s ``guard``); from the first step
+  that fails, every later step leaves the state unchanged and records that step on the device.
+  At the next log or checkpoint step the loop saves that last finite state (at the step before
+  the bad one) and stops with :class:`Diverged` naming the step and the flags to change. A
+  non-finite validation metric stops the run too, without writing a checkpoint.
+* **Signals save.** SIGINT (Ctrl-C) and SIGTERM stop the loop after the step in flight; the
+  state is checkpointed at that step and :func:`run` returns with ``summary["signal"]`` set
+  (the CLI exits with 128 + the signal number: 130, 143). A second signal stops at once (the
+  last periodic checkpoint stays intact).
+* **Several processes** (``jax.distributed``): each feeds its columns of the global batch, the
+  mesh spans every device, only process 0 writes, and processes agree at log and checkpoint
+  steps on whether to stop (so a signal is acted on at the next such step).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any, Callable, Dict, List, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jrnn.init import init_params, init_stacked
+from jrnn.training import checkpoint, distributed, optimizers, report, sharding
+from jrnn.training import steps as jtrain
+from jrnn.training.config import Config, check_config, differences, flag, from_dict
+from jrnn.training.tasks import Task, make_task
+
+CKPT_NAME = "checkpoint.safetensors"
+METRICS_NAME = "metrics.jsonl"
+CONFIG_NAME = "config.json"
+PLOT_NAME = "loss.png"
+RUN_FILES = (CKPT_NAME, METRICS_NAME, CONFIG_NAME)  # any of them: the directory holds a run
+
+
+class RunState(NamedTuple):
+  """Everything a checkpoint holds besides the step and config."""
+  params: Any
+  opt_state: Any
+  carry: jax.Array  # shape=(B, H) or (L, B, H): the hidden state carried into the next batch
+  key: jax.Array  # the run's base PRNG key; everything random derives from it by fold_in
+  ema: Any = None  # the running average of params (with --ema), else None
+
+
+class TrainState(NamedTuple):
+  """The device state one compiled loop step updates (donated each step)."""
+  params: Any
+  opt_state: Any
+  carry: jax.Array  # shape=(B, H) or (L, B, H), split over devices along B
+  ema: Any  # the parameter average, or None
+  first_bad: jax.Array  # shape=(), int32: the first step whose update was not finite; -1: none
+
+
+class Diverged(FloatingPointError):
+  """Training produced a non-finite loss, gradient, state or validation metric."""
+
+
+def make_optimizer(cfg: Config):
+  return optimizers.make_optimizer(cfg.optimizer, cfg.lr, clip_norm=cfg.clip or None,
+                                   schedule=cfg.schedule, total_steps=cfg.steps,
+                                   warmup_steps=cfg.warmup, weight_decay=cfg.weight_decay)
+
+
+def carry_axis(cfg: Config) -> int:
+  """The batch axis of the carried state: ``(B, H)``, or ``(L, B, H)`` for a stack."""
+  return 0 if cfg.layers == 1 else 1
+
+
+def initial_state(cfg: Config, task: Task, optimizer) -> RunState:
+  key = jax.random.key(cfg.seed)
+  if cfg.layers == 1:
+    params = init_params(jax.random.fold_in(key, 0), task.n_in, cfg.hidden, task.n_out,
+                         scheme=cfg.init)
+    carry = jnp.zeros((cfg.batch_size, cfg.hidden), jnp.float32)
+  else:
+    params = init_stacked(jax.random.fold_in(key, 0), task.n_in, cfg.hidden, task.n_out,
+                          num_layers=cfg.layers, scheme=cfg.init)
+    carry = jnp.zeros((cfg.layers, cfg.batch_size, cfg.hidden), jnp.float32)
+  ema = jax.tree_util.tree_map(jnp.copy, params) if cfg.ema else None
+  return RunState(params, optimizer.init(params), carry, key, ema)
+
+
+# --------------------------------------------------------------------------------------------
+# Memory: refuse a model that cannot fit before allocating it.
+
+_OPT_COPIES = {"sgd": 0, "momentum": 1, "adam": 2, "adagrad": 1, "rmsprop": 1}
+
+
+def estimate_memory(cfg: Config, task: Task, n_devices: int = 1) -> Dict[str, int]:
+  """Bytes one device needs, roughly: ``state`` (params, gradient, optimiser moments, average)
+  and ``activations`` (one training step on its ``B/n_devices`` sequences, and one validation
+  pass), float32 throughout."""
+  h, layers, n_in, n_out = cfg.hidden, cfg.layers, task.n_in, task.n_out
+  n_params = (h * n_in + h * h + h + (layers - 1) * (2 * h * h + h) + n_out * h + n_out)
+  copies = 2 + _OPT_COPIES[cfg.optimizer] + (1 if cfg.ema else 0)  # params, gradient, …
+  n_steps = task.tokens_per_step // cfg.batch_size
+  width = 3 * layers * h + n_in + 2 * n_out  # per (step, sequence): states, inputs, logits
+  train = n_steps * (cfg.batch_size // n_devices) * width
+  evaluation = task.eval_positions * (2 * layers * h + n_in + 2 * n_out)
+  return {"state": 4 * copies * n_params, "activations": 4 * (train + evaluation)}
+
+
+def available_memory() -> Optional[int]:
+  """Bytes free for one device's arrays: the accelerator's limit, or the host's available
+  memory (``/proc/meminfo``) on CPU; ``None`` when unknown."""
+  dev = jax.local_devices()[0]
+  if dev.platform != "cpu":
+    stats = dev.memory_stats() or {}
+    return stats.get("bytes_limit")
+  try:
+    with open("/proc/meminfo", encoding="ascii") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          return int(line.split()[1]) * 1024 // jax.local_device_count()
+  except OSError:
+    pass
+  try:
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // jax.local_device_count()
+  except (ValueError, OSError, AttributeError):
+    return None
+
+
+def check_memory(cfg: Config, task: Task, n_devices: int) -> None:
+  """Raises ``MemoryError`` naming the size in bytes and the flags to lower when the model
+  cannot fit in one device's memory (:func:`estimate_memory` against
+  :func:`available_memory`)."""
+  need = estimate_memory(cfg, task, n_devices)
+  have = available_memory()
+  total = sum(need.values())
+  if have is not None and total > have:
+    lower = "--hidden, --layers, --batch-size or --seq-len"
+    if task.vocab is None:
+      lower += " (and --val-batch)"
+    raise MemoryError(
+        f"the model needs about {total} bytes per device ({need['state']} for parameters, "
+        f"gradient and optimiser state, {need['activations']} for activations) but "
+        f"{have} bytes are available; lower {lower}")
+
+
+# --------------------------------------------------------------------------------------------
+# The compiled step.
+
+
+def make_loop_step(task: Task, optimizer, cfg: Config, mesh) -> Callable[..., Any]:
+  """``loop_step(state, batch, index, decay, reset) -> (state, metrics)``, compiled once.
+
+  One train step of ``task`` (guarded: see :mod:`jrnn.training.steps`), the parameter average
+  ``θ̄ ← d θ̄ + (1 - d) θ`` with ``d = decay``, and the carried state zeroed first where
+  ``reset`` (a new epoch of a stream). Once a step fails the guard, ``state.first_bad`` records
+  its ``index`` and this and every later call return ``state`` unchanged, so the state stays
+  the last finite one until the host looks.
+  """
+  if task.stateful:
+    inner = jtrain.make_stream_train_step(task.loss, optimizer, jit=False, guard=True)
+  else:
+    inner = jtrain.make_train_step(task.loss, optimizer, has_aux=True, jit=False, guard=True)
+
+  def loop_step(state: TrainState, batch, index, decay, reset):
+    if task.stateful:
+      carry = jnp.where(reset, jnp.zeros_like(state.carry), state.carry)
+      params, opt_state, carry, m = inner(state.params, state.opt_state, carry, batch)
+    else:
+      params, opt_state, m = inner(state.params, state.opt_state, batch)
+      carry = state.carry
+    ema = state.ema
+    if ema is not None:
+      ema = jax.tree_util.tree_map(lambda a, b: decay * a + (1 - decay) * b, ema, params)
+    healthy = state.first_bad < 0
+    ok = m["ok"] & healthy
+    params, opt_state, carry, ema = jtrain.select_tree(
+        ok, (params, opt_state, carry, ema), state[:4])
+    first_bad = jnp.where(healthy & ~m["ok"], index, state.first_bad).astype(jnp.int32)
+    return TrainState(params, opt_state, carry, ema, first_bad), m
+
+  rep = sharding.replicated(mesh)
+  state_sharding = TrainState(rep, rep, sharding.batch_sharding(mesh, carry_axis(cfg)),
+                              rep if cfg.ema else None, rep)
+  return jax.jit(loop_step, donate_argnums=0, out_shardings=(state_sharding, rep))
+
+
+# --------------------------------------------------------------------------------------------
+# The run directory.
+
+
+def _describe_run(out: str, cfg: Config) -> str:
+  path = os.path.join(out, CKPT_NAME)
+  if not os.path.exists(path):
+    return "no checkpoint yet"
+  try:
+    meta = checkpoint.load_metadata(path)
+  except (ValueError, OSError):
+    return "its checkpoint is unreadable"
+  diffs = differences(cfg, meta.get("config", {}))
+  what = f"checkpoint at step {meta.get('step')}"
+  return what + (f" of another configuration: {'; '.join(diffs[:3])}" if diffs else "")
+
+
+def check_out(out: str, cfg: Config, *, resume: Optional[str], overwrite: bool) -> None:
+  """Raises ``ValueError`` if ``out`` cannot take this run: a file, or a directory holding
+  another run (unless ``overwrite``, or it is the run being resumed)."""
+  if os.path.exists(out) and not os.path.isdir(out):
+    raise ValueError(f"--out {out} is a file, not a directory; pick another --out")
+  if resume is not None and os.path.realpath(out) == os.path.realpath(resume):
+    return
+  if overwrite or not any(os.path.exists(os.path.join(out, n)) for n in RUN_FILES):
+    return
+  raise ValueError(f"--out {out} already holds a run ({_describe_run(out, cfg)}); continue it "
+                   f"with --resume {out}, pick a fresh --out, or pass --overwrite to replace it")
+
+
+def check_resumable(cfg: Config, resume: str) -> Dict[str, Any]:
+  """The metadata of ``resume``'s checkpoint, after checking that ``cfg`` may continue it and
+  that it belongs to the run recorded in that directory's ``config.json``."""
+  path = os.path.join(resume, CKPT_NAME)
+  if not os.path.exists(path) and os.path.exists(os.path.join(resume, CONFIG_NAME)):
+    raise ValueError(f"no checkpoint at {path}: that run stopped before its first checkpoint; "
+                     f"start it again with --out {resume} --overwrite")
+  meta = checkpoint.load_metadata(path)
+  saved = meta.get("config")
+  if not isinstance(saved, dict) or not isinstance(meta.get("step"), int):
+    raise checkpoint.CheckpointError(f"{path} has no config or step in its metadata: it was not "
+                                     "written by jrnn-train; start a fresh run with a new --out")
+  diffs = differences(cfg, saved)
+  if diffs:
+    raise ValueError(f"checkpoint {path} was written by another configuration: it used "
+                     + "; ".join(diffs) + ". Drop those flags to resume it, or start a new run "
+                     "with a fresh --out.")
+  recorded = report.read_config(os.path.join(resume, CONFIG_NAME))
+  if recorded:
+    try:
+      foreign = differences(from_dict(recorded), saved)
+    except (TypeError, ValueError):
+      foreign = [f"{CONFIG_NAME} is not a jrnn-train config"]
+    if foreign:
+      raise checkpoint.CheckpointError(
+          f"{path} belongs to another configuration than the run in {resume} "
+          f"({CONFIG_NAME} vs checkpoint: {'; '.join(foreign[:3])}); it was copied from another "
+          "run: put this run's checkpoint back, or resume the other run from its own directory")
+  return meta
+
+
+def _prepare_out(out: str, cfg: Config, rows: List[Dict[str, Any]], *, fresh: bool) -> None:
+  os.makedirs(out, exist_ok=True)
+  if fresh:  # --overwrite: no file of the old run may outlive the new run's start
+    for name in RUN_FILES + (PLOT_NAME,):
+      if os.path.exists(os.path.join(out, name)):
+        os.remove(os.path.join(out, name))
+  report.write_config(os.path.join(out, CONFIG_NAME), dataclasses.asdict(cfg))
+  report.write_rows(os.path.join(out, METRICS_NAME), rows)  # drops rows past the checkpoint
+
+
+class _Signals:
+  """Records SIGINT/SIGTERM while the loop runs; a second signal raises KeyboardInterrupt."""
+
+  def __init__(self, enabled: bool):
+    self.enabled = enabled and threading.current_thread() is threading.main_thread()
+    self.caught: Optional[int] = None
+    self._old: Dict[int, Any] = {}
+
+  def _handle(self, signum, frame):
+    del frame
+    if self.caught is not None:
+      raise KeyboardInterrupt
+    self.caught = signum
+
+  def __enter__(self):
+    if self.enabled:
+      for s in (signal.SIGINT, signal.SIGTERM):
+        self._old[s] = signal.signal(s, self._handle)
+    return self
+
+  def __exit__(self, *exc):
+    for s, handler in self._old.items():
+      signal.signal(s, handler)
+    return False
+
+
+# --------------------------------------------------------------------------------------------
+# The run.
+
+
+def run(cfg: Config, out: str, *, resume: Optional[str] = None, overwrite: bool = False,
+        time_budget: Optional[float] = None, progress: bool = True,
+        log: Callable[[str], None] = print, handle_signals: bool = True) -> Dict[str, Any]:
+  """Trains ``cfg`` writing to ``out``; returns the last logged metrics and the final state.
+
+  Args:
+    cfg: the run's configuration (with ``resume``: one :func:`check_resumable` accepts).
+    out: the run directory; it must not hold another run unless ``overwrite``.
+    resume: a run directory to continue from its checkpoint.
+    overwrite: replace a run already in ``out``.
+    time_budget: stop (and checkpoint) at the first log step after this many seconds.
+    progress: show a progress bar (process 0 only).
+    log: where messages go (process 0 only).
+    handle_signals: catch SIGINT and SIGTERM to checkpoint and stop (main thread only).
+
+  Returns:
+    ``{"step", "elapsed_s", <the last metrics row>, "sample"?, "signal"?, "state"}``.
+
+  Raises:
+    ValueError, MemoryError, OSError, CheckpointError: before the first step, naming the flag
+      or file to change. :class:`Diverged`: when training stops on a non-finite value.
+  """
+  writer = distributed.is_writer()
+  say = log if writer else (lambda _: None)
+  n_devices = jax.device_count()
+  check_config(cfg, n_devices)
+  meta = check_resumable(cfg, resume) if resume is not None else None
+  check_out(out, cfg, resume=resume, overwrite=overwrite)
+  task = make_task(cfg, jax.random.fold_in(jax.random.key(cfg.seed), 1))
+  check_memory(cfg, task, n_devices)
+  optimizer = make_optimizer(cfg)
+  state = initial_state(cfg, task, optimizer)
+  start, pending, rows = 0, [], []
+  if resume is not None:
+    ckpt_in = os.path.join(resume, CKPT_NAME)
+    state, meta = checkpoint.load(ckpt_in, state)
+    start = meta["step"]
+    pending = [np.float32(x) for x in meta.get("pending_losses", [])]
+    task = make_task(cfg, jax.random.fold_in(state.key, 1))  # randomness from the saved key
+    if start > cfg.steps:
+      raise ValueError(f"checkpoint {ckpt_in} is at step {start}, past --steps={cfg.steps}; "
+                       "raise --steps to continue it")
+    rows, torn = report.read_rows(os.path.join(resume, METRICS_NAME), start)
+    if torn:
+      say(f"{os.path.join(resume, METRICS_NAME)}: dropped a half-written last line")
+  # Every check is done: only now does anything get written (by process 0; all agree first).
+  error = None
+  if writer:
+    try:
+      _prepare_out(out, cfg, rows, fresh=resume is None or os.path.realpath(out)
+                   != os.path.realpath(resume))
+    except OSError as e:
+      error = e
+  if distributed.agree(error is not None):
+    raise error if error is not None else OSError(f"process 0 could not write to --out {out}")
+  ckpt_path, metrics_path = os.path.join(out, CKPT_NAME), os.path.join(out, METRICS_NAME)
+
+  mesh = sharding.data_mesh()
+  axis = carry_axis(cfg)
+  loop_step = make_loop_step(task, optimizer, cfg, mesh)
+  params, opt_state, ema = sharding.replicate((state.params, state.opt_state, state.ema), mesh)
+  carry = sharding.shard_batch(distributed.local_columns(state.carry, axis), mesh, batch_axis=axis)
+  train = TrainState(params, opt_state, carry, ema,
+                     jax.device_put(np.int32(-1), sharding.replicated(mesh)))
+
+  def save(step: int, losses_pending: List[Any]) -> None:
+    host = distributed.to_host(train[:4])  # every process takes part; process 0 writes
+    if writer:
+      checkpoint.save(ckpt_path, RunState(host[0], host[1], host[2], state.key, host[3]), {
+          "config": dataclasses.asdict(cfg), "step": step, "data_position": task.position(step),
+          "vocab": task.vocab, "metric": task.metric,
+          "pending_losses": [float(x) for x in losses_pending]})
+
+  def stop_if_diverged() -> None:
+    bad = int(np.asarray(train.first_bad))
+    if bad < 0:
+      return
+    # Steps bad, bad + 1, … left the state alone: it is the state after `bad` steps.
+    save(bad, losses[:bad - log_start])
+    m = recent[bad]
+    loss, norm = float(np.asarray(m["loss"])), float(np.asarray(m["grad_norm"]))
+    what = (f"loss {loss:g}, gradient norm {norm:g}" if not (math.isfinite(loss)
+            and math.isfinite(norm)) else f"the update overflowed (loss {loss:g}, gradient "
+            f"norm {norm:g})")
+    raise Diverged(f"training diverged at step {bad + 1}: {what}; the last finite state (step "
+                   f"{bad}) is saved in {ckpt_path}. Lower --lr (now {cfg.lr:g}) or set a "
+                   f"smaller --clip (now {cfg.clip:g}; 0 is off), and start again with a fresh "
+                   "--out")
+
+  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+  bar = tqdm(total=cfg.steps, initial=start, disable=not (progress and writer), unit="step",
+             dynamic_ncols=True, file=sys.stderr)
+  t0 = t_log = time.monotonic()
+  losses, log_start, n_timed = pending, start - len(pending), 0  # losses since the last log
+  recent: Dict[int, Any] = {}  # step -> metrics, since the last log, for Diverged's message
+  last: Dict[str, Any] = {}
+  stopped_by = None
+  step = start
+  with _Signals(handle_signals) as signals:
+    while step < cfg.steps:
+      batch = sharding.shard_batch(distributed.local_columns(task.batch(step)), mesh)
+      reset = task.stateful and task.position(step)["window"] == 0  # the streams restart
+      decay = min(cfg.ema, (1 + step) / (10 + step)) if cfg.ema else 0.0  # forgets the init
+      train, m = loop_step(train, batch, np.int32(step), np.float32(decay), np.bool_(reset))
+      losses.append(m["loss"])
+      recent[step] = m
+      step += 1
+      n_timed += 1
+      bar.update(1)
+      if signals.caught is not None and jax.process_count() == 1:
+        stopped_by = signals.caught
+        break
+      log_now = step % cfg.log_every == 0 or step == cfg.steps
+      ckpt_now = step % cfg.ckpt_every == 0 and step < cfg.steps
+      if not (log_now or ckpt_now):
+        continue
+      stop_if_diverged()  # every process reaches this line at the same step
+      if log_now:
+        train_loss = float(jnp.mean(jnp.stack(losses)))
+        now = time.monotonic()
+        values = task.evaluate(distributed.to_host(train.ema if cfg.ema else train.params)) \
+            if writer else {}
+        bad_value = [f"{k} {v}" for k, v in values.items() if not math.isfinite(v)]
+        if distributed.agree(bool(bad_value)):
+          what = ", ".join(bad_value) or "see process 0"
+          raise Diverged(f"validation diverged at step {step}: {what}; the checkpoint on disk "
+                         f"is the last good one. Lower --lr (now {cfg.lr:g}) or set a smaller "
+                         f"--clip (now {cfg.clip:g}), and start again with a fresh --out")
+        row = {"step": step, "train_loss": train_loss, **values,
+               "elapsed_s": round(now - t0, 3),
+               "tokens_per_s": round(n_timed * task.tokens_per_step / (now - t_log), 1)}
+        losses, log_start, n_timed, recent, t_log, last = [], step, 0, {}, time.monotonic(), row
+        if writer:
+          report.append_row(metrics_path, row)
+          rows.append(row)
+          bar.set_postfix(loss=f"{train_loss:.3f}", **{task.metric: f"{row[task.metric]:.3f}"},
+                          tok_s=f"{row['tokens_per_s']:.0f}")
+        if time_budget is not None and distributed.agree(now - t0 > time_budget):
+          say(f"time budget of {time_budget:g} s reached at step {step}")
+          break
+      if ckpt_now:
+        save(step, losses)
+      if jax.process_count() > 1 and distributed.agree(signals.caught is not None):
+        stopped_by = signals.caught or signal.SIGTERM
+        break
+    bar.close()
+    stop_if_diverged()
+    save(step, losses)
+  if writer and rows:
+    report.plot(rows, task.metric, os.path.join(out, PLOT_NAME))
+  summary = {"step": step, "elapsed_s": round(time.monotonic() - t0, 1), **last}
+  say(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in last.items()
+                                   if k not in ("step",) and isinstance(v, float)))
+  final = RunState(train.params, train.opt_state, train.carry, state.key, train.ema)
+  if stopped_by is not None:
+    name = signal.Signals(stopped_by).name
+    say(f"{name}: stopped at step {step} of {cfg.steps}; checkpoint saved to {ckpt_path}. "
+        f"Continue with: jrnn-train --resume {out}")
+    return dict(summary, signal=int(stopped_by), state=final)
+  if writer and task.vocab is not None and cfg.sample_len > 0:
+    from jrnn.data import charlm  # pylint: disable=import-outside-toplevel
+    from jrnn.training.sample import sample_tokens  # pylint: disable=import-outside-toplevel
+    vocab = charlm.Vocab(task.vocab)
+    prime = "The "
+    tokens = sample_tokens(distributed.to_host(final.ema if cfg.ema else final.params),
+                           jax.random.fold_in(state.key, 2),
+                           jnp.asarray(charlm.encode(vocab, prime)), cfg.sample_len,
+                           temperature=cfg.temperature)
+    summary["sample"] = prime + charlm.decode(vocab, tokens)
+    say(f"sample (temperature {cfg.temperature:g}):\n{summary['sample']}")
+  summary["state"] = final
+  return summary
+
+
+__all__ = ("CKPT_NAME", "CONFIG_NAME", "Diverged", "METRICS_NAME", "RunState", "TrainState",
+           "check_memory", "check_out", "check_resumable", "estimate_memory", "flag",
+           "initial_state", "make_loop_step", "make_optimizer", "run")

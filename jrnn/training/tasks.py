@@ -1,0 +1,158 @@
+"""The tasks ``jrnn-train`` knows: each gives the model sizes, the loss, the batches and the
+validation metric.
+
+A task is a :class:`Task` built by a function ``builder(cfg, key) -> Task``; :data:`BUILDERS`
+maps each ``--task`` name to its builder, so adding a task is one function and one entry.
+
+``Task.batch(step)`` returns the *global* batch of that step (``cfg.batch_size`` sequences),
+the same whatever the number of processes: the training loop keeps each process's columns of
+it (:func:`jrnn.training.distributed.local_columns`). That is what lets a run resume with
+another number of processes. Building the global batch is cheap for every task here (charlm
+windows are slices of the corpus in memory; the synthetic tasks draw from the step's key).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+from jrnn.params import StackedParams
+from jrnn.training import steps as jtrain
+from jrnn.unroll import forward, stacked_forward
+
+
+class Task(NamedTuple):
+  """What the training loop needs to know about a task."""
+  n_in: int
+  n_out: int
+  loss: Callable[..., Any]  # sequence_loss(...): (params, Batch, h0) -> (loss, h_last)
+  stateful: bool  # carries the hidden state across batches (truncated BPTT over a stream)
+  tokens_per_step: int
+  batch: Callable[[int], Any]  # step -> the global Batch of that step (host or device arrays)
+  position: Callable[[int], Dict[str, int]]  # step -> where in the data that batch came from
+  evaluate: Callable[[Any], Dict[str, float]]  # params -> validation metrics
+  metric: str  # the key of evaluate's main metric
+  vocab: Optional[str] = None
+  eval_positions: int = 0  # (time step, sequence) pairs one evaluation runs: sizes its memory
+
+
+def _loss(cfg, kind: str, **kwargs):
+  return jtrain.sequence_loss(kind, unroll=cfg.unroll, dropout=cfg.dropout, grad=cfg.grad,
+                              kernel=cfg.kernel, solver=cfg.solver, **kwargs)
+
+
+def _forward(params, xs, unroll):
+  run = stacked_forward if isinstance(params, StackedParams) else forward
+  return run(params, xs, unroll=unroll)
+
+
+def _metric_name(kind: str) -> str:
+  return "val_accuracy" if kind == "cross_entropy" else "val_mse"
+
+
+def charlm(cfg, key) -> Task:
+  """Next-character prediction on ``pydoc_data.topics`` (:mod:`jrnn.data.charlm`), read as
+  ``batch_size`` parallel streams in windows of ``seq_len`` with the state carried over."""
+  from jrnn.data import charlm as data_lib  # pylint: disable=import-outside-toplevel
+  data = data_lib.load()
+  v = data.vocab.size
+  rows = data_lib.streams(data.train, cfg.batch_size)
+  n_win = data_lib.num_windows(rows, cfg.seq_len)
+  # Validation: 8 contiguous streams over the held-out text, each read from its start with
+  # the state carried through it, in one compiled forward pass.
+  val_rows = data_lib.streams(data.val, 8)
+  val_x = jnp.asarray(val_rows[:, :-1].T)
+  val_y = jnp.asarray(val_rows[:, 1:].T)
+  loss = _loss(cfg, "cross_entropy", one_hot=v)
+  eval_loss = jax.jit(lambda p: loss(p, jtrain.Batch(val_x, val_y))[0])
+
+  def batch(step):  # the stream is read in order; only dropout is random
+    x, y = data_lib.window(rows, step % n_win, cfg.seq_len)
+    return jtrain.Batch(x, y, key=jax.random.fold_in(key, step) if cfg.dropout else None)
+
+  return Task(
+      n_in=v, n_out=v, loss=loss, stateful=True, tokens_per_step=cfg.seq_len * cfg.batch_size,
+      batch=batch, position=lambda s: {"epoch": s // n_win, "window": s % n_win},
+      evaluate=lambda p: {"val_bpc": data_lib.bits_per_char(eval_loss(p))},
+      metric="val_bpc", vocab=data.vocab.chars, eval_positions=val_x.size)
+
+
+def _synthetic(cfg, key, make, n_in, n_out, kind, evaluate) -> Task:
+  from jrnn.data import copy_task  # pylint: disable=import-outside-toplevel
+  train_key, val_key = copy_task.split_keys(key)
+  val = make(val_key, cfg.val_batch)
+  loss = _loss(cfg, kind)
+  make_jit = jax.jit(lambda k: make(k, cfg.batch_size))
+  drop_key = jax.random.fold_in(key, 1)
+
+  def batch(step):
+    k = jax.random.fold_in(train_key, step)
+    return jtrain.Batch(*make_jit(k), key=jax.random.fold_in(drop_key, step)
+                        if cfg.dropout else None)
+
+  n_steps = make(val_key, 1)[0].shape[0]
+  return Task(n_in=n_in, n_out=n_out, loss=loss, stateful=False,
+              tokens_per_step=n_steps * cfg.batch_size, batch=batch,
+              position=lambda s: {"batch": s},
+              evaluate=lambda p: {k: float(v) for k, v in evaluate(p, val).items()},
+              metric=_metric_name(kind), eval_positions=n_steps * cfg.val_batch)
+
+
+def copy(cfg, key) -> Task:
+  """Recall ``copy_len`` symbols after ``delay`` blank steps (:mod:`jrnn.data.copy_task`)."""
+  from jrnn.data import copy_task  # pylint: disable=import-outside-toplevel
+
+  def make(k, b):
+    return copy_task.batch(k, b, n_symbols=cfg.n_symbols, length=cfg.copy_len, delay=cfg.delay)
+
+  @jax.jit
+  def evaluate(params, val):
+    ys = _forward(params, val.xs, cfg.unroll).ys
+    hit = (jnp.argmax(ys, -1) == val.targets) & val.mask
+    return {"val_accuracy": jnp.sum(hit) / jnp.sum(val.mask)}
+
+  return _synthetic(cfg, key, make, cfg.n_symbols + 2, cfg.n_symbols, "cross_entropy", evaluate)
+
+
+def sine(cfg, key) -> Task:
+  """Predict the next value of a sine wave of random phase (:mod:`jrnn.data.sine`)."""
+  from jrnn.data import sine as data_lib  # pylint: disable=import-outside-toplevel
+
+  @jax.jit
+  def evaluate(params, val):
+    ys = _forward(params, val.xs, cfg.unroll).ys
+    return {"val_mse": jnp.mean((ys - val.targets) ** 2)}
+
+  return _synthetic(cfg, key, lambda k, b: data_lib.batch(k, b, cfg.seq_len), 1, 1,
+                    "squared_error", evaluate)
+
+
+def adding(cfg, key) -> Task:
+  """The adding problem: the sum of the two marked numbers, read at the last step
+  (:mod:`jrnn.data.adding`)."""
+  from jrnn.data import adding as data_lib  # pylint: disable=import-outside-toplevel
+
+  def make(k, b):
+    xs, target = data_lib.batch(k, b, cfg.seq_len)[:2]
+    # The answer is read at the last step only: target and mask are zero elsewhere.
+    targets = jnp.zeros(xs.shape[:2] + (1,), xs.dtype).at[-1].set(target.reshape(b, 1))
+    mask = jnp.zeros(xs.shape[:2], bool).at[-1].set(True)
+    return xs, targets, mask
+
+  @jax.jit
+  def evaluate(params, val):
+    ys = _forward(params, val[0], cfg.unroll).ys
+    return {"val_mse": jnp.mean((ys[-1] - val[1][-1]) ** 2)}
+
+  return _synthetic(cfg, key, make, 2, 1, "squared_error", evaluate)
+
+
+BUILDERS: Dict[str, Callable[..., Task]] = {"charlm": charlm, "copy": copy, "sine": sine,
+                                           "adding": adding}
+TASKS = tuple(BUILDERS)
+
+
+def make_task(cfg, key) -> Task:
+  """The :class:`Task` named by ``cfg.task``; ``key`` seeds its data and dropout."""
+  return BUILDERS[cfg.task](cfg, key)
