@@ -26,9 +26,31 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jrnn import validation
 from jrnn.params import LayerParams, RNNParams, StackedParams
 
 SCHEMES = ("seed", "pytorch", "glorot", "xavier", "orthogonal", "identity", "spectral")
+
+
+def check_key(name: str, key) -> None:
+  """Raises ``TypeError`` unless ``key`` is one PRNG key: a typed key of shape ``()``
+  (``jax.random.key(0)``) or a raw ``uint32`` key (``jax.random.PRNGKey(0)``: shape ``(2,)``,
+  or ``(4,)`` for the ``rbg`` implementations).
+
+  Checks dtype and shape only, so it works on traced keys inside ``jit``.
+  """
+  dtype, shape = getattr(key, "dtype", None), np.shape(key) if hasattr(key, "shape") else None
+  if dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key):
+    if shape != ():
+      raise TypeError(f"{name} must be a single PRNG key, got an array of keys of shape {shape}; "
+                      f"pass one of them, e.g. {name}[0]")
+    return
+  if dtype is not None and dtype == jnp.uint32 and shape in ((2,), (4,)):  # threefry, rbg
+    return
+  got = f"an array of dtype {dtype} and shape {shape}" if dtype is not None else (
+      repr(key) if isinstance(key, (int, float, str, type(None))) else type(key).__name__)
+  raise TypeError(f"{name} must be a PRNG key such as jax.random.key(0) (or a raw "
+                  f"jax.random.PRNGKey(0)), got {got}")
 
 
 def _check_size(name: str, n) -> None:
@@ -126,8 +148,10 @@ def init_layer(
     dtype: float32 or float64.
     learn_h0: if true, adds a zero initial state ``h0 (H,)`` to be learnt.
   """
+  check_key("key", key)
   _check_size("n_in", n_in)
   _check_size("n_hidden", n_hidden)
+  validation.check_bool("learn_h0", learn_h0)
   _check_scheme(scheme)
   _check_positive("scale", scale)
   _check_positive("spectral_radius", spectral_radius)
@@ -172,6 +196,7 @@ def init_params(
     >>> params.w_hh.shape
     (5, 5)
   """
+  check_key("key", key)
   _check_size("n_out", n_out)
   k_layer, k_out = jax.random.split(key)
   layer = init_layer(k_layer, n_in, n_hidden, scheme=scheme, scale=scale,
@@ -199,7 +224,9 @@ def init_stacked(
   Layer 0 reads ``n_in`` features, later layers ``D·n_hidden``. ``n_out=None`` leaves out the
   readout (as ``torch.nn.RNN``). Other arguments as :func:`init_layer`.
   """
+  check_key("key", key)
   _check_size("num_layers", num_layers)
+  validation.check_bool("bidirectional", bidirectional)
   if n_out is not None:
     _check_size("n_out", n_out)
   d = 2 if bidirectional else 1

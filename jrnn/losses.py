@@ -21,6 +21,7 @@ The axes are those of the outputs without their last axis: ``(T,)``, ``(T, B)`` 
 """
 from __future__ import annotations
 
+import numbers
 from typing import Optional
 
 import jax
@@ -34,6 +35,23 @@ LOSSES = ("squared_error", "cross_entropy")
 SCALAR_REDUCTIONS = ("sum", "batch_mean", "mean")
 
 
+def _array(name: str, x, *, min_rank: int = 0, what: str = ""):
+  """``x`` with nested lists made arrays; ``TypeError``/``ValueError`` naming ``name`` for a
+  non-array or too few axes (``what`` names the axes wanted, e.g. ``"(..., O)"``)."""
+  x = validation.from_nested(x)
+  if not (hasattr(x, "shape") and hasattr(x, "dtype")) and not isinstance(x, numbers.Number):
+    raise TypeError(f"{name} must be an array, got {type(x).__name__}")
+  if jnp.ndim(x) < min_rank:
+    raise ValueError(f"{name} must have shape {what} (at least {min_rank} axis), "
+                     f"got {jnp.shape(x)}")
+  return x
+
+
+def _check_reduction(reduction) -> None:
+  if not isinstance(reduction, str) or reduction not in REDUCTIONS:
+    raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+
+
 def reduce_steps(per_step: jax.Array, mask: Optional[jax.Array] = None, *,
                  reduction: str = "sum", time_axis: int = 0) -> jax.Array:
   """Applies ``mask`` and ``reduction`` to per-step losses (see the module docstring).
@@ -45,8 +63,10 @@ def reduce_steps(per_step: jax.Array, mask: Optional[jax.Array] = None, *,
     time_axis: which axis of ``per_step`` is time (``"batch_mean"`` divides by the product of the
       others).
   """
-  if reduction not in REDUCTIONS:
-    raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+  _check_reduction(reduction)
+  per_step = _array("per_step", per_step)
+  if mask is not None:
+    mask = _array("mask", mask)
   ndim = jnp.ndim(per_step)
   if isinstance(time_axis, bool) or not isinstance(time_axis, int) or not (
       -max(ndim, 1) <= time_axis < max(ndim, 1)):
@@ -81,6 +101,10 @@ def squared_error(ys: jax.Array, targets: jax.Array, mask: Optional[jax.Array] =
     reduction: ``"sum"``, ``"batch_mean"``, ``"mean"`` or ``"none"``.
     time_axis: the time axis of ``ys.shape[:-1]`` (for ``"batch_mean"``).
   """
+  _check_reduction(reduction)
+  ys = _array("ys", ys, min_rank=1, what="(..., O)")
+  targets = _array("targets", targets)
+  mask = None if mask is None else _array("mask", mask)
   validation.check_float("ys", ys)
   validation.check_float("targets", targets, jnp.result_type(ys))
   validation.check_shape("targets", targets, jnp.shape(ys), "ys.shape")
@@ -101,7 +125,14 @@ def softmax_cross_entropy(logits: jax.Array, labels: jax.Array,
       concrete; traced ones (under ``jit``) make the loss NaN.
     mask, reduction, time_axis: as :func:`squared_error`.
   """
+  _check_reduction(reduction)
+  logits = _array("logits", logits, min_rank=1, what="(..., O)")
+  labels = _array("labels", labels)
+  mask = None if mask is None else _array("mask", mask)
   validation.check_float("logits", logits)
+  if jnp.shape(logits)[-1] < 1:
+    raise ValueError(f"logits must have at least one class, shape (..., O >= 1), got "
+                     f"{jnp.shape(logits)}")
   if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
     raise TypeError(f"labels must have an integer dtype, got {jnp.result_type(labels)}")
   validation.check_shape("labels", labels, jnp.shape(logits)[:-1], "logits.shape[:-1]")

@@ -13,11 +13,13 @@ greedy decoding, ``τ > 1`` flattens it.
 from __future__ import annotations
 
 import functools
+import numbers
 from typing import Union
 
 import jax
 import jax.numpy as jnp
 
+from jrnn.init import check_key
 from jrnn.params import RNNParams, StackedParams
 from jrnn.unroll import forward, stacked_forward
 
@@ -30,14 +32,19 @@ def sample_tokens(params: Union[RNNParams, StackedParams], key: jax.Array, prime
   Args:
     params: :class:`RNNParams`, or :class:`StackedParams` with a readout, whose inputs and
       outputs are the same ``V`` tokens (``I = O = V``).
-    key: PRNG key.
+    key: one PRNG key (``jax.random.key``).
     prime: int tokens ``(n,)``, ``n >= 1``, fed first.
-    length: how many tokens to draw.
+    length: how many tokens to draw, an int ``>= 0``.
     temperature: ``τ > 0``.
     activation: the hidden activation the model was trained with.
 
   Returns:
     ``(length,)`` int32 tokens.
+
+  Raises:
+    TypeError, ValueError: naming the argument: a key that is not one PRNG key, a negative or
+      non-int ``length``, ``temperature <= 0``, a ``prime`` that is not a non-empty vector of
+      integers, params whose inputs and outputs differ.
   """
   if isinstance(params, StackedParams):
     if params.w_hy is None:
@@ -48,10 +55,16 @@ def sample_tokens(params: Union[RNNParams, StackedParams], key: jax.Array, prime
   if n_in != n_out:
     raise ValueError(f"sampling needs params with I == O (tokens in and out), got I={n_in}, "
                      f"O={n_out}")
-  if not temperature > 0:
-    raise ValueError(f"temperature must be > 0, got {temperature}")
+  check_key("key", key)
+  if isinstance(length, bool) or not isinstance(length, int) or length < 0:
+    raise ValueError(f"length must be an int >= 0, got {length!r}")
+  if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not (
+      0 < temperature < float("inf")):
+    raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
   if jnp.ndim(prime) != 1 or jnp.shape(prime)[0] < 1:
     raise ValueError(f"prime must have shape (n,) with n >= 1, got {jnp.shape(prime)}")
+  if not jnp.issubdtype(jnp.result_type(prime), jnp.integer):
+    raise TypeError(f"prime must hold integer tokens, got dtype {jnp.result_type(prime)}")
   dtype = jax.tree_util.tree_leaves(params)[0].dtype
   # Batched layout (B = 1) throughout, so one code path serves both kinds of params.
   out = run(params, jax.nn.one_hot(prime, n_in, dtype=dtype)[:, None], activation=activation)

@@ -22,6 +22,12 @@ norm ``c`` is given.
 * :func:`make_eval_step` evaluates a loss without updating anything.
 * :func:`sequence_loss` turns the forward pass and a jrnn loss into such a loss function.
 
+Non-finite guard: with ``guard=True`` a step checks, inside the compiled program, that the loss,
+the gradient norm and every new array of the state are finite; when one is not, it returns the
+state it was given unchanged (no NaN or inf ever enters it) and ``metrics["ok"]`` is false. The
+check is a few reductions fused into the update; the caller reads ``ok`` when it next syncs
+with the device (e.g. at a log step), so no step waits for the host.
+
 Batches are time-major, ``(T, B, …)``, as :func:`jrnn.forward`'s default layout.
 """
 from __future__ import annotations
@@ -34,6 +40,7 @@ import optax
 
 from jrnn.activations import ActivationLike
 from jrnn.cell import readout
+from jrnn.init import check_key
 from jrnn.losses import softmax_cross_entropy, squared_error
 from jrnn.params import StackedParams
 from jrnn.training.optimizers import check_positive
@@ -111,6 +118,7 @@ def sequence_loss(
               kernel=kernel, solver=solver)
     ys = out.ys
     if dropout and batch.key is not None:
+      check_key("batch.key", batch.key)
       keep = jax.random.bernoulli(batch.key, 1.0 - dropout, out.hs.shape)
       hs = jnp.where(keep, out.hs / (1.0 - dropout), jnp.zeros((), out.hs.dtype))
       ys = readout(params.w_hy, params.b_y, hs)  # out.ys is then dead code, removed by XLA
@@ -123,11 +131,29 @@ def sequence_loss(
   return loss
 
 
-def _update(loss_and_grad, optimizer, params, opt_state, *args):
+def all_finite(tree: Any) -> jax.Array:
+  """``True`` (a device bool, shape ``()``) when every floating leaf of ``tree`` is finite."""
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)
+            if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+  return jnp.stack(leaves).all() if leaves else jnp.asarray(True)
+
+
+def select_tree(ok: jax.Array, new: Any, old: Any) -> Any:
+  """``new`` where the scalar ``ok`` holds, else ``old``, leaf by leaf (same structures)."""
+  return jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)
+
+
+def _update(loss_and_grad, optimizer, params, opt_state, *args, guard=False):
   (loss, aux), grads = loss_and_grad(params, *args)
-  updates, opt_state = optimizer.update(grads, opt_state, params)
-  params = optax.apply_updates(params, updates)
-  return params, opt_state, aux, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+  updates, new_opt_state = optimizer.update(grads, opt_state, params)
+  new_params = optax.apply_updates(params, updates)
+  metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+  if not guard:
+    return new_params, new_opt_state, aux, metrics
+  ok = (jnp.isfinite(loss) & jnp.isfinite(metrics["grad_norm"]) & all_finite(new_params)
+        & all_finite(new_opt_state) & all_finite(aux))
+  new_params, new_opt_state = select_tree(ok, (new_params, new_opt_state), (params, opt_state))
+  return new_params, new_opt_state, aux, dict(metrics, ok=ok)
 
 
 def _jit(fn, jit, donate, out_shardings):
@@ -147,6 +173,7 @@ def make_train_step(
     jit: bool = True,
     donate: bool = True,
     mesh: Optional[jax.sharding.Mesh] = None,
+    guard: bool = False,
 ) -> Callable[[Any, Any, Any], Tuple[Any, Any, Metrics]]:
   """Builds ``train_step(params, opt_state, batch) -> (params, opt_state, metrics)``.
 
@@ -162,10 +189,14 @@ def make_train_step(
       ``params``/``opt_state`` placed by :func:`jrnn.sharding.replicate` and ``batch`` by
       :func:`jrnn.sharding.shard_batch` (split along its batch axis 1); the step keeps the
       returned ``params``/``opt_state`` replicated, and XLA sums the gradient across devices.
+    guard: skip a non-finite update (see the module docstring): when the loss, the gradient
+      norm or any new parameter or optimiser-state entry is NaN or inf, return ``params`` and
+      ``opt_state`` unchanged, with ``metrics["ok"]`` false.
 
   Returns:
-    The step. ``metrics`` holds ``"loss"`` and ``"grad_norm"`` (before clipping) as device
-    scalars: fetch them only when logging, so steps are not synchronised with the host.
+    The step. ``metrics`` holds ``"loss"`` and ``"grad_norm"`` (before clipping), and with
+    ``guard=True`` the bool ``"ok"``, as device scalars: fetch them only when logging, so steps
+    are not synchronised with the host.
   """
   def scalar_loss(params, batch):
     out = loss_fn(params, batch)
@@ -174,7 +205,8 @@ def make_train_step(
   grad_fn = jax.value_and_grad(scalar_loss, has_aux=True)
 
   def train_step(params, opt_state, batch):
-    params, opt_state, _, metrics = _update(grad_fn, optimizer, params, opt_state, batch)
+    params, opt_state, _, metrics = _update(grad_fn, optimizer, params, opt_state, batch,
+                                            guard=guard)
     return params, opt_state, metrics
 
   shardings = None
@@ -192,6 +224,7 @@ def make_stream_train_step(
     donate: bool = True,
     mesh: Optional[jax.sharding.Mesh] = None,
     carry_axis: int = 0,
+    guard: bool = False,
 ) -> Callable[[Any, Any, jax.Array, Any], Tuple[Any, Any, jax.Array, Metrics]]:
   """Builds the truncated-BPTT step ``(params, opt_state, h, batch) -> (params, opt_state, h',
   metrics)``.
@@ -202,6 +235,8 @@ def make_stream_train_step(
       batch axis (``shard_batch(h, mesh, batch_axis=carry_axis)``), as the step returns it.
     carry_axis: the batch axis of ``h``: 0 for ``(B, H)``, 1 for a stack's ``(L·D, B, H)``.
     donate: donate ``params``, ``opt_state`` and ``h``.
+    guard: as :func:`make_train_step`; a skipped step also returns ``h`` unchanged (``h'``
+      joins the arrays that must be finite).
 
   ``h`` enters under ``stop_gradient``: the gradient of window ``k`` stops at its first step,
   ``∂L_k/∂θ = Σ_{t in window k} …`` with ``h`` treated as a constant (truncated BPTT with
@@ -211,8 +246,12 @@ def make_stream_train_step(
 
   def stream_step(params, opt_state, h, batch):
     h = jax.lax.stop_gradient(h)
-    params, opt_state, h_last, metrics = _update(grad_fn, optimizer, params, opt_state, batch, h)
-    return params, opt_state, jax.lax.stop_gradient(h_last), metrics
+    params, opt_state, h_last, metrics = _update(grad_fn, optimizer, params, opt_state, batch, h,
+                                                 guard=guard)
+    h_last = jax.lax.stop_gradient(h_last)
+    if guard:
+      h_last = jnp.where(metrics["ok"], h_last, h)
+    return params, opt_state, h_last, metrics
 
   shardings = None
   if mesh is not None:
