@@ -50,11 +50,18 @@ from jrnn.training.config import Config, choices, flag
 _DISTRIBUTED_FLAGS = ("coordinator", "num_processes", "process_id", "distributed")
 
 
+class _Parser(argparse.ArgumentParser):
+  """argparse with its errors on one line (no usage block): ``jrnn-train: error: ...``."""
+
+  def error(self, message):
+    self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
   """The flags: one per :class:`Config` field, then the run's own (``--out``, ``--resume``…).
 
   Choices (tasks, solvers, kernels…) are read now, so ones registered after import count."""
-  p = argparse.ArgumentParser(
+  p = _Parser(
       prog="jrnn-train", description="Train an Elman RNN with jrnn. With no flags: the "
       "character-level language model on pydoc_data.topics, in under 5 minutes on 2 CPU "
       "cores.", argument_default=argparse.SUPPRESS,
@@ -114,7 +121,8 @@ def _one_line(e: BaseException) -> str:
 
 
 def _join_group(args: argparse.Namespace) -> None:
-  if not any(getattr(args, name, None) not in (None, False) for name in _DISTRIBUTED_FLAGS):
+  given = [getattr(args, name, None) for name in _DISTRIBUTED_FLAGS]
+  if all(v is None or v is False for v in given):
     return
   distributed.initialize(getattr(args, "coordinator", None),
                          getattr(args, "num_processes", None), getattr(args, "process_id", None))

@@ -115,14 +115,19 @@ def check_config(cfg: Config, n_devices: int = 1) -> None:
                      "devices it is split over")
 
 
-def differences(cfg: Config, saved: Dict[str, Any]) -> List[str]:
-  """The fields of ``saved`` (a checkpoint's config) that ``cfg`` may not change on resume, as
-  ``"--flag OLD (this run asks NEW)"``; empty when ``cfg`` may resume it."""
+def changed_fields(cfg: Config, saved: Dict[str, Any]) -> List[str]:
+  """The fields of ``saved`` (a checkpoint's config) that differ in ``cfg`` and may not change
+  on resume; empty when ``cfg`` may resume it."""
   free = set(FREE_ON_RESUME)
   if cfg.schedule == "constant" and saved.get("schedule") == "constant":
     free.add("steps")
+  return [k for k in sorted(saved) if k not in free and saved[k] != getattr(cfg, k, None)]
+
+
+def differences(cfg: Config, saved: Dict[str, Any]) -> List[str]:
+  """:func:`changed_fields` as ``"--flag OLD (this run asks NEW)"``."""
   return [f"{flag(k)} {saved[k]!r} (this run asks {getattr(cfg, k)!r})"
-          for k in sorted(saved) if k not in free and saved[k] != getattr(cfg, k, None)]
+          for k in changed_fields(cfg, saved)]
 
 
 def from_dict(values: Dict[str, Any]) -> Config:

@@ -42,7 +42,9 @@ import numpy as np
 from jrnn.init import init_params, init_stacked
 from jrnn.training import checkpoint, distributed, optimizers, report, sharding
 from jrnn.training import steps as jtrain
-from jrnn.training.config import Config, check_config, differences, flag, from_dict
+from jrnn.training.config import (
+    Config, changed_fields, check_config, differences, flag, from_dict,
+)
 from jrnn.training.tasks import Task, make_task
 
 CKPT_NAME = "checkpoint.safetensors"
@@ -160,6 +162,26 @@ def check_memory(cfg: Config, task: Task, n_devices: int) -> None:
 # The compiled step.
 
 
+_COMPILED: Dict[Any, Callable[..., Any]] = {}  # loop steps already built in this process
+
+
+def _cached_loop_step(task: Task, optimizer, cfg: Config, mesh) -> Callable[..., Any]:
+  """:func:`make_loop_step`, reused for a config that differs only where the step cannot see
+  it (seed, logging, validation size, ``steps`` of a constant schedule): a process running
+  several runs (a notebook, a resumed run, the tests) then compiles each step once. A task's
+  loss and ``stateful`` are functions of the config alone, which is what makes this sound."""
+  neutral = dataclasses.replace(cfg, seed=0, log_every=1, ckpt_every=1, sample_len=0,
+                                temperature=1.0, val_batch=1)
+  if cfg.schedule == "constant":
+    neutral = dataclasses.replace(neutral, steps=1)
+  key = (neutral, tuple(d.id for d in mesh.devices.flat), jax.process_count())
+  if key not in _COMPILED:
+    while len(_COMPILED) >= 4:
+      _COMPILED.pop(next(iter(_COMPILED)))
+    _COMPILED[key] = make_loop_step(task, optimizer, cfg, mesh)
+  return _COMPILED[key]
+
+
 def make_loop_step(task: Task, optimizer, cfg: Config, mesh) -> Callable[..., Any]:
   """``loop_step(state, batch, index, decay, reset) -> (state, metrics)``, compiled once.
 
@@ -247,14 +269,15 @@ def check_resumable(cfg: Config, resume: str) -> Dict[str, Any]:
   recorded = report.read_config(os.path.join(resume, CONFIG_NAME))
   if recorded:
     try:
-      foreign = differences(from_dict(recorded), saved)
+      foreign = [f"{flag(k)} {saved[k]!r} in the checkpoint, {recorded.get(k)!r} in "
+                 f"{CONFIG_NAME}" for k in changed_fields(from_dict(recorded), saved)]
     except (TypeError, ValueError):
       foreign = [f"{CONFIG_NAME} is not a jrnn-train config"]
     if foreign:
       raise checkpoint.CheckpointError(
           f"{path} belongs to another configuration than the run in {resume} "
-          f"({CONFIG_NAME} vs checkpoint: {'; '.join(foreign[:3])}); it was copied from another "
-          "run: put this run's checkpoint back, or resume the other run from its own directory")
+          f"({'; '.join(foreign[:3])}): it was copied from another run; put this run's "
+          "checkpoint back, or resume the other run from its own directory")
   return meta
 
 
@@ -357,7 +380,7 @@ def run(cfg: Config, out: str, *, resume: Optional[str] = None, overwrite: bool 
 
   mesh = sharding.data_mesh()
   axis = carry_axis(cfg)
-  loop_step = make_loop_step(task, optimizer, cfg, mesh)
+  loop_step = _cached_loop_step(task, optimizer, cfg, mesh)
   params, opt_state, ema = sharding.replicate((state.params, state.opt_state, state.ema), mesh)
   carry = sharding.shard_batch(distributed.local_columns(state.carry, axis), mesh, batch_axis=axis)
   train = TrainState(params, opt_state, carry, ema,

@@ -9,21 +9,31 @@ the same whatever the number of processes: the training loop keeps each process'
 it (:func:`jrnn.training.distributed.local_columns`). That is what lets a run resume with
 another number of processes. Building the global batch is cheap for every task here (charlm
 windows are slices of the corpus in memory; the synthetic tasks draw from the step's key).
+
+The compiled pieces (batch makers, evaluations, the loss) are module-level functions with the
+sizes as static arguments, so a process that builds the same task twice (a resumed run, the
+tests) compiles them once.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Dict, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 
+from jrnn.data import adding as adding_data
+from jrnn.data import charlm as charlm_data
+from jrnn.data import copy_task as copy_data
+from jrnn.data import sine as sine_data
 from jrnn.params import StackedParams
 from jrnn.training import steps as jtrain
 from jrnn.unroll import forward, stacked_forward
 
 
 class Task(NamedTuple):
-  """What the training loop needs to know about a task."""
+  """What the training loop needs to know about a task. ``loss`` and ``stateful`` must depend
+  on the config alone (the loop reuses its compiled step across runs of one config)."""
   n_in: int
   n_out: int
   loss: Callable[..., Any]  # sequence_loss(...): (params, Batch, h0) -> (loss, h_last)
@@ -37,9 +47,14 @@ class Task(NamedTuple):
   eval_positions: int = 0  # (time step, sequence) pairs one evaluation runs: sizes its memory
 
 
-def _loss(cfg, kind: str, **kwargs):
-  return jtrain.sequence_loss(kind, unroll=cfg.unroll, dropout=cfg.dropout, grad=cfg.grad,
-                              kernel=cfg.kernel, solver=cfg.solver, **kwargs)
+@functools.lru_cache(maxsize=32)
+def _cached_loss(kind, one_hot, unroll, dropout, grad, kernel, solver):
+  return jtrain.sequence_loss(kind, one_hot=one_hot, unroll=unroll, dropout=dropout, grad=grad,
+                              kernel=kernel, solver=solver)
+
+
+def _loss(cfg, kind: str, one_hot: Optional[int] = None):
+  return _cached_loss(kind, one_hot, cfg.unroll, cfg.dropout, cfg.grad, cfg.kernel, cfg.solver)
 
 
 def _forward(params, xs, unroll):
@@ -47,105 +62,120 @@ def _forward(params, xs, unroll):
   return run(params, xs, unroll=unroll)
 
 
-def _metric_name(kind: str) -> str:
-  return "val_accuracy" if kind == "cross_entropy" else "val_mse"
+@functools.partial(jax.jit, static_argnums=0)
+def _mean_loss(loss, params, xs, targets):
+  return loss(params, jtrain.Batch(xs, targets))[0]
 
 
 def charlm(cfg, key) -> Task:
   """Next-character prediction on ``pydoc_data.topics`` (:mod:`jrnn.data.charlm`), read as
   ``batch_size`` parallel streams in windows of ``seq_len`` with the state carried over."""
-  from jrnn.data import charlm as data_lib  # pylint: disable=import-outside-toplevel
-  data = data_lib.load()
+  data = charlm_data.load()
   v = data.vocab.size
-  rows = data_lib.streams(data.train, cfg.batch_size)
-  n_win = data_lib.num_windows(rows, cfg.seq_len)
+  rows = charlm_data.streams(data.train, cfg.batch_size)
+  n_win = charlm_data.num_windows(rows, cfg.seq_len)
   # Validation: 8 contiguous streams over the held-out text, each read from its start with
   # the state carried through it, in one compiled forward pass.
-  val_rows = data_lib.streams(data.val, 8)
+  val_rows = charlm_data.streams(data.val, 8)
   val_x = jnp.asarray(val_rows[:, :-1].T)
   val_y = jnp.asarray(val_rows[:, 1:].T)
   loss = _loss(cfg, "cross_entropy", one_hot=v)
-  eval_loss = jax.jit(lambda p: loss(p, jtrain.Batch(val_x, val_y))[0])
 
   def batch(step):  # the stream is read in order; only dropout is random
-    x, y = data_lib.window(rows, step % n_win, cfg.seq_len)
+    x, y = charlm_data.window(rows, step % n_win, cfg.seq_len)
     return jtrain.Batch(x, y, key=jax.random.fold_in(key, step) if cfg.dropout else None)
 
   return Task(
       n_in=v, n_out=v, loss=loss, stateful=True, tokens_per_step=cfg.seq_len * cfg.batch_size,
       batch=batch, position=lambda s: {"epoch": s // n_win, "window": s % n_win},
-      evaluate=lambda p: {"val_bpc": data_lib.bits_per_char(eval_loss(p))},
+      evaluate=lambda p: {"val_bpc": charlm_data.bits_per_char(_mean_loss(loss, p, val_x,
+                                                                          val_y))},
       metric="val_bpc", vocab=data.vocab.chars, eval_positions=val_x.size)
 
 
 def _synthetic(cfg, key, make, n_in, n_out, kind, evaluate) -> Task:
-  from jrnn.data import copy_task  # pylint: disable=import-outside-toplevel
-  train_key, val_key = copy_task.split_keys(key)
+  """``make(key, batch_size)`` draws a batch eagerly; ``make_jit`` the same compiled;
+  ``evaluate(params, val, unroll)`` is compiled."""
+  train_key, val_key = copy_data.split_keys(key)
   val = make(val_key, cfg.val_batch)
-  loss = _loss(cfg, kind)
-  make_jit = jax.jit(lambda k: make(k, cfg.batch_size))
   drop_key = jax.random.fold_in(key, 1)
 
   def batch(step):
     k = jax.random.fold_in(train_key, step)
-    return jtrain.Batch(*make_jit(k), key=jax.random.fold_in(drop_key, step)
-                        if cfg.dropout else None)
+    return jtrain.Batch(*make(k, cfg.batch_size, jit=True),
+                        key=jax.random.fold_in(drop_key, step) if cfg.dropout else None)
 
   n_steps = make(val_key, 1)[0].shape[0]
-  return Task(n_in=n_in, n_out=n_out, loss=loss, stateful=False,
+  return Task(n_in=n_in, n_out=n_out, loss=_loss(cfg, kind), stateful=False,
               tokens_per_step=n_steps * cfg.batch_size, batch=batch,
               position=lambda s: {"batch": s},
-              evaluate=lambda p: {k: float(v) for k, v in evaluate(p, val).items()},
-              metric=_metric_name(kind), eval_positions=n_steps * cfg.val_batch)
+              evaluate=lambda p: {k: float(v) for k, v in evaluate(p, val, cfg.unroll).items()},
+              metric="val_accuracy" if kind == "cross_entropy" else "val_mse",
+              eval_positions=n_steps * cfg.val_batch)
+
+
+_copy_batch = jax.jit(copy_data.batch, static_argnums=1,
+                      static_argnames=("n_symbols", "length", "delay"))
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _copy_accuracy(params, val, unroll):
+  ys = _forward(params, val.xs, unroll).ys
+  hit = (jnp.argmax(ys, -1) == val.targets) & val.mask
+  return {"val_accuracy": jnp.sum(hit) / jnp.sum(val.mask)}
 
 
 def copy(cfg, key) -> Task:
   """Recall ``copy_len`` symbols after ``delay`` blank steps (:mod:`jrnn.data.copy_task`)."""
-  from jrnn.data import copy_task  # pylint: disable=import-outside-toplevel
+  def make(k, b, jit=False):
+    return (_copy_batch if jit else copy_data.batch)(
+        k, b, n_symbols=cfg.n_symbols, length=cfg.copy_len, delay=cfg.delay)
 
-  def make(k, b):
-    return copy_task.batch(k, b, n_symbols=cfg.n_symbols, length=cfg.copy_len, delay=cfg.delay)
+  return _synthetic(cfg, key, make, cfg.n_symbols + 2, cfg.n_symbols, "cross_entropy",
+                    _copy_accuracy)
 
-  @jax.jit
-  def evaluate(params, val):
-    ys = _forward(params, val.xs, cfg.unroll).ys
-    hit = (jnp.argmax(ys, -1) == val.targets) & val.mask
-    return {"val_accuracy": jnp.sum(hit) / jnp.sum(val.mask)}
 
-  return _synthetic(cfg, key, make, cfg.n_symbols + 2, cfg.n_symbols, "cross_entropy", evaluate)
+_sine_batch = jax.jit(sine_data.batch, static_argnums=(1, 2))
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _sine_mse(params, val, unroll):
+  ys = _forward(params, val.xs, unroll).ys
+  return {"val_mse": jnp.mean((ys - val.targets) ** 2)}
 
 
 def sine(cfg, key) -> Task:
   """Predict the next value of a sine wave of random phase (:mod:`jrnn.data.sine`)."""
-  from jrnn.data import sine as data_lib  # pylint: disable=import-outside-toplevel
+  def make(k, b, jit=False):
+    return (_sine_batch if jit else sine_data.batch)(k, b, cfg.seq_len)
 
-  @jax.jit
-  def evaluate(params, val):
-    ys = _forward(params, val.xs, cfg.unroll).ys
-    return {"val_mse": jnp.mean((ys - val.targets) ** 2)}
+  return _synthetic(cfg, key, make, 1, 1, "squared_error", _sine_mse)
 
-  return _synthetic(cfg, key, lambda k, b: data_lib.batch(k, b, cfg.seq_len), 1, 1,
-                    "squared_error", evaluate)
+
+def _adding_arrays(k, b, seq_len):
+  xs, target = adding_data.batch(k, b, seq_len)[:2]
+  # The answer is read at the last step only: target and mask are zero elsewhere.
+  targets = jnp.zeros(xs.shape[:2] + (1,), xs.dtype).at[-1].set(target.reshape(b, 1))
+  mask = jnp.zeros(xs.shape[:2], bool).at[-1].set(True)
+  return xs, targets, mask
+
+
+_adding_batch = jax.jit(_adding_arrays, static_argnums=(1, 2))
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _adding_mse(params, val, unroll):
+  ys = _forward(params, val[0], unroll).ys
+  return {"val_mse": jnp.mean((ys[-1] - val[1][-1]) ** 2)}
 
 
 def adding(cfg, key) -> Task:
   """The adding problem: the sum of the two marked numbers, read at the last step
   (:mod:`jrnn.data.adding`)."""
-  from jrnn.data import adding as data_lib  # pylint: disable=import-outside-toplevel
+  def make(k, b, jit=False):
+    return (_adding_batch if jit else _adding_arrays)(k, b, cfg.seq_len)
 
-  def make(k, b):
-    xs, target = data_lib.batch(k, b, cfg.seq_len)[:2]
-    # The answer is read at the last step only: target and mask are zero elsewhere.
-    targets = jnp.zeros(xs.shape[:2] + (1,), xs.dtype).at[-1].set(target.reshape(b, 1))
-    mask = jnp.zeros(xs.shape[:2], bool).at[-1].set(True)
-    return xs, targets, mask
-
-  @jax.jit
-  def evaluate(params, val):
-    ys = _forward(params, val[0], cfg.unroll).ys
-    return {"val_mse": jnp.mean((ys[-1] - val[1][-1]) ** 2)}
-
-  return _synthetic(cfg, key, make, 2, 1, "squared_error", evaluate)
+  return _synthetic(cfg, key, make, 2, 1, "squared_error", _adding_mse)
 
 
 BUILDERS: Dict[str, Callable[..., Task]] = {"charlm": charlm, "copy": copy, "sine": sine,
