@@ -213,6 +213,7 @@ def test_seed_formula_double_sum_by_hand_for_one_step():
   np.testing.assert_allclose(seed.h0, e @ p.w_hh, rtol=RTOL)
 
 
+@pytest.mark.slow
 def test_hand_under_jit_equals_eager():
   p = _params(jax.random.key(22), 3, 4, 2, learn_h0=True)
   xs, tg, mask, _ = _layout_data(jax.random.key(23), "time_major", 3, 2, 3, 2,
@@ -228,6 +229,7 @@ def test_hand_under_jit_equals_eager():
   _assert_trees_close(jax.jit(seed_fn)(p, xs, tg, mask=mask), seed_fn(p, xs, tg, mask=mask))
 
 
+@pytest.mark.slow
 @hypothesis.settings(max_examples=5, deadline=None)
 @hypothesis.given(
     n_steps=st.integers(1, 6), n_batch=st.integers(1, 3), n_in=st.integers(1, 3),

@@ -132,6 +132,7 @@ def test_default_segment_length():
       1, 2, 2, 3, 3, 4, 32]
 
 
+@pytest.mark.slow
 @hypothesis.settings(max_examples=5, deadline=None)
 @hypothesis.given(n_steps=st.integers(1, 9), k=st.integers(1, 5), n_batch=st.integers(1, 2),
                   activation=st.sampled_from(["tanh", "relu", "sigmoid"]),

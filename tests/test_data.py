@@ -134,6 +134,7 @@ def test_sample_temperature_and_bad_input():
     sample_tokens(jrnn.init_params(jax.random.key(0), 3, 4, 5), jax.random.key(0), prime, 3)
 
 
+@pytest.mark.slow
 def test_sample_stacked_low_temperature_is_greedy():
   v = 6
   params = jrnn.init_stacked(jax.random.key(4), v, 5, v, num_layers=2, scheme="glorot",

@@ -50,6 +50,7 @@ def traj_and_norms(params, xs, mask, act):
   return run(params, xs, mask)
 
 
+@pytest.mark.slow
 @hypothesis.settings(max_examples=10, deadline=None)
 @hypothesis.given(seed=st.integers(0, 2**16), n_steps=st.integers(1, 6),
                   n_hidden=st.integers(1, 5), act=st.sampled_from(["tanh", "relu", "sigmoid"]),
@@ -65,6 +66,7 @@ def test_norms_equal_norms_of_jacrev(seed, n_steps, n_hidden, act, mask_p):
     np.testing.assert_array_equal(norms[:k, k], 0)
 
 
+@pytest.mark.slow
 @hypothesis.settings(max_examples=15, deadline=None)
 @hypothesis.given(seed=st.integers(0, 2**16), n_steps=st.integers(1, 12),
                   n_hidden=st.integers(1, 8), radius=st.floats(0.2, 2.5),
@@ -162,6 +164,7 @@ def test_lanczos_exact_with_h_iterations_and_never_above():
   np.testing.assert_allclose(many.norm[1], 1.0, rtol=1e-12)  # ∂h_5/∂h_5 = I
 
 
+@pytest.mark.slow
 def test_lag_estimates_close_to_exact_at_larger_h():
   params, xs, _ = make(5, 30, 24, radius=1.0)
   traj, norms = traj_and_norms(params, xs, jnp.ones(30, bool), "tanh")
@@ -298,6 +301,7 @@ def _load_script(name):
   return mod
 
 
+@pytest.mark.slow
 def test_gradient_study_script_smoke(tmp_path):
   study = _load_script("gradient_study")
   study.main(["--out", str(tmp_path), "--hidden", "4", "--steps", "6", "--batch", "2",

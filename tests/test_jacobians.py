@@ -85,6 +85,7 @@ def test_masked_step_jacobian_is_identity():
   assert np.abs(js[0] - np.eye(3)).max() > 1e-3
 
 
+@pytest.mark.slow
 @hypothesis.settings(max_examples=10, deadline=None)
 @hypothesis.given(seed=st.integers(0, 2**16), n_steps=st.integers(1, 5),
                   n_hidden=st.integers(1, 4), act=st.sampled_from(ACTS),
@@ -111,6 +112,7 @@ def test_products_under_jit_and_h0():
   np.testing.assert_allclose(prods[5, 1], ref, rtol=RTOL, atol=1e-14)
 
 
+@pytest.mark.slow
 @hypothesis.settings(**SETTINGS)
 @hypothesis.given(seed=st.integers(0, 2**16), n_steps=st.integers(1, 7),
                   n_hidden=st.integers(1, 6), act=st.sampled_from(ACTS),
@@ -149,6 +151,7 @@ def test_matrix_free_products_with_traced_indices():
   np.testing.assert_allclose(vjps, jnp.einsum("i,tkij->tkj", v, prods), rtol=RTOL, atol=1e-13)
 
 
+@pytest.mark.slow
 def test_matrix_free_products_agree_with_jax_jvp_vjp_at_larger_h():
   params, xs, mask = make(5, 9, 40, mask_p=0.2)
   traj = jrnn.reference.trajectory(params, xs, mask=mask)

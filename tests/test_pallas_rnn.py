@@ -77,11 +77,13 @@ def test_float32_matches_hand_bptt(name, masked):
   _compare(ACTIVATIONS[name], 7, 5, 24, mask_p=0.7 if masked else None, unroll=3)
 
 
+@pytest.mark.slow
 def test_several_batch_tiles_and_a_larger_tile():
   _compare(ACTIVATIONS["tanh"], 5, 20, 16, mask_p=0.6, seed=1)  # two programs of 16 rows
   _compare(ACTIVATIONS["relu"], 4, 20, 16, mask_p=0.6, seed=2, block_b=32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["tanh", "relu"])
 def test_bfloat16_compute_within_1e2(name):
   _compare(ACTIVATIONS[name], 8, 6, 32, mask_p=0.8, tol=BF16_TOL, compute_dtype=jnp.bfloat16)
@@ -116,6 +118,7 @@ def test_default_unroll_and_prefetch_are_used():
   assert jaxpr == explicit
 
 
+@pytest.mark.slow
 def test_under_jit_and_long_unroll():
   _compare(ACTIVATIONS["tanh"], 9, 4, 16, mask_p=0.8, unroll=16, jit=True)
 
@@ -235,6 +238,7 @@ def test_gpu_check_help_and_clean_exit_without_gpu(tmp_path):
   assert "no GPU" in res.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("masked", [False, True])
 def test_streamed_weights_match(masked, monkeypatch):
   # 16-wide column blocks give two blocks at H=32, a size interpret mode runs quickly

@@ -92,6 +92,7 @@ def test_chunked_equals_truncated_with_k1_equal_k2(n_steps, k, grad):
   _assert_trees_close(chunked.grads, want)
 
 
+@pytest.mark.slow
 def test_whole_sequence_window_is_full_bptt_and_shorter_is_not():
   p = _params(jax.random.key(4))
   xs, tg, mask = _data(jax.random.key(5), 6, 2, 2, 2)
@@ -120,6 +121,7 @@ def test_streaming_chunks_equal_chunked():
   _assert_trees_close(grads, want.grads)
 
 
+@pytest.mark.slow
 def test_layouts_unbatched_and_batch_major():
   p = _params(jax.random.key(8), learn_h0=False)
   xs, tg, mask = _data(jax.random.key(9), 5, 2, 2, 2)
@@ -133,6 +135,7 @@ def test_layouts_unbatched_and_batch_major():
   _assert_trees_close(one, ref._replace(h_last=ref.h_last[0]))
 
 
+@pytest.mark.slow
 @hypothesis.settings(max_examples=5, deadline=None)
 @hypothesis.given(n_steps=st.integers(1, 7), k1=st.integers(1, 4), extra=st.integers(0, 3),
                   n_batch=st.integers(1, 2), seed=st.integers(0, 2 ** 16))
