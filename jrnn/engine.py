@@ -14,11 +14,24 @@ argument    values                                      question it answers
                                                         also gives forward mode)
 ``kernel``  ``"auto"`` (default), ``"xla"``,            which code runs the sequential loops
             ``"pallas"``, ``"pallas_interpret"``        (:mod:`jrnn.kernels`)
-``solver``  ``"sequential"`` (default)                  how the trajectory is evaluated: step by
-                                                        step, or (later) parallel in time
+``solver``  ``"sequential"`` (default), ``"deer"``,      how the trajectory is evaluated: step by
+            ``"quasi_deer"``, ``"elk"``, ``"quasi_elk"``  step, or parallel in time by Newton's
+            or a :class:`jrnn.parallel.Solver`          method (:mod:`jrnn.parallel`)
 ==========  ==========================================  =========================================
 
 ``grad="autodiff"`` differentiates XLA loops only: it takes ``kernel="auto"`` or ``"xla"``.
+
+A parallel solver (any ``solver`` but ``"sequential"``) runs the layer through
+:func:`jrnn.parallel.layer.parallel_recurrence`, a ``custom_vjp`` whose backward pass is BPTT's
+reverse recursion at the solver's trajectory (exact gradients, differentiated through the fixed
+point rather than through the iterations). It takes ``grad="hand"`` only: ``grad="autodiff"``
+would differentiate the Newton iterations themselves (costly, and only as exact as the last
+iterate), so that pair is an error. Its sequential pieces (the ``"sequential"`` adjoint, the
+``"fallback"`` of ``on_failure``) run :mod:`jrnn.loops` (XLA), so it takes ``kernel="auto"`` or
+``"xla"``. The solver's diagnostics (iterations, residual) are not part of
+:class:`jrnn.RNNOutput`; :func:`jrnn.parallel.parallel_forward` and :func:`jrnn.parallel.solve`
+return them. A solve that fails follows ``Solver.on_failure`` (``"raise"`` by default for the
+method names).
 """
 from __future__ import annotations
 
@@ -27,29 +40,51 @@ from typing import Optional
 
 import jax.numpy as jnp
 
-from jrnn import bptt, kernels, loops, validation
+from jrnn import bptt, kernels, loops, parallel, validation
 from jrnn.activations import Activation
 from jrnn.cell import add_bias
 from jrnn.params import LayerParams
 
 GRADS = ("hand", "autodiff")
-SOLVERS = ("sequential",)
+SOLVERS = ("sequential",) + parallel.METHODS
 # The 0.1 option `bptt=` mixed two questions; each old value as (grad, kernel).
 _BPTT_TO_CHOICES = {"hand": ("hand", "xla"), "autodiff": ("autodiff", "xla"),
                     "pallas": ("hand", "pallas"), "auto": ("hand", "auto")}
 
 
-def check_choices(grad: str, kernel: str, solver: str) -> None:
+def check_choices(grad: str, kernel: str, solver: "str | parallel.Solver") -> None:
   """Raises ``ValueError`` for an unknown or incompatible ``grad``/``kernel``/``solver``."""
   if grad not in GRADS:
     raise ValueError(f"grad must be one of {GRADS}, got {grad!r}")
   if kernel not in kernels.KERNELS:
     raise ValueError(f"kernel must be one of {kernels.KERNELS}, got {kernel!r}")
-  if solver not in SOLVERS:
-    raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+  if isinstance(solver, parallel.Solver):
+    parallel.as_solver(solver)
+  elif not isinstance(solver, str) or solver not in SOLVERS:
+    raise ValueError(f"solver must be one of {SOLVERS} or a jrnn.parallel.Solver, "
+                     f"got {solver!r}")
   if grad == "autodiff" and kernel not in ("auto", "xla"):
     raise ValueError(f"grad='autodiff' differentiates XLA's loops; kernel={kernel!r} runs the "
                      "hand BPTT's loops. Use grad='hand' with it, or kernel='xla'")
+  if is_parallel(solver):
+    if grad != "hand":
+      raise ValueError(f"solver={_solver_name(solver)!r} differentiates through its fixed point "
+                       "with the hand BPTT (grad='hand'); grad='autodiff' would differentiate "
+                       "the Newton iterations. Use grad='hand', or solver='sequential' for "
+                       "autodiff")
+    if kernel not in ("auto", "xla"):
+      raise ValueError(f"solver={_solver_name(solver)!r} runs its sequential pieces (adjoint, "
+                       f"fallback) with jrnn.loops (XLA); kernel={kernel!r} applies to "
+                       "solver='sequential' only. Use kernel='auto' or 'xla'")
+
+
+def is_parallel(solver) -> bool:
+  """Whether ``solver`` (a name or a :class:`jrnn.parallel.Solver`) is a parallel solver."""
+  return isinstance(solver, parallel.Solver) or solver != "sequential"
+
+
+def _solver_name(solver) -> str:
+  return solver.method if isinstance(solver, parallel.Solver) else solver
 
 
 def choices_from_bptt(bptt: Optional[str], grad: str, kernel: str) -> tuple:
@@ -74,9 +109,13 @@ def _resolve(grad, kernel, solver, unroll, w_hh, u_like, act):
 
 
 def run_recurrence(w_hh, u, h0, mask, act: Activation, *, reverse: bool, unroll: int,
-                   grad: str, kernel: str, solver: str):
+                   grad: str, kernel: str, solver):
   """``hs (T, B, H)`` of the recurrence over projected inputs ``u (T, B, H)`` (time-major)."""
   kern, unroll = _resolve(grad, kernel, solver, unroll, w_hh, u, act)
+  if is_parallel(solver):
+    with bptt.explain_forward_mode():
+      return parallel.layer.run(w_hh, u, h0, mask, act, solver, reverse=reverse,
+                                unroll=unroll)[0]
   u, mask = loops.in_time_order(u, mask, reverse)
   if grad == "hand":
     with bptt.explain_forward_mode():
@@ -87,9 +126,14 @@ def run_recurrence(w_hh, u, h0, mask, act: Activation, *, reverse: bool, unroll:
 
 
 def run_layer(layer: LayerParams, xs, h0, mask, act: Activation, *, reverse: bool,
-              unroll: int, grad: str, kernel: str, solver: str):
+              unroll: int, grad: str, kernel: str, solver):
   """``hs (T, B, H)`` of one layer over time-major ``xs (T, B, I)`` from ``h0 (B, H)``."""
   kern, unroll = _resolve(grad, kernel, solver, unroll, layer.w_hh, xs, act)
+  if is_parallel(solver):
+    u = add_bias(xs @ layer.w_xh.T, layer.b_h)  # differentiated by JAX: dW_xh = Σ δᵀx, ...
+    with bptt.explain_forward_mode():
+      return parallel.layer.run(layer.w_hh, u, h0, mask, act, solver, reverse=reverse,
+                                unroll=unroll)[0]
   xs, mask = loops.in_time_order(xs, mask, reverse)
   if grad == "hand":
     with bptt.explain_forward_mode():
