@@ -179,10 +179,10 @@ def scan_sequence(step_fn, params: RNNParams, state, xs, targets, mask, loss_mas
   ``xs (T, I)``, ``targets (T, …)``, ``mask``/``loss_mask`` ``(T,)`` or ``None``, ``keys (T,)``
   or ``None``. Returns :class:`OnlineResult` with the summed loss and gradient.
   """
-  n_steps = np.shape(xs)[0] if np.ndim(xs) == 2 else None
-  if n_steps is None:
+  if np.ndim(xs) != 2:
     raise ValueError(f"xs must have shape (T, I) (one stream; vmap over streams), "
                      f"got {np.shape(xs)}")
+  n_steps = np.shape(xs)[0]
   validation.check_shape("targets", targets, (n_steps,) + tuple(np.shape(targets)[1:]),
                          "(T, ...)")
   for name, m in (("mask", mask), ("loss_mask", loss_mask)):

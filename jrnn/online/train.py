@@ -17,7 +17,8 @@ An online method is a pair of pure functions (optax's pattern), configured once 
        θ' = θ + u
 
 (``N`` the number of scored steps for ``reduction="mean"``, ``B`` for ``"batch_mean"``, 1 for
-``"sum"``). Unlike truncated BPTT over windows, the state (``h`` and the influence) is never cut:
+``"sum"``). When none of the ``k`` steps is scored (e.g. the copy task's waiting steps), the
+update is skipped: parameters and optimiser state stay as they are. Unlike truncated BPTT over windows, the state (``h`` and the influence) is never cut:
 it carries on across updates and windows, computed with whatever parameters were current at each
 step, which is what makes these methods online.
 """
@@ -174,10 +175,12 @@ def make_online_train_step(
     n_steps, n_streams = jnp.shape(xs)[:2]
     if n_steps % every:
       raise ValueError(f"the window's T={n_steps} must be a multiple of every={every}")
+    for name, m in zip(("batch.loss_mask", "batch.mask"), (batch.loss_mask, batch.mask)):
+      if m is not None:
+        validation.check_shape(name, m, (n_steps, n_streams), "(T, B)")
+        validation.check_mask_dtype(m)
     masks = [jnp.ones((n_steps, n_streams), bool) if m is None else jnp.asarray(m).astype(bool)
              for m in (batch.loss_mask, batch.mask)]
-    for name, m in zip(("batch.loss_mask", "batch.mask"), masks):
-      validation.check_shape(name, m, (n_steps, n_streams), "(T, B)")
     seq = (xs, batch.targets, masks[0], masks[1], jnp.arange(n_steps))
     chunks = jax.tree_util.tree_map(
         lambda a: a.reshape((n_steps // every, every) + a.shape[1:]), seq)
@@ -204,8 +207,10 @@ def make_online_train_step(
       div = {"mean": jnp.maximum(ck, 1).astype(zero.dtype), "batch_mean": n_streams,
              "sum": 1}[reduction]
       g = jax.tree_util.tree_map(lambda a: a / div, g)
-      updates, o = optimizer.update(g, o, p)
-      p = optax.apply_updates(p, updates)
+      updates, new_o = optimizer.update(g, o, p)
+      # No scored step, no update: a zero gradient would still move Adam's or momentum's
+      # parameters and decay their statistics.
+      p, o = core.keep_where(ck > 0, (optax.apply_updates(p, updates), new_o), (p, o))
       return (p, o, st, lsum + lk, count + ck, optax.tree.norm(g)), None
 
     zero = jnp.zeros((), params.w_hh.dtype)
