@@ -1,8 +1,10 @@
 """Side-by-side timing of one Elman-RNN training step and forward pass: jrnn against its peers.
 
 Implementations (see ``scripts/bench_impls.py``; all share one set of parameters and data):
-jrnn's hand BPTT and autodiff paths (``jrnn_hand``, ``jrnn_autodiff``; ``_u{K}`` when scan
-``unroll=K``), flax.linen ``RNN(SimpleCell)`` (``flax_linen``), haiku ``VanillaRNN`` +
+jrnn's hand BPTT and autodiff paths (``jrnn_hand``, ``jrnn_autodiff``; ``_{kernel}`` when a
+kernel other than ``auto`` is asked for, ``_u{K}`` when ``unroll=K``), flax.linen
+``RNN(SimpleCell)`` (``flax_linen``), the same Flax model with the jrnn layer
+``jrnn.interop.flax_linen.ElmanRNN`` swapped in (``flax_jrnn``), haiku ``VanillaRNN`` +
 ``dynamic_unroll`` (``haiku_vanilla``; a ReLU RNN, haiku has no tanh option) and
 ``torch.nn.RNN`` (``torch_rnn`` on CPU, ``torch_cudnn`` on CUDA). Each adds a linear readout;
 the loss is the mean over the batch of Σ_t squared error (``../shared/ANCHORS.md``), float32. A
@@ -17,7 +19,7 @@ table shows the median sample. On a GPU, jax uses TF32 matrix units
 (``default_matmul_precision("tensorfloat32")``) and torch allows TF32, unless ``--strict-f32``.
 
 GFLOP/s counts the matrix products: training ``6·T·B·(I·H + H·H) + 6·T·B·H·O``, forward
-``2·T·B·(I·H + H·H + H·O)``. The ceiling is a large float32 matrix product timed in the same
+``2·T·B·(I·H + H·H + H·O)`` (:func:`benchlib.flop_count`). The ceiling is a large float32 matrix product timed in the same
 run (XLA, and NumPy on CPU). Peak memory is XLA's buffer assignment for the compiled step
 (arguments + outputs + temporaries) for the jax implementations and
 ``torch.cuda.max_memory_allocated`` for torch on CUDA; torch on CPU has none (``n/a``).
@@ -27,7 +29,10 @@ Examples::
   python scripts/bench.py                       # the CPU anchor sizes (or GPU ones on a GPU)
   python scripts/bench.py --quick               # tiny, seconds: the CI smoke run
   python scripts/bench.py --sizes "32,128,64,256,64" --impls jrnn,flax --json out.json
-  python scripts/bench.py --jrnn-variants hand:1,hand:8,hand:32,autodiff:1 --impls jrnn
+  python scripts/bench.py --jrnn-variants hand,hand:8,hand/xla:32,autodiff --impls jrnn
+  python scripts/bench.py --impls flax            # the Flax model: SimpleCell vs the jrnn layer
+
+Sizes, the timer and the environment header come from ``scripts/benchlib.py``.
 """
 from __future__ import annotations
 
@@ -36,7 +41,6 @@ import datetime
 import json
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -50,90 +54,46 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_impls  # noqa: E402
+import benchlib  # noqa: E402
 import jrnn  # noqa: E402
+from benchlib import flop_count, parse_sizes  # noqa: E402,F401  (re-exported for the tests)
 
-# (B, T, I, H, O), from ../shared/ANCHORS.md.
-CPU_SIZES = [(1, 1000, 16, 64, 16), (32, 128, 64, 256, 64), (128, 256, 128, 512, 128)]
-GPU_SIZES = [(1, 1000, 64, 64, 64), (64, 256, 256, 256, 256), (128, 512, 512, 1024, 512),
-             (512, 128, 1024, 1024, 1024)]
-QUICK_SIZES = [(2, 16, 4, 8, 4)]
 MODES = ("train", "forward")
-PEERS = ("flax_linen", "haiku_vanilla", "torch")
-
-
-def parse_sizes(text):
-  """``"1,1000,16,64,16;32,128,64,256,64"`` -> ``[(1, 1000, 16, 64, 16), (32, ...)]``."""
-  sizes = []
-  for part in filter(None, (p.strip() for p in text.split(";"))):
-    size = tuple(int(v) for v in part.split(","))
-    if len(size) != 5 or min(size) < 1:
-      raise argparse.ArgumentTypeError(
-          f"each size must be five positive integers B,T,I,H,O; got {part!r}")
-    sizes.append(size)
-  if not sizes:
-    raise argparse.ArgumentTypeError("--sizes is empty")
-  return sizes
+# The Flax model with jrnn's layer: compared with the same model's nn.RNN(SimpleCell).
+FLAX_SWAP, FLAX_BASE = "flax_jrnn", "flax_linen"
 
 
 def parse_variants(text):
-  """``"hand:1,hand:8,autodiff:1"`` -> ``[("hand", 1), ("hand", 8), ("autodiff", 1)]``."""
+  """``"hand,hand:8,hand/xla:32,autodiff"`` -> ``[(grad, kernel, unroll), ...]``.
+
+  A variant is ``GRAD[/KERNEL][:K]``: ``GRAD`` one of ``jrnn.GRADS``, ``KERNEL`` one of
+  ``jrnn.KERNELS`` (default ``auto``), ``K`` the loops' unroll (default 1). Whatever jrnn offers
+  now, so a new gradient method or kernel needs no change here.
+  """
   variants = []
   for part in filter(None, (p.strip() for p in text.split(","))):
-    bptt, _, unroll = part.partition(":")
-    # Whatever modes jrnn offers now, so a new backward path needs no change here.
-    if bptt not in jrnn.BPTT_MODES or not (unroll or "1").isdigit():
+    choice, _, unroll = part.partition(":")
+    grad, _, kernel = choice.partition("/")
+    kernel = kernel or "auto"
+    try:
+      if not (unroll or "1").isdigit() or int(unroll or 1) < 1:
+        raise ValueError(f"K must be a positive integer, got {unroll!r}")
+      jrnn.engine.check_choices(grad, kernel, "sequential")
+    except ValueError as e:
       raise argparse.ArgumentTypeError(
-          f"a jrnn variant is MODE[:K], MODE one of {jrnn.BPTT_MODES} and K the scan unroll; "
-          f"got {part!r}")
-    variants.append((bptt, int(unroll or 1)))
+          f"a jrnn variant is GRAD[/KERNEL][:K], GRAD one of {jrnn.GRADS}, KERNEL one of "
+          f"{jrnn.KERNELS}, K the unroll; got {part!r} ({e})") from None
+    variants.append((grad, kernel, int(unroll or 1)))
   return variants
 
 
-def flop_count(size, mode):
-  """Multiply-adds ×2 of the matrix products (elementwise work is not counted)."""
-  b, t, i, h, o = size
-  if mode == "train":
-    return 6 * t * b * (i * h + h * h) + 6 * t * b * h * o
-  return 2 * t * b * (i * h + h * h + h * o)
+def variant_name(grad, kernel, unroll):
+  return (f"jrnn_{grad}" + (f"_{kernel}" if kernel != "auto" else "")
+          + (f"_u{unroll}" if unroll != 1 else ""))
 
 
-def describe_device(on_gpu):
-  if on_gpu:
-    return f"gpu: {jax.devices()[0].device_kind}"
-  model = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo") as f:
-      model = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
-  except (OSError, StopIteration):
-    pass
-  return f"cpu: {model}, {os.cpu_count()} logical cores"
-
-
-def library_versions():
-  versions = {"python": platform.python_version(), "jax": jax.__version__,
-              "jaxlib": getattr(jax.lib, "__version__", None) or _version("jaxlib"),
-              "numpy": np.__version__}
-  for name in ("flax", "dm-haiku", "torch"):
-    versions[name] = _version(name)
-  return versions
-
-
-def _version(dist):
-  from importlib import metadata
-  try:
-    return metadata.version(dist)
-  except metadata.PackageNotFoundError:
-    return None
-
-
-def _median_seconds(fn, reps):
-  fn()
-  ts = []
-  for _ in range(reps):
-    t0 = time.perf_counter()
-    fn()
-    ts.append(time.perf_counter() - t0)
-  return statistics.median(ts)
+def _is_ours(name):
+  return name.startswith("jrnn") or name == FLAX_SWAP
 
 
 def matmul_ceiling(on_gpu, tf32, quick):
@@ -146,11 +106,11 @@ def matmul_ceiling(on_gpu, tf32, quick):
     a = jax.random.normal(key, (n, n), jnp.float32)
     with bench_impls.precision(tf32):
       dot = jax.jit(jnp.dot).lower(a, a).compile()
-    t = _median_seconds(lambda: dot(a, a).block_until_ready(), reps)
-    out[f"xla_{n}"] = 2 * n ** 3 / t / 1e9
+    ms = benchlib.median_ms(lambda: dot(a, a), reps, warmup=1)
+    out[f"xla_{n}"] = 2 * n ** 3 / ms / 1e6
     if not on_gpu:
       an = np.asarray(a)
-      out[f"numpy_{n}"] = 2 * n ** 3 / _median_seconds(lambda: an @ an, reps) / 1e9
+      out[f"numpy_{n}"] = 2 * n ** 3 / benchlib.median_ms(lambda: an @ an, reps, warmup=1) / 1e6
   return out
 
 
@@ -158,11 +118,12 @@ def make_builders(args, on_gpu):
   """``[(name, build(problem) -> Impl)]`` in table order, after ``--impls``."""
   tf32 = on_gpu and not args.strict_f32
   builders = []
-  for bptt, unroll in args.jrnn_variants:
-    name = f"jrnn_{bptt}" + (f"_u{unroll}" if unroll != 1 else "")
-    builders.append((name, lambda p, b=bptt, u=unroll: bench_impls.build_jrnn(
-        p, bptt=b, unroll=u, tf32=tf32)))
-  builders.append(("flax_linen", lambda p: bench_impls.build_flax(p, tf32=tf32)))
+  for grad, kernel, unroll in args.jrnn_variants:
+    builders.append((variant_name(grad, kernel, unroll),
+                     lambda p, g=grad, k=kernel, u=unroll: bench_impls.build_jrnn(
+                         p, grad=g, kernel=k, unroll=u, tf32=tf32)))
+  builders.append((FLAX_BASE, lambda p: bench_impls.build_flax(p, tf32=tf32)))
+  builders.append((FLAX_SWAP, lambda p: bench_impls.build_flax_jrnn(p, tf32=tf32)))
   builders.append(("haiku_vanilla", lambda p: bench_impls.build_haiku(p, tf32=tf32)))
   torch_name = "torch_cudnn" if on_gpu else "torch_rnn"
   builders.append((torch_name, lambda p: bench_impls.build_torch(
@@ -225,13 +186,14 @@ def format_table(size, mode, rows, ceiling):
   """One block of the printed table: each implementation, and jrnn's ratios to each peer.
 
   With several jrnn variants, a last column compares each with the first one (the baseline
-  when weighing a lever).
+  when weighing a lever). ``flax_jrnn`` counts as ours: its ``/flax_linen`` column is the speed-up
+  of swapping the layer in a Flax model.
   """
   b, t, i, h, o = size
   flops = flop_count(size, mode)
-  peers = [r for r in rows if not r["impl"].startswith("jrnn")]
-  ours = [r for r in rows if r["impl"].startswith("jrnn")]
-  base = ours[0] if len(ours) > 1 else None
+  peers = [r for r in rows if not _is_ours(r["impl"])]
+  variants = [r for r in rows if r["impl"].startswith("jrnn")]
+  base = variants[0] if len(variants) > 1 else None
   head = (f"{'impl':<18}{'ms':>10}{'GFLOP/s':>10}{'%ceil':>7}{'peak MiB':>10}"
           + "".join(f"{'/' + p['impl']:>16}" for p in peers) + ("  /best-peer" if peers else "")
           + (f"{'/' + base['impl']:>18}" if base else ""))
@@ -242,14 +204,28 @@ def format_table(size, mode, rows, ceiling):
     peak = "n/a" if r["peak_bytes"] is None else f"{r['peak_bytes'] / 2 ** 20:.2f}"
     pct = f"{100 * gflops / ceiling:>6.0f}%" if math.isfinite(ceiling) else f"{'-':>7}"
     line = f"{r['impl']:<18}{r['ms']:>10.3f}{gflops:>10.1f}{pct}{peak:>10}"
-    if r["impl"].startswith("jrnn"):
+    if _is_ours(r["impl"]):
       line += "".join(f"{r['ms'] / p['ms']:>16.2f}" for p in peers)
       if best is not None:
         line += f"{r['ms'] / best:>11.2f}"
-      if base:
+      if base and r["impl"].startswith("jrnn"):
         line += f"{r['ms'] / base['ms']:>18.2f}"
     lines.append(line)
   return "\n".join(lines)
+
+
+def flax_swap_table(rows):
+  """The Flax model, nn.RNN(SimpleCell) vs the jrnn layer, side by side at every size and mode."""
+  by_key = {(tuple(r["size"]), r["mode"], r["impl"]): r["ms"] for r in rows}
+  lines = []
+  for size, mode in dict.fromkeys((tuple(r["size"]), r["mode"]) for r in rows):
+    base, swap = by_key.get((size, mode, FLAX_BASE)), by_key.get((size, mode, FLAX_SWAP))
+    if base and swap:
+      lines.append(f"| {size} | {mode} | {base:.3f} | {swap:.3f} | {swap / base:.2f} |")
+  if not lines:
+    return ""
+  return "\n".join(["| size (B,T,I,H,O) | mode | flax nn.RNN(SimpleCell) ms | flax + jrnn "
+                    "ElmanRNN ms | jrnn layer / SimpleCell |", "|---|---|---|---|---|"] + lines)
 
 
 def parse_args(argv):
@@ -262,10 +238,10 @@ def parse_args(argv):
                       help="comma-separated name prefixes, e.g. jrnn,flax,torch (default: all)")
   parser.add_argument("--modes", default="train,forward", help="train, forward or both")
   parser.add_argument("--unroll", type=int, default=1,
-                      help="lax.scan unroll for the default jrnn variants")
+                      help="the loops' unroll for the default jrnn variants")
   parser.add_argument("--jrnn-variants", type=parse_variants, default=None,
-                      help='jrnn paths to time side by side, e.g. "hand:1,hand:8,autodiff:1" '
-                           "(default: hand:UNROLL,autodiff:UNROLL)")
+                      help='jrnn paths to time side by side, GRAD[/KERNEL][:K], e.g. '
+                           '"hand,hand:8,hand/xla,autodiff" (default: hand:UNROLL,autodiff:UNROLL)')
   parser.add_argument("--rounds", type=int, default=None,
                       help="round-robin rounds (default 7 on CPU, 20 on GPU, 2 with --quick)")
   parser.add_argument("--warmup", type=int, default=2, help="untimed calls per impl and mode")
@@ -279,7 +255,7 @@ def parse_args(argv):
   parser.add_argument("--json", default=None, help="write the results to this file")
   args = parser.parse_args(argv)
   if args.jrnn_variants is None:
-    args.jrnn_variants = [("hand", args.unroll), ("autodiff", args.unroll)]
+    args.jrnn_variants = [("hand", "auto", args.unroll), ("autodiff", "auto", args.unroll)]
   modes = [m.strip() for m in args.modes.split(",") if m.strip()]
   if not modes or any(m not in MODES for m in modes):
     parser.error(f"--modes must name some of {MODES}, got {args.modes!r}")
@@ -293,18 +269,14 @@ def main(argv=None):
   args = parse_args(argv)
   on_gpu = jax.default_backend() == "gpu"
   if args.sizes is None:
-    args.sizes = QUICK_SIZES if args.quick else (GPU_SIZES if on_gpu else CPU_SIZES)
+    args.sizes = benchlib.QUICK_SIZES if args.quick else benchlib.anchor_sizes(on_gpu)
   if args.rounds is None:
     args.rounds = 2 if args.quick else (20 if on_gpu else 7)
   if args.min_sample_ms is None:
     args.min_sample_ms = 1.0 if args.quick else 20.0
   tf32 = on_gpu and not args.strict_f32
-  device = describe_device(on_gpu)
-  versions = library_versions()
-  print(f"device: {device}   jax backend: {jax.default_backend()}   TF32: {tf32}")
-  print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v))
-  if os.environ.get("XLA_FLAGS"):
-    print(f"XLA_FLAGS: {os.environ['XLA_FLAGS']}")
+  env = benchlib.environment()
+  print(benchlib.format_environment(env) + f"\nTF32: {tf32}")
   try:
     import torch
     print(f"torch threads: {torch.get_num_threads()}")
@@ -338,11 +310,15 @@ def main(argv=None):
   print("\nratios are jrnn_ms / peer_ms (< 1: jrnn faster). Peak memory: XLA buffer "
         "assignment for jax; torch.cuda.max_memory_allocated on CUDA; n/a for torch on CPU.\n"
         "haiku_vanilla is hk.VanillaRNN, a ReLU RNN (no tanh option); the others use tanh.")
+  swap = flax_swap_table(rows)
+  if swap:
+    print("\nThe Flax model (layer + Dense readout, batch-major): nn.RNN(nn.SimpleCell) vs "
+          "jrnn.interop.flax_linen.ElmanRNN, same weights\n" + swap)
 
   if args.json:
-    result = {"device": device, "backend": jax.default_backend(), "tf32": tf32,
+    result = {"device": env["device"], "backend": env["backend"], "tf32": tf32,
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "versions": versions, "xla_flags": os.environ.get("XLA_FLAGS", ""),
+              "environment": env, "versions": env["versions"], "xla_flags": env["xla_flags"],
               "argv": sys.argv[1:] if argv is None else list(argv),
               "rounds": args.rounds, "ceiling_gflops": ceiling if ceilings else None,
               "ceilings": ceilings, "skipped": skipped, "rows": rows}

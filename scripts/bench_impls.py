@@ -11,6 +11,10 @@ implementation computes the same function at the same point:
 
 (haiku's ``VanillaRNN`` alone uses ReLU for the tanh; see :func:`build_haiku`).
 
+:func:`build_flax_jrnn` is the Flax model of :func:`build_flax` with one line changed: the
+``nn.RNN(nn.SimpleCell)`` layer replaced by ``jrnn.interop.flax_linen.ElmanRNN``, its weights
+converted from the same ``SimpleCell`` parameters: the speed-up a Flax user gets by the swap.
+
 A builder returns an :class:`Impl`: ``train()`` runs one compiled ``value_and_grad`` step and
 waits for it, ``forward()`` the outputs alone, and ``loss_and_grads()`` gives the loss and the
 gradients mapped back to jrnn's names and layout, which is how ``tests/test_bench.py`` checks
@@ -27,8 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jrnn
-
-Size = Tuple[int, int, int, int, int]  # (B, T, I, H, O)
+from benchlib import Size
 
 
 class Problem(NamedTuple):
@@ -101,11 +104,15 @@ def _jax_impl(loss_fn, fwd_fn, params, xs, targets, to_jrnn, *, tf32: bool) -> I
               peak_bytes={"train": _bytes(step), "forward": _bytes(fwd)})
 
 
-def build_jrnn(problem: Problem, *, bptt: str = "hand", unroll: int = 1,
+def build_jrnn(problem: Problem, *, grad: str = "hand", kernel: str = "auto", unroll: int = 1,
                activation: str = "tanh", tf32: bool = False) -> Impl:
-  """jrnn.forward (time-major) and jrnn.squared_error with the batch-mean reduction."""
+  """jrnn.forward (time-major) and jrnn.squared_error with the batch-mean reduction.
+
+  ``grad``, ``kernel``: :func:`jrnn.forward`'s choices (:mod:`jrnn.engine`).
+  """
   def fwd(p, xs):
-    return jrnn.forward(p, xs, bptt=bptt, unroll=unroll, activation=activation).ys
+    return jrnn.forward(p, xs, grad=grad, kernel=kernel, unroll=unroll,
+                        activation=activation).ys
 
   def loss(p, xs, targets):
     return jrnn.squared_error(fwd(p, xs), targets, reduction="batch_mean")
@@ -115,40 +122,64 @@ def build_jrnn(problem: Problem, *, bptt: str = "hand", unroll: int = 1,
                    tf32=tf32)
 
 
-def build_flax(problem: Problem, *, tf32: bool = False) -> Impl:
-  """flax.linen ``RNN(SimpleCell(H))`` then ``Dense(O)``, on batch-major data (its default)."""
+def _flax_model(n_hidden: int, n_out: int, make_layer=None):
+  """``Dense(O)(layer(x))``; the layer is ``make_layer()`` (built inside the compact method),
+  by default ``nn.RNN(nn.SimpleCell(H))``."""
   import flax.linen as nn
-
-  n_out = problem.params.w_hy.shape[0]
-  n_hidden = problem.params.w_hh.shape[0]
 
   class Model(nn.Module):
     @nn.compact
     def __call__(self, x):
-      return nn.Dense(n_out)(nn.RNN(nn.SimpleCell(n_hidden))(x))
+      rnn = make_layer() if make_layer else nn.RNN(nn.SimpleCell(n_hidden, name="cell"))
+      return nn.Dense(n_out, name="head")(rnn(x))
 
-  model = Model()
+  return Model()
+
+
+def _flax_problem(problem: Problem, jrnn_layer: bool):
+  """The problem's weights as the Flax model's variables, and its data batch-major."""
   p = problem.params
-  # SimpleCell: h' = tanh(x @ i.kernel + i.bias + h @ h.kernel); kernels are (in, out).
-  variables = {"params": {
-      "SimpleCell_0": {"i": {"kernel": p.w_xh.T, "bias": p.b_h}, "h": {"kernel": p.w_hh.T}},
-      "Dense_0": {"kernel": p.w_hy.T, "bias": p.b_y}}}
+  cell = jrnn.interop.to_simple_cell(p.layer)  # {"i": {kernel (I, H), bias}, "h": {kernel}}
+  rnn = jrnn.interop.flax_linen.to_variables(p.layer)["params"] if jrnn_layer else cell
+  variables = {"params": {"cell": rnn, "head": {"kernel": p.w_hy.T, "bias": p.b_y}}}
   xs = np.ascontiguousarray(np.swapaxes(problem.xs, 0, 1))
   targets = np.ascontiguousarray(np.swapaxes(problem.targets, 0, 1))
+  return variables, xs, targets
 
-  def fwd(v, x):
-    return model.apply(v, x)
+
+def _flax_impl(model, problem: Problem, jrnn_layer: bool, tf32: bool) -> Impl:
+  variables, xs, targets = _flax_problem(problem, jrnn_layer)
 
   def loss(v, x, y):
-    return jnp.mean(jnp.sum((fwd(v, x) - y) ** 2, axis=(1, 2)))
+    return jnp.mean(jnp.sum((model.apply(v, x) - y) ** 2, axis=(1, 2)))
 
   def to_jrnn(g):
     g = g["params"]
-    return {"w_xh": g["SimpleCell_0"]["i"]["kernel"].T, "w_hh": g["SimpleCell_0"]["h"]["kernel"].T,
-            "b_h": g["SimpleCell_0"]["i"]["bias"], "w_hy": g["Dense_0"]["kernel"].T,
-            "b_y": g["Dense_0"]["bias"]}
+    layer = (jrnn.interop.flax_linen.from_variables(g["cell"]) if jrnn_layer else
+             jrnn.interop.from_simple_cell(g["cell"]))
+    return {"w_xh": layer.w_xh, "w_hh": layer.w_hh, "b_h": layer.b_h,
+            "w_hy": g["head"]["kernel"].T, "b_y": g["head"]["bias"]}
 
-  return _jax_impl(loss, fwd, variables, xs, targets, to_jrnn, tf32=tf32)
+  return _jax_impl(loss, model.apply, variables, xs, targets, to_jrnn, tf32=tf32)
+
+
+def build_flax(problem: Problem, *, tf32: bool = False) -> Impl:
+  """flax.linen ``RNN(SimpleCell(H))`` then ``Dense(O)``, on batch-major data (its default)."""
+  n_out, n_hidden = problem.params.w_hy.shape[0], problem.params.w_hh.shape[0]
+  return _flax_impl(_flax_model(n_hidden, n_out), problem, False, tf32)
+
+
+def build_flax_jrnn(problem: Problem, *, grad: str = "hand", kernel: str = "auto",
+                    tf32: bool = False) -> Impl:
+  """:func:`build_flax`'s model with ``jrnn.interop.flax_linen.ElmanRNN`` for the
+  ``nn.RNN(nn.SimpleCell)`` layer (batch-major, as the layer it replaces)."""
+  from jrnn.interop import flax_linen
+
+  n_out, n_hidden = problem.params.w_hy.shape[0], problem.params.w_hh.shape[0]
+  def layer():
+    return flax_linen.ElmanRNN(n_hidden, grad=grad, kernel=kernel, name="cell")
+
+  return _flax_impl(_flax_model(n_hidden, n_out, layer), problem, True, tf32)
 
 
 def build_haiku(problem: Problem, *, tf32: bool = False) -> Impl:

@@ -6,25 +6,27 @@ of a linear readout, float32) and reads XLA's buffer assignment,
 besides the arguments and outputs. Deterministic and cheap; the numbers are those of the
 backend this runs on (CPU here).
 
-Usage: python scripts/bench_memory.py [--sizes B,T,I,H,O ...] [--segment K]
+Usage: python scripts/bench_memory.py [--sizes "B,T,I,H,O;..."] [--segment K]
 """
 from __future__ import annotations
 
 import argparse
 import functools
+import os
+import sys
 
 import jax
 import jax.numpy as jnp
 
-import jrnn
-from jrnn.training.checkpointed import checkpointed_loss, default_segment_length
-from jrnn.training.truncated import chunked_bptt
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
+import jrnn  # noqa: E402
+from jrnn.training.checkpointed import checkpointed_loss, default_segment_length  # noqa: E402
+from jrnn.training.truncated import chunked_bptt  # noqa: E402
 
-ANCHORS = ((1, 1000, 16, 64, 16), (32, 128, 64, 256, 64), (128, 256, 128, 512, 128))
 
-
-def _plain_loss(params, xs, targets, *, bptt):
-  ys = jrnn.forward(params, xs, bptt=bptt).ys
+def _plain_loss(params, xs, targets, *, grad):
+  ys = jrnn.forward(params, xs, grad=grad).ys
   return jrnn.squared_error(ys, targets, reduction="batch_mean")
 
 
@@ -42,12 +44,12 @@ def measure(size, segment=None):
   tg = jax.ShapeDtypeStruct((t, b, o), f32)
   k = segment or default_segment_length(t)
   rows = {
-      "autodiff": jax.grad(functools.partial(_plain_loss, bptt="autodiff")),
-      "hand": jax.grad(functools.partial(_plain_loss, bptt="hand")),
+      "autodiff": jax.grad(functools.partial(_plain_loss, grad="autodiff")),
+      "hand": jax.grad(functools.partial(_plain_loss, grad="hand")),
       f"checkpointed k={k} (hand)": jax.grad(functools.partial(
-          checkpointed_loss, segment_length=k, reduction="batch_mean", bptt="hand")),
+          checkpointed_loss, segment_length=k, reduction="batch_mean", grad="hand")),
       f"checkpointed k={k} (autodiff)": jax.grad(functools.partial(
-          checkpointed_loss, segment_length=k, reduction="batch_mean", bptt="autodiff")),
+          checkpointed_loss, segment_length=k, reduction="batch_mean", grad="autodiff")),
       f"truncated k1=k2={k} (not exact)": lambda p, x, y: chunked_bptt(
           p, x, y, chunk_length=k, reduction="batch_mean").grads,
   }
@@ -56,10 +58,12 @@ def measure(size, segment=None):
 
 def main():
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("--sizes", nargs="*", default=None, help="B,T,I,H,O (default: the anchors)")
+  ap.add_argument("--sizes", type=benchlib.parse_sizes, default=None,
+                  help='"B,T,I,H,O;B,T,I,H,O" (default: the CPU anchor sizes)')
   ap.add_argument("--segment", type=int, default=None, help="segment length (default ⌈√T⌉)")
   args = ap.parse_args()
-  sizes = ANCHORS if not args.sizes else [tuple(int(v) for v in s.split(",")) for s in args.sizes]
+  sizes = args.sizes or benchlib.CPU_SIZES
+  print(benchlib.format_environment(benchlib.environment()))
   print(f"backend: {jax.default_backend()}, float32; temp MiB of jit(grad(loss))")
   print("| (B, T, I, H, O) | T·B·H·4 bytes (MiB) | method | temp MiB |")
   print("|---|---|---|---|")

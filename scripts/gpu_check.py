@@ -2,8 +2,12 @@
 
 Run on a CUDA machine (``scripts/gpu_check.sh`` wraps it with a time limit)::
 
-  python scripts/gpu_check.py --out "$OUT"          # everything: 261 s on an H100 (2026-11-26)
+  python scripts/gpu_check.py --out "$OUT"          # everything, within --budget-s (270 s)
   python scripts/gpu_check.py --quick               # the smallest anchor size only
+  python scripts/gpu_check.py --dry-run             # any machine: tiny size, Pallas interpreted
+
+(Sections 1-3 took 261 s on an H100 on 2026-11-26, before section 2b was added: on a tight
+budget the sweep and the crossover sizes are cut first.)
 
 What it does, in order, stopping a section early when ``--budget-s`` is spent:
 
@@ -21,11 +25,18 @@ What it does, in order, stopping a section early when ``--budget-s`` is spent:
    ``prefetch``, ``num_stages``, ``num_warps``, ``block_b``, resident vs streamed ``W_hh``) at
    the sizes where the kernel applies, then the same timing at non-anchor sizes
    (:data:`CROSSOVER_SIZES`) to show where the kernel stops paying.
+2b. The Flax model (layer + ``Dense`` readout, batch-major) with ``nn.RNN(nn.SimpleCell)``
+   against the same model with ``jrnn.interop.flax_linen.ElmanRNN`` swapped in (same weights,
+   ``kernel="auto"``), train and forward ms and their ratio, at the anchor sizes
+   (``scripts/bench_impls.py``'s builders, as ``scripts/bench.py`` times them on a CPU).
 3. ``compute-sanitizer --tool memcheck`` once on a small masked case (resident and streamed
    kernels, forward and backward), if the tool is found.
 
 Prints a table and writes ``gpu_check.json`` to ``--out`` (default ``$OUT``, else
-``./gpu_check_out``). Without a GPU it says so and exits 0.
+``./gpu_check_out``). Without a GPU it says so and exits 0, unless ``--dry-run``: then every
+section but the sanitizer runs at one tiny size on whatever backend jax has, the Pallas kernels
+in interpret mode, so that the script's plumbing is checked where there is no GPU. Sizes, the
+timer and the environment record come from ``scripts/benchlib.py``.
 """
 from __future__ import annotations
 
@@ -33,9 +44,7 @@ import argparse
 import functools
 import json
 import os
-import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -46,10 +55,14 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # torch shares 
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import benchlib  # noqa: E402
+from benchlib import median_ms  # noqa: E402
 
 # (B, T, I, H, O) from ../shared/ANCHORS.md
-ANCHOR_SIZES = [(1, 1000, 64, 64, 64), (64, 256, 256, 256, 256), (128, 512, 512, 1024, 512),
-                (512, 128, 1024, 1024, 1024)]
+ANCHOR_SIZES = benchlib.GPU_SIZES
+DRY_RUN_SIZES = [(3, 12, 8, 16, 8)]
 # Beyond the anchors: where does the kernel stop paying (H, B)? Timed like the anchors.
 CROSSOVER_SIZES = [(1, 1000, 128, 128, 128), (16, 512, 64, 64, 64), (64, 256, 128, 128, 128),
                    (256, 128, 64, 64, 64)]
@@ -65,12 +78,15 @@ def parse_args(argv=None):
   p.add_argument("--force", action="store_true",
                  help="run the kernel even where pallas_supported says no (e.g. H=1024)")
   p.add_argument("--reps", type=int, default=20, help="timed repetitions per case")
-  p.add_argument("--budget-s", type=float, default=300.0,
+  p.add_argument("--budget-s", type=float, default=270.0,
                  help="wall-clock budget; later sections are cut short when it is spent")
   p.add_argument("--no-torch", action="store_true", help="skip the torch cuDNN rows")
   p.add_argument("--no-sweep", action="store_true", help="skip the launch-tuning sweep")
   p.add_argument("--no-sanitizer", action="store_true", help="skip compute-sanitizer")
   p.add_argument("--no-crossover", action="store_true", help="skip the non-anchor sizes")
+  p.add_argument("--no-flax", action="store_true", help="skip the Flax model section (2b)")
+  p.add_argument("--dry-run", action="store_true",
+                 help="without a GPU: one tiny size, Pallas interpreted, no torch/sweep/sanitizer")
   p.add_argument("--sanitizer-child", action="store_true", help=argparse.SUPPRESS)
   return p.parse_args(argv)
 
@@ -81,17 +97,6 @@ class Clock:
 
   def left(self):
     return self.budget - (time.perf_counter() - self.t0)
-
-
-def median_ms(fn, reps):
-  fn()
-  fn()  # compile, then one warm call
-  ts = []
-  for _ in range(reps):
-    t0 = time.perf_counter()
-    fn()
-    ts.append(time.perf_counter() - t0)
-  return statistics.median(ts) * 1e3
 
 
 def rel(x, y):
@@ -118,14 +123,16 @@ def layer_problem(size, seed=0):
   return params, xs, ys
 
 
-def make_core(kind, act, **kw):
-  """``core(w_hh, u, h0, mask) -> hs`` for ``kind`` in {"pallas", "xla"}."""
+def make_core(kind, act, interpret=False, **kw):
+  """``core(w_hh, u, h0, mask) -> hs`` for ``kind`` in {"pallas", "xla"}: the Pallas kernel
+  (compiled, or interpreted with ``interpret=True``) or the XLA hand BPTT."""
   from jrnn.bptt import hand_recurrence
   from jrnn.kernels.pallas_triton import pallas_recurrence
   unroll = kw.pop("unroll", None)  # None: the kernel's tuned default
   if kind == "pallas":
-    return lambda w, u, h0, m: pallas_recurrence(w, u, h0, m, act, unroll, interpret=False, **kw)
-  return lambda w, u, h0, m: hand_recurrence(w, u, h0, m, act, unroll or 1)
+    return lambda w, u, h0, m: pallas_recurrence(w, u, h0, m, act, unroll, interpret=interpret,
+                                                 **kw)
+  return lambda w, u, h0, m: hand_recurrence(w, u, h0, m, act, unroll or 1, "xla")
 
 
 def layer_fns(core, size):
@@ -152,7 +159,7 @@ def _kernel_applies(h, force):
   return force or padded_hidden(h) <= 256
 
 
-def check_correctness(sizes, force, clock, log):
+def check_correctness(sizes, force, clock, log, interpret=False):
   import jax
   import jax.numpy as jnp
 
@@ -166,12 +173,15 @@ def check_correctness(sizes, force, clock, log):
       continue
     for prec in ("float32", "tf32", "bf16"):
       cases.append((size, "tanh", prec, False))
-  cases += [((5, 33, 0, 64, 0), "relu", "float32", True),  # masked, B not a tile multiple
-            ((5, 33, 0, 128, 0), "relu", "float32", True),  # resident at the float32 limit
-            ((5, 33, 0, 256, 0), "relu", "float32", True),  # streamed W at H=256
-            ((5, 33, 0, 256, 0), "relu", "tf32", True),
-            ((37, 70, 0, 256, 0), "tanh", "bf16", True),  # bf16 W resident at H=256
-            ((64, 256, 0, 128, 0), "tanh", "tf32", False)]
+  if interpret:  # the dry run: one masked case, small enough for the interpreter
+    cases.append(((5, 9, 0, 16, 0), "relu", "float32", True))
+  else:
+    cases += [((5, 33, 0, 64, 0), "relu", "float32", True),  # masked, B not a tile multiple
+              ((5, 33, 0, 128, 0), "relu", "float32", True),  # resident at the float32 limit
+              ((5, 33, 0, 256, 0), "relu", "float32", True),  # streamed W at H=256
+              ((5, 33, 0, 256, 0), "relu", "tf32", True),
+              ((37, 70, 0, 256, 0), "tanh", "bf16", True),  # bf16 W resident at H=256
+              ((64, 256, 0, 128, 0), "tanh", "tf32", False)]
   for n_case, (size, name, prec, masked) in enumerate(cases):
     if clock.left() < 60:
       rows.append({"size": size, "case": f"{name}/{prec}", "status": "skipped: budget"})
@@ -195,7 +205,7 @@ def check_correctness(sizes, force, clock, log):
     label = f"{name}/{prec}{'/mask' if masked else ''}"
     try:
       arrays = (w, u, h0, g, mask)  # arguments, not constants baked into the program
-      got = jax.jit(functools.partial(run, make_core("pallas", act, **kw)))(*arrays)
+      got = jax.jit(functools.partial(run, make_core("pallas", act, interpret, **kw)))(*arrays)
       xla = jax.jit(functools.partial(run, make_core("xla", act)))
       with jax.default_matmul_precision("float32"):
         ref = xla(*arrays)
@@ -224,7 +234,7 @@ def check_correctness(sizes, force, clock, log):
   return rows
 
 
-def time_jax(sizes, force, reps, clock, log, xla_unrolls=(1, 32)):
+def time_jax(sizes, force, reps, clock, log, xla_unrolls=(1, 32), interpret=False):
   import jax
   import jax.numpy as jnp
   from jrnn.activations import ACTIVATIONS
@@ -244,7 +254,7 @@ def time_jax(sizes, force, reps, clock, log, xla_unrolls=(1, 32)):
       kind = "pallas" if name.startswith("pallas") else "xla"
       try:
         with jax.default_matmul_precision("tensorfloat32"):
-          step, fwd = layer_fns(make_core(kind, act, **kw), size)
+          step, fwd = layer_fns(make_core(kind, act, interpret, **kw), size)
           train = median_ms(lambda: jax.block_until_ready(step(params, xs, ys)), reps)
           forward = median_ms(lambda: jax.block_until_ready(fwd(params, xs)), reps)
         rows.append(dict(size=size, impl=name, train_ms=train, fwd_ms=forward, status="ok"))
@@ -380,30 +390,43 @@ def run_sanitizer(clock):
               tail=(res.stdout + res.stderr)[-2000:], command=" ".join(cmd))
 
 
-# ----------------------------------------------------------------------------- report
+def time_flax(sizes, reps, clock, log, tf32=True):
+  """The Flax model, ``nn.RNN(nn.SimpleCell)`` vs ``jrnn.interop.flax_linen.ElmanRNN``: train
+  and forward ms of each (``bench_impls``' builders, same weights), TF32 allowed."""
+  import bench_impls
+  rows = []
+  for size in sizes:
+    for name, build in (("flax_linen", bench_impls.build_flax),
+                        ("flax_jrnn", bench_impls.build_flax_jrnn)):
+      if clock.left() < 45:
+        rows.append(dict(size=size, impl=name, status="skipped: budget"))
+        continue
+      try:
+        impl = build(bench_impls.make_problem(size), tf32=tf32)
+        rows.append(dict(size=size, impl=name, train_ms=median_ms(impl.train, reps),
+                         fwd_ms=median_ms(impl.forward, reps), status="ok"))
+      except Exception as e:  # noqa: BLE001
+        rows.append(dict(size=size, impl=name, status=f"ERROR {type(e).__name__}: "
+                         f"{str(e)[:300]}", traceback=traceback.format_exc()[-4000:]))
+      log(rows[-1])
+  return rows
 
-def environment():
-  import jax
-  info = dict(python=platform.python_version(), jax=jax.__version__,
-              devices=[str(d) for d in jax.devices()],
-              device_kind=jax.devices()[0].device_kind)
-  try:
-    import jaxlib
-    info["jaxlib"] = jaxlib.__version__
-  except ImportError:
-    pass
-  try:
-    import torch
-    info["torch"] = torch.__version__
-    info["cudnn"] = torch.backends.cudnn.version()
-  except ImportError:
-    pass
-  smi = shutil.which("nvidia-smi")
-  if smi:
-    q = subprocess.run([smi, "--query-gpu=name,driver_version,memory.total",
-                        "--format=csv,noheader"], capture_output=True, text=True)
-    info["nvidia_smi"] = q.stdout.strip()
-  return info
+
+def flax_table(rows):
+  by = {(tuple(r["size"]), r["impl"]): r for r in rows if r.get("status") == "ok"}
+  lines = ["| size (B,T,I,H,O) | flax SimpleCell train / fwd ms | flax + jrnn train / fwd ms | "
+           "jrnn / SimpleCell train | fwd |", "|---|---|---|---|---|"]
+  for size in dict.fromkeys(tuple(r["size"]) for r in rows if "size" in r):
+    base, swap = by.get((size, "flax_linen")), by.get((size, "flax_jrnn"))
+    if base and swap:
+      lines.append(f"| {size} | {base['train_ms']:.3f} / {base['fwd_ms']:.3f} | "
+                   f"{swap['train_ms']:.3f} / {swap['fwd_ms']:.3f} | "
+                   f"{swap['train_ms'] / base['train_ms']:.2f} | "
+                   f"{swap['fwd_ms'] / base['fwd_ms']:.2f} |")
+  return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- report
 
 
 def table(timing):
@@ -432,15 +455,20 @@ def main(argv=None):
     gpus = jax.devices("gpu")
   except RuntimeError:
     gpus = []
-  if not gpus:
+  if not gpus and not args.dry_run:
     print(f"no GPU found (jax backend: {jax.default_backend()}): nothing to check. Run this on "
-          "a CUDA machine; the CPU test suite covers the kernels in interpret mode.")
+          "a CUDA machine (or pass --dry-run to check the script's plumbing here); the CPU test "
+          "suite covers the kernels in interpret mode.")
     return 0
+  if args.dry_run:
+    args.no_torch = args.no_sweep = args.no_crossover = args.no_sanitizer = True
+    args.reps = min(args.reps, 2)
   clock = Clock(args.budget_s)
   out = Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
-  sizes = ANCHOR_SIZES[:1] if args.quick else ANCHOR_SIZES
-  report = dict(command=" ".join([sys.executable, *sys.argv]), environment=environment())
+  sizes = DRY_RUN_SIZES if args.dry_run else ANCHOR_SIZES[:1] if args.quick else ANCHOR_SIZES
+  report = dict(command=" ".join([sys.executable, *sys.argv]), environment=benchlib.environment(),
+                dry_run=args.dry_run)
   def log(row):  # the traceback goes to the JSON only
     print("  ", json.dumps({k: v for k, v in row.items() if k != "traceback"}, default=str),
           flush=True)
@@ -448,15 +476,22 @@ def main(argv=None):
   def save():
     (out / "gpu_check.json").write_text(json.dumps(report, indent=1, default=str))
 
-  print("environment:", json.dumps(report["environment"]), flush=True)
+  print(benchlib.format_environment(report["environment"]), flush=True)
   print("\n[1] correctness vs XLA hand BPTT", flush=True)
-  report["correctness"] = check_correctness(sizes, args.force, clock, log)
+  report["correctness"] = check_correctness(sizes, args.force or args.dry_run, clock, log,
+                                            interpret=args.dry_run)
   save()
   print("\n[2] timing (TF32 allowed on both sides)", flush=True)
-  report["timing"] = time_jax(sizes, args.force, args.reps, clock, log)
+  report["timing"] = time_jax(sizes, args.force or args.dry_run, args.reps, clock, log,
+                              interpret=args.dry_run)
   if not args.no_torch:
     report["timing"] += time_torch(sizes, args.reps, clock, log)
   save()
+  if not args.no_flax:
+    print("\n[2b] the Flax model: nn.RNN(nn.SimpleCell) vs the jrnn layer (train and fwd ms)",
+          flush=True)
+    report["flax"] = time_flax(sizes, max(5, args.reps // 2), clock, log)
+    save()
   if not args.no_sweep:
     print("\n[2b] launch-tuning sweep (train and forward ms)", flush=True)
     report["sweep"] = tuning_sweep(sizes, args.reps, clock, log)
@@ -473,9 +508,13 @@ def main(argv=None):
     report["sanitizer"] = run_sanitizer(clock)
     print("  ", report["sanitizer"].get("status"), report["sanitizer"].get("summary"), flush=True)
   report["table"] = table(report["timing"] + report.get("crossover", []))
+  if report.get("flax"):
+    report["flax_table"] = flax_table(report["flax"])
   report["seconds"] = args.budget_s - clock.left()
   save()
   print("\n" + report["table"])
+  if report.get("flax_table"):
+    print("\n" + report["flax_table"])
   bad = [r for r in report["correctness"] if r["status"].startswith(("FAIL", "ERROR"))]
   print(f"\ncorrectness: {len(bad)} failing of {len(report['correctness'])}; "
         f"{report['seconds']:.0f} s; JSON: {out / 'gpu_check.json'}")

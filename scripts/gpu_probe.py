@@ -24,7 +24,8 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import gpu_check as gc  # noqa: E402  (the same problems, cores and timers)
+import benchlib  # noqa: E402  (the timer and the environment record)
+import gpu_check as gc  # noqa: E402  (the same problems and cores)
 
 PROBE_SIZES = [(1, 1000, 64, 64, 64), (1, 1000, 32, 32, 32), (1, 1000, 128, 128, 128),
                (16, 512, 64, 64, 64), (64, 256, 128, 128, 128)]
@@ -104,8 +105,8 @@ def probe_stages(reps, log):
         err = max(gc.rel(a, r) for a, r in zip(got, ref))
         with jax.default_matmul_precision("tensorfloat32"):
           step, fwd = gc.layer_fns(gc.make_core("pallas", act, **kw), size)
-          train = gc.median_ms(lambda: jax.block_until_ready(step(params, xs, ys)), reps)
-          ms = gc.median_ms(lambda: jax.block_until_ready(fwd(params, xs)), reps)
+          train = benchlib.median_ms(lambda: step(params, xs, ys), reps)
+          ms = benchlib.median_ms(lambda: fwd(params, xs), reps)
         row = {"size": size, "impl": f"pallas_tf32_stages{stages}", "train_ms": train,
                "fwd_ms": ms, "f32_masked_max_err": err, "status": "ok"}
       except Exception as e:  # noqa: BLE001
@@ -132,7 +133,8 @@ def main(argv=None):
     print("  ", json.dumps({k: v for k, v in row.items() if k != "traceback"}, default=str),
           flush=True)
 
-  report = {"environment": gc.environment()}
+  report = {"environment": benchlib.environment()}
+  print(benchlib.format_environment(report["environment"]), flush=True)
   print("[A] streamed W_hh, TF32: race or rounding?", flush=True)
   report["streamed_tf32"] = probe_streamed_tf32(log)
   (out / "gpu_probe.json").write_text(json.dumps(report, indent=1, default=str))

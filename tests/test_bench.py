@@ -1,5 +1,6 @@
-"""The benchmark script: its quick mode runs end to end, and every implementation it times
-computes the same loss and gradients as jrnn at the same parameters."""
+"""The benchmark scripts: bench.py's quick mode runs end to end, every implementation it times
+computes the same loss and gradients as jrnn at the same parameters, and benchlib (sizes, timer,
+environment) behaves; the GPU script parses and exits cleanly without a GPU."""
 import argparse
 import json
 import os
@@ -14,6 +15,7 @@ SCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, SCRIPTS)
 import bench  # noqa: E402
 import bench_impls  # noqa: E402
+import benchlib  # noqa: E402
 
 SIZE = (3, 7, 4, 5, 2)  # (B, T, I, H, O): all different, so a transposed weight cannot pass
 
@@ -39,9 +41,12 @@ def test_quick_run_writes_json(tmp_path):
   # A peer is either timed or skipped with a reason, never silently missing.
   timed = {r["impl"] for r in rows}
   torch_name = "torch_cudnn" if result["backend"] == "gpu" else "torch_rnn"
-  for peer in ("flax_linen", "haiku_vanilla", torch_name):
+  for peer in ("flax_linen", "flax_jrnn", "haiku_vanilla", torch_name):
     assert peer in timed or peer in result["skipped"]
   assert "jrnn_hand" in proc.stdout and "/best-peer" in proc.stdout
+  assert set(result["environment"]) >= {"cpu", "versions", "backend"}
+  if {"flax_linen", "flax_jrnn"} <= timed:  # the swap's side-by-side table
+    assert "jrnn layer / SimpleCell" in proc.stdout
 
 
 def _missing(module):
@@ -54,12 +59,13 @@ def _missing(module):
 
 def _cases():
   """``(build, activation)``: each implementation and the jrnn activation it must match."""
-  cases = [pytest.param(lambda p: bench_impls.build_jrnn(p, bptt="hand"), "tanh",
+  cases = [pytest.param(lambda p: bench_impls.build_jrnn(p, grad="hand"), "tanh",
                         id="jrnn_hand"),
-           pytest.param(lambda p: bench_impls.build_jrnn(p, bptt="autodiff", unroll=3), "tanh",
+           pytest.param(lambda p: bench_impls.build_jrnn(p, grad="autodiff", unroll=3), "tanh",
                         id="jrnn_autodiff_u3")]
   # hk.VanillaRNN is a ReLU RNN (see bench_impls.build_haiku).
   for name, module, build, act in (("flax_linen", "flax", bench_impls.build_flax, "tanh"),
+                                   ("flax_jrnn", "flax", bench_impls.build_flax_jrnn, "tanh"),
                                    ("haiku_vanilla", "haiku", bench_impls.build_haiku, "relu"),
                                    ("torch_rnn", "torch", bench_impls.build_torch, "tanh")):
     cases.append(pytest.param(build, act, id=name, marks=pytest.mark.skipif(
@@ -79,7 +85,7 @@ def test_same_loss_and_gradients_as_jrnn(build, activation):
   x64, promotion = _as_run()
   with x64, promotion:
     ref_loss, ref_grads = bench_impls.build_jrnn(
-        problem, bptt="autodiff", activation=activation).loss_and_grads()
+        problem, grad="autodiff", activation=activation).loss_and_grads()
     loss, grads = build(problem).loss_and_grads()
   # The reference itself against the anchors' loss written out in NumPy float64.
   act = np.tanh if activation == "tanh" else lambda a: np.maximum(a, 0)
@@ -108,23 +114,66 @@ def test_peak_bytes_reported_for_jax_impls():
 
 
 def test_parse_sizes_and_variants():
-  assert bench.parse_sizes("1,1000,16,64,16; 32,128,64,256,64") == [
+  assert benchlib.parse_sizes("1,1000,16,64,16; 32,128,64,256,64") == [
       (1, 1000, 16, 64, 16), (32, 128, 64, 256, 64)]
-  with pytest.raises(argparse.ArgumentTypeError, match="five positive integers"):
-    bench.parse_sizes("1,2,3")
-  assert bench.parse_variants("hand,hand:8,autodiff:1") == [
-      ("hand", 1), ("hand", 8), ("autodiff", 1)]
-  with pytest.raises(argparse.ArgumentTypeError, match="hand"):
-    bench.parse_variants("fast:2")
+  for bad in ("1,2,3", "1,2,3,4,x", "1,2,3,4,0"):
+    with pytest.raises(argparse.ArgumentTypeError, match="five positive integers"):
+      benchlib.parse_sizes(bad)
+  assert bench.parse_variants("hand,hand:8,hand/xla:32,autodiff:1,hand/pallas_interpret") == [
+      ("hand", "auto", 1), ("hand", "auto", 8), ("hand", "xla", 32), ("autodiff", "auto", 1),
+      ("hand", "pallas_interpret", 1)]
+  for bad, why in (("fast:2", "grad must be one of"), ("hand/cuda", "kernel must be one of"),
+                   ("autodiff/pallas", "differentiates XLA's loops"), ("hand:0", "positive")):
+    with pytest.raises(argparse.ArgumentTypeError, match=why):
+      bench.parse_variants(bad)
 
 
 def test_impls_filter_and_variant_names():
-  args = bench.parse_args(["--impls", "jrnn,flax", "--jrnn-variants", "hand:1,hand:8,autodiff"])
+  args = bench.parse_args(["--impls", "jrnn,flax", "--jrnn-variants",
+                           "hand:1,hand:8,hand/xla,autodiff"])
   names = [n for n, _ in bench.make_builders(args, on_gpu=False)]
-  assert names == ["jrnn_hand", "jrnn_hand_u8", "jrnn_autodiff", "flax_linen"]
+  assert names == ["jrnn_hand", "jrnn_hand_u8", "jrnn_hand_xla", "jrnn_autodiff", "flax_linen",
+                   "flax_jrnn"]
+
+
+def test_flax_swap_table_pairs_the_two_flax_rows():
+  rows = [{"impl": n, "size": [1, 2, 3, 4, 5], "mode": m, "ms": ms}
+          for n, m, ms in (("flax_linen", "train", 4.0), ("flax_jrnn", "train", 3.0),
+                           ("flax_linen", "forward", 2.0))]
+  table = bench.flax_swap_table(rows)
+  assert "| (1, 2, 3, 4, 5) | train | 4.000 | 3.000 | 0.75 |" in table
+  assert "forward" not in table  # no jrnn row to pair it with
+  assert bench.flax_swap_table(rows[2:]) == ""
 
 
 def test_flop_count_matches_the_anchor_formula():
   b, t, i, h, o = size = (32, 128, 64, 256, 64)
-  assert bench.flop_count(size, "train") == 6 * t * b * (i * h + h * h) + 6 * t * b * h * o
-  assert bench.flop_count(size, "forward") == 2 * t * b * (i * h + h * h + h * o)
+  assert benchlib.flop_count(size, "train") == 6 * t * b * (i * h + h * h) + 6 * t * b * h * o
+  assert benchlib.flop_count(size, "forward") == 2 * t * b * (i * h + h * h + h * o)
+  with pytest.raises(ValueError, match="mode must be"):
+    benchlib.flop_count(size, "backward")
+
+
+def test_median_ms_warms_up_then_takes_the_median():
+  calls = []
+  assert benchlib.median_ms(lambda: calls.append(1), reps=5, warmup=2) >= 0
+  assert len(calls) == 7
+  with pytest.raises(ValueError, match="reps must be at least 1"):
+    benchlib.median_ms(lambda: None, reps=0)
+
+
+def test_environment_names_the_machine_and_versions():
+  env = benchlib.environment()
+  assert env["cpu"] and env["backend"] == jax.default_backend()
+  assert env["versions"]["jax"] == jax.__version__
+  header = benchlib.format_environment(env)
+  assert header.startswith("device: ") and f"jax {jax.__version__}" in header
+  assert benchlib.anchor_sizes(False)[0] == (1, 1000, 16, 64, 16)
+  assert len(benchlib.anchor_sizes(True)) == 4
+
+
+def test_gpu_scripts_parse_and_exit_cleanly_without_a_gpu(tmp_path):
+  for script in ("gpu_check.py", "gpu_probe.py", "bench_memory.py"):
+    proc = subprocess.run([sys.executable, os.path.join(SCRIPTS, script), "--help"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "usage" in proc.stdout, (script, proc.stderr[-2000:])
