@@ -13,6 +13,8 @@ the losses. Everything else lives in a namespace reachable after ``import jrnn``
 * ``jrnn.training``: train steps, optimisers, clipping, truncated and checkpointed BPTT,
   checkpoints, sharding, sampling.
 * ``jrnn.interop``: PyTorch conversions (and Flax / Equinox layers, imported on first use).
+* ``jrnn.parallel``: parallel-in-time evaluation (DEER, quasi-DEER, ELK, quasi-ELK), the
+  ``solver=`` choice.
 * ``jrnn.online``: online gradients: exact RTRL, UORO, SnAp-1, online truncated BPTT.
 * ``jrnn.kernels``: the kernels that run the sequential loops (XLA, Pallas).
 * ``jrnn.engine``: the choices ``grad``, ``kernel``, ``solver`` every forward function takes.
@@ -21,7 +23,9 @@ the losses. Everything else lives in a namespace reachable after ``import jrnn``
 import importlib as _importlib
 import warnings as _warnings
 
-from jrnn import data, diagnostics, engine, interop, kernels, online, reference, training
+from jrnn import (
+    data, diagnostics, engine, interop, kernels, online, parallel, reference, training,
+)
 from jrnn.activations import ACTIVATIONS, Activation, get_activation
 from jrnn.cell import readout, step
 from jrnn.engine import GRADS, SOLVERS
@@ -100,6 +104,7 @@ __all__ = (
     "interop",
     "kernels",
     "online",
+    "parallel",
     "layer_forward",
     "readout",
     "recurrence",

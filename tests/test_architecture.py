@@ -130,7 +130,7 @@ def test_fast_path_and_training_never_import_the_teaching_module():
 
 
 NAMESPACES = ["diagnostics", "reference", "training", "interop", "kernels", "engine", "data",
-              "online"]
+              "online", "parallel"]
 
 
 @pytest.mark.parametrize("space", NAMESPACES)
