@@ -18,9 +18,10 @@ An online method is a pair of pure functions (optax's pattern), configured once 
 
 (``N`` the number of scored steps for ``reduction="mean"``, ``B`` for ``"batch_mean"``, 1 for
 ``"sum"``). When none of the ``k`` steps is scored (e.g. the copy task's waiting steps), the
-update is skipped: parameters and optimiser state stay as they are. Unlike truncated BPTT over windows, the state (``h`` and the influence) is never cut:
-it carries on across updates and windows, computed with whatever parameters were current at each
-step, which is what makes these methods online.
+update is skipped: parameters and optimiser state stay as they are. Unlike truncated BPTT over
+windows, the state (``h`` and the influence) is never cut: it carries on across updates and
+windows, computed with whatever parameters were current at each step, which is what makes these
+methods online.
 """
 from __future__ import annotations
 
