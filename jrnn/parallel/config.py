@@ -94,15 +94,20 @@ class SolveInfo(NamedTuple):
 
   with ``φ_t(h) = σ(W_hh h + u_t)`` at a valid step and ``φ_t(h) = h`` at a masked one; it is
   ``0`` exactly on the sequential trajectory. ``converged`` is ``r <= tol``. ``diverged`` says
-  the solve stopped early: an iterate met NaN or Inf (DEER, quasi-DEER, ELK with fixed
-  damping), or adaptive ELK's damping grew past ``1e12`` without finding a step that lowers
-  the residual (its non-finite trial steps are rejected, not fatal). The states returned are
-  then the last finite iterate.
+  the solve stopped early: its residual was NaN or Inf even after the overflowing entries were
+  reset (NaN/Inf inputs or weights, or dynamics whose sequential trajectory itself overflows),
+  or adaptive ELK's damping grew past ``1e12`` without finding a step that lowers the residual
+  (its non-finite trial steps are rejected, not fatal). The states returned are then ``φ`` of
+  the last finite iterate. ``resets`` counts the iterations whose linearised recurrence
+  overflowed (products of ``T`` Jacobians of a poor linearisation, typically the first
+  iterations from a zero guess on long sequences); their non-finite entries restarted from the
+  previous iterate, which keeps the iteration's guarantee (one more exact step each time).
   """
   iterations: jax.Array  # shape=(), int32: linear solves run
   residual: jax.Array  # shape=(), dtype of the states
   converged: jax.Array  # shape=(), bool
   diverged: jax.Array  # shape=(), bool
+  resets: jax.Array  # shape=(), int32: iterations whose linear solve overflowed
 
 
 SolverLike = Union[str, Solver]

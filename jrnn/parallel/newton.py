@@ -29,6 +29,7 @@ from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jrnn.activations import Activation
 from jrnn.loops import previous_states
@@ -115,8 +116,9 @@ class _Carry(NamedTuple):
   residual: jax.Array  # shape=(): relative_residual(hs, lin)
   merit: jax.Array  # shape=(): ½‖hs − φ(hs)‖²
   damping: jax.Array  # shape=()
-  diverged: jax.Array  # shape=(), bool: a non-finite iterate was met
+  diverged: jax.Array  # shape=(), bool: stopped on a non-finite residual, or λ past its cap
   stop: jax.Array  # shape=(), bool
+  resets: jax.Array  # shape=(), int32: iterations whose linear solve overflowed
 
 
 def _merit(hs, lin: Linearisation):
@@ -127,7 +129,7 @@ def iterate(step: Step, w_hh, u, h0, mask, act: Activation, *, tol: float, max_i
             init: Optional[jax.Array] = None, damping: Optional[float] = None,
             adaptive: bool = True):
   """Runs ``step`` from ``init`` until the relative residual is ``<= tol``, for at most
-  ``max_iter`` steps, or until an iterate meets NaN/Inf.
+  ``max_iter`` steps, or until the residual itself is NaN/Inf.
 
   Args:
     step: ``(w_hh, mask, hs, lin, damping) -> hs'``, e.g. :func:`deer_step`.
@@ -139,18 +141,19 @@ def iterate(step: Step, w_hh, u, h0, mask, act: Activation, *, tol: float, max_i
     tol: threshold on :func:`relative_residual`.
     max_iter: the most steps (rejected damped steps count).
     init: the initial guess ``(T, B, H)``; ``None`` is zeros.
-    damping: ``None`` for undamped Newton (every step is taken; a non-finite one stops the
-      loop). A number ``λ > 0`` for a damped step (ELK): with ``adaptive``, Levenberg–Marquardt's
-      rule (a step that does not lower ``½‖r‖²``, or is not finite, is rejected and ``λ`` grows
-      ×10; an accepted one shrinks ``λ`` ×0.3; past ``λ = 1e12`` the solve gives up); without,
-      ``λ`` stays fixed and every finite step is taken.
+    damping: ``None`` for undamped Newton (every step is taken; entries of a step that
+      overflow restart from the previous iterate, counted in ``info.resets``; a residual that
+      is still NaN/Inf, e.g. from NaN inputs, stops the loop). A number ``λ > 0`` for a damped
+      step (ELK): with ``adaptive``, Levenberg–Marquardt's rule (a step that does not lower
+      ``½‖r‖²``, or is not finite, is rejected and ``λ`` grows ×10; an accepted one shrinks
+      ``λ`` ×0.3; past ``λ = 1e12`` the solve gives up); without, ``λ`` stays fixed and every
+      step is taken as in undamped Newton.
     adaptive: see ``damping``.
 
   Returns:
     ``(hs (T, B, H), SolveInfo)``: ``hs`` is ``φ`` applied once more to the last iterate ``h``
     (every ``h_t = φ_t(h_{t-1})`` exactly, up to rounding; ``info.residual`` is ``h``'s). A
-    non-finite iterate is never returned: the states then come from the last finite one and
-    ``info.diverged`` is true.
+    non-finite iterate is never returned: the states come from the last finite one.
   """
   hs = jnp.zeros_like(u) if init is None else init
   lin = linearise(w_hh, u, h0, mask, act, hs)
@@ -159,12 +162,22 @@ def iterate(step: Step, w_hh, u, h0, mask, act: Activation, *, tol: float, max_i
   dtype = res.dtype
   lam = jnp.asarray(1.0 if damping is None else damping, dtype)
   damped_adaptive = damping is not None and adaptive
+  huge = float(np.sqrt(np.finfo(dtype).max)) / max(1, u.shape[-1])
 
   def cond(c: _Carry):
     return (c.iteration < max_iter) & (c.residual > tol) & ~c.stop
 
   def body(c: _Carry):
     new = step(w_hh, mask, c.hs, c.lin, c.damping)
+    # The linearised recurrence multiplies up to T Jacobians and can overflow far from the
+    # solution, where the linearisation is worse than the dynamics. Entries that overflowed, or
+    # are so large that the next product h W_hhᵀ could, restart from the previous iterate; the
+    # steps already exact stay exact, so the iteration still makes at least one more step
+    # exact each time (ELK's paper resets such entries to zero instead).
+    wild = ~(jnp.abs(new) <= huge)  # NaN too
+    overflow = jnp.any(wild)
+    if not damped_adaptive:
+      new = jnp.where(wild, c.hs, new)
     new_lin = linearise(w_hh, u, h0, mask, act, new)
     new_res = relative_residual(new, new_lin)
     new_merit = _merit(new, new_lin)
@@ -179,12 +192,15 @@ def iterate(step: Step, w_hh, u, h0, mask, act: Activation, *, tol: float, max_i
     keep = lambda old, fresh: jax.tree.map(lambda o, f: jnp.where(accept, f, o), old, fresh)
     hs, lin, res, merit = keep((c.hs, c.lin, c.residual, c.merit),
                                (new, new_lin, new_res, new_merit))
-    return _Carry(c.iteration + 1, hs, lin, res, merit, lam, c.diverged | stop, stop)
+    return _Carry(c.iteration + 1, hs, lin, res, merit, lam, c.diverged | stop, stop,
+                  c.resets + overflow.astype(jnp.int32))
 
-  c = jax.lax.while_loop(cond, body, _Carry(jnp.zeros((), jnp.int32), hs, lin, res,
-                                            _merit(hs, lin), lam, bad, bad))
+  zero = jnp.zeros((), jnp.int32)
+  c = jax.lax.while_loop(cond, body, _Carry(zero, hs, lin, res, _merit(hs, lin), lam, bad, bad,
+                                            zero))
   # Return φ(h) rather than h: the same point to within the residual, but every state is then
   # an activation's output, so a ReLU unit the sequential scan leaves at exactly 0 is exactly
   # 0 here too (its σ' in the backward pass agrees) and a masked step copies its state exactly.
   return c.lin.phi, SolveInfo(c.iteration, c.residual,
-                        (c.residual <= tol) & jnp.isfinite(c.residual), c.diverged)
+                              (c.residual <= tol) & jnp.isfinite(c.residual), c.diverged,
+                              c.resets)
