@@ -383,8 +383,7 @@ def run(cfg: Config, out: str, *, resume: Optional[str] = None, overwrite: bool 
   loop_step = _cached_loop_step(task, optimizer, cfg, mesh)
   params, opt_state, ema = sharding.replicate((state.params, state.opt_state, state.ema), mesh)
   carry = sharding.shard_batch(distributed.local_columns(state.carry, axis), mesh, batch_axis=axis)
-  train = TrainState(params, opt_state, carry, ema,
-                     jax.device_put(np.int32(-1), sharding.replicated(mesh)))
+  train = TrainState(params, opt_state, carry, ema, sharding.replicate(np.int32(-1), mesh))
 
   def save(step: int, losses_pending: List[Any]) -> None:
     host = distributed.to_host(train[:4])  # every process takes part; process 0 writes

@@ -77,11 +77,15 @@ def read_config(path: str) -> Dict[str, Any]:
 
 
 def plot(rows: List[Dict[str, Any]], metric: str, path: str) -> None:
-  """The training loss and ``metric`` against step, saved to ``path``."""
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-  fig, ax = plt.subplots(figsize=(7, 4))
+  """The training loss and ``metric`` against step, saved to ``path`` (PNG, atomically).
+
+  Uses matplotlib's object API (no ``pyplot``): no global figure state, and a lighter import.
+  """
+  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=import-outside-toplevel
+  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+  fig = Figure(figsize=(7, 4))
+  FigureCanvasAgg(fig)
+  ax = fig.subplots()
   steps = [r["step"] for r in rows]
   ax.plot(steps, [r["train_loss"] for r in rows], label="train loss (mean per step, nats)")
   if any(metric in r for r in rows):
@@ -92,5 +96,4 @@ def plot(rows: List[Dict[str, Any]], metric: str, path: str) -> None:
   ax.grid(alpha=0.3)
   fig.tight_layout()
   fig.savefig(path + ".tmp", dpi=100, format="png")
-  plt.close(fig)
   os.replace(path + ".tmp", path)

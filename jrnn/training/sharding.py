@@ -17,7 +17,9 @@ and process id from arguments or the cluster's environment) in every process bef
 JAX call; then ``jax.devices()`` lists the devices of all hosts, :func:`data_mesh` spans them,
 and each process passes :func:`shard_batch` its own slice of the global batch
 (``B / jax.process_count()`` sequences), which ``jax.make_array_from_process_local_data``
-assembles into one global array. Everything else is unchanged.
+assembles into one global array; :func:`replicate` takes the same values in every process.
+Everything else is unchanged (``jrnn-train --coordinator …`` does all of this; see
+:mod:`jrnn.training.distributed`).
 
 On CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=4`` (set before JAX starts) gives
 four devices to try it.
@@ -51,14 +53,32 @@ def batch_sharding(mesh: Mesh, batch_axis: int = 1) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec(*([None] * batch_axis), DATA_AXIS))
 
 
+def _is_key(x) -> bool:
+  return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _global_replica(x, mesh: Mesh) -> jax.Array:
+  """``x`` (the same value in every process) as one array replicated over a mesh that spans
+  several processes, where ``device_put`` cannot reach the other processes' devices."""
+  if _is_key(x):
+    return jax.random.wrap_key_data(_global_replica(jax.random.key_data(x), mesh),
+                                    impl=jax.random.key_impl(x))
+  host = np.asarray(x)
+  return jax.make_array_from_callback(host.shape, replicated(mesh), lambda index: host[index])
+
+
 def replicate(tree: Any, mesh: Mesh) -> Any:
   """A copy of every array of ``tree`` on all devices of ``mesh``.
 
   Always a copy: a train step donates what it is given, and must not delete the caller's
   original arrays with it (``device_put`` alone may reuse the original buffer as one replica).
+  With several processes, each passes the same values (e.g. parameters initialised from the
+  same seed, or read from the same checkpoint).
   """
-  tree = jax.tree_util.tree_map(lambda x: x.copy() if isinstance(x, jax.Array) else x, tree)
-  return jax.device_put(tree, replicated(mesh))
+  if not mesh.is_multi_process:
+    tree = jax.tree_util.tree_map(lambda x: x.copy() if isinstance(x, jax.Array) else x, tree)
+    return jax.device_put(tree, replicated(mesh))
+  return jax.tree_util.tree_map(lambda x: _global_replica(x, mesh), tree)
 
 
 def shard_batch(batch: Any, mesh: Mesh, batch_axis: int = 1) -> Any:
@@ -72,7 +92,9 @@ def shard_batch(batch: Any, mesh: Mesh, batch_axis: int = 1) -> Any:
   n_local = len(mesh.local_devices)
 
   def put(x):
-    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+    if _is_key(x):
+      if mesh.is_multi_process:
+        return _global_replica(x, mesh)
       return jax.device_put(x, replicated(mesh), may_alias=False)
     x = np.asarray(x)
     if x.ndim <= batch_axis:
