@@ -25,3 +25,4 @@ status=0
 # The script's exit status is gpu_check.py's, unless a line below fails (then that line's).
 trap 'rc=$?; exit $(( rc ? rc : status ))' EXIT
 timeout $((BUDGET + 20)) "$PY" scripts/gpu_check.py --budget-s "$BUDGET" "$@" || status=$?
+timeout 90 "$PY" scripts/gpu_parallel.py || echo "gpu_parallel.py failed or timed out"
