@@ -14,8 +14,10 @@ reverse recursion as a reverse associative scan: with the sequential adjoint the
 alone is as slow as the sequential path), then ``quasi_deer`` training with the sequential
 adjoint, ``quasi_elk`` and ``elk`` evaluation. Each parallel row carries its Newton iterations,
 whether it converged, and its largest deviation from the sequential states (evaluation) or
-relative deviation of the gradient (training). Rows past ``--deadline-s`` (default 80 s from
-the start) are skipped, so the whole script fits in ~90 s on an H100.
+relative deviation of the gradient (training). Rows that would start past ``--deadline-s``
+(default 60 s from the start) are skipped, so the whole script fits in ~90 s on an H100; the
+JSON is rewritten to ``$OUT/gpu_parallel.json`` after every row, so a timeout keeps what was
+measured.
 
   python scripts/gpu_parallel.py                 # the check (JSON on stdout; $OUT/… too)
   python scripts/gpu_parallel.py --T 2000        # smoke run, any backend
@@ -63,7 +65,7 @@ def main(argv=None):
   ap.add_argument("--T", type=int, default=100_000)
   ap.add_argument("--H", type=int, default=16)
   ap.add_argument("--B", type=int, default=1)
-  ap.add_argument("--deadline-s", type=float, default=80.0)
+  ap.add_argument("--deadline-s", type=float, default=60.0)
   ap.add_argument("--out", default=os.environ.get("OUT"), help="also write gpu_parallel.json here")
   args = ap.parse_args(argv)
   start = time.time()
@@ -104,6 +106,21 @@ def main(argv=None):
            ("elk", "eval", par_eval(solver("elk")))]
 
   results, ref = [], {}
+
+  def report(results, finished):
+    text = json.dumps(dict(
+        T=n_steps, H=n_hidden, B=n_batch, gain=GAIN, dtype="float32",
+        matmul_precision="highest", backend=jax.default_backend(),
+        devices=[str(d) for d in jax.devices()], jax=jax.__version__, pallas_applies=pallas_ok,
+        finished=finished, rows=results, summary=_summary(results),
+        seconds=round(time.time() - start, 1)), indent=1)
+    if finished:
+      print(text)
+    if args.out:  # rewritten after every row: a timeout keeps what was measured
+      os.makedirs(args.out, exist_ok=True)
+      with open(os.path.join(args.out, "gpu_parallel.json"), "w") as f:
+        f.write(text)
+
   for name, mode, fn in rows:
     row = dict(name=name, mode=mode)
     if time.time() - start > args.deadline_s:
@@ -139,7 +156,12 @@ def main(argv=None):
       row["status"] = f"error: {type(e).__name__}: {str(e)[:300]}"
     results.append(row)
     print(json.dumps(row), file=sys.stderr, flush=True)
+    report(results, finished=False)
 
+  report(results, finished=True)
+
+
+def _summary(results):
   def best(prefix, mode, parallel):
     times = [r["ms"] for r in results if r["mode"] == mode and r.get("status") == "ok"
              and r["name"].startswith(prefix) == (not parallel)
@@ -152,17 +174,7 @@ def main(argv=None):
     summary[mode] = dict(best_sequential_ms=s, best_parallel_ms=p, goal=goal,
                          speedup=None if not (s and p) else round(s / p, 2),
                          goal_met=bool(s and p and s / p >= goal))
-  report = dict(T=n_steps, H=n_hidden, B=n_batch, gain=GAIN, dtype="float32",
-                matmul_precision="highest", backend=jax.default_backend(),
-                devices=[str(d) for d in jax.devices()], jax=jax.__version__,
-                pallas_applies=pallas_ok, rows=results, summary=summary,
-                seconds=round(time.time() - start, 1))
-  text = json.dumps(report, indent=1)
-  print(text)
-  if args.out:
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "gpu_parallel.json"), "w") as f:
-      f.write(text)
+  return summary
 
 
 if __name__ == "__main__":
