@@ -1,205 +1,343 @@
-"""The adding problem at several lengths T: seed init vs orthogonal vs IRNN, with and without
-gradient clipping.
+"""The adding problem at several lengths T, several seeds per cell, all seeds of a row vmapped.
 
-Initialisations (all with a linear readout of the last state):
+Cells: three initialisations × with and without clipping, each over ``--seeds``:
 
 * ``seed``: every weight ``N(0, 0.01²)``, tanh (the seed document's ``SimpleRNN``);
 * ``orthogonal``: ``W_hh`` random orthogonal, Glorot input/readout weights, tanh;
 * ``irnn``: ``W_hh = I``, input/readout weights ``N(0, 0.001²)``, ReLU (Le, Jaitly & Hinton 2015).
 
-Each is trained with and without Pascanu et al.'s global-norm clipping (``jrnn.training.global_norm_clipping``)
-by Adam (or RMSProp) on fresh batches (batch ``k`` from ``fold_in(train_key, k)``), minimising the
-mean squared error of the prediction after the last step. The test MSE is measured on a fixed test
-set drawn from its own key; predicting the mean scores ``1/6 ≈ 0.167`` and a run counts as solved
-when its test MSE is below ``--solved`` (0.01).
+Clipped runs rescale the gradient to global norm at most ``--clip-threshold`` (Pascanu et al.
+2013, :func:`jrnn.training.global_norm_clipping`) before the optimiser; unclipped runs use the same
+transform at threshold ∞, which records the norm and never clips. Every run minimises the mean
+squared error of the prediction after the last step on fresh batches (batch ``k`` of seed ``s``
+from ``fold_in(data_key_s, k)``); the test MSE is measured every ``--eval-every`` steps on one
+fixed test set per T. Predicting the mean scores ``1/6 ≈ 0.167``; a run counts as solved when its
+final test MSE is below ``--solved`` (0.01).
 
-Time bound: the default run (3 lengths × 3 inits × 2 clipping settings × 1 seed = 18 runs of
-``--steps`` steps at H=``--hidden``) is sized to finish in at most about 10 minutes on a quiet
-2-core CPU (float32). Larger settings by flags: ``--steps``, ``--hidden``, ``--lengths``,
-``--seeds``, ``--batch``.
+Seeds in parallel: for each T, every run that shares an activation (seed and orthogonal: tanh;
+irnn: ReLU) is one member of a single program ``vmap``-ed over members
+(:func:`jrnn.training.seeds.make_multi_seed_train_chunk`): parameters, optimiser state (the
+clipping threshold is part of it, so clipped and unclipped runs share the program) and data keys
+all carry a leading member axis. Seed ``s`` has the same data and, within an init, the same
+initial parameters with and without clipping: the two columns are paired.
 
-  python scripts/adding_experiment.py --out docs/adding
+Every init in a row (one T) trains with the same settings; ``--steps`` may differ per T.
+
+  python scripts/adding_experiment.py --out docs/adding          # the table in docs/adding
+  python scripts/adding_experiment.py --out /tmp/adding --quick  # seconds: what CI runs
+
+Writes ``results.json`` (config, machine, times, every run with its curves), ``results.md`` (per
+cell: median and range of the final test MSE over seeds, solved/seeds) and ``curves.png``
+(every seed's test-MSE curve).
 """
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import math
+import os
 import pathlib
+import platform
+import statistics
+import subprocess
 import sys
 import time
-from typing import Sequence
+from typing import Dict, List, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 import jrnn
 from jrnn.data import adding
+from jrnn.training import seeds as multi
 
 INITS = {  # name: (init scheme, activation)
     "seed": ("seed", "tanh"),
     "orthogonal": ("orthogonal", "tanh"),
     "irnn": ("identity", "relu"),
 }
+QUICK = dict(lengths=[10], steps=[20], seeds=[0, 1], hidden=8, batch=8, test_size=64,
+             eval_every=10)
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--out", type=pathlib.Path, required=True, help="output directory")
-  p.add_argument("--lengths", type=int, nargs="+", default=[50, 100, 200], help="T values")
+  p.add_argument("--quick", action="store_true",
+                 help=f"a seconds-long smoke run for CI: {QUICK} (explicit flags still win)")
+  p.add_argument("--lengths", type=int, nargs="+", default=None,
+                 help="T values (default 50 100 200 400)")
+  p.add_argument("--steps", type=int, nargs="+", default=None,
+                 help="training steps per run: one value, or one per T (default 2000 4000 "
+                 "10000 10000)")
   p.add_argument("--inits", nargs="+", default=list(INITS), choices=list(INITS))
-  p.add_argument("--steps", type=int, default=8000, help="training steps per run (default 8000)")
-  p.add_argument("--hidden", type=int, default=64, help="H (default 64)")
-  p.add_argument("--batch", type=int, default=32, help="sequences per step (default 32)")
-  p.add_argument("--optimizer", choices=["adam", "rmsprop"], default="adam")
+  p.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2 3 4")
+  p.add_argument("--hidden", type=int, default=None, help="H (default 32)")
+  p.add_argument("--batch", type=int, default=None, help="sequences per step (default 16)")
+  p.add_argument("--optimizer", choices=jrnn.training.OPTIMIZERS, default="rmsprop")
   p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
+  p.add_argument("--schedule", choices=jrnn.training.SCHEDULES, default="cosine",
+                 help="learning-rate schedule over each row's steps (default cosine, to 0.1 lr)")
   p.add_argument("--clip-threshold", type=float, default=1.0,
                  help="global-norm clipping threshold θ of the clipped runs (default 1.0)")
-  p.add_argument("--test-size", type=int, default=1000, help="test sequences (default 1000)")
-  p.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per seed")
-  p.add_argument("--log-every", type=int, default=100, help="steps per jitted chunk")
+  p.add_argument("--grad", choices=jrnn.GRADS, default="autodiff",
+                 help="jrnn.forward's grad= (default autodiff: see the docs for why)")
+  p.add_argument("--test-size", type=int, default=None, help="test sequences (default 1000)")
+  p.add_argument("--eval-every", type=int, default=None,
+                 help="steps per compiled chunk and between test evaluations (default 250)")
   p.add_argument("--solved", type=float, default=0.01, help="solved when test MSE < this")
-  return p.parse_args(argv)
+  p.add_argument("--no-plot", action="store_true", help="skip curves.png")
+  cfg = p.parse_args(argv)
+  defaults = dict(lengths=[50, 100, 200, 400], steps=[2000, 4000, 10000, 10000],
+                  seeds=[0, 1, 2, 3, 4], hidden=32, batch=16, test_size=1000, eval_every=250)
+  for name, value in (QUICK if cfg.quick else defaults).items():
+    if getattr(cfg, name) is None:
+      setattr(cfg, name, value)
+  if len(cfg.steps) == 1:
+    cfg.steps = cfg.steps * len(cfg.lengths)
+  if len(cfg.steps) != len(cfg.lengths):
+    p.error(f"--steps takes one value or one per T ({len(cfg.lengths)}), got {len(cfg.steps)}")
+  for name in ("hidden", "batch", "test_size", "eval_every"):
+    if getattr(cfg, name) < 1:
+      p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+  if min(cfg.steps) < 1 or min(cfg.lengths) < 2:
+    p.error("--steps must be >= 1 and --lengths >= 2")
+  if len(set(cfg.seeds)) != len(cfg.seeds):
+    p.error(f"--seeds must be distinct, got {cfg.seeds}")
+  return cfg
 
 
-def predict(params, xs, activation):
-  """The prediction after the last step, ``(B,)``."""
-  return jrnn.forward(params, xs, activation=activation).ys[-1, :, 0]
+def machine() -> Dict[str, object]:
+  """The CPU model line of ``lscpu``, core count and load: the context of every time below."""
+  try:
+    out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    model = next((l.split(":", 1)[1].strip() for l in out.splitlines()
+                  if l.startswith("Model name")), platform.processor())
+  except OSError:
+    model = platform.processor()
+  return {"model_name": model, "cpus": os.cpu_count(), "platform": platform.platform(),
+          "jax": jax.__version__, "backend": jax.default_backend(),
+          "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()]}
 
 
-def mse(params, xs, targets, activation):
-  """Mean over the batch of ``(y_T - ŷ)²`` via :func:`jrnn.squared_error`."""
-  ys = jrnn.forward(params, xs, activation=activation).ys[-1]
-  return jrnn.squared_error(ys, targets[:, None], reduction="mean")
+def member_clipping(threshold: float) -> optax.GradientTransformation:
+  """Global-norm clipping whose threshold lives in the optimiser state (one per member)."""
+  return optax.inject_hyperparams(jrnn.training.global_norm_clipping)(threshold=threshold)
 
 
-def make_optimizer(cfg, clip: bool) -> optax.GradientTransformation:
-  opt = optax.adam(cfg.lr) if cfg.optimizer == "adam" else optax.rmsprop(cfg.lr)
-  if clip:
-    return optax.chain(jrnn.training.global_norm_clipping(cfg.clip_threshold), opt)
-  return optax.chain(jrnn.training.global_norm_clipping(math.inf), opt)  # records norms, never clips
+def make_mse(activation: str, grad: str):
+  def mse(params, batch: adding.AddingBatch):
+    """Mean over the batch of ``(y_T - ŷ)²`` via :func:`jrnn.squared_error`."""
+    ys = jrnn.forward(params, batch.xs, activation=activation, grad=grad).ys[-1]
+    return jrnn.squared_error(ys, batch.targets[:, None], reduction="mean")
+  return mse
 
 
-def make_chunk(cfg, tx, activation: str, seq_len: int, length: int):
-  """``length`` training steps as one compiled function (one pure update per step)."""
-  def step(carry, k):
-    params, opt_state, train_key = carry
-    batch = adding.batch(jax.random.fold_in(train_key, k), cfg.batch, seq_len)
-    loss, grads = jax.value_and_grad(mse)(params, batch.xs, batch.targets, activation)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    params = optax.apply_updates(params, updates)
-    return (params, opt_state, train_key), (loss, opt_state[0].norm)
-
-  @jax.jit
-  def chunk(params, opt_state, train_key, start):
-    (params, opt_state, _), (losses, norms) = jax.lax.scan(
-        step, (params, opt_state, train_key), start + jnp.arange(length))
-    return params, opt_state, jnp.mean(losses), jnp.max(norms)
-
-  return chunk
+def stack(trees):
+  return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *trees)
 
 
-def train_one(cfg, init: str, clip: bool, seq_len: int, seed: int) -> dict:
-  scheme, activation = INITS[init]
-  key = jax.random.key(seed)
-  k_init, k_train, k_test = jax.random.split(key, 3)
-  params = jrnn.init_params(k_init, 2, cfg.hidden, 1, scheme=scheme)
-  tx = make_optimizer(cfg, clip)
-  opt_state = tx.init(params)
-  chunks = {}  # chunk length -> compiled chunk; a last, shorter chunk compiles once more
-  test = adding.batch(k_test, cfg.test_size, seq_len)
-  evaluate = jax.jit(functools.partial(mse, activation=activation))
-  start_time = time.perf_counter()
-  curve = []
+def run_group(cfg, seq_len: int, steps: int, activation: str, inits: List[str]) -> List[dict]:
+  """Every (init, clipping, seed) run with this activation at this T, as one vmapped program."""
+  n_seeds = len(cfg.seeds)
+  base = jrnn.training.make_optimizer(cfg.optimizer, cfg.lr, schedule=cfg.schedule,
+                                      total_steps=steps if cfg.schedule != "constant" else None)
+  tx = optax.chain(member_clipping(cfg.clip_threshold), base)
+  keys = multi.seed_keys(cfg.seeds)
+  init_keys, data_keys = jax.vmap(jax.random.split, out_axes=1)(keys)
+  members, params, states = [], [], []
+  for init in inits:
+    scheme = INITS[init][0]
+    p, s = multi.init_seeds(lambda k, scheme=scheme: jrnn.init_params(k, 2, cfg.hidden, 1,
+                                                                      scheme=scheme),
+                            tx, init_keys)
+    for clip in (False, True):
+      params.append(p)
+      states.append(s)
+      members += [(init, clip, seed) for seed in cfg.seeds]
+  params, states = stack(params), stack(states)
+  thresholds = jnp.asarray([cfg.clip_threshold if clip else math.inf for _, clip, _ in members],
+                           jnp.float32)
+  clip_state = states[0]._replace(hyperparams={**states[0].hyperparams, "threshold": thresholds})
+  states = (clip_state,) + tuple(states[1:])
+  data = jnp.concatenate([data_keys] * (2 * len(inits)))
+  make_batch = lambda key, k: adding.batch(jax.random.fold_in(key, k), cfg.batch, seq_len)
+  mse = make_mse(activation, cfg.grad)
+  chunks = {}
+  evaluate = jax.jit(jax.vmap(mse, in_axes=(0, None)))
+  test = adding.batch(jax.random.key(10_000 + seq_len), cfg.test_size, seq_len)
+  curve_steps, test_curves, train_curves, norm_curves = [], [], [], []
+  wall0, cpu0 = time.perf_counter(), time.process_time()
   done = 0
-  while done < cfg.steps:
-    length = min(cfg.log_every, cfg.steps - done)
-    if length not in chunks:
-      chunks[length] = make_chunk(cfg, tx, activation, seq_len, length)
-    params, opt_state, loss, max_norm = chunks[length](params, opt_state, k_train, done)
-    done += length
-    curve.append({"step": done, "train_mse": float(loss), "max_grad_norm": float(max_norm)})
-  test_mse = float(evaluate(params, test.xs, test.targets))
-  return {
-      "init": init, "scheme": scheme, "activation": activation, "clip": clip,
-      "clip_threshold": cfg.clip_threshold if clip else None, "seq_len": seq_len, "seed": seed,
-      "steps": done, "hidden": cfg.hidden, "batch": cfg.batch, "optimizer": cfg.optimizer,
-      "lr": cfg.lr, "test_size": cfg.test_size, "test_mse": test_mse,
-      "solved": bool(test_mse < cfg.solved),
-      "diverged": not math.isfinite(test_mse),
-      "clipped_steps": int(opt_state[0].clipped) if clip else 0,
-      "curve": curve, "wall_s": round(time.perf_counter() - start_time, 2),
-  }
+  while done < steps:
+    n = min(cfg.eval_every, steps - done)
+    if n not in chunks:
+      chunks[n] = multi.make_multi_seed_train_chunk(mse, tx, make_batch, steps=n)
+    params, states, metrics = chunks[n](params, states, data, done)
+    done += n
+    curve_steps.append(done)
+    test_curves.append(np.asarray(evaluate(params, test)))
+    train_curves.append(np.asarray(jnp.mean(metrics["loss"], axis=1)))
+    norm_curves.append(np.asarray(jnp.max(metrics["grad_norm"], axis=1)))
+  wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+  clipped = np.asarray(states[0].inner_state.clipped)
+  test_curves, train_curves = np.stack(test_curves, 1), np.stack(train_curves, 1)
+  norm_curves = np.stack(norm_curves, 1)
+  print(f"T={seq_len:4d} {activation:4s} group ({len(members)} runs, {n_seeds} seeds each): "
+        f"{wall:.0f} s wall, {cpu:.0f} s CPU", flush=True)
+  runs = []
+  for m, (init, clip, seed) in enumerate(members):
+    final = float(test_curves[m, -1])
+    runs.append({
+        "init": init, "scheme": INITS[init][0], "activation": activation, "clip": clip,
+        "clip_threshold": cfg.clip_threshold if clip else None, "seq_len": seq_len,
+        "seed": seed, "steps": steps, "test_mse": final,
+        "solved": bool(final < cfg.solved), "diverged": not math.isfinite(final),
+        "clipped_steps": int(clipped[m]) if clip else 0,
+        "curve": {"step": curve_steps, "test_mse": test_curves[m].tolist(),
+                  "train_mse": train_curves[m].tolist(),
+                  "max_grad_norm": norm_curves[m].tolist()},
+    })
+  return runs, {"seq_len": seq_len, "activation": activation, "runs": len(members),
+                "steps": steps, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1)}
 
 
 def clean(x):
   """JSON-safe: non-finite floats to None."""
   if isinstance(x, dict):
     return {k: clean(v) for k, v in x.items()}
-  if isinstance(x, list):
+  if isinstance(x, (list, tuple)):
     return [clean(v) for v in x]
   if isinstance(x, float) and not math.isfinite(x):
     return None
   return x
 
 
+def cells(runs):
+  """``(T, init, clip) -> [runs]`` in first-seen order."""
+  out = {}
+  for r in runs:
+    out.setdefault((r["seq_len"], r["init"], r["clip"]), []).append(r)
+  return out
+
+
+def summary(rs: List[dict]) -> dict:
+  vals = [math.inf if r["test_mse"] is None else r["test_mse"] for r in rs]  # diverged: inf
+  return {"median": statistics.median(vals),
+          "min": min(vals), "max": max(vals), "solved": sum(r["solved"] for r in rs),
+          "diverged": sum(r["diverged"] for r in rs), "seeds": len(rs)}
+
+
+def fmt(v: float) -> str:
+  return "diverged" if v is None or not math.isfinite(v) else f"{v:.4f}"
+
+
 def table(results: dict) -> str:
-  cfg = results["config"]
+  cfg, m = results["config"], results["machine"]
+  steps = ", ".join(f"T={t}: {s}" for t, s in zip(cfg["lengths"], cfg["steps"]))
   lines = [
-      "# Adding problem: test MSE after training",
+      "# Adding problem: final test MSE over seeds",
       "",
       f"Command: `{results['command']}`",
       "",
-      f"H={cfg['hidden']}, batch {cfg['batch']}, {cfg['optimizer']} lr {cfg['lr']}, "
-      f"steps {cfg['steps']} per run, seeds {cfg['seeds']}, test set {cfg['test_size']} "
-      f"sequences. Clipped runs: global norm θ={cfg['clip_threshold']}. Predicting the mean "
-      f"scores {adding.BASELINE_MSE:.3f}; solved = test MSE < {cfg['solved']}. Each cell: "
-      "test MSE per seed, then solved/seeds.",
+      f"Machine: `{m['model_name']}`, {m['cpus']} CPUs (load average at start "
+      f"{m['loadavg_1_5_15']}, at end {results['loadavg_end']}); total "
+      f"{results['wall_s'] / 60:.1f} min wall, {results['cpu_s'] / 60:.1f} min CPU.",
       "",
-      "| T | init | activation | clipping | test MSE | solved |",
-      "|---|---|---|---|---|---|",
+      f"H={cfg['hidden']}, batch {cfg['batch']}, {cfg['optimizer']} lr {cfg['lr']} "
+      f"({cfg['schedule']} schedule), grad={cfg['grad']}, steps per run {steps}; seeds "
+      f"{cfg['seeds']}; test set {cfg['test_size']} sequences per T. Clipped: global norm "
+      f"θ={cfg['clip_threshold']}. Predicting the mean scores {adding.BASELINE_MSE:.3f}; solved "
+      f"= test MSE < {cfg['solved']}.",
+      "",
+      "| T | init | activation | clipping | median | range | solved |",
+      "|---|---|---|---|---|---|---|",
   ]
-  runs = results["runs"]
-  keys = []
-  for r in runs:
-    k = (r["seq_len"], r["init"], r["clip"])
-    if k not in keys:
-      keys.append(k)
-  for seq_len, init, clip in keys:
-    rs = [r for r in runs if (r["seq_len"], r["init"], r["clip"]) == (seq_len, init, clip)]
-    vals = ", ".join("diverged" if r["test_mse"] is None else f"{r['test_mse']:.4f}" for r in rs)
-    solved = sum(r["solved"] for r in rs)
-    clip_s = f"θ={rs[0]['clip_threshold']}" if clip else "none"
-    lines.append(f"| {seq_len} | {init} | {rs[0]['activation']} | {clip_s} | {vals} | "
-                 f"{solved}/{len(rs)} |")
+  for (seq_len, init, clip), rs in cells(results["runs"]).items():
+    s = summary(rs)
+    clip_s = f"θ={cfg['clip_threshold']}" if clip else "none"
+    div = f" ({s['diverged']} diverged)" if s["diverged"] else ""
+    lines.append(f"| {seq_len} | {init} | {rs[0]['activation']} | {clip_s} | "
+                 f"{fmt(s['median'])} | {fmt(s['min'])} – {fmt(s['max'])} | "
+                 f"{s['solved']}/{s['seeds']}{div} |")
+  lines += ["", "| T | activation | runs | steps | wall s | CPU s |", "|---|---|---|---|---|---|"]
+  for g in results["groups"]:
+    lines.append(f"| {g['seq_len']} | {g['activation']} | {g['runs']} | {g['steps']} | "
+                 f"{g['wall_s']} | {g['cpu_s']} |")
   return "\n".join(lines) + "\n"
+
+
+def plot(results: dict, path: pathlib.Path) -> None:
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  cfg = results["config"]
+  by_cell = cells(results["runs"])
+  inits = [i for i in INITS if i in cfg["inits"]]
+  fig, axes = plt.subplots(len(cfg["lengths"]), len(inits), squeeze=False, sharey=True,
+                           figsize=(4 * len(inits), 2.8 * len(cfg["lengths"])))
+  for row, seq_len in enumerate(cfg["lengths"]):
+    for col, init in enumerate(inits):
+      ax = axes[row][col]
+      for clip, colour in ((False, "tab:red"), (True, "tab:blue")):
+        for r in by_cell.get((seq_len, init, clip), []):
+          y = [np.nan if v is None else v for v in r["curve"]["test_mse"]]
+          ax.plot(r["curve"]["step"], y, color=colour, alpha=0.7, lw=1,
+                  label=("clipped" if clip else "unclipped") if r["seed"] == cfg["seeds"][0]
+                  else None)
+      ax.axhline(adding.BASELINE_MSE, color="gray", ls="--", lw=0.8)
+      ax.axhline(cfg["solved"], color="green", ls=":", lw=0.8)
+      ax.set_yscale("log")
+      ax.set_ylim(1e-4, 1.0)
+      ax.set_title(f"T={seq_len}, {init} ({INITS[init][1]})", fontsize=9)
+      if row == len(cfg["lengths"]) - 1:
+        ax.set_xlabel("step")
+      if col == 0:
+        ax.set_ylabel("test MSE")
+      if row == 0 and col == 0:
+        ax.legend(fontsize=7)
+  fig.suptitle("Adding problem: test MSE of every seed (dashed: mean predictor; dotted: solved)",
+               fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
 
 
 def main(argv: Sequence[str] = ()) -> dict:
   cfg = parse(list(argv))
-  for name in ("steps", "hidden", "batch", "test_size", "log_every"):
-    if getattr(cfg, name) < 1:
-      raise SystemExit(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
   cfg.out.mkdir(parents=True, exist_ok=True)
-  runs = []
-  for seq_len in cfg.lengths:
-    for init in cfg.inits:
-      for clip in (False, True):
-        for seed in cfg.seeds:
-          r = train_one(cfg, init, clip, seq_len, seed)
-          runs.append(r)
-          print(f"T={seq_len:4d} {init:10s} clip={str(clip):5s} seed={seed} "
-                f"test MSE={r['test_mse']:.4f} solved={r['solved']} ({r['wall_s']} s)", flush=True)
+  info = machine()
+  print(f"machine: {info['model_name']} ({info['cpus']} CPUs, load {info['loadavg_1_5_15']})",
+        flush=True)
+  wall0, cpu0 = time.perf_counter(), time.process_time()
+  runs, groups = [], []
+  for seq_len, steps in zip(cfg.lengths, cfg.steps):
+    for activation in ("tanh", "relu"):
+      inits = [i for i in cfg.inits if INITS[i][1] == activation]
+      if inits:
+        group_runs, group = run_group(cfg, seq_len, steps, activation, inits)
+        runs += group_runs
+        groups.append(group)
+  order = {name: i for i, name in enumerate(INITS)}
+  runs.sort(key=lambda r: (cfg.lengths.index(r["seq_len"]), order[r["init"]], r["clip"]))
   config = {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(cfg).items()}
-  results = {"config": config, "runs": runs, "baseline_mse": adding.BASELINE_MSE,
+  results = {"config": config, "machine": info, "baseline_mse": adding.BASELINE_MSE,
              "command": "python scripts/adding_experiment.py " + " ".join(argv),
-             "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()]}
+             "wall_s": round(time.perf_counter() - wall0, 1),
+             "cpu_s": round(time.process_time() - cpu0, 1),
+             "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+             "groups": groups, "runs": runs}
+  results = clean(results)
+  results["cells"] = [dict(seq_len=t, init=i, clip=c, **summary(rs))
+                      for (t, i, c), rs in cells(results["runs"]).items()]
   results = clean(results)
   (cfg.out / "results.json").write_text(json.dumps(results, indent=1, allow_nan=False) + "\n")
   (cfg.out / "results.md").write_text(table(results))
+  if not cfg.no_plot:
+    plot(results, cfg.out / "curves.png")
   print(table(results))
   return results
 

@@ -58,19 +58,39 @@ def test_bad_arguments():
     adding.batch(jax.random.key(0), 2, 5, dtype=jnp.int32)
 
 
-def test_adding_experiment_script_smoke(tmp_path):
+def _experiment_module():
   spec = importlib.util.spec_from_file_location(
       "adding_experiment", ROOT / "scripts" / "adding_experiment.py")
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
+  return mod
+
+
+def test_adding_experiment_script_smoke(tmp_path):
+  mod = _experiment_module()
   mod.main(["--out", str(tmp_path), "--lengths", "6", "--steps", "3", "--hidden", "4",
-            "--batch", "4", "--test-size", "8", "--seeds", "0", "--log-every", "2",
-            "--inits", "irnn"])
+            "--batch", "4", "--test-size", "8", "--seeds", "0", "5", "--eval-every", "2",
+            "--inits", "irnn", "--clip-threshold", "1e-6", "--no-plot"])
   results = json.loads((tmp_path / "results.json").read_text())
-  assert len(results["runs"]) == 2  # clipping on/off × 1 init × 1 length × 1 seed
-  assert [r["clip"] for r in results["runs"]] == [False, True]
-  for run in results["runs"]:
-    assert run["steps"] == 3 and run["seed"] == 0 and run["seq_len"] == 6
+  runs = results["runs"]
+  assert len(runs) == 4  # clipping off/on × 2 seeds, one vmapped program
+  assert [(r["clip"], r["seed"]) for r in runs] == [(False, 0), (False, 5), (True, 0), (True, 5)]
+  for run in runs:
+    assert run["steps"] == 3 and run["seq_len"] == 6
+    assert run["curve"]["step"] == [2, 3]  # a chunk of 2, then the last step
     assert run["test_mse"] is None or run["test_mse"] >= 0
+  assert [c["seeds"] for c in results["cells"]] == [2, 2]
+  # Clipping lives in each member's optimiser state: θ = 1e-6 clips every step of the clipped
+  # runs, none of the others; a seed's two runs share init and data, so only clipping differs.
+  assert [r["clipped_steps"] for r in runs] == [0, 0, 3, 3]
+  assert runs[0]["curve"]["test_mse"][0] != runs[2]["curve"]["test_mse"][0]
+  assert results["machine"]["model_name"] and results["wall_s"] > 0
   table = (tmp_path / "results.md").read_text()
-  assert "| T |" in table and "irnn" in table
+  assert "| T | init |" in table and "irnn" in table and "Machine:" in table
+
+
+@pytest.mark.slow
+def test_adding_experiment_quick_mode(tmp_path):
+  results = _experiment_module().main(["--out", str(tmp_path), "--quick"])
+  assert len(results["runs"]) == 3 * 2 * 2  # inits × clipping × seeds
+  assert (tmp_path / "curves.png").stat().st_size > 0
