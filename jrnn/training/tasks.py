@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from jrnn.data import adding as adding_data
 from jrnn.data import charlm as charlm_data
 from jrnn.data import copy_task as copy_data
+from jrnn.data import mnist1d as mnist1d_data  # imports the optional mnist1d package on load()
 from jrnn.data import sine as sine_data
 from jrnn.params import StackedParams
 from jrnn.training import steps as jtrain
@@ -178,8 +179,47 @@ def adding(cfg, key) -> Task:
   return _synthetic(cfg, key, make, 2, 1, "squared_error", _adding_mse)
 
 
+def _mnist1d_arrays(k, step, x, y, b):
+  xs, labels = mnist1d_data.train_batch(k, step, x, y, b)
+  # One label per sequence, read at the last step: targets repeat it, the mask scores step T only.
+  targets = jnp.broadcast_to(labels[None], xs.shape[:2])
+  mask = jnp.zeros(xs.shape[:2], bool).at[-1].set(True)
+  return xs, targets, mask
+
+
+_mnist1d_batch = jax.jit(_mnist1d_arrays, static_argnums=4)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _mnist1d_accuracy(params, val, unroll):
+  logits = _forward(params, val[0], unroll).ys[-1]
+  return {"val_accuracy": jnp.mean(jnp.argmax(logits, -1) == val[1])}
+
+
+def mnist1d(cfg, key) -> Task:
+  """MNIST-1D (Greydanus 2020; :mod:`jrnn.data.mnist1d`, needs ``pip install jrnn[mnist1d]``):
+  the digit of each 40-step sequence, read at its last step; epochs over the 4,000 training
+  sequences; ``val_accuracy`` on the 1,000 held-out ones (the data set's test split)."""
+  data = mnist1d_data.load()
+  x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+  val = (mnist1d_data.sequences(data.x_test), jnp.asarray(data.y_test))
+  train_key, drop_key = jax.random.fold_in(key, 2), jax.random.fold_in(key, 1)
+  per_epoch = len(data.y_train) // cfg.batch_size
+
+  def batch(step):
+    return jtrain.Batch(*_mnist1d_batch(train_key, step, x, y, cfg.batch_size),
+                        key=jax.random.fold_in(drop_key, step) if cfg.dropout else None)
+
+  return Task(n_in=1, n_out=mnist1d_data.N_CLASSES, loss=_loss(cfg, "cross_entropy"),
+              stateful=False, tokens_per_step=mnist1d_data.SEQ_LEN * cfg.batch_size,
+              batch=batch, position=lambda s: {"epoch": s // per_epoch, "batch": s % per_epoch},
+              evaluate=lambda p: {k: float(v) for k, v in
+                                  _mnist1d_accuracy(p, val, cfg.unroll).items()},
+              metric="val_accuracy", eval_positions=int(val[0].shape[0] * val[0].shape[1]))
+
+
 BUILDERS: Dict[str, Callable[..., Task]] = {"charlm": charlm, "copy": copy, "sine": sine,
-                                           "adding": adding}
+                                           "adding": adding, "mnist1d": mnist1d}
 TASKS = tuple(BUILDERS)
 
 
