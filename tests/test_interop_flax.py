@@ -147,11 +147,11 @@ def test_linen_parameters_are_one_jrnn_draw_under_jrnn_names():
   w = params["w_hh"]  # the default scheme is orthogonal, as SimpleCell's recurrent kernel
   np.testing.assert_allclose(w @ w.T, np.eye(H), atol=1e-12)
   stack = flax_linen.StackedElmanRNN(H, num_layers=2, bidirectional=True, out_features=O,
-                                     scheme="identity", scale=0.5, param_dtype=F64)
-  tree = jax.jit(lambda k: stack.lazy_init(k, _xs()))(jax.random.key(0))["params"]
+                                     param_dtype=F64)
+  tree = jax.eval_shape(stack.init, jax.random.key(0), _xs())["params"]  # shapes only
   assert set(tree) == {"layers", "w_hy", "b_y"} and tree["w_hy"].shape == (O, 2 * H)
-  assert tree["layers"][1][1].w_xh.shape == (H, 2 * H)
-  np.testing.assert_array_equal(tree["layers"][1][0].w_hh, 0.5 * np.eye(H))
+  assert isinstance(tree["layers"][1][1], jrnn.LayerParams)
+  assert tree["layers"][1][1].w_xh.shape == (H, 2 * H) and tree["layers"][1][1].h0 is None
 
 
 def test_linen_stack_is_jrnn_stacked_forward():
@@ -212,6 +212,14 @@ class _SwappedModel(nn.Module):
     return carry, nn.Dense(O, param_dtype=F64, name="head")(hs)
 
 
+def _flax_variables(seed=0):
+  """nn.RNN(SimpleCell) + Dense variables, drawn in Flax's own layout (kernels (in, out))."""
+  rng = np.random.default_rng(seed)
+  w = lambda *shape: jnp.asarray(rng.standard_normal(shape) / np.sqrt(shape[0]))  # noqa: E731
+  return {"params": {"cell": {"i": {"kernel": w(I, H), "bias": w(H)}, "h": {"kernel": w(H, H)}},
+                     "head": {"kernel": w(H, O), "bias": w(O)}}}
+
+
 def _swap(flax_vars):
   layer = jrnn.interop.from_simple_cell(flax_vars["params"]["cell"])
   return {"params": {"cell": flax_linen.to_variables(layer)["params"],
@@ -225,7 +233,9 @@ def _unswap(ours):
 
 def test_converted_simple_cell_model_reproduces_flax():
   xs = _xs()
-  flax_vars = jax.jit(_FlaxModel().init)(jax.random.key(0), xs)
+  flax_vars = _flax_variables()
+  assert jax.tree.map(jnp.shape, flax_vars) == jax.tree.map(
+      jnp.shape, jax.eval_shape(_FlaxModel().init, jax.random.key(0), xs))
   theirs, (g_flax,) = _run_and_grads(lambda v: _FlaxModel().apply(v, xs), flax_vars)
   ours, (g_ours,) = _run_and_grads(lambda v: _SwappedModel().apply(v, xs), _swap(flax_vars))
   _close(ours, theirs)
@@ -250,21 +260,28 @@ def test_simple_cell_conversion_round_trips_with_readout_residual_and_nnx_names(
 
 
 def test_residual_linen_cell_and_nnx_cell_reproduced():
-  xs = _xs()
-  rnn = nn.RNN(nn.SimpleCell(H, residual=True, param_dtype=F64))
-  v = jax.jit(rnn.init)(jax.random.key(0), xs)
-  layer = jrnn.interop.from_simple_cell(v["params"]["cell"], residual=True)
-  _close(jax.jit(flax_linen.ElmanRNN(H).apply)(flax_linen.to_variables(layer), xs),
-         jax.jit(rnn.apply)(v, xs))
+  xs, layer = _xs(), _params(readout=False).layer
+  cell = jrnn.interop.to_simple_cell(layer, residual=True)
+  theirs = jax.jit(nn.RNN(nn.SimpleCell(H, residual=True, param_dtype=F64)).apply)(
+      {"params": {"cell": cell}}, xs)
+  converted = jrnn.interop.from_simple_cell(cell, residual=True)
+  _close(converted, layer)
+  _close(jax.jit(flax_linen.ElmanRNN(H).apply)(flax_linen.to_variables(converted), xs), theirs)
 
-  cell = nnx.SimpleCell(I, H, dtype=F64, param_dtype=F64, rngs=nnx.Rngs(0))
-  theirs = nnx.jit(lambda c: nnx.RNN(c)(xs))(cell)
-  ours = flax_nnx.ElmanRNN(I, H, param_dtype=F64, rngs=nnx.Rngs(0))
-  converted = jrnn.interop.from_simple_cell(nnx.to_pure_dict(nnx.state(cell)))
-  for name, value in converted._asdict().items():
-    if value is not None:
-      getattr(ours, name)[...] = value
-  _close(nnx.jit(lambda m: m(xs))(ours), theirs)
+  # NNX's own cell and the NNX module, built without drawing (nnx.eval_shape), then given values.
+  def build(make, values):
+    module = nnx.eval_shape(make)
+    state = nnx.state(module)
+    nnx.replace_by_pure_dict(state, values)
+    nnx.update(module, state)
+    return module
+
+  nnx_cell = build(lambda: nnx.SimpleCell(I, H, dtype=F64, param_dtype=F64, rngs=nnx.Rngs(0)),
+                   jrnn.interop.to_simple_cell(layer, nnx=True))
+  ours = build(lambda: flax_nnx.ElmanRNN(I, H, param_dtype=F64, rngs=nnx.Rngs(0)),
+               {"w_xh": layer.w_xh, "w_hh": layer.w_hh, "b_h": layer.b_h})
+  _close(jrnn.interop.from_simple_cell(nnx.to_pure_dict(nnx.state(nnx_cell))), layer)
+  _close(nnx.jit(lambda m: m(xs))(ours), nnx.jit(lambda c: nnx.RNN(c)(xs))(nnx_cell))
 
 
 # --------------------------------------------------------------------- transformations, optax
