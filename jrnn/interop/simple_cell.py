@@ -7,8 +7,9 @@ vectors, ``(out, in)``. So
 
 .. math::
 
-   W_{xh} = i.\\mathrm{kernel}^T, \\quad W_{hh} = h.\\mathrm{kernel}^T\\ (+\\, I \\text{ if residual}),
-   \\quad b_h = i.\\mathrm{bias}
+   W_{xh} = i.\\mathrm{kernel}^T, \\quad
+   W_{hh} = h.\\mathrm{kernel}^T\\ (+\\, I \\text{ if residual}), \\quad
+   b_h = i.\\mathrm{bias}
 
 and a ``Dense(O)`` readout gives ``W_hy = kernel^T``, ``b_y = bias``. The linen cell's
 sub-dicts are named ``i`` and ``h``; the NNX cell's ``dense_i`` and ``dense_h`` (read both,
