@@ -6,10 +6,9 @@ Run on a CUDA machine (``scripts/gpu_check.sh`` wraps it with a time limit)::
   python scripts/gpu_check.py --quick               # the smallest anchor size only
   python scripts/gpu_check.py --dry-run             # any machine: tiny size, Pallas interpreted
 
-(Sections 1-3 took 261 s on an H100 on 2026-11-26, before section 2b was added: on a tight
-budget the sweep and the crossover sizes are cut first.)
-
-What it does, in order, stopping a section early when ``--budget-s`` is spent:
+What it does, in order, cutting a section short when ``--budget-s`` is spent (the whole ran in
+261 s on an H100 on 2026-11-26, before section 2 existed; ``gpu_check.sh`` gives it less, so
+the tuning sweep and the crossover sizes, last, are what a tight budget cuts):
 
 1. Correctness of the compiled (Triton) kernels against the XLA hand BPTT
    (:func:`jrnn.bptt.hand_recurrence`) at each anchor size with ``H ≤ 256`` (``--force``
@@ -17,25 +16,27 @@ What it does, in order, stopping a section early when ``--budget-s`` is spent:
    relative errors, for float32 (IEEE both sides), TF32 (judged against XLA's own TF32 error
    on the same inputs) and bf16 (against the IEEE float32 reference), plus masked ReLU cases
    with a batch that is not a multiple of the tile, resident and streamed ``W_hh``.
-2. Timing (median ms) of one training step (``value_and_grad`` over ``W_xh, W_hh, b_h, W_hy,
-   b_y``; loss = mean over batch of Σ_t squared error of a linear readout, as in
-   ``../shared/ANCHORS.md``) and of the forward pass (``hs`` only), for the Pallas kernel (TF32
-   and bf16), the XLA hand path (``unroll`` 1 and 32) and torch ``nn.RNN`` on cuDNN, TF32
-   allowed on both sides. A launch-tuning sweep (train and forward ms: ``unroll``,
-   ``prefetch``, ``num_stages``, ``num_warps``, ``block_b``, resident vs streamed ``W_hh``) at
-   the sizes where the kernel applies, then the same timing at non-anchor sizes
-   (:data:`CROSSOVER_SIZES`) to show where the kernel stops paying.
-2b. The Flax model (layer + ``Dense`` readout, batch-major) with ``nn.RNN(nn.SimpleCell)``
+2. The Flax model (layer + ``Dense`` readout, batch-major) with ``nn.RNN(nn.SimpleCell)``
    against the same model with ``jrnn.interop.flax_linen.ElmanRNN`` swapped in (same weights,
    ``kernel="auto"``), train and forward ms and their ratio, at the anchor sizes
    (``scripts/bench_impls.py``'s builders, as ``scripts/bench.py`` times them on a CPU).
-3. ``compute-sanitizer --tool memcheck`` once on a small masked case (resident and streamed
-   kernels, forward and backward), if the tool is found.
+3. Timing (median ms) of one training step (``value_and_grad`` over ``W_xh, W_hh, b_h, W_hy,
+   b_y``; loss = mean over batch of Σ_t squared error of a linear readout, as in
+   ``../shared/ANCHORS.md``) and of the forward pass (``hs`` only), for the Pallas kernel (TF32
+   and bf16), the XLA hand path (``unroll`` 1 and 32) and torch ``nn.RNN`` on cuDNN, TF32
+   allowed on both sides.
+4. ``compute-sanitizer --tool memcheck`` once on a small masked case (resident and streamed
+   kernels, forward and backward), if the tool is found and 35 s of budget are left.
+5. A launch-tuning sweep (train and forward ms: ``unroll``, ``prefetch``, ``num_stages``,
+   ``num_warps``, ``block_b``, resident vs streamed ``W_hh``) at the sizes where the kernel
+   applies.
+6. The timing of section 3 at non-anchor sizes (:data:`CROSSOVER_SIZES`), to show where the
+   kernel stops paying.
 
 Prints a table and writes ``gpu_check.json`` to ``--out`` (default ``$OUT``, else
-``./gpu_check_out``). Without a GPU it says so and exits 0, unless ``--dry-run``: then every
-section but the sanitizer runs at one tiny size on whatever backend jax has, the Pallas kernels
-in interpret mode, so that the script's plumbing is checked where there is no GPU. Sizes, the
+``./gpu_check_out``). Without a GPU it says so and exits 0, unless ``--dry-run``: then sections
+1-3 (without torch) run at one tiny size on whatever backend jax has, the Pallas kernels in
+interpret mode, so that the script's plumbing is checked where there is no GPU. Sizes, the
 timer and the environment record come from ``scripts/benchlib.py``.
 """
 from __future__ import annotations
@@ -84,7 +85,7 @@ def parse_args(argv=None):
   p.add_argument("--no-sweep", action="store_true", help="skip the launch-tuning sweep")
   p.add_argument("--no-sanitizer", action="store_true", help="skip compute-sanitizer")
   p.add_argument("--no-crossover", action="store_true", help="skip the non-anchor sizes")
-  p.add_argument("--no-flax", action="store_true", help="skip the Flax model section (2b)")
+  p.add_argument("--no-flax", action="store_true", help="skip the Flax model section (2)")
   p.add_argument("--dry-run", action="store_true",
                  help="without a GPU: one tiny size, Pallas interpreted, no torch/sweep/sanitizer")
   p.add_argument("--sanitizer-child", action="store_true", help=argparse.SUPPRESS)
@@ -377,7 +378,9 @@ def run_sanitizer(clock):
       (p for p in ("/usr/local/cuda/bin/compute-sanitizer",) if os.path.exists(p)), None)
   if tool is None:
     return dict(status="compute-sanitizer not found")
-  limit = max(30, min(150, int(clock.left()) - 5))
+  if clock.left() < 35:
+    return dict(status="skipped: budget")
+  limit = min(150, int(clock.left()) - 5)
   cmd = [tool, "--tool", "memcheck", "--print-limit", "20", sys.executable, __file__,
          "--sanitizer-child"]
   try:
@@ -481,32 +484,32 @@ def main(argv=None):
   report["correctness"] = check_correctness(sizes, args.force or args.dry_run, clock, log,
                                             interpret=args.dry_run)
   save()
-  print("\n[2] timing (TF32 allowed on both sides)", flush=True)
+  if not args.no_flax:
+    print("\n[2] the Flax model: nn.RNN(nn.SimpleCell) vs the jrnn layer (train and fwd ms)",
+          flush=True)
+    report["flax"] = time_flax(sizes, max(5, args.reps // 2), clock, log)
+    save()
+  print("\n[3] timing (TF32 allowed on both sides)", flush=True)
   report["timing"] = time_jax(sizes, args.force or args.dry_run, args.reps, clock, log,
                               interpret=args.dry_run)
   if not args.no_torch:
     report["timing"] += time_torch(sizes, args.reps, clock, log)
   save()
-  if not args.no_flax:
-    print("\n[2b] the Flax model: nn.RNN(nn.SimpleCell) vs the jrnn layer (train and fwd ms)",
-          flush=True)
-    report["flax"] = time_flax(sizes, max(5, args.reps // 2), clock, log)
+  if not args.no_sanitizer:
+    print("\n[4] compute-sanitizer memcheck", flush=True)
+    report["sanitizer"] = run_sanitizer(clock)
+    print("  ", report["sanitizer"].get("status"), report["sanitizer"].get("summary"), flush=True)
     save()
   if not args.no_sweep:
-    print("\n[2b] launch-tuning sweep (train and forward ms)", flush=True)
+    print("\n[5] launch-tuning sweep (train and forward ms)", flush=True)
     report["sweep"] = tuning_sweep(sizes, args.reps, clock, log)
     save()
   if not (args.quick or args.no_crossover):
-    print("\n[2c] beyond the anchors: where the kernel pays", flush=True)
+    print("\n[6] beyond the anchors: where the kernel pays", flush=True)
     extra = time_jax(CROSSOVER_SIZES, False, args.reps, clock, log, xla_unrolls=(32,))
     if not args.no_torch:
       extra += time_torch(CROSSOVER_SIZES, args.reps, clock, log)
     report["crossover"] = extra
-    save()
-  if not args.no_sanitizer:
-    print("\n[3] compute-sanitizer memcheck", flush=True)
-    report["sanitizer"] = run_sanitizer(clock)
-    print("  ", report["sanitizer"].get("status"), report["sanitizer"].get("summary"), flush=True)
   report["table"] = table(report["timing"] + report.get("crossover", []))
   if report.get("flax"):
     report["flax_table"] = flax_table(report["flax"])
