@@ -16,7 +16,9 @@ default ``adjoint="sequential"``.
 Grid: ``T ∈ {1e3, 1e4, 1e5}``, ``H ∈ {4, 16, 64}``, ``B ∈ {1, 16}``. A cell is skipped when a
 full-Jacobian method would exceed its memory limit (the library's own check, reported as
 ``memory``) or when its time, extrapolated linearly in ``T`` from the previous ``T``, would
-exceed ``--budget-s`` (``skipped``). Each cell: compile, one warm-up call, then the median of up
+exceed ``--budget-s`` (``skipped``); ELK and quasi-ELK run only at ``B = 1`` and
+``H <= --elk-max-hidden`` (``not run``: their compilation alone takes about a minute per row on
+a loaded 2-core CPU). Each cell: compile, one warm-up call, then the median of up
 to 5 calls (fewer when a call is slow). ``ratio = sequential / solver`` time: above 1 the
 parallel solver is faster.
 
@@ -64,7 +66,7 @@ def machine() -> str:
 def model(key, n_steps, n_batch, n_hidden, n_in=4):
   k1, k2, k3 = jax.random.split(key, 3)
   params = jrnn.init_params(k1, n_in, n_hidden, 1, scheme="glorot", dtype=jnp.float32)
-  w = GAIN * jax.random.normal(k2, (n_hidden, n_hidden), jnp.float32) / np.sqrt(n_hidden)
+  w = GAIN * jax.random.normal(k2, (n_hidden, n_hidden), jnp.float32) / n_hidden ** 0.5
   params = params._replace(w_hh=w)
   xs = jax.random.normal(k3, (n_steps, n_batch, n_in), jnp.float32)
   return params, xs
@@ -107,7 +109,7 @@ def timed(fn, *args, max_calls=5, target_s=3.0):
   return statistics.median(times)
 
 
-def bench(lengths, hiddens, batches, methods, budget_s):
+def bench(lengths, hiddens, batches, methods, budget_s, elk_max_hidden):
   rows, last = [], {}
   for n_hidden in hiddens:
     for n_batch in batches:
@@ -119,7 +121,9 @@ def bench(lengths, hiddens, batches, methods, budget_s):
           for mode, fn in (("eval", eval_fn), ("train", train_fn)):
             row = dict(T=n_steps, H=n_hidden, B=n_batch, method=method, mode=mode)
             key = (n_hidden, n_batch, method, mode)
-            if key in last and last[key][1] * n_steps / last[key][0] > budget_s:
+            if method in ("elk", "quasi_elk") and (n_hidden > elk_max_hidden or n_batch > 1):
+              row["status"] = f"not run (ELK rows: H <= {elk_max_hidden}, B = 1)"
+            elif key in last and last[key][1] * n_steps / last[key][0] > budget_s:
               row["status"] = (f"skipped (est. {last[key][1] * n_steps / last[key][0]:.0f} s "
                                f"> {budget_s:.0f} s)")
               last[key] = (n_steps, last[key][1] * n_steps / last[key][0])
@@ -167,7 +171,7 @@ def markdown(rows, meta) -> str:
         if r is None:
           cells.append("")
         elif r["status"] != "ok":
-          cells.append("memory" if r["status"] == "memory" else "skipped")
+          cells.append(r["status"].split(" (")[0])
         elif method == "sequential":
           cells.append(f"{1e3 * r['seconds']:.1f}")
         else:
@@ -178,6 +182,18 @@ def markdown(rows, meta) -> str:
           cells.append(f"{1e3 * r['seconds']:.1f} ({r.get('ratio', float('nan')):.2f}×{its_s})")
       lines.append(f"| {size[0]} | {size[1]} | {size[2]} | {mode} | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
+
+
+def _solve_report(params, xs, method, solver):
+  """λ₁ of the model on its first sequence, and the solver's iterations on the batch."""
+  traj = jrnn.reference.trajectory(params, xs[:2000, 0])
+  rep = dict(lle=float(jrnn.diagnostics.lyapunov_exponents(traj, num_exponents=1,
+                                                           burn_in=200)[0]))
+  if method != "sequential":
+    info = jax.jit(lambda p: par.parallel_forward(p, xs, solver=solver)[1])(params)
+    rep.update(iterations=int(info.iterations), converged=bool(info.converged),
+               residual=float(info.residual))
+  return rep
 
 
 def train_long(steps: int, n_steps: int = 10_000, n_hidden: int = 16, n_batch: int = 4):
@@ -206,20 +222,16 @@ def train_long(steps: int, n_steps: int = 10_000, n_hidden: int = 16, n_batch: i
         jrnn.training.sequence_loss("squared_error", solver=solver, kernel="xla"), opt,
         has_aux=True)
     state = opt.init(params)
+    before = _solve_report(params, xs, method, solver)
     losses, times = [], []
     for _ in range(steps):
       t0 = time.perf_counter()
       params, state, metrics = step(params, state, batch)
       losses.append(float(metrics["loss"]))
       times.append(time.perf_counter() - t0)
-    info = None
-    if method != "sequential":
-      info = jax.jit(lambda p: par.parallel_forward(p, xs, solver=solver)[1])(params)
-      info = dict(iterations=int(info.iterations), converged=bool(info.converged),
-                  residual=float(info.residual))
     out[method] = dict(first_loss=losses[0], last_loss=losses[-1], losses=losses,
                        step_ms_median=1e3 * statistics.median(times[1:]),
-                       final_solve=info)
+                       initial=before, final=_solve_report(params, xs, method, solver))
     print(method, json.dumps({k: v for k, v in out[method].items() if k != "losses"}),
           flush=True)
   return dict(T=n_steps, H=n_hidden, B=n_batch, steps=steps, results=out)
@@ -231,6 +243,9 @@ def main(argv=None):
   ap.add_argument("--methods", default=",".join(METHODS))
   ap.add_argument("--budget-s", type=float, default=20.0,
                   help="skip a cell whose extrapolated time exceeds this")
+  ap.add_argument("--elk-max-hidden", type=int, default=16,
+                  help="run elk/quasi_elk only up to this H, and at B = 1 (their compile "
+                       "alone takes ~1 min per row on a loaded 2-core CPU)")
   ap.add_argument("--json", help="write the rows and metadata here")
   ap.add_argument("--md", help="write the markdown table here")
   ap.add_argument("--train-long", action="store_true",
@@ -256,7 +271,7 @@ def main(argv=None):
   batches = [1] if args.quick else [1, 16]
   meta["lle"] = {h: round(lle(h), 3) for h in hiddens}
   print("LLE", meta["lle"], flush=True)
-  rows = bench(lengths, hiddens, batches, methods, args.budget_s)
+  rows = bench(lengths, hiddens, batches, methods, args.budget_s, args.elk_max_hidden)
   meta["seconds"] = round(time.time() - start, 1)
   md = markdown(rows, meta)
   print(md)

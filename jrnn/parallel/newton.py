@@ -180,7 +180,7 @@ def iterate(step: Step, w_hh, u, h0, mask, act: Activation, *, tol: float, max_i
       new = jnp.where(wild, c.hs, new)
     new_lin = linearise(w_hh, u, h0, mask, act, new)
     new_res = relative_residual(new, new_lin)
-    new_merit = _merit(new, new_lin)
+    new_merit = _merit(new, new_lin) if damped_adaptive else c.merit  # only LM's rule reads it
     finite = jnp.isfinite(new_res) & jnp.isfinite(new_merit)
     if damped_adaptive:
       accept = finite & (new_merit <= c.merit)
@@ -196,8 +196,8 @@ def iterate(step: Step, w_hh, u, h0, mask, act: Activation, *, tol: float, max_i
                   c.resets + overflow.astype(jnp.int32))
 
   zero = jnp.zeros((), jnp.int32)
-  c = jax.lax.while_loop(cond, body, _Carry(zero, hs, lin, res, _merit(hs, lin), lam, bad, bad,
-                                            zero))
+  merit = _merit(hs, lin) if damped_adaptive else jnp.zeros((), dtype)
+  c = jax.lax.while_loop(cond, body, _Carry(zero, hs, lin, res, merit, lam, bad, bad, zero))
   # Return φ(h) rather than h: the same point to within the residual, but every state is then
   # an activation's output, so a ReLU unit the sequential scan leaves at exactly 0 is exactly
   # 0 here too (its σ' in the backward pass agrees) and a masked step copies its state exactly.
