@@ -38,7 +38,6 @@ import jax  # noqa: E402
 jax.config.update("jax_default_matmul_precision", "highest")
 
 import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
 
 import jrnn  # noqa: E402
 import jrnn.parallel as par  # noqa: E402
@@ -73,7 +72,7 @@ def main(argv=None):
   k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
   params = jrnn.init_params(k1, n_in, n_hidden, 1, scheme="glorot", dtype=jnp.float32)
   params = params._replace(w_hh=GAIN * jax.random.normal(k2, (n_hidden, n_hidden), jnp.float32)
-                           / np.sqrt(n_hidden))
+                           / n_hidden ** 0.5)
   xs = jax.random.normal(k3, (n_steps, n_batch, n_in), jnp.float32)
   on_gpu = jax.default_backend() in ("gpu", "cuda")
   pallas_ok = on_gpu and kernels.pallas_supported(n_hidden, n_batch, jnp.float32,

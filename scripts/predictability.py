@@ -75,7 +75,7 @@ def _sequential_linear_step(w_hh, mask, hs, lin, damping=None):
 
 @jax.jit
 def deer_count(w_hh, u, h0, tol, max_iter):
-  """``SolveInfo`` of DEER from the zero guess (linear solves by :func:`_sequential_linear_step`)."""
+  """``SolveInfo`` of DEER from the zero guess, linear solves by :func:`_sequential_linear_step`."""
   return newton.iterate(_sequential_linear_step, w_hh, u, h0, None, TANH, tol=tol,
                         max_iter=max_iter)[1]
 

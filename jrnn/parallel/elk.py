@@ -12,8 +12,8 @@ iterate minimises
 
 (``λ`` is :attr:`Solver.damping`; ``λ → 0`` is DEER). That objective is the negative log
 posterior of a linear-Gaussian state-space model: dynamics ``h_t = J_t h_{t-1} + c_t + w_t``,
-``w_t ~ N(0, I)``, observations ``y_t = h⁽ⁱ⁾_t = h_t + v_t``, ``v_t ~ N(0, I/λ)``, ``h_0`` known. Its
-minimiser is the Kalman smoother's mean, which Särkkä & García-Fernández (2021, "Temporal
+``w_t ~ N(0, I)``, observations ``y_t = h⁽ⁱ⁾_t = h_t + v_t``, ``v_t ~ N(0, I/λ)``, ``h_0``
+known. Its minimiser is the Kalman smoother's mean, which Särkkä & García-Fernández (2021, "Temporal
 parallelization of Bayesian smoothers") compute with two associative scans.
 
 **Filter.** With ``κ = λ/(1+λ)`` (the Kalman gain: ``S = I + I/λ`` for every step) each step is

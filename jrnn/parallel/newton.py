@@ -78,7 +78,7 @@ def diagonal_jacobians(w_hh, gain, mask) -> jax.Array:
 
 
 def offsets(jac, lin: Linearisation) -> jax.Array:
-  """``b_t = φ_t(h⁽ⁱ⁾_{t-1}) − J_t h⁽ⁱ⁾_{t-1}`` with ``h_0`` folded into ``b_1`` (``b_1 = φ_1(h_0)``).
+  """``b_t = φ_t(h⁽ⁱ⁾_{t-1}) − J_t h⁽ⁱ⁾_{t-1}``, with ``h_0`` folded into ``b_1 = φ_1(h_0)``.
 
   ``jac`` is full ``(T, B, H, H)`` or diagonal ``(T, B, H)``. Folding ``h_0`` in lets the linear
   scan start from zero: ``h_1 = J_1 h_0 + φ_1(h_0) − J_1 h_0`` is ``φ_1(h_0)`` exactly.
