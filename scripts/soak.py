@@ -1,5 +1,5 @@
 """Soak test of ``jrnn-train``: a long run with checkpoints every few steps, killed at random
-moments (SIGKILL) and resumed, against the same run left alone.
+moments (SIGKILL, and some SIGINT/SIGTERM) and resumed, against the same run left alone.
 
 Checks, and prints as JSON:
 
@@ -9,15 +9,18 @@ Checks, and prints as JSON:
   grows by less than ``--rss-tolerance`` (a fraction, or 32 MB, whichever is larger) from the
   first third of training to the last third.
 
-Kills land anywhere: a quarter during start-up, the rest at a random moment (up to
-``--max-delay`` seconds) after the process writes a checkpoint: between steps, in the middle of
-a checkpoint or metrics write. A run killed before its first checkpoint starts again with ``--overwrite``; every other
-one continues with ``--resume``.
+Kills land anywhere: a quarter of the SIGKILLs during start-up, the rest at a random moment (up
+to ``--max-delay`` seconds) after the process writes a checkpoint: between steps, in the middle
+of a checkpoint or metrics write. ``--signals`` cycles through the signals sent (default
+``KILL,KILL,INT,KILL,TERM``); a run stopped by SIGINT or SIGTERM must checkpoint, print how to
+resume and exit with 128 + the signal (130, 143), or the soak fails. A run killed before its
+first checkpoint starts again with ``--overwrite``; every other one continues with
+``--resume``.
 
 Usage::
 
   python scripts/soak.py                     # 3000 steps, a checkpoint every 5, 20 kills
-  python scripts/soak.py --steps 40 --ckpt-every 3 --kills 2 --log-every 4   # the test's form
+  python scripts/soak.py --steps 40 --ckpt-every 3 --log-every 4 --kills 2 --signals KILL,INT
 
 Exit status 0 when every check passes, 1 otherwise. The children share a JAX compilation
 cache (``$JAX_COMPILATION_CACHE_DIR``, else ``WORK/jax_cache``), so a resume costs its
@@ -113,14 +116,15 @@ def killed_run(opts, work: str) -> Dict[str, object]:
   rng = random.Random(opts.seed)
   out = os.path.join(work, "killed")
   ckpt = os.path.join(out, CKPT)
-  kills = launches = 0
+  kills = launches = graceful = 0
   while True:
     fresh = not os.path.exists(ckpt)
     args = _flags(opts, out) + ["--overwrite"] if fresh else ["--resume", out, "--no-progress"]
     proc = _launch(args, work)
     launches += 1
     if kills < opts.kills:
-      if rng.random() < 0.25:  # during start-up (parsing, loading, compiling)
+      sig = signal.Signals["SIG" + opts.signals[kills % len(opts.signals)]]
+      if sig == signal.SIGKILL and rng.random() < 0.25:  # during start-up
         time.sleep(rng.uniform(0.0, 1.0))
       else:  # during training: once this process has written a checkpoint
         before = _mtime(ckpt)
@@ -128,15 +132,20 @@ def killed_run(opts, work: str) -> Dict[str, object]:
           time.sleep(0.01)
         time.sleep(rng.uniform(0.0, opts.max_delay))
       if proc.poll() is None:
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate()
+        proc.send_signal(sig)
+        stdout, err = proc.communicate()
         kills += 1
+        if sig != signal.SIGKILL:  # must checkpoint, say how to resume, exit 128 + signal
+          if proc.returncode != 128 + sig or f"--resume {out}" not in stdout:
+            raise RuntimeError(f"{sig.name} gave status {proc.returncode}:\n{stdout[-1000:]}"
+                               f"\n{err[-2000:]}")
+          graceful += 1
         continue
     _, err = proc.communicate()
     if proc.returncode != 0:
       raise RuntimeError(f"launch {launches} ({' '.join(args[:2])}…) failed with status "
                          f"{proc.returncode}:\n{err[-3000:]}")
-    return {"kills": kills, "launches": launches}
+    return {"kills": kills, "graceful_stops": graceful, "launches": launches}
 
 
 def _rows(path: str) -> List[Dict[str, object]]:
@@ -151,6 +160,10 @@ def main(argv: Optional[List[str]] = None) -> int:
   p.add_argument("--ckpt-every", type=int, default=5)
   p.add_argument("--log-every", type=int, default=50)
   p.add_argument("--kills", type=int, default=20)
+  p.add_argument("--signals", type=lambda v: v.upper().split(","),
+                 default="KILL,KILL,INT,KILL,TERM",
+                 help="the signals sent, in turn (KILL, INT, TERM): after INT or TERM the run "
+                 "must checkpoint and exit with 128 + the signal")
   p.add_argument("--max-delay", type=float, default=2.0,
                  help="seconds: a kill lands uniformly in [0, this] after training resumes")
   p.add_argument("--seed", type=int, default=0)

@@ -8,7 +8,6 @@ import pytest
 
 import jrnn
 from jrnn.training import checkpoint, cli, loop, optimizers
-from jrnn.training import steps as jtrain
 
 
 def _state(key=0, h=4):

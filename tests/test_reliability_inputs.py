@@ -35,7 +35,8 @@ def test_step_checks_params(params, change, error, match):
 
 def test_step_checks_batch_axes_and_activations(params):
   h, x = jnp.zeros((B, H), jnp.float64), jnp.zeros((B + 1, I), jnp.float64)
-  with pytest.raises(ValueError, match=r"h and x must share their batch axis.*\(5, 4\) and \(6, 3\)"):
+  with pytest.raises(ValueError, match=r"h and x must share their batch axis.*\(5, 4\) and "
+                     r"\(6, 3\)"):
     jrnn.step(params, h, x)
   with pytest.raises(ValueError, match=r"h and x must share"):
     jrnn.step(params, h, jnp.zeros(I, jnp.float64))

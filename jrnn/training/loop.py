@@ -495,5 +495,5 @@ def run(cfg: Config, out: str, *, resume: Optional[str] = None, overwrite: bool 
 
 
 __all__ = ("CKPT_NAME", "CONFIG_NAME", "Diverged", "METRICS_NAME", "RunState", "TrainState",
-           "check_memory", "check_out", "check_resumable", "estimate_memory", "flag",
-           "initial_state", "make_loop_step", "make_optimizer", "run")
+           "check_memory", "check_out", "check_resumable", "estimate_memory", "initial_state",
+           "make_loop_step", "make_optimizer", "run")

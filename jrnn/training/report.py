@@ -81,8 +81,9 @@ def plot(rows: List[Dict[str, Any]], metric: str, path: str) -> None:
 
   Uses matplotlib's object API (no ``pyplot``): no global figure state, and a lighter import.
   """
-  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=import-outside-toplevel
-  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+  # pylint: disable=import-outside-toplevel
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
   fig = Figure(figsize=(7, 4))
   FigureCanvasAgg(fig)
   ax = fig.subplots()
