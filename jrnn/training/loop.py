@@ -347,7 +347,8 @@ def run(cfg: Config, out: str, *, resume: Optional[str] = None, overwrite: bool 
   say = log if writer else (lambda _: None)
   n_devices = jax.device_count()
   check_config(cfg, n_devices)
-  meta = check_resumable(cfg, resume) if resume is not None else None
+  if resume is not None:
+    check_resumable(cfg, resume)
   check_out(out, cfg, resume=resume, overwrite=overwrite)
   task = make_task(cfg, jax.random.fold_in(jax.random.key(cfg.seed), 1))
   check_memory(cfg, task, n_devices)
@@ -418,7 +419,7 @@ def run(cfg: Config, out: str, *, resume: Optional[str] = None, overwrite: bool 
   last: Dict[str, Any] = {}
   stopped_by = None
   step = start
-  with _Signals(handle_signals) as signals:
+  with _Signals(handle_signals) as signals, bar:
     while step < cfg.steps:
       batch = sharding.shard_batch(distributed.local_columns(task.batch(step)), mesh)
       reset = task.stateful and task.position(step)["window"] == 0  # the streams restart
@@ -465,7 +466,7 @@ def run(cfg: Config, out: str, *, resume: Optional[str] = None, overwrite: bool 
       if jax.process_count() > 1 and distributed.agree(signals.caught is not None):
         stopped_by = signals.caught or signal.SIGTERM
         break
-    bar.close()
+    bar.close()  # before the messages below
     stop_if_diverged()
     save(step, losses)
   if writer and rows:
