@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Optional
 
 import jax
-import jax.numpy as jnp
 
 from jrnn import engine, validation
 from jrnn.activations import ActivationLike, get_activation
@@ -53,16 +52,6 @@ def recurrence(
   grad, kernel = engine.choices_from_bptt(bptt, grad, kernel)
   act = get_activation(activation)
   validation.check_bool("reverse", reverse)
-  validation.check_float("u", u)
-  dtype = jnp.result_type(u)
-  if jnp.ndim(u) != 3:
-    raise ValueError(f"u must have shape (T, B, H), got {jnp.shape(u)}")
-  n_steps, n_batch, n_hidden = u.shape
-  validation.check_shape("w_hh", w_hh, (n_hidden, n_hidden), f"(H, H)=({n_hidden}, {n_hidden})")
-  validation.check_float("w_hh", w_hh, dtype)
-  validation.check_shape("h0", h0, (n_batch, n_hidden), f"(B, H)=({n_batch}, {n_hidden})")
-  validation.check_float("h0", h0, dtype)
-  if mask is not None:
-    validation.check_mask(mask, n_steps, n_batch)
+  validation.check_recurrence_inputs(w_hh, u, h0, mask)
   return engine.run_recurrence(w_hh, u, h0, mask, act, reverse=reverse, unroll=unroll,
                                grad=grad, kernel=kernel, solver=solver)

@@ -106,3 +106,21 @@ def check_unroll(unroll, n_steps: int) -> int:
   if unroll < 1:
     raise ValueError(f"unroll must be >= 1, got {unroll}")
   return int(unroll)
+
+
+def check_recurrence_inputs(w_hh, u, h0, mask) -> None:
+  """Checks the arguments of a recurrence over projected inputs ``u (T, B, H)``.
+
+  ``w_hh (H, H)`` and ``h0 (B, H)`` in ``u``'s floating dtype, ``mask (T, B)`` or ``None``.
+  """
+  check_float("u", u)
+  dtype = jnp.result_type(u)
+  if jnp.ndim(u) != 3:
+    raise ValueError(f"u must have shape (T, B, H), got {jnp.shape(u)}")
+  n_steps, n_batch, n_hidden = jnp.shape(u)
+  check_shape("w_hh", w_hh, (n_hidden, n_hidden), "(H, H)")
+  check_float("w_hh", w_hh, dtype)
+  check_shape("h0", h0, (n_batch, n_hidden), "(B, H)")
+  check_float("h0", h0, dtype)
+  if mask is not None:
+    check_mask(mask, n_steps, n_batch)

@@ -194,17 +194,8 @@ def solve(
   """
   act = get_activation(activation)
   validation.check_bool("reverse", reverse)
-  validation.check_float("u", u)
+  validation.check_recurrence_inputs(w_hh, u, h0, mask)
   dtype = jnp.result_type(u)
-  if jnp.ndim(u) != 3:
-    raise ValueError(f"u must have shape (T, B, H), got {jnp.shape(u)}")
-  n_steps, n_batch, n_hidden = u.shape
-  validation.check_shape("w_hh", w_hh, (n_hidden, n_hidden), f"(H, H)=({n_hidden}, {n_hidden})")
-  validation.check_float("w_hh", w_hh, dtype)
-  validation.check_shape("h0", h0, (n_batch, n_hidden), f"(B, H)=({n_batch}, {n_hidden})")
-  validation.check_float("h0", h0, dtype)
-  if mask is not None:
-    validation.check_mask(mask, n_steps, n_batch)
   if init is not None:
     validation.check_shape("init", init, u.shape, "(T, B, H)")
     validation.check_float("init", init, dtype)
