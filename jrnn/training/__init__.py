@@ -13,7 +13,11 @@ module                    what it holds
 ``checkpoint``            saving and loading a run's state (safetensors)
 ``sharding``              data-parallel meshes
 ``sample``                :func:`sample_tokens` from a character model
-``cli``                   the ``jrnn-train`` command
+``seeds``                 several seeds as one compiled program (``jax.vmap``)
+``config``, ``tasks``     the ``jrnn-train`` job: its configuration and tasks,
+``loop``, ``report``      the training loop read top to bottom, metrics and plots,
+``distributed``           multi-process (``jax.distributed``) set-up,
+``cli``                   and the command-line parsing
 ========================  ===================================================================
 """
 from jrnn.training import checkpoint, sharding
