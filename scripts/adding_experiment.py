@@ -14,12 +14,13 @@ from ``fold_in(data_key_s, k)``); the test MSE is measured every ``--eval-every`
 fixed test set per T. Predicting the mean scores ``1/6 ≈ 0.167``; a run counts as solved when its
 final test MSE is below ``--solved`` (0.01).
 
-Seeds in parallel: for each T, every run that shares an activation (seed and orthogonal: tanh;
-irnn: ReLU) is one member of a single program ``vmap``-ed over members
+Seeds in parallel: the runs of one init at one T (clipped and unclipped × every seed) are the
+members of a single program ``vmap``-ed over members
 (:func:`jrnn.training.seeds.make_multi_seed_train_chunk`): parameters, optimiser state (the
 clipping threshold is part of it, so clipped and unclipped runs share the program) and data keys
-all carry a leading member axis. Seed ``s`` has the same data and, within an init, the same
-initial parameters with and without clipping: the two columns are paired.
+all carry a leading member axis. Seed ``s`` has the same data for every init and the same initial
+parameters with and without clipping: the two clipping columns are paired. ``--workers``
+programs run at once on threads (XLA releases the GIL), one per core by default.
 
 Every init in a row (one T) trains with the same settings; ``--steps`` may differ per T.
 
@@ -33,6 +34,7 @@ cell: median and range of the final test MSE over seeds, solved/seeds) and ``cur
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import math
 import os
@@ -89,6 +91,8 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
   p.add_argument("--eval-every", type=int, default=None,
                  help="steps per compiled chunk and between test evaluations (default 250)")
   p.add_argument("--solved", type=float, default=0.01, help="solved when test MSE < this")
+  p.add_argument("--workers", type=int, default=2,
+                 help="groups (one init at one T) run at once on threads (default 2: the cores)")
   p.add_argument("--no-plot", action="store_true", help="skip curves.png")
   cfg = p.parse_args(argv)
   defaults = dict(lengths=[50, 100, 200, 400], steps=[2000, 4000, 10000, 10000],
@@ -100,7 +104,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     cfg.steps = cfg.steps * len(cfg.lengths)
   if len(cfg.steps) != len(cfg.lengths):
     p.error(f"--steps takes one value or one per T ({len(cfg.lengths)}), got {len(cfg.steps)}")
-  for name in ("hidden", "batch", "test_size", "eval_every"):
+  for name in ("hidden", "batch", "test_size", "eval_every", "workers"):
     if getattr(cfg, name) < 1:
       p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
   if min(cfg.steps) < 1 or min(cfg.lengths) < 2:
@@ -140,37 +144,40 @@ def stack(trees):
   return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *trees)
 
 
-def run_group(cfg, seq_len: int, steps: int, activation: str, inits: List[str]) -> List[dict]:
-  """Every (init, clipping, seed) run with this activation at this T, as one vmapped program."""
+def run_group(cfg, seq_len: int, steps: int, init: str):
+  """The runs of one init at one T (clipped and unclipped × every seed) as one vmapped program.
+
+  Returns ``(runs, timing)``.
+  """
   n_seeds = len(cfg.seeds)
   base = jrnn.training.make_optimizer(cfg.optimizer, cfg.lr, schedule=cfg.schedule,
                                       total_steps=steps if cfg.schedule != "constant" else None)
   tx = optax.chain(member_clipping(cfg.clip_threshold), base)
-  keys = multi.seed_keys(cfg.seeds)
-  init_keys, data_keys = jax.vmap(jax.random.split, out_axes=1)(keys)
-  members, params, states = [], [], []
-  for init in inits:
-    scheme = INITS[init][0]
-    p, s = multi.init_seeds(lambda k, scheme=scheme: jrnn.init_params(k, 2, cfg.hidden, 1,
-                                                                      scheme=scheme),
-                            tx, init_keys)
-    for clip in (False, True):
-      params.append(p)
-      states.append(s)
-      members += [(init, clip, seed) for seed in cfg.seeds]
-  params, states = stack(params), stack(states)
-  thresholds = jnp.asarray([cfg.clip_threshold if clip else math.inf for _, clip, _ in members],
-                           jnp.float32)
-  clip_state = states[0]._replace(hyperparams={**states[0].hyperparams, "threshold": thresholds})
-  states = (clip_state,) + tuple(states[1:])
-  data = jnp.concatenate([data_keys] * (2 * len(inits)))
+  scheme, activation = INITS[init]
+  # Members: unclipped seeds, then clipped seeds; a seed's two runs start from the same params.
+  members = [(init, clip, seed) for clip in (False, True) for seed in cfg.seeds]
+  thresholds = np.array([cfg.clip_threshold if clip else math.inf for _, clip, _ in members],
+                        np.float32)
+
+  @jax.jit  # one compiled set-up rather than many small eager ops
+  def setup(keys):
+    init_keys, data_keys = jax.vmap(jax.random.split, out_axes=1)(keys)
+    params, states = multi.init_seeds(
+        lambda k: jrnn.init_params(k, 2, cfg.hidden, 1, scheme=scheme), tx, init_keys)
+    params, states = stack([params, params]), stack([states, states])
+    clip_state = states[0]._replace(hyperparams={**states[0].hyperparams,
+                                                 "threshold": jnp.asarray(thresholds)})
+    return params, (clip_state,) + tuple(states[1:]), jnp.concatenate([data_keys, data_keys])
+
+  params, states, data = setup(multi.seed_keys(cfg.seeds))
   make_batch = lambda key, k: adding.batch(jax.random.fold_in(key, k), cfg.batch, seq_len)
   mse = make_mse(activation, cfg.grad)
   chunks = {}
   evaluate = jax.jit(jax.vmap(mse, in_axes=(0, None)))
-  test = adding.batch(jax.random.key(10_000 + seq_len), cfg.test_size, seq_len)
+  test = jax.jit(adding.batch, static_argnums=(1, 2))(jax.random.key(10_000 + seq_len),
+                                                      cfg.test_size, seq_len)
   curve_steps, test_curves, train_curves, norm_curves = [], [], [], []
-  wall0, cpu0 = time.perf_counter(), time.process_time()
+  wall0 = time.perf_counter()
   done = 0
   while done < steps:
     n = min(cfg.eval_every, steps - done)
@@ -182,12 +189,13 @@ def run_group(cfg, seq_len: int, steps: int, activation: str, inits: List[str]) 
     test_curves.append(np.asarray(evaluate(params, test)))
     train_curves.append(np.asarray(jnp.mean(metrics["loss"], axis=1)))
     norm_curves.append(np.asarray(jnp.max(metrics["grad_norm"], axis=1)))
-  wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+  wall = time.perf_counter() - wall0
   clipped = np.asarray(states[0].inner_state.clipped)
   test_curves, train_curves = np.stack(test_curves, 1), np.stack(train_curves, 1)
   norm_curves = np.stack(norm_curves, 1)
-  print(f"T={seq_len:4d} {activation:4s} group ({len(members)} runs, {n_seeds} seeds each): "
-        f"{wall:.0f} s wall, {cpu:.0f} s CPU", flush=True)
+  solved = int(np.sum(test_curves[:, -1] < cfg.solved))
+  print(f"T={seq_len:4d} {init:10s}: {solved}/{len(members)} runs solved "
+        f"({n_seeds} seeds × clipping off/on), {wall:.0f} s wall", flush=True)
   runs = []
   for m, (init, clip, seed) in enumerate(members):
     final = float(test_curves[m, -1])
@@ -201,8 +209,8 @@ def run_group(cfg, seq_len: int, steps: int, activation: str, inits: List[str]) 
                   "train_mse": train_curves[m].tolist(),
                   "max_grad_norm": norm_curves[m].tolist()},
     })
-  return runs, {"seq_len": seq_len, "activation": activation, "runs": len(members),
-                "steps": steps, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1)}
+  return runs, {"seq_len": seq_len, "init": init, "activation": activation,
+                "runs": len(members), "steps": steps, "wall_s": round(wall, 1)}
 
 
 def clean(x):
@@ -263,10 +271,12 @@ def table(results: dict) -> str:
     lines.append(f"| {seq_len} | {init} | {rs[0]['activation']} | {clip_s} | "
                  f"{fmt(s['median'])} | {fmt(s['min'])} – {fmt(s['max'])} | "
                  f"{s['solved']}/{s['seeds']}{div} |")
-  lines += ["", "| T | activation | runs | steps | wall s | CPU s |", "|---|---|---|---|---|---|"]
+  lines += ["", f"Programs ({cfg['workers']} at a time on threads): one per init and T, "
+            "vmapped over its runs.", "",
+            "| T | init | runs | steps | wall s |", "|---|---|---|---|---|"]
   for g in results["groups"]:
-    lines.append(f"| {g['seq_len']} | {g['activation']} | {g['runs']} | {g['steps']} | "
-                 f"{g['wall_s']} | {g['cpu_s']} |")
+    lines.append(f"| {g['seq_len']} | {g['init']} | {g['runs']} | {g['steps']} | "
+                 f"{g['wall_s']} |")
   return "\n".join(lines) + "\n"
 
 
@@ -313,14 +323,15 @@ def main(argv: Sequence[str] = ()) -> dict:
   print(f"machine: {info['model_name']} ({info['cpus']} CPUs, load {info['loadavg_1_5_15']})",
         flush=True)
   wall0, cpu0 = time.perf_counter(), time.process_time()
-  runs, groups = [], []
-  for seq_len, steps in zip(cfg.lengths, cfg.steps):
-    for activation in ("tanh", "relu"):
-      inits = [i for i in cfg.inits if INITS[i][1] == activation]
-      if inits:
-        group_runs, group = run_group(cfg, seq_len, steps, activation, inits)
-        runs += group_runs
-        groups.append(group)
+  jobs = [(seq_len, steps, init) for seq_len, steps in zip(cfg.lengths, cfg.steps)
+          for init in cfg.inits]
+  # Longest first (cost ∝ T·steps), so the last job to start is a short one.
+  jobs.sort(key=lambda j: -j[0] * j[1])
+  with concurrent.futures.ThreadPoolExecutor(cfg.workers) as pool:
+    done = list(pool.map(lambda job: run_group(cfg, *job), jobs))
+  runs = [r for group_runs, _ in done for r in group_runs]
+  groups = sorted((g for _, g in done), key=lambda g: (cfg.lengths.index(g["seq_len"]),
+                                                      list(INITS).index(g["init"])))
   order = {name: i for i, name in enumerate(INITS)}
   runs.sort(key=lambda r: (cfg.lengths.index(r["seq_len"]), order[r["init"]], r["clip"]))
   config = {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(cfg).items()}

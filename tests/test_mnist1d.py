@@ -1,4 +1,7 @@
 """The last-valid-step classification loss (always) and the MNIST-1D data (when installed)."""
+import importlib.util
+import json
+import pathlib
 import subprocess
 import sys
 
@@ -139,3 +142,21 @@ def test_generated_data(tmp_path):
   seqs = mnist1d.sequences(data.x_test)
   assert seqs.shape == (mnist1d.SEQ_LEN, mnist1d.N_TEST, 1)
   np.testing.assert_array_equal(seqs[:, 5, 0], data.x_test[5])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not mnist1d.available(), reason="mnist1d is not installed "
+                    "(pip install jrnn[mnist1d])")
+def test_mnist1d_experiment_quick_mode(tmp_path):
+  path = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "mnist1d_experiment.py"
+  spec = importlib.util.spec_from_file_location("mnist1d_experiment", path)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  mod.main(["--out", str(tmp_path), "--quick", "--cache-dir", str(tmp_path / "data")])
+  results = json.loads((tmp_path / "results.json").read_text())
+  (plain,) = results["variants"]
+  assert [s["seed"] for s in plain["seeds"]] == [0, 1]
+  assert all(0 <= a <= 1 for a in plain["test_accuracy"])
+  assert plain["seeds"][0]["curve"]["step"] == [10, 20]
+  assert "| plain |" in (tmp_path / "results.md").read_text()
+  assert (tmp_path / "curves.png").stat().st_size > 0
