@@ -73,11 +73,11 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
   p.add_argument("--lengths", type=int, nargs="+", default=None,
                  help="T values (default 50 100 200 400)")
   p.add_argument("--steps", type=int, nargs="+", default=None,
-                 help="training steps per run: one value, or one per T (default 2000 4000 "
-                 "10000 10000)")
+                 help="training steps per run: one value, or one per T (default 1000 3000 "
+                 "8000 4000: the 30-minute budget, see docs/adding)")
   p.add_argument("--inits", nargs="+", default=list(INITS), choices=list(INITS))
   p.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2 3 4")
-  p.add_argument("--hidden", type=int, default=None, help="H (default 32)")
+  p.add_argument("--hidden", type=int, default=None, help="H (default 64)")
   p.add_argument("--batch", type=int, default=None, help="sequences per step (default 16)")
   p.add_argument("--optimizer", choices=jrnn.training.OPTIMIZERS, default="rmsprop")
   p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
@@ -89,14 +89,14 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
                  help="jrnn.forward's grad= (default autodiff: see the docs for why)")
   p.add_argument("--test-size", type=int, default=None, help="test sequences (default 1000)")
   p.add_argument("--eval-every", type=int, default=None,
-                 help="steps per compiled chunk and between test evaluations (default 250)")
+                 help="steps per compiled chunk and between test evaluations (default 500)")
   p.add_argument("--solved", type=float, default=0.01, help="solved when test MSE < this")
   p.add_argument("--workers", type=int, default=2,
                  help="groups (one init at one T) run at once on threads (default 2: the cores)")
   p.add_argument("--no-plot", action="store_true", help="skip curves.png")
   cfg = p.parse_args(argv)
-  defaults = dict(lengths=[50, 100, 200, 400], steps=[2000, 4000, 10000, 10000],
-                  seeds=[0, 1, 2, 3, 4], hidden=32, batch=16, test_size=1000, eval_every=250)
+  defaults = dict(lengths=[50, 100, 200, 400], steps=[1000, 3000, 8000, 4000],
+                  seeds=[0, 1, 2, 3, 4], hidden=64, batch=16, test_size=1000, eval_every=500)
   for name, value in (QUICK if cfg.quick else defaults).items():
     if getattr(cfg, name) is None:
       setattr(cfg, name, value)
