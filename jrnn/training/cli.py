@@ -23,6 +23,12 @@ Exit status: 0 when done; 2 with one line ``jrnn-train: error: ...`` for any fai
 flags, unusable ``--out`` or checkpoint, a model too large for memory, divergence); 130 or 143
 after SIGINT or SIGTERM, once the checkpoint is saved.
 
+Online gradients: on the streaming task (charlm), ``--online rtrl|uoro|snap1`` replaces
+truncated BPTT over each window by one of :mod:`jrnn.online`'s methods, which carry the
+influence of the parameters on the state across windows and update the parameters every
+``--online-every`` steps (``--layers 1``; exact RTRL is refused above ``--online-max-bytes``).
+See docs/online.md.
+
 Several processes: ``--coordinator HOST:PORT --num-processes N --process-id I`` (or
 ``--distributed`` to take them from the cluster's environment) join ``jax.distributed``
 before anything else; see the README's "Several hosts" section.
@@ -45,7 +51,7 @@ from typing import Any, Dict, Optional, Sequence
 import jax
 
 from jrnn.training import checkpoint, distributed, loop
-from jrnn.training.config import Config, choices, flag
+from jrnn.training.config import HELP, Config, choices, flag
 
 _DISTRIBUTED_FLAGS = ("coordinator", "num_processes", "process_id", "distributed")
 
@@ -69,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
   d, allowed = Config(), choices()
   for field in dataclasses.fields(Config):
     default = getattr(d, field.name)
-    kwargs = {"type": type(default), "help": f"(default {default})"}
+    text = HELP.get(field.name)
+    kwargs = {"type": type(default),
+              "help": f"{text} (default {default})" if text else f"(default {default})"}
     if field.name in allowed:
       kwargs["choices"] = tuple(allowed[field.name])
     p.add_argument(flag(field.name), dest=field.name, **kwargs)

@@ -5,6 +5,11 @@ Every field is a flag of the same name (``hidden`` is ``--hidden``, ``batch_size
 ``--batch-size``). A checkpoint stores the whole config; ``--resume`` takes it from there, and
 flags given beside ``--resume`` may change only the fields in :data:`FREE_ON_RESUME` (``steps``
 too for a constant learning rate): the others change the trajectory of the parameters.
+
+``online`` picks the gradient method on a streaming task: ``"none"`` is truncated BPTT over each
+window (:func:`jrnn.training.make_stream_train_step`); ``"rtrl"``, ``"uoro"`` and ``"snap1"``
+are :mod:`jrnn.online`'s online methods, which carry their influence across windows and update
+the parameters every ``online_every`` steps of the stream.
 """
 from __future__ import annotations
 
@@ -15,6 +20,11 @@ from typing import Any, Dict, Iterable, List
 from jrnn import engine, kernels
 from jrnn.init import SCHEMES
 from jrnn.training import optimizers
+
+# --online's choices: "none" (truncated BPTT over windows) or a method of jrnn.online. Online
+# truncated BPTT ("tbptt" there) is left out: "none" is already truncated BPTT over a stream.
+ONLINE_METHODS = ("none", "rtrl", "uoro", "snap1")
+DEFAULT_ONLINE_MAX_BYTES = 2**28  # 256 MiB: the online state of all --batch-size streams
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,11 +58,28 @@ class Config:
   copy_len: int = 10  # copy task
   delay: int = 10  # copy task
   val_batch: int = 256  # synthetic tasks: validation sequences
+  online: str = "none"  # ONLINE_METHODS: the gradient method on a streaming task
+  online_every: int = 0  # --online: steps of the stream between updates; 0: --seq-len
+  online_max_bytes: int = DEFAULT_ONLINE_MAX_BYTES  # --online: the state's limit; 0: none
 
 
 # Fields that may differ between a checkpoint and the run resuming it: they do not change the
 # trajectory of the parameters. ``steps`` joins them only for a constant learning rate.
-FREE_ON_RESUME = ("log_every", "ckpt_every", "sample_len", "temperature")
+FREE_ON_RESUME = ("log_every", "ckpt_every", "sample_len", "temperature", "online_max_bytes")
+
+# What ``--help`` says of a field beyond its default (the others are named by their flag).
+HELP = {
+    "online": "gradient method on a streaming task (charlm): none = truncated BPTT over each "
+              "--seq-len window; rtrl = exact real-time recurrent learning (O(H^4) time per "
+              "step); uoro = unbiased rank-one estimate; snap1 = SnAp-1. The online methods "
+              "carry their state across windows; they need --layers 1 and default --grad, "
+              "--kernel, --solver, and no --dropout (see docs/online.md)",
+    "online_every": "with --online: update the parameters every K steps of the stream; K must "
+                    "divide --seq-len; 0 means --seq-len (one update per window)",
+    "online_max_bytes": "with --online: refuse to start when the online state of all "
+                        "--batch-size streams needs more bytes (exact RTRL's is B*H*P floats); "
+                        "0: no limit",
+}
 
 
 def flag(name: str) -> str:
@@ -66,7 +93,7 @@ def choices() -> Dict[str, Iterable[str]]:
   from jrnn.training import tasks  # pylint: disable=import-outside-toplevel
   return {"task": tuple(tasks.BUILDERS), "optimizer": optimizers.OPTIMIZERS,
           "schedule": optimizers.SCHEDULES, "init": SCHEMES, "grad": engine.GRADS,
-          "kernel": kernels.KERNELS, "solver": engine.SOLVERS}
+          "kernel": kernels.KERNELS, "solver": engine.SOLVERS, "online": ONLINE_METHODS}
 
 
 def check_config(cfg: Config, n_devices: int = 1) -> None:
@@ -110,9 +137,43 @@ def check_config(cfg: Config, n_devices: int = 1) -> None:
     if cfg.n_symbols < 2 or cfg.copy_len < 1 or cfg.delay < 0:
       raise ValueError("the copy task needs --n-symbols >= 2, --copy-len >= 1, --delay >= 0; "
                        f"got {cfg.n_symbols}, {cfg.copy_len}, {cfg.delay}")
+  check_online_config(cfg)
   if cfg.batch_size % n_devices:
     raise ValueError(f"--batch-size={cfg.batch_size} must be divisible by the {n_devices} "
                      "devices it is split over")
+
+
+def check_online_config(cfg: Config) -> None:
+  """Raises ``ValueError`` for an ``--online`` combination that cannot run or would ignore a
+  flag (the checks that need the task, such as the state's size, are
+  :func:`jrnn.training.loop.check_online`'s)."""
+  if isinstance(cfg.online_every, bool) or not isinstance(cfg.online_every, int) \
+      or cfg.online_every < 0:
+    raise ValueError(f"--online-every must be >= 0 (0: --seq-len), got {cfg.online_every!r}")
+  if isinstance(cfg.online_max_bytes, bool) or not isinstance(cfg.online_max_bytes, int) \
+      or cfg.online_max_bytes < 0:
+    raise ValueError(f"--online-max-bytes must be >= 0 (0: no limit), got "
+                     f"{cfg.online_max_bytes!r}")
+  if cfg.online == "none":
+    if cfg.online_every:
+      raise ValueError(f"--online-every {cfg.online_every} applies only with --online "
+                       f"{{{','.join(ONLINE_METHODS[1:])}}}; add --online or drop it")
+    return
+  what = f"--online {cfg.online}"
+  if cfg.layers != 1:
+    raise ValueError(f"{what} trains one Elman layer (jrnn.online has no stacked form); got "
+                     f"--layers {cfg.layers}: pass --layers 1")
+  if cfg.dropout:
+    raise ValueError(f"{what} runs without dropout; got --dropout {cfg.dropout}: drop it")
+  d = Config()
+  ignored = [f"{flag(k)} {getattr(cfg, k)}" for k in ("grad", "kernel", "solver")
+             if getattr(cfg, k) != getattr(d, k)]
+  if ignored:
+    raise ValueError(f"{what} computes its gradient forward in time, so {', '.join(ignored)} "
+                     "(BPTT's choices) would be ignored: drop them")
+  if cfg.online_every and cfg.seq_len % cfg.online_every:
+    raise ValueError(f"--online-every {cfg.online_every} must divide --seq-len {cfg.seq_len} "
+                     "(the parameters are updated every K steps of each window)")
 
 
 def changed_fields(cfg: Config, saved: Dict[str, Any]) -> List[str]:

@@ -20,6 +20,11 @@ What a run guarantees (docs/reliability.md lists the faults tried):
   state is checkpointed at that step and :func:`run` returns with ``summary["signal"]`` set
   (the CLI exits with 128 + the signal number: 130, 143). A second signal stops at once (the
   last periodic checkpoint stays intact).
+* **Online gradients** (``--online rtrl|uoro|snap1``, :func:`make_online_method`): the carried
+  state is then the online state of the ``B`` streams (``h`` and the influence, every leaf
+  leading with ``B``). It is reset where the stream restarts, checkpointed, split over devices
+  along ``B`` like the batch, and goes through the same guard; UORO's random signs come from
+  ``fold_in(fold_in(key, 4), step)``, so a resumed run draws the same ones.
 * **Several processes** (``jax.distributed``): each feeds its columns of the global batch, the
   mesh spans every device, only process 0 writes, and processes agree at log and checkpoint
   steps on whether to stop (so a signal is acted on at the next such step).
@@ -39,6 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jrnn import online
 from jrnn.init import init_params, init_stacked
 from jrnn.training import checkpoint, distributed, optimizers, report, sharding
 from jrnn.training import steps as jtrain
@@ -58,7 +64,8 @@ class RunState(NamedTuple):
   """Everything a checkpoint holds besides the step and config."""
   params: Any
   opt_state: Any
-  carry: jax.Array  # shape=(B, H) or (L, B, H): the hidden state carried into the next batch
+  carry: Any  # shape=(B, H) or (L, B, H): the hidden state carried into the next batch; with
+  # --online the method's state of the B streams (a NamedTuple, every leaf leading with B)
   key: jax.Array  # the run's base PRNG key; everything random derives from it by fold_in
   ema: Any = None  # the running average of params (with --ema), else None
 
@@ -67,7 +74,7 @@ class TrainState(NamedTuple):
   """The device state one compiled loop step updates (donated each step)."""
   params: Any
   opt_state: Any
-  carry: jax.Array  # shape=(B, H) or (L, B, H), split over devices along B
+  carry: Any  # shape=(B, H) or (L, B, H), or --online's state, split over devices along B
   ema: Any  # the parameter average, or None
   first_bad: jax.Array  # shape=(), int32: the first step whose update was not finite; -1: none
 
@@ -87,12 +94,64 @@ def carry_axis(cfg: Config) -> int:
   return 0 if cfg.layers == 1 else 1
 
 
+ONLINE_KEY = 4  # fold_in(run key, ONLINE_KEY) seeds --online's per-step keys
+
+
+def make_online_method(cfg: Config, task: Task) -> Optional[online.OnlineMethod]:
+  """``--online``'s :class:`jrnn.online.OnlineMethod` (``None`` for ``--online none``).
+
+  Its own size limit is off: :func:`check_online` applies ``--online-max-bytes`` to all the
+  streams together before anything is allocated."""
+  if cfg.online == "none":
+    return None
+  return online.online_method(cfg.online, loss=task.online_loss, activation="tanh",
+                              max_influence_bytes=None)
+
+
+def _param_shapes(cfg: Config, task: Task):
+  return jax.eval_shape(lambda: init_params(jax.random.key(0), task.n_in, cfg.hidden,
+                                            task.n_out))
+
+
+def online_state_bytes(cfg: Config, task: Task) -> int:
+  """Bytes of ``--online``'s state for all ``cfg.batch_size`` streams (0 without it)."""
+  method = make_online_method(cfg, task)
+  if method is None:
+    return 0
+  return method.state_bytes(_param_shapes(cfg, task)) * cfg.batch_size
+
+
+def check_online(cfg: Config, task: Task) -> None:
+  """Raises ``ValueError`` naming the flag to change when ``--online`` cannot train ``task``:
+  a task that does not stream, or an online state above ``--online-max-bytes`` (exact RTRL's
+  influence is ``H·P`` numbers a stream, ``P = H² + H·I + H``)."""
+  if cfg.online == "none":
+    return
+  if not task.stateful or task.online_loss is None:
+    raise ValueError(f"--online {cfg.online} learns along a stream, and --task {cfg.task} is "
+                     "not one (its batches are fresh sequences, no state carries between "
+                     "them); use a streaming task (--task charlm) or drop --online")
+  need = online_state_bytes(cfg, task)
+  if cfg.online_max_bytes and need > cfg.online_max_bytes:
+    h, n_rec = cfg.hidden, online.num_recurrent_params(_param_shapes(cfg, task))
+    cost = (f"exact RTRL keeps H*P = {h}*{n_rec} numbers a stream and costs O(H^2*P) = "
+            f"{h * h * n_rec:.3g} multiply-adds a step; " if cfg.online == "rtrl" else "")
+    raise ValueError(
+        f"--online {cfg.online}: the online state of {cfg.batch_size} streams needs about "
+        f"{need} bytes ({need / 2**20:.1f} MiB), above --online-max-bytes={cfg.online_max_bytes}"
+        f"; {cost}use --online snap1 or uoro, lower --hidden or --batch-size, or raise "
+        "--online-max-bytes (0: no limit)")
+
+
 def initial_state(cfg: Config, task: Task, optimizer) -> RunState:
   key = jax.random.key(cfg.seed)
+  method = make_online_method(cfg, task)
   if cfg.layers == 1:
     params = init_params(jax.random.fold_in(key, 0), task.n_in, cfg.hidden, task.n_out,
                          scheme=cfg.init)
     carry = jnp.zeros((cfg.batch_size, cfg.hidden), jnp.float32)
+    if method is not None:
+      carry = online.init_streams(method, params, cfg.batch_size)
   else:
     params = init_stacked(jax.random.fold_in(key, 0), task.n_in, cfg.hidden, task.n_out,
                           num_layers=cfg.layers, scheme=cfg.init)
@@ -118,7 +177,9 @@ def estimate_memory(cfg: Config, task: Task, n_devices: int = 1) -> Dict[str, in
   width = 3 * layers * h + n_in + 2 * n_out  # per (step, sequence): states, inputs, logits
   train = n_steps * (cfg.batch_size // n_devices) * width
   evaluation = task.eval_positions * (2 * layers * h + n_in + 2 * n_out)
-  return {"state": 4 * copies * n_params, "activations": 4 * (train + evaluation)}
+  # --online: the streams' state, and as much again for the step's intermediates
+  state = 4 * copies * n_params + 2 * online_state_bytes(cfg, task) // n_devices
+  return {"state": state, "activations": 4 * (train + evaluation)}
 
 
 def available_memory() -> Optional[int]:
@@ -183,21 +244,51 @@ def _cached_loop_step(task: Task, optimizer, cfg: Config, mesh) -> Callable[...,
 
 
 def make_loop_step(task: Task, optimizer, cfg: Config, mesh) -> Callable[..., Any]:
-  """``loop_step(state, batch, index, decay, reset) -> (state, metrics)``, compiled once.
+  """``loop_step(state, batch, index, decay, reset, key=None) -> (state, metrics)``, compiled
+  once.
 
   One train step of ``task`` (guarded: see :mod:`jrnn.training.steps`), the parameter average
   ``θ̄ ← d θ̄ + (1 - d) θ`` with ``d = decay``, and the carried state zeroed first where
   ``reset`` (a new epoch of a stream). Once a step fails the guard, ``state.first_bad`` records
   its ``index`` and this and every later call return ``state`` unchanged, so the state stays
   the last finite one until the host looks.
+
+  With ``--online`` the step is :func:`jrnn.online.make_online_train_step` over the window
+  (``T = --seq-len`` steps, an update every ``--online-every``), the carried state is the
+  method's state of the ``B`` streams (reset to fresh streams where ``reset``), and ``key``
+  (``fold_in(run key, ONLINE_KEY)``) gives the window's key ``fold_in(key, index)``. The guard
+  checks the loss, the last update's gradient norm, and the new parameters, optimiser state and
+  online state.
   """
-  if task.stateful:
+  method = make_online_method(cfg, task)
+  if method is not None:
+    every = cfg.online_every or cfg.seq_len
+    online_step = online.make_online_train_step(method, optimizer, every=every,
+                                                reduction="mean", jit=False, donate=False)
+
+    def inner(params, opt_state, carry, batch, key):
+      xs = batch.xs
+      if task.one_hot is not None:
+        xs = jax.nn.one_hot(xs, task.one_hot, dtype=params.w_hh.dtype)
+      window = online.OnlineBatch(xs, batch.targets, batch.mask)
+      params, opt_state, carry, m = online_step(params, opt_state, carry, window,
+                                                key if method.needs_key else None)
+      ok = (jnp.isfinite(m["loss"]) & jnp.isfinite(m["grad_norm"]) & jtrain.all_finite(params)
+            & jtrain.all_finite(opt_state) & jtrain.all_finite(carry))
+      return params, opt_state, carry, dict(m, ok=ok)
+  elif task.stateful:
     inner = jtrain.make_stream_train_step(task.loss, optimizer, jit=False, guard=True)
   else:
     inner = jtrain.make_train_step(task.loss, optimizer, has_aux=True, jit=False, guard=True)
 
-  def loop_step(state: TrainState, batch, index, decay, reset):
-    if task.stateful:
+  def loop_step(state: TrainState, batch, index, decay, reset, key=None):
+    if method is not None:
+      n_streams = jax.tree_util.tree_leaves(state.carry)[0].shape[0]
+      fresh = online.init_streams(method, state.params, n_streams)
+      carry = jtrain.select_tree(reset, fresh, state.carry)
+      params, opt_state, carry, m = inner(state.params, state.opt_state, carry, batch,
+                                          jax.random.fold_in(key, index))
+    elif task.stateful:
       carry = jnp.where(reset, jnp.zeros_like(state.carry), state.carry)
       params, opt_state, carry, m = inner(state.params, state.opt_state, carry, batch)
     else:
@@ -351,6 +442,7 @@ def run(cfg: Config, out: str, *, resume: Optional[str] = None, overwrite: bool 
     check_resumable(cfg, resume)
   check_out(out, cfg, resume=resume, overwrite=overwrite)
   task = make_task(cfg, jax.random.fold_in(jax.random.key(cfg.seed), 1))
+  check_online(cfg, task)
   check_memory(cfg, task, n_devices)
   optimizer = make_optimizer(cfg)
   state = initial_state(cfg, task, optimizer)
@@ -385,6 +477,9 @@ def run(cfg: Config, out: str, *, resume: Optional[str] = None, overwrite: bool 
   params, opt_state, ema = sharding.replicate((state.params, state.opt_state, state.ema), mesh)
   carry = sharding.shard_batch(distributed.local_columns(state.carry, axis), mesh, batch_axis=axis)
   train = TrainState(params, opt_state, carry, ema, sharding.replicate(np.int32(-1), mesh))
+  # --online's keys: fold_in(online_key, step) for the window of that step (UORO's signs).
+  online_key = (sharding.replicate(jax.random.fold_in(state.key, ONLINE_KEY), mesh)
+                if cfg.online != "none" else None)
 
   def save(step: int, losses_pending: List[Any]) -> None:
     host = distributed.to_host(train[:4])  # every process takes part; process 0 writes
@@ -424,7 +519,8 @@ def run(cfg: Config, out: str, *, resume: Optional[str] = None, overwrite: bool 
       batch = sharding.shard_batch(distributed.local_columns(task.batch(step)), mesh)
       reset = task.stateful and task.position(step)["window"] == 0  # the streams restart
       decay = min(cfg.ema, (1 + step) / (10 + step)) if cfg.ema else 0.0  # forgets the init
-      train, m = loop_step(train, batch, np.int32(step), np.float32(decay), np.bool_(reset))
+      train, m = loop_step(train, batch, np.int32(step), np.float32(decay), np.bool_(reset),
+                           online_key)
       losses.append(m["loss"])
       recent[step] = m
       step += 1
@@ -496,5 +592,6 @@ def run(cfg: Config, out: str, *, resume: Optional[str] = None, overwrite: bool 
 
 
 __all__ = ("CKPT_NAME", "CONFIG_NAME", "Diverged", "METRICS_NAME", "RunState", "TrainState",
-           "check_memory", "check_out", "check_resumable", "estimate_memory", "initial_state",
-           "make_loop_step", "make_optimizer", "run")
+           "check_memory", "check_online", "check_out", "check_resumable", "estimate_memory",
+           "initial_state", "make_loop_step", "make_online_method", "make_optimizer",
+           "online_state_bytes", "run")

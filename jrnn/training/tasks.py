@@ -46,6 +46,11 @@ class Task(NamedTuple):
   metric: str  # the key of evaluate's main metric
   vocab: Optional[str] = None
   eval_positions: int = 0  # (time step, sequence) pairs one evaluation runs: sizes its memory
+  # For --online (streaming tasks): the loss jrnn.online scores ("cross_entropy" with integer
+  # targets, or "squared_error"), and the vocabulary size when batch.xs holds integer tokens
+  # (the loop one-hot encodes them). None: --online cannot train this task.
+  online_loss: Optional[str] = None
+  one_hot: Optional[int] = None
 
 
 @functools.lru_cache(maxsize=32)
@@ -91,7 +96,8 @@ def charlm(cfg, key) -> Task:
       batch=batch, position=lambda s: {"epoch": s // n_win, "window": s % n_win},
       evaluate=lambda p: {"val_bpc": charlm_data.bits_per_char(_mean_loss(loss, p, val_x,
                                                                           val_y))},
-      metric="val_bpc", vocab=data.vocab.chars, eval_positions=val_x.size)
+      metric="val_bpc", vocab=data.vocab.chars, eval_positions=val_x.size,
+      online_loss="cross_entropy", one_hot=v)
 
 
 def _synthetic(cfg, key, make, n_in, n_out, kind, evaluate) -> Task:
