@@ -6,7 +6,7 @@ state). Nothing here is differentiated by a custom rule; :mod:`jrnn.bptt` binds 
 :func:`scan_recurrence` directly.
 
 * :func:`scan_recurrence`: the forward recurrence as a ``lax.scan`` stacking its outputs.
-* :func:`forward_states`: the same values written over the input buffer in place.
+* :func:`forward_states`: the hand path's forward pass (today :func:`scan_recurrence` itself).
 * :func:`reverse_deltas`: ``δ_t = σ'(a_t) ⊙ (g_t + δ_{t+1} W_hh)``, the only sequential part of
   the backward pass.
 * :func:`previous_states`, :func:`activation_derivative`, :func:`recurrent_weight_grad`,
@@ -18,10 +18,6 @@ import jax
 import jax.numpy as jnp
 
 from jrnn.activations import Activation
-
-# A loop runs over its own (T, B, H) buffer, updated in place, from this size up (with B > 1).
-IN_PLACE_MIN_BYTES = 1 << 20
-
 
 def in_time_order(seq, mask, reverse: bool):
   """``(seq, mask)`` as the loops consume them: mask boolean, both flipped in time if ``reverse``.
@@ -49,17 +45,6 @@ def activation_derivative(act: Activation, w_hh, u, hs, h0):
   return act.deriv(a)
 
 
-def in_place(buf) -> bool:
-  """Whether a loop should run over its own ``(T, B, H)`` buffer, updated in place.
-
-  Measured on CPU (BENCHMARKS.md): in place wins from about 1 MiB of states with ``B > 1``;
-  below that ``lax.scan`` is as fast or faster, and with ``B = 1`` XLA copies the whole buffer
-  every step (quadratic), so ``lax.scan`` is used there.
-  """
-  n_batch = buf.shape[1]
-  return n_batch > 1 and buf.size * buf.dtype.itemsize >= IN_PLACE_MIN_BYTES
-
-
 def scan_recurrence(w_hh, u, h0, mask, act: Activation, unroll: int):
   """Plain ``lax.scan`` of the recurrence over ``u (T, B, H)``. Returns ``hs (T, B, H)``."""
   w_t = w_hh.T
@@ -76,25 +61,17 @@ def scan_recurrence(w_hh, u, h0, mask, act: Activation, unroll: int):
 
 
 def forward_states(w_hh, u, h0, mask, act: Activation, unroll: int):
-  """:func:`scan_recurrence`'s values, each ``h_t`` stored into the slot of ``u_t``.
+  """The hand path's forward pass: :func:`scan_recurrence`'s values ``hs (T, B, H)``.
 
-  ``u_t`` is dead once read, so XLA updates one ``(T, B, H)`` buffer in place instead of
-  stacking scan outputs into a second one: less memory, and faster on CPU (BENCHMARKS.md).
-  Only for primal computations that JAX does not differentiate (the hand path's forward pass).
-  Small buffers and ``B = 1`` use ``lax.scan`` (see :func:`in_place`).
+  0.1 wrote each ``h_t`` over ``u_t`` in one buffer (a ``fori_loop`` with
+  ``dynamic_update_slice``) from 1 MiB of states up: 3-8% faster for a plain ``jit`` of a tanh
+  network on CPU. 0.2 dropped it: XLA:CPU keeps that update in place only when nothing else
+  reads the buffer in the step, and a cheap activation (ReLU's ``max`` is duplicated into both
+  of its consumers) or a ``vmap`` over the whole step (several seeds) breaks that, so XLA copied
+  the whole buffer twice a step: 7-10x slower training steps (BENCHMARKS.md). A stacked scan has
+  no such cliff.
   """
-  if not in_place(u):
-    return scan_recurrence(w_hh, u, h0, mask, act, unroll)
-  w_t = w_hh.T
-
-  def body(t, carry):
-    h, buf = carry
-    h_new = act.fn(h @ w_t + buf[t])
-    if mask is not None:
-      h_new = jnp.where(mask[t][:, None], h_new, h)
-    return h_new, jax.lax.dynamic_update_index_in_dim(buf, h_new, t, 0)
-
-  return jax.lax.fori_loop(0, u.shape[0], body, (h0, u), unroll=unroll)[1]
+  return scan_recurrence(w_hh, u, h0, mask, act, unroll)
 
 
 def reverse_deltas(w_hh, s, g, mask, unroll: int, gain=None):
@@ -113,29 +90,6 @@ def reverse_deltas(w_hh, s, g, mask, unroll: int, gain=None):
   Returns:
     ``(δ (T, B, H), ∂L/∂h_0 (B, H))``.
   """
-  if not in_place(g):
-    return _scan_deltas(w_hh, s, g, mask, unroll, gain)
-  n_steps = g.shape[0]
-
-  def body(i, carry):
-    c, buf = carry
-    t = n_steps - 1 - i
-    total = buf[t] + c  # dL/dh_t
-    d = total * (s[t] if gain is None else gain(s[t]))
-    if mask is None:
-      c = d @ w_hh
-    else:
-      d = jnp.where(mask[t][:, None], d, 0)
-      c = d @ w_hh + jnp.where(mask[t][:, None], 0, total)
-    # δ_t goes into g_t's slot, dead once read: one buffer updated in place.
-    return c, jax.lax.dynamic_update_index_in_dim(buf, d, t, 0)
-
-  dh0, deltas = jax.lax.fori_loop(0, n_steps, body, (jnp.zeros_like(g[0]), g), unroll=unroll)
-  return deltas, dh0
-
-
-def _scan_deltas(w_hh, s, g, mask, unroll, gain):
-  """:func:`reverse_deltas` as a reverse ``lax.scan`` stacking its outputs (small buffers)."""
   def body(c, inp):
     g_t, s_t, m_t = inp
     total = g_t + c

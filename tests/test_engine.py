@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import jrnn
-from jrnn import kernels, loops
+from jrnn import kernels
 
 
 def _grads(fn, params, **choice):
@@ -131,22 +131,24 @@ def test_recurrence_choices_match(kernel):
 
 
 @pytest.mark.parametrize("masked", [False, True])
-@pytest.mark.parametrize("activation", ["tanh", jnp.sin])
-def test_in_place_loops_match_autodiff(monkeypatch, masked, activation):
-  # Large buffers run the hand path's loops in place (fori_loop over one buffer); force that
-  # path at a small size and check it against autodiff in float64.
-  monkeypatch.setattr(loops, "IN_PLACE_MIN_BYTES", 0)
-  params = jrnn.init_params(jax.random.key(6), 3, 6, 2, scheme="glorot", dtype=jnp.float64,
-                            learn_h0=True)
-  xs = jax.random.normal(jax.random.key(7), (7, 4, 3), jnp.float64)
+@pytest.mark.parametrize("activation", ["tanh", "relu", jnp.sin])
+def test_hand_path_under_vmap_matches_autodiff(masked, activation):
+  # Several seeds as one program (jax.vmap over parameters and data, as jrnn.training.seeds
+  # does) must not change the hand path's gradients; in float64 against autodiff, per member.
+  keys = jax.random.split(jax.random.key(6), 3)
+  params = jax.vmap(lambda k: jrnn.init_params(k, 3, 6, 2, scheme="glorot", dtype=jnp.float64,
+                                               learn_h0=True))(keys)
+  xs = jax.random.normal(jax.random.key(7), (3, 7, 4, 3), jnp.float64)
   mask = (jnp.arange(7)[:, None] < jnp.array([7, 2, 5, 0])[None]) if masked else None
 
-  def loss(p, **choice):
-    out = jrnn.forward(p, xs, mask=mask, activation=activation, unroll=2, **choice)
+  def loss(p, x, **choice):
+    out = jrnn.forward(p, x, mask=mask, activation=activation, unroll=2, **choice)
     return jnp.sum(jnp.sin(out.ys)) + jnp.sum(out.h_last ** 2)
 
-  _close(_grads(loss, params), _grads(loss, params, grad="autodiff"), 1e-10)
-  chex.assert_trees_all_close(
-      jrnn.forward(params, xs, mask=mask, activation=activation).hs,
-      jrnn.forward(params, xs, mask=mask, activation=activation, grad="autodiff").hs,
-      rtol=1e-12)
+  hand = jax.vmap(jax.grad(loss))(params, xs)
+  auto = jax.vmap(jax.grad(lambda p, x: loss(p, x, grad="autodiff")))(params, xs)
+  chex.assert_trees_all_close(hand, auto, rtol=1e-10, atol=1e-12)
+  for m in range(3):
+    one = jax.tree_util.tree_map(lambda a, m=m: a[m], params)
+    chex.assert_trees_all_close(jax.tree_util.tree_map(lambda a, m=m: a[m], hand),
+                                jax.grad(loss)(one, xs[m]), rtol=1e-10, atol=1e-12)

@@ -4,7 +4,7 @@
 ========================  ==========================================================================
 ``kernel``                what runs the loops
 ========================  ==========================================================================
-``"xla"``                 :mod:`jrnn.loops`: ``lax.scan`` / in-place ``fori_loop``, any backend
+``"xla"``                 :mod:`jrnn.loops`: ``lax.scan``, any backend
 ``"pallas"``              :mod:`jrnn.kernels.pallas_triton`, compiled with Triton: CUDA GPUs only
 ``"pallas_interpret"``    the same Pallas kernels evaluated by XLA (any backend, slow: for tests)
 ``"auto"``                ``"pallas"`` where :func:`pallas_supported` says it applies, else ``"xla"``
