@@ -87,6 +87,10 @@ def test_adding_experiment_script_smoke(tmp_path):
   assert results["machine"]["model_name"] and results["wall_s"] > 0
   table = (tmp_path / "results.md").read_text()
   assert "| T | init |" in table and "irnn" in table and "Machine:" in table
+  # A second run into the same directory is refused before it trains; --overwrite allows it.
+  with pytest.raises(SystemExit):
+    mod.main(["--out", str(tmp_path), "--lengths", "6"])
+  assert json.loads((tmp_path / "results.json").read_text()) == results
 
 
 @pytest.mark.slow
