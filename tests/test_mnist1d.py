@@ -160,3 +160,19 @@ def test_mnist1d_experiment_quick_mode(tmp_path):
   assert plain["seeds"][0]["curve"]["step"] == [10, 20]
   assert "| plain |" in (tmp_path / "results.md").read_text()
   assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+@pytest.mark.skipif(not mnist1d.available(), reason="mnist1d is not installed "
+                    "(pip install jrnn[mnist1d])")
+def test_jrnn_train_task_mnist1d_logs_validation_accuracy(tmp_path):
+  from jrnn.training import cli  # pylint: disable=import-outside-toplevel
+  out = tmp_path / "run"
+  cli.train_from_args(["--task", "mnist1d", "--layers", "1", "--hidden", "8", "--batch-size", "8",
+                       "--steps", "3", "--log-every", "1", "--no-progress", "--out", str(out)])
+  rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in rows] == [1, 2, 3]
+  # 1,000 test sequences, 10 classes: accuracy is a multiple of 1/1000 in [0, 1].
+  for r in rows:
+    assert 0 <= r["val_accuracy"] <= 1 and abs(r["val_accuracy"] * 1000 - round(
+        r["val_accuracy"] * 1000)) < 1e-3
+    assert np.isfinite(r["train_loss"])
