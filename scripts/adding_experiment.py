@@ -39,12 +39,10 @@ import json
 import math
 import os
 import pathlib
-import platform
 import statistics
-import subprocess
 import sys
 import time
-from typing import Dict, List, Sequence
+from typing import List, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -54,6 +52,9 @@ import optax
 import jrnn
 from jrnn.data import adding
 from jrnn.training import seeds as multi
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402  pylint: disable=wrong-import-position
 
 INITS = {  # name: (init scheme, activation)
     "seed": ("seed", "tanh"),
@@ -117,19 +118,6 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     p.error(f"{cfg.out} already holds results.json; pass another --out, or --overwrite to "
             "replace it")
   return cfg
-
-
-def machine() -> Dict[str, object]:
-  """The CPU model line of ``lscpu``, core count and load: the context of every time below."""
-  try:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    model = next((l.split(":", 1)[1].strip() for l in out.splitlines()
-                  if l.startswith("Model name")), platform.processor())
-  except OSError:
-    model = platform.processor()
-  return {"model_name": model, "cpus": os.cpu_count(), "platform": platform.platform(),
-          "jax": jax.__version__, "backend": jax.default_backend(),
-          "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()]}
 
 
 def member_clipping(threshold: float) -> optax.GradientTransformation:
@@ -216,17 +204,6 @@ def run_group(cfg, seq_len: int, steps: int, init: str):
     })
   return runs, {"seq_len": seq_len, "init": init, "activation": activation,
                 "runs": len(members), "steps": steps, "wall_s": round(wall, 1)}
-
-
-def clean(x):
-  """JSON-safe: non-finite floats to None."""
-  if isinstance(x, dict):
-    return {k: clean(v) for k, v in x.items()}
-  if isinstance(x, (list, tuple)):
-    return [clean(v) for v in x]
-  if isinstance(x, float) and not math.isfinite(x):
-    return None
-  return x
 
 
 def cells(runs):
@@ -324,7 +301,7 @@ def plot(results: dict, path: pathlib.Path) -> None:
 def main(argv: Sequence[str] = ()) -> dict:
   cfg = parse(list(argv))
   cfg.out.mkdir(parents=True, exist_ok=True)
-  info = machine()
+  info = benchlib.run_context()
   print(f"machine: {info['model_name']} ({info['cpus']} CPUs, load {info['loadavg_1_5_15']})",
         flush=True)
   wall0, cpu0 = time.perf_counter(), time.process_time()
@@ -346,10 +323,10 @@ def main(argv: Sequence[str] = ()) -> dict:
              "cpu_s": round(time.process_time() - cpu0, 1),
              "loadavg_end": [round(x, 2) for x in os.getloadavg()],
              "groups": groups, "runs": runs}
-  results = clean(results)
+  results = benchlib.json_safe(results)
   results["cells"] = [dict(seq_len=t, init=i, clip=c, **summary(rs))
                       for (t, i, c), rs in cells(results["runs"]).items()]
-  results = clean(results)
+  results = benchlib.json_safe(results)
   (cfg.out / "results.json").write_text(json.dumps(results, indent=1, allow_nan=False) + "\n")
   (cfg.out / "results.md").write_text(table(results))
   if not cfg.no_plot:

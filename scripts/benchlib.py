@@ -17,6 +17,7 @@ Imports only the standard library, NumPy and jax (lazily where it can), so every
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import shutil
@@ -109,6 +110,25 @@ def cpu_model() -> str:
       return next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
   except (OSError, StopIteration):
     return platform.processor() or platform.machine()
+
+
+def run_context() -> Dict[str, object]:
+  """What an experiment records beside its times: CPU model, cores, platform, jax, backend, load."""
+  import jax
+  return {"model_name": cpu_model(), "cpus": os.cpu_count(), "platform": platform.platform(),
+          "jax": jax.__version__, "backend": jax.default_backend(),
+          "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()]}
+
+
+def json_safe(x):
+  """``x`` with every non-finite float (in nested dicts, lists, tuples) replaced by ``None``."""
+  if isinstance(x, dict):
+    return {k: json_safe(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [json_safe(v) for v in x]
+  if isinstance(x, float) and not math.isfinite(x):
+    return None
+  return x
 
 
 def describe_device() -> str:

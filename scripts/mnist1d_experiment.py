@@ -25,15 +25,12 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import json
-import math
 import os
 import pathlib
-import platform
 import statistics
-import subprocess
 import sys
 import time
-from typing import Dict, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -43,6 +40,9 @@ import jrnn
 from jrnn.data import mnist1d
 from jrnn.training import classification
 from jrnn.training import seeds as multi
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402  pylint: disable=wrong-import-position
 
 VARIANTS = ("plain", "shuffled")
 QUICK = dict(steps=20, seeds=[0, 1], hidden=8, batch=20, eval_every=10, variants=["plain"],
@@ -97,19 +97,6 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
   return cfg
 
 
-def machine() -> Dict[str, object]:
-  """The CPU model line of ``lscpu``, core count and load: the context of every time below."""
-  try:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    model = next((l.split(":", 1)[1].strip() for l in out.splitlines()
-                  if l.startswith("Model name")), platform.processor())
-  except OSError:
-    model = platform.processor()
-  return {"model_name": model, "cpus": os.cpu_count(), "platform": platform.platform(),
-          "jax": jax.__version__, "backend": jax.default_backend(),
-          "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()]}
-
-
 def run_variant(cfg, variant: str) -> dict:
   data = mnist1d.load(shuffle_seq=variant == "shuffled", cache_dir=cfg.cache_dir)
   x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
@@ -162,17 +149,6 @@ def run_variant(cfg, variant: str) -> dict:
                            "train_loss": train_loss[i].tolist()}}
                 for i, s in enumerate(cfg.seeds)],
   }
-
-
-def clean(x):
-  """JSON-safe: non-finite floats to None."""
-  if isinstance(x, dict):
-    return {k: clean(v) for k, v in x.items()}
-  if isinstance(x, (list, tuple)):
-    return [clean(v) for v in x]
-  if isinstance(x, float) and not math.isfinite(x):
-    return None
-  return x
 
 
 def table(results: dict) -> str:
@@ -235,19 +211,20 @@ def plot(results: dict, path: pathlib.Path) -> None:
 def main(argv: Sequence[str] = ()) -> dict:
   cfg = parse(list(argv))
   cfg.out.mkdir(parents=True, exist_ok=True)
-  info = machine()
+  info = benchlib.run_context()
   print(f"machine: {info['model_name']} ({info['cpus']} CPUs, load {info['loadavg_1_5_15']})",
         flush=True)
   wall0, cpu0 = time.perf_counter(), time.process_time()
   with concurrent.futures.ThreadPoolExecutor(cfg.workers) as pool:  # XLA releases the GIL
     variants = list(pool.map(lambda v: run_variant(cfg, v), cfg.variants))
   config = {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(cfg).items()}
-  results = clean({"config": config, "machine": info, "published": mnist1d.PUBLISHED,
-                   "command": "python scripts/mnist1d_experiment.py " + " ".join(argv),
-                   "wall_s": round(time.perf_counter() - wall0, 1),
-                   "cpu_s": round(time.process_time() - cpu0, 1),
-                   "loadavg_end": [round(x, 2) for x in os.getloadavg()],
-                   "variants": variants})
+  results = benchlib.json_safe({
+      "config": config, "machine": info, "published": mnist1d.PUBLISHED,
+      "command": "python scripts/mnist1d_experiment.py " + " ".join(argv),
+      "wall_s": round(time.perf_counter() - wall0, 1),
+      "cpu_s": round(time.process_time() - cpu0, 1),
+      "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+      "variants": variants})
   (cfg.out / "results.json").write_text(json.dumps(results, indent=1, allow_nan=False) + "\n")
   (cfg.out / "results.md").write_text(table(results))
   if not cfg.no_plot:
