@@ -100,6 +100,14 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
   cfg = p.parse_args(argv)
   defaults = dict(lengths=[50, 100, 200, 400], steps=[1000, 3000, 8000, 6000],
                   seeds=[0, 1, 2, 3, 4], hidden=64, batch=16, test_size=1000, eval_every=500)
+  if cfg.steps is None and cfg.lengths is not None and not cfg.quick:
+    # Each given T takes its own default step count, not the four-T list's.
+    per_t = dict(zip(defaults["lengths"], defaults["steps"]))
+    missing = [t for t in cfg.lengths if t not in per_t]
+    if missing:
+      p.error(f"--steps has no default for T={missing} (defaults exist for T in "
+              f"{sorted(per_t)}); pass --steps")
+    cfg.steps = [per_t[t] for t in cfg.lengths]
   for name, value in (QUICK if cfg.quick else defaults).items():
     if getattr(cfg, name) is None:
       setattr(cfg, name, value)
