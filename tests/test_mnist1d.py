@@ -171,8 +171,60 @@ def test_jrnn_train_task_mnist1d_logs_validation_accuracy(tmp_path):
                        "--steps", "3", "--log-every", "1", "--no-progress", "--out", str(out)])
   rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
   assert [r["step"] for r in rows] == [1, 2, 3]
-  # 1,000 test sequences, 10 classes: accuracy is a multiple of 1/1000 in [0, 1].
+  # val_accuracy: 500 validation sequences (a multiple of 1/500); no test score in the metrics.
   for r in rows:
-    assert 0 <= r["val_accuracy"] <= 1 and abs(r["val_accuracy"] * 1000 - round(
-        r["val_accuracy"] * 1000)) < 1e-3
+    assert 0 <= r["val_accuracy"] <= 1 and abs(r["val_accuracy"] * 500 - round(
+        r["val_accuracy"] * 500)) < 1e-3
     assert np.isfinite(r["train_loss"])
+    assert not any(k.startswith("test") for k in r)
+  # The test split is read once, at the end: 1,000 sequences.
+  test = json.loads((out / "test.json").read_text())
+  assert test["step"] == 3 and set(test) == {"step", "test_accuracy"}
+  assert abs(test["test_accuracy"] * 1000 - round(test["test_accuracy"] * 1000)) < 1e-3
+
+
+def _fake_data(n_train=40, n_test=10):
+  rng = np.random.default_rng(0)
+  return mnist1d.MNIST1D(rng.normal(size=(n_train, 40)).astype(np.float32),
+                         np.arange(n_train, dtype=np.int32) % 10,
+                         rng.normal(size=(n_test, 40)).astype(np.float32),
+                         np.arange(n_test, dtype=np.int32) % 10)
+
+
+def test_split_is_disjoint_complete_and_fixed_by_its_seed():
+  data = _fake_data()
+  s = mnist1d.split(data, n_val=7, seed=3)
+  assert s.x_val.shape == (7, 40) and s.x_train.shape == (33, 40) and s.y_val.shape == (7,)
+  # Rows are distinct random vectors: identify each by its first value.
+  tr, va = set(s.x_train[:, 0].tolist()), set(s.x_val[:, 0].tolist())
+  assert not tr & va and tr | va == set(data.x_train[:, 0].tolist())
+  np.testing.assert_array_equal(s.x_test, data.x_test)  # the test split is untouched
+  again = mnist1d.split(data, n_val=7, seed=3)
+  for a, b in zip(s, again):
+    np.testing.assert_array_equal(a, b)
+  other = mnist1d.split(data, n_val=7, seed=4)
+  assert set(other.x_val[:, 0].tolist()) != va
+  # Labels travel with their rows.
+  for x, y in ((s.x_train, s.y_train), (s.x_val, s.y_val)):
+    idx = [int(np.flatnonzero(data.x_train[:, 0] == v)[0]) for v in x[:, 0]]
+    np.testing.assert_array_equal(y, data.y_train[idx])
+
+
+@pytest.mark.parametrize("kwargs, match", [(dict(n_val=0), "n_val"), (dict(n_val=40), "n_val"),
+                                           (dict(n_val=True), "n_val"),
+                                           (dict(n_val=7, seed=-1), "seed"),
+                                           (dict(n_val=7, seed=1.5), "seed")])
+def test_split_bad_arguments(kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    mnist1d.split(_fake_data(), **kwargs)
+
+
+@pytest.mark.skipif(not mnist1d.available(), reason="mnist1d is not installed "
+                    "(pip install jrnn[mnist1d])")
+def test_generation_on_threads_gives_the_same_data():
+  """make_dataset reseeds NumPy's global generator: two threads used to interleave draws."""
+  import concurrent.futures  # pylint: disable=import-outside-toplevel
+  with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    a, b = pool.map(lambda v: mnist1d.load(shuffle_seq=v), (False, True))
+  np.testing.assert_array_equal(a.x_train, mnist1d.load().x_train)
+  np.testing.assert_array_equal(b.x_train, mnist1d.load(shuffle_seq=True).x_train)

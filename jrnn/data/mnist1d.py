@@ -5,7 +5,9 @@ and corrupted with correlated and white noise, then resampled to 40 points; the 
 centred and scaled to unit variance. The defaults of the ``mnist1d`` package give 5,000 examples
 (500 per class) split 4,000 train / 1,000 test, from its seed 42. Published test accuracy on this
 split (Greydanus 2020): logistic regression 32%, MLP 68%, CNN 94%, GRU 91%, human 96%
-(:data:`PUBLISHED`). ``shuffle_seq=True`` applies one fixed permutation to the 40 steps of every
+(:data:`PUBLISHED`). The standard split has no validation set: :func:`split` carves one
+(:data:`N_VAL` = 500 sequences, by a fixed seed) out of the 4,000 training sequences, so that
+settings are chosen on it and the test set is read once, at the end. ``shuffle_seq=True`` applies one fixed permutation to the 40 steps of every
 example (the paper's shuffled variant: the same information, without its spatial order).
 
 The data are generated offline by the ``mnist1d`` package (an optional dependency,
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import threading
 from typing import NamedTuple, Optional, Union
 
 import jax
@@ -29,6 +32,7 @@ import numpy as np
 N_CLASSES = 10
 SEQ_LEN = 40
 N_TRAIN, N_TEST = 4000, 1000
+N_VAL = 500  # carved from the training sequences by split()
 PUBLISHED = {"logistic": 0.32, "mlp": 0.68, "cnn": 0.94, "gru": 0.91, "human": 0.96}
 INSTALL_HINT = "pip install jrnn[mnist1d]  (or: pip install mnist1d)"
 
@@ -39,6 +43,21 @@ class MNIST1D(NamedTuple):
   y_train: np.ndarray  # shape=(4000,), int32 in [0, 10)
   x_test: np.ndarray  # shape=(1000, 40), float32
   y_test: np.ndarray  # shape=(1000,), int32 in [0, 10)
+
+
+class Splits(NamedTuple):
+  """Train / validation / test, as NumPy arrays: :func:`split`'s result."""
+  x_train: np.ndarray  # shape=(4000 - n_val, 40), float32
+  y_train: np.ndarray  # shape=(4000 - n_val,), int32
+  x_val: np.ndarray  # shape=(n_val, 40), float32
+  y_val: np.ndarray  # shape=(n_val,), int32
+  x_test: np.ndarray  # shape=(1000, 40), float32: read once, at the end
+  y_test: np.ndarray  # shape=(1000,), int32
+
+
+# mnist1d.make_dataset seeds NumPy's *global* generator: two generations on two threads would
+# interleave their draws and give a different data set on every run.
+_GENERATE_LOCK = threading.Lock()
 
 
 def available() -> bool:
@@ -59,12 +78,14 @@ def _generate(shuffle_seq: bool, seed: int) -> MNIST1D:
   args = mnist1d.get_dataset_args()
   args.shuffle_seq = bool(shuffle_seq)
   args.seed = int(seed)
-  # make_dataset seeds NumPy's global generator; put the caller's state back afterwards.
-  state = np.random.get_state()
-  try:
-    d = m1d_data.make_dataset(args)
-  finally:
-    np.random.set_state(state)
+  # make_dataset seeds NumPy's global generator: one generation at a time, and the caller's
+  # state put back afterwards.
+  with _GENERATE_LOCK:
+    state = np.random.get_state()
+    try:
+      d = m1d_data.make_dataset(args)
+    finally:
+      np.random.set_state(state)
   return MNIST1D(d["x"].astype(np.float32), d["y"].astype(np.int32),
                  d["x_test"].astype(np.float32), d["y_test"].astype(np.int32))
 
@@ -102,6 +123,33 @@ def load(*, shuffle_seq: bool = False, seed: int = 42,
   return data
 
 
+def split(data: MNIST1D, *, n_val: int = N_VAL, seed: int = 0) -> Splits:
+  """Carves a validation set out of the training sequences; the test set is left untouched.
+
+  The ``n_val`` validation examples are the first ``n_val`` of
+  ``np.random.default_rng(seed).permutation(N)`` over the ``N`` training examples; the rest stay
+  training examples, in their original order. The three index sets are disjoint and a pure
+  function of ``(n_val, seed)``.
+
+  Args:
+    data: :func:`load`'s result.
+    n_val: validation examples, ``1 <= n_val < N``.
+    seed: the permutation's seed (an int; NumPy's global generator is not used).
+
+  Returns:
+    :class:`Splits`.
+  """
+  n = len(data.y_train)
+  if isinstance(n_val, bool) or not isinstance(n_val, int) or not 1 <= n_val < n:
+    raise ValueError(f"n_val must be an int in [1, {n}), got {n_val!r}")
+  if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+    raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+  order = np.random.default_rng(seed).permutation(n)
+  val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
+  return Splits(data.x_train[train], data.y_train[train], data.x_train[val], data.y_train[val],
+                data.x_test, data.y_test)
+
+
 def sequences(x: Union[np.ndarray, jax.Array], dtype=jnp.float32) -> jax.Array:
   """``(N, 40)`` examples as time-major one-channel sequences ``(40, N, 1)``."""
   if jnp.ndim(x) != 2:
@@ -129,5 +177,5 @@ def train_batch(key: jax.Array, step, x: jax.Array, y: jax.Array, batch_size: in
   return jnp.asarray(x)[idx].T[:, :, None], jnp.asarray(y)[idx]
 
 
-__all__ = ("INSTALL_HINT", "MNIST1D", "N_CLASSES", "N_TEST", "N_TRAIN", "PUBLISHED", "SEQ_LEN",
-           "available", "load", "sequences", "train_batch")
+__all__ = ("INSTALL_HINT", "MNIST1D", "N_CLASSES", "N_TEST", "N_TRAIN", "N_VAL", "PUBLISHED",
+           "SEQ_LEN", "Splits", "available", "load", "sequences", "split", "train_batch")

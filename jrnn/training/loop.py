@@ -16,6 +16,10 @@ What a run guarantees (docs/reliability.md lists the faults tried):
   At the next log or checkpoint step the loop saves that last finite state (at the step before
   the bad one) and stops with :class:`Diverged` naming the step and the flags to change. A
   non-finite validation metric stops the run too, without writing a checkpoint.
+* **The test split is read once.** ``metrics.jsonl``'s ``val_*`` metric is measured on the
+  task's validation split; a task with a test split (:attr:`Task.test`) is scored on it only
+  when the run reaches ``--steps``, and the score goes to ``test.json`` (``{"step",
+  "test_accuracy" | "test_mse"}``), never into the metrics a user chooses settings by.
 * **Signals save.** SIGINT (Ctrl-C) and SIGTERM stop the loop after the step in flight; the
   state is checkpointed at that step and :func:`run` returns with ``summary["signal"]`` set
   (the CLI exits with 128 + the signal number: 130, 143). A second signal stops at once (the
@@ -32,6 +36,7 @@ What a run guarantees (docs/reliability.md lists the faults tried):
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import signal
@@ -57,6 +62,7 @@ CKPT_NAME = "checkpoint.safetensors"
 METRICS_NAME = "metrics.jsonl"
 CONFIG_NAME = "config.json"
 PLOT_NAME = "loss.png"
+TEST_NAME = "test.json"
 RUN_FILES = (CKPT_NAME, METRICS_NAME, CONFIG_NAME)  # any of them: the directory holds a run
 
 
@@ -375,11 +381,13 @@ def check_resumable(cfg: Config, resume: str) -> Dict[str, Any]:
 def _prepare_out(out: str, cfg: Config, rows: List[Dict[str, Any]], *, fresh: bool) -> None:
   os.makedirs(out, exist_ok=True)
   if fresh:  # --overwrite: no file of the old run may outlive the new run's start
-    for name in RUN_FILES + (PLOT_NAME,):
+    for name in RUN_FILES + (PLOT_NAME, TEST_NAME):
       if os.path.exists(os.path.join(out, name)):
         os.remove(os.path.join(out, name))
   report.write_config(os.path.join(out, CONFIG_NAME), dataclasses.asdict(cfg))
   report.write_rows(os.path.join(out, METRICS_NAME), rows)  # drops rows past the checkpoint
+  if os.path.exists(os.path.join(out, TEST_NAME)):  # a resumed run scores the test split anew
+    os.remove(os.path.join(out, TEST_NAME))
 
 
 class _Signals:
@@ -576,6 +584,12 @@ def run(cfg: Config, out: str, *, resume: Optional[str] = None, overwrite: bool 
     say(f"{name}: stopped at step {step} of {cfg.steps}; checkpoint saved to {ckpt_path}. "
         f"Continue with: jrnn-train --resume {out}")
     return dict(summary, signal=int(stopped_by), state=final)
+  if writer and task.test is not None and step == cfg.steps:
+    summary["test"] = {"step": step, **task.test(
+        distributed.to_host(final.ema if cfg.ema else final.params))}
+    report.write_atomically(os.path.join(out, TEST_NAME), json.dumps(summary["test"]) + "\n")
+    say("test split (read once, at the end): " + ", ".join(
+        f"{k} {v:.4g}" for k, v in summary["test"].items() if k != "step"))
   if writer and task.vocab is not None and cfg.sample_len > 0:
     from jrnn.data import charlm  # pylint: disable=import-outside-toplevel
     from jrnn.training.sample import sample_tokens  # pylint: disable=import-outside-toplevel
@@ -591,7 +605,8 @@ def run(cfg: Config, out: str, *, resume: Optional[str] = None, overwrite: bool 
   return summary
 
 
-__all__ = ("CKPT_NAME", "CONFIG_NAME", "Diverged", "METRICS_NAME", "RunState", "TrainState",
+__all__ = ("CKPT_NAME", "CONFIG_NAME", "Diverged", "METRICS_NAME", "RunState", "TEST_NAME",
+           "TrainState",
            "check_memory", "check_online", "check_out", "check_resumable", "estimate_memory",
            "initial_state", "make_loop_step", "make_online_method", "make_optimizer",
            "online_state_bytes", "run")

@@ -1,6 +1,17 @@
 """The tasks ``jrnn-train`` knows: each gives the model sizes, the loss, the batches and the
 validation metric.
 
+Splits. Every task with a held-out score keeps training, validation and test data apart: the
+logged ``val_*`` metric (what a user chooses settings and steps by) is measured on the
+validation split only, and :attr:`Task.test`, where a task has a test split, is read once, at
+the end of a finished run (``test_*`` in ``test.json``). The synthetic tasks (copy, sine,
+adding) draw training batches from ``fold_in(train_key, step)``, the validation set from
+``val_key`` and the test set from ``fold_in(key, 3)``: three independent streams of continuous
+(or, for copy, long random) sequences. MNIST-1D validates on 500 sequences carved from its
+4,000 training ones (:func:`jrnn.data.mnist1d.split`) and tests on its 1,000 test sequences.
+The char-LM has two splits: its held-out text (the last 10% of the corpus) is the validation
+set, and it has no test split.
+
 A task is a :class:`Task` built by a function ``builder(cfg, key) -> Task``; :data:`BUILDERS`
 maps each ``--task`` name to its builder, so adding a task is one function and one entry.
 
@@ -51,6 +62,13 @@ class Task(NamedTuple):
   # (the loop one-hot encodes them). None: --online cannot train this task.
   online_loss: Optional[str] = None
   one_hot: Optional[int] = None
+  # params -> test metrics ("test_*"), read once at the end of a finished run; None: no test split.
+  test: Optional[Callable[[Any], Dict[str, float]]] = None
+
+
+def _renamed(metrics: Dict[str, Any], prefix: str) -> Dict[str, float]:
+  """``{"val_x": v}`` -> ``{prefix + "x": float(v)}``."""
+  return {prefix + k[len("val_"):]: float(v) for k, v in metrics.items()}
 
 
 @functools.lru_cache(maxsize=32)
@@ -105,6 +123,7 @@ def _synthetic(cfg, key, make, n_in, n_out, kind, evaluate) -> Task:
   ``evaluate(params, val, unroll)`` is compiled."""
   train_key, val_key = copy_data.split_keys(key)
   val = make(val_key, cfg.val_batch)
+  test_key = jax.random.fold_in(key, 3)
   drop_key = jax.random.fold_in(key, 1)
 
   def batch(step):
@@ -118,7 +137,9 @@ def _synthetic(cfg, key, make, n_in, n_out, kind, evaluate) -> Task:
               position=lambda s: {"batch": s},
               evaluate=lambda p: {k: float(v) for k, v in evaluate(p, val, cfg.unroll).items()},
               metric="val_accuracy" if kind == "cross_entropy" else "val_mse",
-              eval_positions=n_steps * cfg.val_batch)
+              eval_positions=n_steps * cfg.val_batch,
+              test=lambda p: _renamed(evaluate(p, make(test_key, cfg.val_batch), cfg.unroll),
+                                      "test_"))
 
 
 _copy_batch = jax.jit(copy_data.batch, static_argnums=1,
@@ -204,11 +225,14 @@ def _mnist1d_accuracy(params, val, unroll):
 
 def mnist1d(cfg, key) -> Task:
   """MNIST-1D (Greydanus 2020; :mod:`jrnn.data.mnist1d`, needs ``pip install jrnn[mnist1d]``):
-  the digit of each 40-step sequence, read at its last step; epochs over the 4,000 training
-  sequences; ``val_accuracy`` on the 1,000 held-out ones (the data set's test split)."""
-  data = mnist1d_data.load()
+  the digit of each 40-step sequence, read at its last step; epochs over 3,500 training
+  sequences; ``val_accuracy`` on the 500 validation sequences carved from the 4,000 training
+  ones (:func:`jrnn.data.mnist1d.split`), ``test_accuracy`` on the 1,000 test sequences once, at
+  the end."""
+  data = mnist1d_data.split(mnist1d_data.load())
   x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
-  val = (mnist1d_data.sequences(data.x_test), jnp.asarray(data.y_test))
+  val = (mnist1d_data.sequences(data.x_val), jnp.asarray(data.y_val))
+  test = (mnist1d_data.sequences(data.x_test), jnp.asarray(data.y_test))
   train_key, drop_key = jax.random.fold_in(key, 2), jax.random.fold_in(key, 1)
   per_epoch = len(data.y_train) // cfg.batch_size
 
@@ -221,7 +245,8 @@ def mnist1d(cfg, key) -> Task:
               batch=batch, position=lambda s: {"epoch": s // per_epoch, "batch": s % per_epoch},
               evaluate=lambda p: {k: float(v) for k, v in
                                   _mnist1d_accuracy(p, val, cfg.unroll).items()},
-              metric="val_accuracy", eval_positions=int(val[0].shape[0] * val[0].shape[1]))
+              metric="val_accuracy", eval_positions=int(test[0].shape[0] * test[0].shape[1]),
+              test=lambda p: _renamed(_mnist1d_accuracy(p, test, cfg.unroll), "test_"))
 
 
 BUILDERS: Dict[str, Callable[..., Task]] = {"charlm": charlm, "copy": copy, "sine": sine,
