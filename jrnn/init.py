@@ -16,6 +16,11 @@ scheme         draws
 ``spectral``   ``W_hh ~ N(0, 1/H)`` rescaled to spectral radius ``max|λ(W_hh)| = spectral_radius``
                (default 1); ``W_xh``, ``W_hy`` Glorot
 =============  ==============================================================================
+
+:data:`SCHEME_ARGS` says which of ``scale`` and ``spectral_radius`` each scheme takes (``seed``,
+``orthogonal``, ``identity``: ``scale``; ``spectral``: ``spectral_radius``; the others: neither).
+Passing one that the scheme does not take is a ``ValueError`` naming the scheme and what it takes,
+never a silently ignored argument.
 """
 from __future__ import annotations
 
@@ -29,7 +34,18 @@ import numpy as np
 from jrnn import validation
 from jrnn.params import LayerParams, RNNParams, StackedParams
 
-SCHEMES = ("seed", "pytorch", "glorot", "xavier", "orthogonal", "identity", "spectral")
+# Scheme -> the optional arguments it reads; giving it any other is an error. The one table the
+# schemes, their docs and the error message come from.
+SCHEME_ARGS = {
+    "seed": ("scale",),
+    "pytorch": (),
+    "glorot": (),
+    "xavier": (),
+    "orthogonal": ("scale",),
+    "identity": ("scale",),
+    "spectral": ("spectral_radius",),
+}
+SCHEMES = tuple(SCHEME_ARGS)
 
 
 def check_key(name: str, key) -> None:
@@ -73,9 +89,20 @@ def _check_positive(name: str, v) -> None:
     raise ValueError(f"{name} must be a positive number, got {v!r}")
 
 
-def _check_scheme(scheme: str) -> None:
-  if scheme not in SCHEMES:
+def _check_scheme(scheme: str, **given) -> None:
+  """``given``: the optional arguments by name, ``None`` where the caller left them out."""
+  if not isinstance(scheme, str) or scheme not in SCHEMES:
     raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
+  takes = SCHEME_ARGS[scheme]
+  for name, value in given.items():
+    if value is None or name in takes:
+      continue
+    own = (f"takes only {' and '.join(takes)}" if takes else
+           f"takes neither {' nor '.join(given)}")
+    users = [s for s, args in SCHEME_ARGS.items() if name in args]
+    raise ValueError(f"scheme={scheme!r} {own}, got {name}={value!r}; {name} is read by "
+                     f"scheme{'s' * (len(users) > 1)} {', '.join(map(repr, users))} "
+                     "(see jrnn.init.SCHEME_ARGS)")
 
 
 def _glorot(key, shape, dtype):
@@ -143,8 +170,9 @@ def init_layer(
     scheme: one of :data:`SCHEMES` (see the module docstring).
     scale: the scheme's scale (``seed``: std of every weight; ``orthogonal``/``identity``: the
       multiple of the orthogonal or identity ``W_hh``); ``None`` takes the scheme's default.
-      Positive; the other schemes ignore it.
-    spectral_radius: target ``max|λ(W_hh)|`` for ``scheme="spectral"`` (positive; default 1).
+      Positive; the other schemes refuse it with a ``ValueError`` (:data:`SCHEME_ARGS`).
+    spectral_radius: target ``max|λ(W_hh)|`` for ``scheme="spectral"`` (positive; default 1);
+      the other schemes refuse it.
     dtype: float32 or float64.
     learn_h0: if true, adds a zero initial state ``h0 (H,)`` to be learnt.
   """
@@ -152,9 +180,9 @@ def init_layer(
   _check_size("n_in", n_in)
   _check_size("n_hidden", n_hidden)
   validation.check_bool("learn_h0", learn_h0)
-  _check_scheme(scheme)
   _check_positive("scale", scale)
   _check_positive("spectral_radius", spectral_radius)
+  _check_scheme(scheme, scale=scale, spectral_radius=spectral_radius)
   dtype = _check_dtype(dtype)
   k_xh, k_hh, k_b = jax.random.split(key, 3)
   if scheme == "pytorch":
