@@ -6,31 +6,38 @@ The data are the ``mnist1d`` package's defaults (4,000 train / 1,000 test, gener
 its seed 42; :mod:`jrnn.data.mnist1d`). Published test accuracy on this split: logistic
 regression 32%, MLP 68%, CNN 94%, GRU 91%, human 96%.
 
+Three splits: ``--val-size`` (500) validation sequences are carved out of the 4,000 training
+ones by a fixed seed (:func:`jrnn.data.mnist1d.split`, ``--split-seed``); the rest train.
+Validation accuracy is measured every ``--eval-every`` steps (it is what settings are chosen
+by); the test set is read once, after the last step. No early stopping: the reported model is
+the final one.
+
 Every seed trains on its own epoch order (a fresh permutation per epoch from its data key) from
 its own initialisation; all seeds run as one program ``vmap``-ed over parameters, optimiser
-state and data keys (:func:`jrnn.training.seeds.make_multi_seed_train_chunk`). Test accuracy is
-measured every ``--eval-every`` steps; the table reports the final one (no early stopping, no
-model selection on the test set); ``--workers`` variants train at once on threads. The
-``shuffled`` variant applies one fixed permutation to the 40 steps of every sequence (train and
-test alike): the same information without its order.
+state and data keys (:func:`jrnn.training.seeds.make_multi_seed_train_chunk`). The data of every
+variant are made once, before any thread starts; ``--workers`` variants then train at once on
+threads, and the results do not depend on ``--workers``. The ``shuffled`` variant applies one
+fixed permutation to the 40 steps of every sequence (train, validation and test alike): the same
+information without its order.
 
   python scripts/mnist1d_experiment.py --out docs/mnist1d
   python scripts/mnist1d_experiment.py --out /tmp/m1d --quick   # seconds: what CI runs
 
-Writes ``results.json`` (config, machine, times, every seed's curves), ``results.md`` and
-``curves.png`` (every seed's test accuracy against the published baselines).
+Writes ``results.json`` (the command, commit, versions, data hashes, config, every seed's
+curves and final scores: the same bytes when the command is run again on the same machine),
+``timing.json`` (wall and CPU times, load), ``results.md`` and ``curves.png`` (every seed's
+validation accuracy against the published baselines).
 """
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import json
 import os
 import pathlib
 import statistics
 import sys
 import time
-from typing import Sequence
+from typing import Dict, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -42,7 +49,7 @@ from jrnn.training import classification
 from jrnn.training import seeds as multi
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import benchlib  # noqa: E402  pylint: disable=wrong-import-position
+import record  # noqa: E402  pylint: disable=wrong-import-position
 
 VARIANTS = ("plain", "shuffled")
 QUICK = dict(steps=20, seeds=[0, 1], hidden=8, batch=20, eval_every=10, variants=["plain"],
@@ -73,6 +80,10 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
   p.add_argument("--grad", choices=jrnn.GRADS, default="hand",
                  help="jrnn.forward's grad= (default hand, the library default)")
   p.add_argument("--eval-every", type=int, default=None, help="default 250")
+  p.add_argument("--val-size", type=int, default=mnist1d.N_VAL,
+                 help=f"validation sequences carved from the training set (default {mnist1d.N_VAL})")
+  p.add_argument("--split-seed", type=int, default=0,
+                 help="seed of the train/validation split (default 0)")
   p.add_argument("--cache-dir", type=pathlib.Path, default=None,
                  help="keep the generated data here as .npz (default: regenerate)")
   p.add_argument("--workers", type=int, default=2,
@@ -86,21 +97,27 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
   for name, value in (QUICK if cfg.quick else defaults).items():
     if getattr(cfg, name) is None:
       setattr(cfg, name, value)
-  for name in ("steps", "hidden", "batch", "eval_every", "workers"):
+  for name in ("steps", "hidden", "batch", "eval_every", "workers", "val_size"):
     if getattr(cfg, name) < 1:
       p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
   if len(set(cfg.seeds)) != len(cfg.seeds):
     p.error(f"--seeds must be distinct, got {cfg.seeds}")
-  if (cfg.out / "results.json").exists() and not cfg.overwrite:
-    p.error(f"{cfg.out} already holds results.json; pass another --out, or --overwrite to "
-            "replace it")
+  refusal = record.refuse_existing(cfg.out, cfg.overwrite)
+  if refusal:
+    p.error(refusal)
   return cfg
 
 
-def run_variant(cfg, variant: str) -> dict:
-  data = mnist1d.load(shuffle_seq=variant == "shuffled", cache_dir=cfg.cache_dir)
+def make_data(cfg) -> Dict[str, mnist1d.Splits]:
+  """Every variant's three splits, made once, on the calling thread."""
+  return {v: mnist1d.split(mnist1d.load(shuffle_seq=v == "shuffled", cache_dir=cfg.cache_dir),
+                           n_val=cfg.val_size, seed=cfg.split_seed)
+          for v in cfg.variants}
+
+
+def run_variant(cfg, variant: str, data: mnist1d.Splits) -> dict:
   x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
-  test = classification.LabelledBatch(mnist1d.sequences(data.x_test), jnp.asarray(data.y_test))
+  val = classification.LabelledBatch(mnist1d.sequences(data.x_val), jnp.asarray(data.y_val))
   tx = jrnn.training.make_optimizer(
       cfg.optimizer, cfg.lr, clip_norm=cfg.clip or None, schedule=cfg.schedule,
       total_steps=cfg.steps if cfg.schedule != "constant" else None, warmup_steps=cfg.warmup,
@@ -115,12 +132,12 @@ def run_variant(cfg, variant: str) -> dict:
   def make_batch(key, k):
     return classification.LabelledBatch(*mnist1d.train_batch(key, k, x, y, cfg.batch))
 
-  evaluate = jax.jit(jax.vmap(lambda p: (classification.accuracy(p, test,
-                                                                  activation=cfg.activation),
-                                         loss(p, test))))
+  evaluate = jax.jit(jax.vmap(lambda p, batch: (
+      classification.accuracy(p, batch, activation=cfg.activation), loss(p, batch)),
+      in_axes=(0, None)))
   chunks = {}
-  steps, test_acc, test_loss, train_loss = [], [], [], []
-  wall0, cpu0 = time.perf_counter(), time.process_time()
+  steps, val_acc, val_loss, train_loss = [], [], [], []
+  wall0 = time.perf_counter()
   done = 0
   while done < cfg.steps:
     n = min(cfg.eval_every, cfg.steps - done)
@@ -128,55 +145,61 @@ def run_variant(cfg, variant: str) -> dict:
       chunks[n] = multi.make_multi_seed_train_chunk(loss, tx, make_batch, steps=n)
     params, states, metrics = chunks[n](params, states, data_keys, done)
     done += n
-    acc, tl = evaluate(params)
+    acc, vl = evaluate(params, val)
     steps.append(done)
-    test_acc.append(np.asarray(acc))
-    test_loss.append(np.asarray(tl))
+    val_acc.append(np.asarray(acc))
+    val_loss.append(np.asarray(vl))
     train_loss.append(np.asarray(jnp.mean(metrics["loss"], axis=1)))
-    print(f"{variant} step {done}: test accuracy per seed "
-          f"{' '.join(f'{a:.3f}' for a in test_acc[-1])}", flush=True)
-  wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-  test_acc, test_loss, train_loss = (np.stack(c, 1) for c in (test_acc, test_loss, train_loss))
-  final = test_acc[:, -1].tolist()
+    print(f"{variant} step {done}: validation accuracy per seed "
+          f"{' '.join(f'{a:.3f}' for a in val_acc[-1])}", flush=True)
+  # The test split, read once: the final parameters, no selection.
+  test = classification.LabelledBatch(mnist1d.sequences(data.x_test), jnp.asarray(data.y_test))
+  test_acc = np.asarray(evaluate(params, test)[0]).tolist()
+  wall = time.perf_counter() - wall0
+  val_acc, val_loss, train_loss = (np.stack(c, 1) for c in (val_acc, val_loss, train_loss))
+  final_val = val_acc[:, -1].tolist()
   return {
-      "variant": variant, "wall_s": round(wall, 1),
-      "process_cpu_s": round(cpu, 1),  # the whole process's: shared when variants overlap
-      "test_accuracy": final, "median": statistics.median(final), "min": min(final),
-      "max": max(final),
-      "seeds": [{"seed": s, "test_accuracy": final[i],
-                 "curve": {"step": steps, "test_accuracy": test_acc[i].tolist(),
-                           "test_loss": test_loss[i].tolist(),
+      "variant": variant,
+      "test_accuracy": test_acc, "median": statistics.median(test_acc), "min": min(test_acc),
+      "max": max(test_acc),
+      "val_accuracy": final_val, "val_median": statistics.median(final_val),
+      "seeds": [{"seed": s, "test_accuracy": test_acc[i], "val_accuracy": final_val[i],
+                 "curve": {"step": steps, "val_accuracy": val_acc[i].tolist(),
+                           "val_loss": val_loss[i].tolist(),
                            "train_loss": train_loss[i].tolist()}}
                 for i, s in enumerate(cfg.seeds)],
-  }
+  }, round(wall, 1)
 
 
-def table(results: dict) -> str:
+def table(results: dict, timing: dict) -> str:
   cfg, m = results["config"], results["machine"]
+  n_train = mnist1d.N_TRAIN - cfg["val_size"]
   lines = [
-      "# MNIST-1D: Elman RNN test accuracy over seeds",
+      "# MNIST-1D: Elman RNN accuracy over seeds",
       "",
-      f"Command: `{results['command']}`",
+      f"Command: `{results['command']}` (commit {results['git']['commit']}"
+      f"{', with local changes' if results['git']['dirty'] else ''})",
       "",
       f"Machine: `{m['model_name']}`, {m['cpus']} CPUs (load average at start "
-      f"{m['loadavg_1_5_15']}, at end {results['loadavg_end']}); total "
-      f"{results['wall_s'] / 60:.1f} min wall, {results['cpu_s'] / 60:.1f} min CPU.",
+      f"{timing['loadavg_start']}, at end {timing['loadavg_end']}); total "
+      f"{timing['wall_s'] / 60:.1f} min wall, {timing['cpu_s'] / 60:.1f} min CPU.",
       "",
       f"H={cfg['hidden']} {cfg['activation']} ({cfg['init']} init), last-step readout; "
       f"batch {cfg['batch']}, {cfg['steps']} steps, {cfg['optimizer']} lr {cfg['lr']} "
       f"({cfg['schedule']}, warm-up {cfg['warmup']}), clip {cfg['clip'] or 'none'}, weight "
-      f"decay {cfg['weight_decay']}, grad={cfg['grad']}; seeds {cfg['seeds']}; 4,000 train / "
-      "1,000 test sequences of 40 steps. Final test accuracy, no early stopping.",
+      f"decay {cfg['weight_decay']}, grad={cfg['grad']}; seeds {cfg['seeds']}; {n_train:,} "
+      f"train / {cfg['val_size']} validation (split seed {cfg['split_seed']}) / 1,000 test "
+      "sequences of 40 steps. Final model, no early stopping; the test set is read once.",
       "",
-      "| variant | median | range | per seed | wall s |",
-      "|---|---|---|---|---|",
+      "| variant | test median | test range | test per seed | validation median | wall s |",
+      "|---|---|---|---|---|---|",
   ]
   for v in results["variants"]:
     per = ", ".join(f"{a:.3f}" for a in v["test_accuracy"])
     lines.append(f"| {v['variant']} | {v['median']:.3f} | {v['min']:.3f} – {v['max']:.3f} | "
-                 f"{per} | {v['wall_s']} |")
+                 f"{per} | {v['val_median']:.3f} | {timing['variants'][v['variant']]} |")
   pub = ", ".join(f"{k} {v:.0%}" for k, v in mnist1d.PUBLISHED.items())
-  lines += ["", f"Published (Greydanus 2020, same split): {pub}."]
+  lines += ["", f"Published (Greydanus 2020, test set of the same split): {pub}."]
   return "\n".join(lines) + "\n"
 
 
@@ -189,19 +212,20 @@ def plot(results: dict, path: pathlib.Path) -> None:
                            figsize=(5 * len(variants), 3.6))
   for ax, v in zip(axes[0], variants):
     for s in v["seeds"]:
-      ax.plot(s["curve"]["step"], s["curve"]["test_accuracy"], lw=1, alpha=0.8,
+      ax.plot(s["curve"]["step"], s["curve"]["val_accuracy"], lw=1, alpha=0.8,
               label=f"seed {s['seed']}")
     for name, acc in mnist1d.PUBLISHED.items():
       if name in ("gru", "cnn", "mlp", "logistic"):
         ax.axhline(acc, color="gray", ls=":", lw=0.8)
         ax.text(0, acc, f" {name.upper() if len(name) < 5 else name} {acc:.0%}", fontsize=7,
                 va="bottom", color="gray")
-    ax.set_title(f"{v['variant']}: median {v['median']:.1%}", fontsize=10)
+    ax.set_title(f"{v['variant']}: median test accuracy {v['median']:.1%}", fontsize=10)
     ax.set_xlabel("step")
     ax.set_ylim(0, 1)
-  axes[0][0].set_ylabel("test accuracy")
+  axes[0][0].set_ylabel("validation accuracy")
   axes[0][0].legend(fontsize=7, loc="lower right")
-  fig.suptitle("MNIST-1D, Elman RNN: every seed's test accuracy (dotted: published models)",
+  fig.suptitle("MNIST-1D, Elman RNN: every seed's validation accuracy (dotted: published "
+               "models' test accuracy)",
                fontsize=10)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
@@ -211,25 +235,29 @@ def plot(results: dict, path: pathlib.Path) -> None:
 def main(argv: Sequence[str] = ()) -> dict:
   cfg = parse(list(argv))
   cfg.out.mkdir(parents=True, exist_ok=True)
-  info = benchlib.run_context()
-  print(f"machine: {info['model_name']} ({info['cpus']} CPUs, load {info['loadavg_1_5_15']})",
-        flush=True)
+  load0 = os.getloadavg()
   wall0, cpu0 = time.perf_counter(), time.process_time()
+  data = make_data(cfg)  # before any thread starts
+  print(f"machine: {record.benchlib.cpu_model()} ({os.cpu_count()} CPUs, load "
+        f"{[round(x, 2) for x in load0]})", flush=True)
   with concurrent.futures.ThreadPoolExecutor(cfg.workers) as pool:  # XLA releases the GIL
-    variants = list(pool.map(lambda v: run_variant(cfg, v), cfg.variants))
-  config = {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(cfg).items()}
-  results = benchlib.json_safe({
-      "config": config, "machine": info, "published": mnist1d.PUBLISHED,
-      "command": "python scripts/mnist1d_experiment.py " + " ".join(argv),
-      "wall_s": round(time.perf_counter() - wall0, 1),
-      "cpu_s": round(time.process_time() - cpu0, 1),
-      "loadavg_end": [round(x, 2) for x in os.getloadavg()],
-      "variants": variants})
-  (cfg.out / "results.json").write_text(json.dumps(results, indent=1, allow_nan=False) + "\n")
-  (cfg.out / "results.md").write_text(table(results))
+    done = list(pool.map(lambda v: run_variant(cfg, v, data[v]), cfg.variants))
+  config = {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(cfg).items()
+            if k not in ("out", "overwrite", "workers", "no_plot", "cache_dir")}
+  digests = {f"{v}/{part}": record.digest(getattr(d, f"x_{part}"), getattr(d, f"y_{part}"))
+             for v, d in data.items() for part in ("train", "val", "test")}
+  results = {**record.provenance("mnist1d_experiment.py", argv, seeds=cfg.seeds, data=digests),
+             "config": config, "published": mnist1d.PUBLISHED,
+             "variants": [r for r, _ in done]}
+  timing = record.timing("mnist1d_experiment.py", argv, time.perf_counter() - wall0,
+                         time.process_time() - cpu0, load0,
+                         workers=cfg.workers,
+                         variants={v: w for v, (_, w) in zip(cfg.variants, done)})
+  record.write(cfg.out, results, timing)
+  (cfg.out / "results.md").write_text(table(results, timing))
   if not cfg.no_plot:
     plot(results, cfg.out / "curves.png")
-  print(table(results))
+  print(table(results, timing))
   return results
 
 

@@ -147,19 +147,39 @@ def test_generated_data(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not mnist1d.available(), reason="mnist1d is not installed "
                     "(pip install jrnn[mnist1d])")
-def test_mnist1d_experiment_quick_mode(tmp_path):
+def test_mnist1d_experiment_quick_mode_is_reproducible(tmp_path):
+  """Run twice (one and two worker threads): the same results.json, byte for byte."""
   path = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "mnist1d_experiment.py"
   spec = importlib.util.spec_from_file_location("mnist1d_experiment", path)
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
-  mod.main(["--out", str(tmp_path), "--quick", "--cache-dir", str(tmp_path / "data")])
-  results = json.loads((tmp_path / "results.json").read_text())
-  (plain,) = results["variants"]
+  texts = []
+  for workers in ("1", "2"):
+    out = tmp_path / f"w{workers}"
+    mod.main(["--out", str(out), "--quick", "--variants", "plain", "shuffled", "--workers",
+              workers] + (["--no-plot"] if workers == "2" else []))
+    texts.append((out / "results.json").read_text())
+  assert texts[0] == texts[1]
+  out = tmp_path / "w1"
+  results = json.loads(texts[0])
+  plain, shuffled = results["variants"]
   assert [s["seed"] for s in plain["seeds"]] == [0, 1]
-  assert all(0 <= a <= 1 for a in plain["test_accuracy"])
+  assert all(0 <= a <= 1 for a in plain["test_accuracy"] + plain["val_accuracy"])
   assert plain["seeds"][0]["curve"]["step"] == [10, 20]
-  assert "| plain |" in (tmp_path / "results.md").read_text()
-  assert (tmp_path / "curves.png").stat().st_size > 0
+  assert "test_accuracy" not in plain["seeds"][0]["curve"]  # the test set is read once
+  # Provenance: the command without run-only flags, the commit, versions, one hash per split.
+  assert results["command"] == ("python scripts/mnist1d_experiment.py --quick --variants plain "
+                                "shuffled")
+  assert results["versions"]["mnist1d"] and results["git"]["commit"]
+  assert sorted(results["data_sha256"]) == sorted(f"{v}/{p}" for v in ("plain", "shuffled")
+                                                  for p in ("train", "val", "test"))
+  assert len(set(results["data_sha256"].values())) == 6
+  timing = json.loads((out / "timing.json").read_text())
+  assert "--workers 1" in timing["command"] and timing["wall_s"] > 0
+  assert "| plain |" in (out / "results.md").read_text()
+  assert (out / "curves.png").stat().st_size > 0
+  with pytest.raises(SystemExit):  # a second run into the same --out is refused
+    mod.main(["--out", str(out), "--quick"])
 
 
 @pytest.mark.skipif(not mnist1d.available(), reason="mnist1d is not installed "
