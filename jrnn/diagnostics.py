@@ -1,6 +1,6 @@
 """Vanishing and exploding gradients, measured along one trajectory.
 
-The seed bounds the Jacobian products of :mod:`jrnn.jacobians` by
+The seed bounds the Jacobian products of :mod:`jrnn.reference.jacobians` by
 
 .. math::
 
@@ -13,8 +13,8 @@ exactly (SVD of the explicit products, small ``H``) or by a matrix-free Lanczos 
 (:func:`loss_contributions`), the spectrum of ``W_hh``, the conditions of Pascanu, Mikolov &
 Bengio (2013) and the Lyapunov exponents of the dynamics.
 
-Time indices ``t, k`` run over ``0..T`` as in :mod:`jrnn.jacobians`. Everything takes one
-:class:`jrnn.Trajectory`; ``jax.vmap`` it for a batch of sequences.
+Time indices ``t, k`` run over ``0..T`` as in :mod:`jrnn.reference.jacobians`. Everything takes
+one :class:`jrnn.reference.Trajectory`; ``jax.vmap`` it for a batch of sequences.
 """
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def seed_bound(traj: Trajectory, gamma: Union[float, str] = "trajectory") -> jax
   step has ``J_i = I`` and contributes a factor 1, not ``‖W_hh‖ γ``.
 
   Args:
-    traj: a :class:`jrnn.Trajectory`.
+    traj: a :class:`jrnn.reference.Trajectory`.
     gamma: ``‖σ'‖``. A number, e.g. ``jrnn.get_activation("tanh").gamma`` for the seed's
       ``sup_a |σ'(a)|`` (1 for tanh and ReLU, 1/4 for sigmoid): the bound for every input.
       ``"trajectory"`` (default) takes ``max |σ'(a_i)|`` over this trajectory
@@ -226,13 +226,14 @@ def lanczos_norm(matvec, rmatvec, v0: jax.Array, num_iters: int) -> NormEstimate
 def jacobian_norm_estimate(traj: Trajectory, t, k, *, key: jax.Array,
                            num_iters: int = 20) -> NormEstimate:
   """Matrix-free ``‖∂h_t/∂h_k‖₂`` for any ``H`` (:func:`lanczos_norm` on
-  :func:`jrnn.jacobian_jvp` and :func:`jrnn.jacobian_vjp`; ``t ≥ k`` may be traced).
+  :func:`jrnn.reference.jacobian_jvp` and :func:`jrnn.reference.jacobian_vjp`; ``t ≥ k`` may be
+  traced).
 
   Each iteration costs one forward and one reverse scan over the whole sequence, ``O(T H²)``;
   ``num_iters`` iterations (default 20, clipped to ``H``) cost ``O(num_iters · T H²)``.
 
   Args:
-    traj: a :class:`jrnn.Trajectory`.
+    traj: a :class:`jrnn.reference.Trajectory`.
     t, k: target and source steps, ``0 ≤ k ≤ t ≤ T``.
     key: PRNG key for the start vector.
     num_iters: Lanczos steps.
@@ -259,7 +260,7 @@ def lag_norm_estimates(traj: Trajectory, lag: int, *, key: jax.Array,
   ``O(num_iters · lag · H²)`` per start; the starts are vmapped.
 
   Args:
-    traj: a :class:`jrnn.Trajectory`.
+    traj: a :class:`jrnn.reference.Trajectory`.
     lag: ``ℓ``, a static int in ``[0, T]``.
     key: PRNG key; each start gets its own start vector.
     num_iters: Lanczos steps (default 20, clipped to ``H``).
@@ -287,10 +288,10 @@ def loss_contributions(traj: Trajectory, dloss_dh: jax.Array) -> jax.Array:
 
      \\frac{∂L_t}{∂h_k} = \\frac{∂L_t}{∂h_t} \\frac{∂h_t}{∂h_k}
 
-  computed matrix-free by :func:`jrnn.jacobian_vjp` for each ``t`` (``O(T² H²)``).
+  computed matrix-free by :func:`jrnn.reference.jacobian_vjp` for each ``t`` (``O(T² H²)``).
 
   Args:
-    traj: a :class:`jrnn.Trajectory`.
+    traj: a :class:`jrnn.reference.Trajectory`.
     dloss_dh: ``(T, H)``, row ``t-1`` the direct derivative ``∂L_t/∂h_t``. For per-step losses
       of a readout, ``jax.grad`` of the summed loss with respect to the states, holding the
       states independent, gives exactly these rows::
@@ -395,7 +396,7 @@ def lyapunov_exponents(traj: Trajectory, *, num_exponents: Optional[int] = None,
   unit) gives ``-inf`` for the lowest exponents.
 
   Args:
-    traj: a :class:`jrnn.Trajectory`.
+    traj: a :class:`jrnn.reference.Trajectory`.
     num_exponents: how many leading exponents (default ``H``), static.
     burn_in: static number of initial steps left out of the average.
 

@@ -435,7 +435,7 @@ def pallas_recurrence(w_hh, u, h0, mask, act: Activation, unroll: Optional[int] 
                       block_b: Optional[int] = None, num_warps: Optional[int] = None,
                       num_stages: Optional[int] = None, resident: Optional[bool] = None,
                       prefetch: Optional[int] = None) -> jax.Array:
-  """The recurrence of :func:`jrnn.recurrence.recurrence` as one kernel launch, with its VJP.
+  """The recurrence of :func:`jrnn.recurrence` as one kernel launch, with its VJP.
 
   Same semantics and residuals as :func:`jrnn.bptt.hand_recurrence`; ``jax.grad`` runs the
   ``δ`` kernel and then ``∂L/∂W_hh = Σ_t δ_tᵀ h_{t-1}`` as one XLA GEMM. Reverse mode only.
@@ -477,8 +477,9 @@ def pallas_recurrence_bwd(w_hh, u, h0, mask, hs, g, act: Activation,
                           interpret: bool, **kwargs):
   """The backward half alone, for custom VJPs built elsewhere (e.g. a whole hand layer).
 
-  Mirrors ``jrnn.bptt._recurrence_bwd``: given the forward states ``hs (T, B, H)`` and their
-  cotangent ``g (T, B, H)``, returns ``(δ (T, B, H), ∂L/∂W_hh (H, H), ∂L/∂h_0 (B, H))``.
+  Mirrors :func:`jrnn.loops.states_backward` (the XLA kernel's backward half): given the forward
+  states ``hs (T, B, H)`` and their cotangent ``g (T, B, H)``, returns
+  ``(δ (T, B, H), ∂L/∂W_hh (H, H), ∂L/∂h_0 (B, H))``.
   ``u`` is needed only for activations without ``deriv_from_output`` (else pass ``None``).
   ``kwargs`` are those of :func:`pallas_recurrence`.
   """

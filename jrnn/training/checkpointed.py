@@ -13,9 +13,9 @@ BPTT, handing ``∂L/∂h_{sk}`` on to the segment before:
      + \\frac{∂L}{∂h_{sk}} \\frac{∂h_{sk}}{∂h_{(s-1)k}}
 
 The result is the same gradient as full BPTT (not an approximation, unlike
-:mod:`jrnn.truncated`), for memory ``O((T/k + k)·B·H)`` instead of ``O(T·B·H)`` and one extra
-forward pass. ``k = √T`` (the default) balances the two terms (Chen et al. 2016, "Training deep
-nets with sublinear memory cost").
+:mod:`jrnn.training.truncated`), for memory ``O((T/k + k)·B·H)`` instead of ``O(T·B·H)`` and one
+extra forward pass. ``k = √T`` (the default) balances the two terms (Chen et al. 2016, "Training
+deep nets with sublinear memory cost").
 
 The readout and the loss are fused into each segment, so neither the outputs ``y_t`` nor the
 input projection of the whole sequence is ever held at once: a segment reads its slice of

@@ -7,10 +7,10 @@ many, and gives the same result up to the order of floating-point summation.
 
 Single host::
 
-  mesh = jrnn.sharding.data_mesh()                    # all local devices
-  step = jrnn.train.make_train_step(loss, opt, mesh=mesh)
-  params, opt_state = jrnn.sharding.replicate((params, opt_state), mesh)
-  params, opt_state, m = step(params, opt_state, jrnn.sharding.shard_batch(batch, mesh))
+  mesh = jrnn.training.sharding.data_mesh()                    # all local devices
+  step = jrnn.training.make_train_step(loss, opt, mesh=mesh)
+  params, opt_state = jrnn.training.sharding.replicate((params, opt_state), mesh)
+  params, opt_state, m = step(params, opt_state, jrnn.training.sharding.shard_batch(batch, mesh))
 
 Several hosts: call ``jax.distributed.initialize()`` (coordinator address, number of processes
 and process id from arguments or the cluster's environment) in every process before any other
