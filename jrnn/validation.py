@@ -124,3 +124,42 @@ def check_recurrence_inputs(w_hh, u, h0, mask) -> None:
   check_float("h0", h0, dtype)
   if mask is not None:
     check_mask(mask, n_steps, n_batch)
+
+
+def check_readout(w_hy, b_y, n_features: int, dtype, *, prefix: str = "params.") -> None:
+  """Checks a readout pair: both given or both ``None``; ``w_hy (O, n_features)``, ``b_y (O,)``.
+
+  A ``b_y`` without ``w_hy`` (or the reverse) is an error, not a readout to drop silently.
+  """
+  if (w_hy is None) != (b_y is None):
+    given, missing = ("w_hy", "b_y") if b_y is None else ("b_y", "w_hy")
+    raise ValueError(f"{prefix}{given} is given but {prefix}{missing} is None: a readout needs "
+                     f"both w_hy (O, {n_features}) and b_y (O,), or neither")
+  if w_hy is None:
+    return
+  check_shape(prefix + "w_hy", w_hy, (None, n_features), f"(O, {n_features})")
+  check_shape(prefix + "b_y", b_y, (np.shape(w_hy)[0],), "(O,)")
+  check_float(prefix + "w_hy", w_hy, dtype)
+  check_float(prefix + "b_y", b_y, dtype)
+
+
+def check_stacked_layers(layers, *, prefix: str = "params.") -> None:
+  """Checks a stack's ``layers[l][d]``: a non-empty tuple of ``(forward,)`` or
+  ``(forward, backward)`` layers, each consistent, ``w_xh`` of layer ``l > 0`` reading ``D·H``
+  features, and one floating dtype (layer 0's) throughout."""
+  if (not isinstance(layers, (tuple, list)) or not layers
+      or any(not isinstance(l, (tuple, list)) for l in layers)
+      or len({len(l) for l in layers}) != 1 or len(layers[0]) not in (1, 2)):
+    raise ValueError(f"{prefix}layers must be a non-empty tuple of (forward,) or "
+                     "(forward, backward) tuples, the same number of directions in each layer")
+  n_dir = len(layers[0])
+  n_hidden = np.shape(layers[0][0].w_hh)[0] if np.ndim(layers[0][0].w_hh) else None
+  dtype = jnp.result_type(layers[0][0].w_hh)
+  for l, layer in enumerate(layers):
+    for d, p in enumerate(layer):
+      where = f"{prefix}layers[{l}][{d}]."
+      check_params_consistent(p.w_xh, p.w_hh, p.b_h, p.h0, prefix=where)
+      check_float(where + "w_hh", p.w_hh, dtype)
+      fan_in = None if l == 0 else n_dir * n_hidden
+      check_shape(where + "w_xh", p.w_xh, (n_hidden, fan_in),
+                  "(H, I)" if l == 0 else "(H, D*H)")

@@ -346,7 +346,7 @@ def test_bad_inputs_name_the_argument():
     trace(model.clone(solver="no-such-solver"), _xs())
   with pytest.raises(TypeError, match="convert a StackedParams layer by layer"):
     jrnn.interop.to_simple_cell(_stacked())
-  with pytest.raises(KeyError, match="pass the cell's own dict"):
+  with pytest.raises(ValueError, match="pass the cell's own dict"):
     jrnn.interop.from_simple_cell({"cell": {}})
   with pytest.raises(TypeError, match="params must be RNNParams, LayerParams or StackedParams"):
     flax_linen.to_variables({"w_xh": 1})

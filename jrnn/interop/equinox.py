@@ -64,6 +64,8 @@ class ElmanRNN(eqx.Module):
                scheme: str = shells.DEFAULT_SCHEME, scale: Optional[float] = None,
                spectral_radius: Optional[float] = None, learn_h0: bool = False,
                dtype=jnp.float32, key: jax.Array):
+    shells.check_flags(time_major=time_major, reverse=reverse, return_carry=return_carry,
+                       learn_h0=learn_h0)
     p = shells.init_rnn(key, in_features, hidden_size, out_features,
                         shells.Init(scheme, scale, spectral_radius, learn_h0), dtype)
     self.w_xh, self.w_hh, self.b_h, self.w_hy, self.b_y, self.h0 = p
@@ -111,6 +113,8 @@ class StackedElmanRNN(eqx.Module):
                scheme: str = shells.DEFAULT_SCHEME, scale: Optional[float] = None,
                spectral_radius: Optional[float] = None, learn_h0: bool = False,
                dtype=jnp.float32, key: jax.Array):
+    shells.check_flags(bidirectional=bidirectional, time_major=time_major,
+                       return_carry=return_carry, learn_h0=learn_h0)
     p = shells.init_stack(key, in_features, hidden_size, out_features,
                           shells.Init(scheme, scale, spectral_radius, learn_h0), dtype,
                           num_layers=num_layers, bidirectional=bidirectional)

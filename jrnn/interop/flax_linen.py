@@ -19,12 +19,13 @@ A Flax ``SimpleCell`` checkpoint loads with :func:`from_simple_cell` and :func:`
 from __future__ import annotations
 
 import functools
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jrnn import validation
 from jrnn.activations import ActivationLike
 from jrnn.interop import shells
 from jrnn.interop.simple_cell import from_simple_cell, to_simple_cell
@@ -74,6 +75,8 @@ class ElmanRNN(nn.Module):
     ``h0`` ``(H,)`` or ``(B, H)`` overrides the initial state (default: the learnt ``h0``, else
     zeros); ``mask`` or ``lengths`` mark valid steps, as in :func:`jrnn.forward`.
     """
+    shells.check_flags(time_major=self.time_major, reverse=self.reverse,
+                       return_carry=self.return_carry, learn_h0=self.learn_h0)
     draw = functools.partial(
         shells.init_rnn, n_in=jnp.shape(xs)[-1], n_hidden=self.hidden_size,
         n_out=self.out_features, init=_init(self), dtype=self.param_dtype)
@@ -119,6 +122,8 @@ class StackedElmanRNN(nn.Module):
   @nn.compact
   def __call__(self, xs, *, h0=None, mask=None, lengths=None):
     """Runs the stack over ``xs``; arguments as :meth:`ElmanRNN.__call__` (``h0`` stacked)."""
+    shells.check_flags(bidirectional=self.bidirectional, time_major=self.time_major,
+                       return_carry=self.return_carry, learn_h0=self.learn_h0)
     draw = functools.partial(
         shells.init_stack, n_in=jnp.shape(xs)[-1], n_hidden=self.hidden_size,
         n_out=self.out_features, init=_init(self), dtype=self.param_dtype,
@@ -139,7 +144,18 @@ def _params(module: nn.Module, draw, names) -> dict:
   At init the draw happens once, from one key, so the parameters are exactly what
   ``jrnn.init_params``/``init_stacked`` return for it. At apply Flax only checks each
   parameter's shape against its initialiser's output; that needs the draw's shapes, not a draw.
+  Outside ``init``, variables that lack one of ``names`` or hold others are refused by name
+  (Flax would ask for a ``params`` PRNG, or ignore the extra array).
   """
+  if not module.is_initializing():
+    have = set(module.variables.get("params", {}))
+    missing, extra = sorted(set(names) - have), sorted(have - set(names))
+    if missing or extra:
+      kind = type(module).__name__
+      raise ValueError(
+          f"{kind}'s variables must hold params {sorted(names)}, got {sorted(have)} "
+          f"(missing {missing}, unexpected {extra}); pass what {kind}.init returned or "
+          "to_variables(params), with out_features and learn_h0 as when they were made")
   if all(module.has_variable("params", n) for n in names):
     shapes = jax.eval_shape(draw, jax.random.key(0))
     init = lambda name: lambda _: jax.tree.map(  # noqa: E731
@@ -176,6 +192,10 @@ def to_variables(params) -> dict:
   """``{"params": ...}`` for :class:`ElmanRNN` (from :class:`jrnn.RNNParams` or
   :class:`jrnn.LayerParams`) or :class:`StackedElmanRNN` (from :class:`jrnn.StackedParams`)."""
   if isinstance(params, StackedParams):
+    validation.check_stacked_layers(params.layers)
+    layer0 = params.layers[0][0]
+    validation.check_readout(params.w_hy, params.b_y, len(params.layers[0]) * layer0.w_hh.shape[0],
+                             jnp.result_type(layer0.w_hh))
     tree = {"layers": params.layers}
     if params.w_hy is not None:
       tree.update(w_hy=params.w_hy, b_y=params.b_y)
@@ -183,19 +203,61 @@ def to_variables(params) -> dict:
   if not isinstance(params, (RNNParams, LayerParams)):
     raise TypeError("params must be RNNParams, LayerParams or StackedParams, got "
                     f"{type(params).__name__}")
+  validation.check_params_consistent(params.w_xh, params.w_hh, params.b_h, params.h0)
+  if isinstance(params, RNNParams):
+    validation.check_readout(params.w_hy, params.b_y, params.w_hh.shape[0],
+                             jnp.result_type(params.w_hh))
   return {"params": {k: v for k, v in params._asdict().items() if v is not None}}
 
 
-def from_variables(variables: dict):
+def from_variables(variables: Mapping[str, Any]):
   """jrnn's parameters from an :class:`ElmanRNN`'s or :class:`StackedElmanRNN`'s variables:
   :class:`jrnn.StackedParams` for a stack, :class:`jrnn.RNNParams` for a layer with a readout,
-  :class:`jrnn.LayerParams` for one without."""
+  :class:`jrnn.LayerParams` for one without.
+
+  ``variables`` is ``{"params": tree}`` or the tree itself. Every name must be one of the
+  parameters' fields (``w_xh``, ``w_hh``, ``b_h`` required, ``h0`` optional, ``w_hy`` with
+  ``b_y``; a stack's ``layers`` with optional ``w_hy``, ``b_y``), and the arrays are checked as
+  :func:`jrnn.forward` / :func:`jrnn.stacked_forward` check them: a ``ValueError`` or
+  ``TypeError`` names the missing or unexpected names, or the array whose shape or dtype is off.
+  """
+  if not isinstance(variables, Mapping):
+    raise TypeError(f"variables must be a dict ({{'params': ...}}), got {type(variables).__name__}")
   tree = variables.get("params", variables)
+  if not isinstance(tree, Mapping):
+    raise TypeError(f"variables['params'] must be a dict, got {type(tree).__name__}")
   if "layers" in tree:
-    return StackedParams(_as_layers(tree["layers"]), tree.get("w_hy"), tree.get("b_y"))
-  if "w_hy" in tree:
+    _check_names(tree, required=("layers",), optional=("w_hy", "b_y"))
+    try:
+      layers = _as_layers(tree["layers"])
+    except (TypeError, ValueError, KeyError, AttributeError) as e:
+      raise ValueError("params['layers'] must be layers[l][d] with the fields w_xh, w_hh, b_h "
+                       f"(and h0), as to_variables writes them: {e}") from e
+    params = StackedParams(layers, tree.get("w_hy"), tree.get("b_y"))
+    validation.check_stacked_layers(params.layers)
+    first = params.layers[0][0]
+    validation.check_readout(params.w_hy, params.b_y,
+                             params.num_directions * first.w_hh.shape[0],
+                             jnp.result_type(first.w_hh))
+    return params
+  readout = "w_hy" in tree or "b_y" in tree
+  _check_names(tree, required=("w_xh", "w_hh", "b_h") + (("w_hy", "b_y") if readout else ()),
+               optional=("h0",))
+  validation.check_params_consistent(tree["w_xh"], tree["w_hh"], tree["b_h"], tree.get("h0"))
+  if readout:
+    validation.check_readout(tree["w_hy"], tree["b_y"], jnp.shape(tree["w_hh"])[0],
+                             jnp.result_type(tree["w_hh"]))
     return RNNParams(**{k: tree.get(k) for k in RNNParams._fields})
   return LayerParams(**{k: tree.get(k) for k in LayerParams._fields})
+
+
+def _check_names(tree: Mapping[str, Any], *, required, optional) -> None:
+  have = set(tree)
+  missing = [n for n in required if tree.get(n) is None]
+  extra = sorted(have - set(required) - set(optional))
+  if missing or extra:
+    raise ValueError(f"params must hold {list(required)} (optionally {list(optional)}), got "
+                     f"{sorted(have)}: missing {missing}, unexpected {extra}")
 
 
 __all__ = ("ElmanRNN", "StackedElmanRNN", "from_simple_cell", "from_variables",

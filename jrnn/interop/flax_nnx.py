@@ -62,6 +62,8 @@ class ElmanRNN(nnx.Module):
                scheme: str = shells.DEFAULT_SCHEME, scale: Optional[float] = None,
                spectral_radius: Optional[float] = None, learn_h0: bool = False,
                param_dtype=jnp.float32, rngs: nnx.Rngs):
+    shells.check_flags(time_major=time_major, reverse=reverse, return_carry=return_carry,
+                       learn_h0=learn_h0)
     p = shells.init_rnn(rngs.params(), in_features, hidden_size, out_features,
                         shells.Init(scheme, scale, spectral_radius, learn_h0), param_dtype)
     self.w_xh, self.w_hh, self.b_h = nnx.Param(p.w_xh), nnx.Param(p.w_hh), nnx.Param(p.b_h)
@@ -106,6 +108,8 @@ class StackedElmanRNN(nnx.Module):
                scheme: str = shells.DEFAULT_SCHEME, scale: Optional[float] = None,
                spectral_radius: Optional[float] = None, learn_h0: bool = False,
                param_dtype=jnp.float32, rngs: nnx.Rngs):
+    shells.check_flags(bidirectional=bidirectional, time_major=time_major,
+                       return_carry=return_carry, learn_h0=learn_h0)
     p = shells.init_stack(rngs.params(), in_features, hidden_size, out_features,
                           shells.Init(scheme, scale, spectral_radius, learn_h0), param_dtype,
                           num_layers=num_layers, bidirectional=bidirectional)

@@ -17,6 +17,7 @@ from typing import NamedTuple, Optional, Tuple
 import jax
 import jax.numpy as jnp
 
+from jrnn import validation
 from jrnn.activations import ActivationLike
 from jrnn.init import init_layer, init_params, init_stacked
 from jrnn.params import RNNParams, StackedParams
@@ -44,6 +45,15 @@ class Init(NamedTuple):
   scale: Optional[float] = None
   spectral_radius: Optional[float] = None
   learn_h0: bool = False
+
+
+def check_flags(**flags) -> None:
+  """Raises ``TypeError`` naming the first flag that is not a bool (``"no"`` is not False).
+
+  The modules check their flags before drawing anything, so a typo costs no compile.
+  """
+  for name, value in flags.items():
+    validation.check_bool(name, value)
 
 
 def init_rnn(key: jax.Array, n_in: int, n_hidden: int, n_out: Optional[int], init: Init,

@@ -27,23 +27,57 @@ from __future__ import annotations
 from typing import Any, Mapping, Optional, Tuple, Union
 
 import jax.numpy as jnp
+import numpy as np
 
+from jrnn import validation
 from jrnn.params import LayerParams, RNNParams
 
 _NAMES = {False: ("i", "h"), True: ("dense_i", "dense_h")}
+# Flax's SimpleCell defaults to float32; jrnn computes in the parameters' dtype, so a float16 or
+# integer checkpoint would run in that dtype without a word: it is refused, with the cast to use.
+_DTYPES = (np.dtype("float32"), np.dtype("float64"))
 
 
-def _sub(cell: Mapping[str, Any], *names: str) -> Mapping[str, Any]:
-  for name in names:
-    if name in cell:
-      return cell[name]
-  raise KeyError(f"a SimpleCell's parameters hold {' or '.join(map(repr, names))}; got keys "
-                 f"{sorted(cell)} (pass the cell's own dict, e.g. params['cell'] under nn.RNN "
-                 "or params['SimpleCell_0'] in a compact parent)")
+def _sub(cell: Mapping[str, Any], *names: str) -> Tuple[str, Mapping[str, Any]]:
+  """``(where, sub-dict)``: the one of ``names`` that ``cell`` holds, e.g. ``"cell['i']"``."""
+  found = [name for name in names if name in cell]
+  if not found:
+    raise ValueError(f"a SimpleCell's parameters hold {' or '.join(map(repr, names))}; got keys "
+                     f"{sorted(cell)} (pass the cell's own dict, e.g. params['cell'] under nn.RNN "
+                     "or params['SimpleCell_0'] in a compact parent)")
+  if len(found) > 1:
+    raise ValueError(f"cell holds both {found[0]!r} (linen) and {found[1]!r} (NNX); pass one "
+                     "cell's dict")
+  where = f"cell[{found[0]!r}]"
+  sub = cell[found[0]]
+  if not isinstance(sub, Mapping):
+    raise TypeError(f"{where} must be a dict with 'kernel' (and 'bias'), got "
+                    f"{type(sub).__name__}")
+  return where, sub
 
 
-def _value(a) -> jnp.ndarray:
-  return jnp.asarray(getattr(a, "value", a))  # an NNX state holds Variables
+def _read(where: str, sub: Mapping[str, Any], key: str, shape, what: str, dtype=None,
+          required: bool = True) -> Optional[jnp.ndarray]:
+  """``sub[key]`` as an array of ``shape`` (``None`` matches any size) in float32/float64.
+
+  ``dtype``: the dtype every other array of the cell must share (the first array read's).
+  """
+  name = f"{where}[{key!r}]"
+  if key not in sub:
+    if required:
+      raise ValueError(f"{where} has no {key!r} (its keys: {sorted(sub)}); {name} must be {what}")
+    return None
+  a = getattr(sub[key], "value", sub[key])  # an NNX state holds Variables
+  if a is None or isinstance(a, (str, bytes, Mapping)):
+    raise TypeError(f"{name} must be an array {what}, got {type(a).__name__}")
+  a = jnp.asarray(a)
+  if a.dtype not in _DTYPES:
+    raise TypeError(f"{name} must be float32 or float64, got {a.dtype}; cast the cell first, "
+                    "e.g. jax.tree.map(lambda a: a.astype(jnp.float32), cell)")
+  validation.check_shape(name, a, shape, what)
+  if dtype is not None:
+    validation.check_float(name, a, dtype)
+  return a
 
 
 def from_simple_cell(cell: Mapping[str, Any], readout: Optional[Mapping[str, Any]] = None, *,
@@ -54,24 +88,44 @@ def from_simple_cell(cell: Mapping[str, Any], readout: Optional[Mapping[str, Any
     cell: ``{"i": {"kernel": (I, H), "bias": (H,)}, "h": {"kernel": (H, H)}}`` (linen), or the
       same under ``dense_i``/``dense_h`` (NNX, e.g. ``nnx.state(cell).to_pure_dict()``).
     readout: a ``Dense(O)``'s ``{"kernel": (H, O), "bias": (O,)}``, or ``None``.
-    residual: the cell's ``residual`` flag (folded into ``W_hh`` as ``+ I``).
+    residual: the cell's ``residual`` flag (folded into ``W_hh`` as ``+ I``); a bool.
 
   Returns:
     :class:`LayerParams` without ``readout``, :class:`RNNParams` with it.
+
+  Raises:
+    TypeError: ``cell`` or ``readout`` is not a dict, ``residual`` is not a bool, or an array is
+      not float32/float64 or not of the first kernel's dtype.
+    ValueError: a missing sub-dict or kernel, or an array whose shape disagrees with the others
+      (``H`` is read off ``i.kernel``), each message naming the key, the expected and the actual
+      shape.
   """
-  i, h = _sub(cell, "i", "dense_i"), _sub(cell, "h", "dense_h")
-  w_hh = _value(h["kernel"]).T
+  validation.check_bool("residual", residual)
+  if not isinstance(cell, Mapping):
+    raise TypeError("cell must be a SimpleCell's parameter dict ({'i': {...}, 'h': {...}}), "
+                    f"got {type(cell).__name__}")
+  (wi, i), (wh, h) = _sub(cell, "i", "dense_i"), _sub(cell, "h", "dense_h")
+  k_i = _read(wi, i, "kernel", (None, None), "(I, H)")
+  n_hidden, dtype = k_i.shape[1], k_i.dtype
+  k_h = _read(wh, h, "kernel", (n_hidden, n_hidden), "(H, H)", dtype)
+  w_hh = k_h.T
   if residual:
-    w_hh = w_hh + jnp.eye(w_hh.shape[0], dtype=w_hh.dtype)
-  w_xh = _value(i["kernel"]).T
-  b_h = _value(i["bias"]) if "bias" in i else jnp.zeros(w_hh.shape[:1], w_hh.dtype)
-  if "bias" in h:  # a hand-built cell with both biases: they only ever appear as their sum
-    b_h = b_h + _value(h["bias"])
+    w_hh = w_hh + jnp.eye(n_hidden, dtype=dtype)
+  b_h = _read(wi, i, "bias", (n_hidden,), "(H,)", dtype, required=False)
+  if b_h is None:
+    b_h = jnp.zeros((n_hidden,), dtype)
+  b_hh = _read(wh, h, "bias", (n_hidden,), "(H,)", dtype, required=False)
+  if b_hh is not None:  # a hand-built cell with both biases: they only ever appear as their sum
+    b_h = b_h + b_hh
   if readout is None:
-    return LayerParams(w_xh, w_hh, b_h)
-  w_hy = _value(readout["kernel"]).T
-  b_y = _value(readout["bias"]) if "bias" in readout else jnp.zeros(w_hy.shape[:1], w_hy.dtype)
-  return RNNParams(w_xh, w_hh, b_h, w_hy, b_y)
+    return LayerParams(k_i.T, w_hh, b_h)
+  if not isinstance(readout, Mapping):
+    raise TypeError("readout must be a Dense layer's parameter dict ({'kernel': (H, O), "
+                    f"'bias': (O,)}}), got {type(readout).__name__}")
+  k_y = _read("readout", readout, "kernel", (n_hidden, None), "(H, O)", dtype)
+  b_y = _read("readout", readout, "bias", (k_y.shape[1],), "(O,)", dtype, required=False)
+  return RNNParams(k_i.T, w_hh, b_h, k_y.T,
+                   jnp.zeros(k_y.shape[1:], dtype) if b_y is None else b_y)
 
 
 def to_simple_cell(params: Union[LayerParams, RNNParams], *, residual: bool = False,
@@ -86,11 +140,22 @@ def to_simple_cell(params: Union[LayerParams, RNNParams], *, residual: bool = Fa
 
   Returns:
     the cell's dict for :class:`LayerParams`; ``(cell, dense)`` for :class:`RNNParams`, where
-    ``dense = {"kernel": W_hyᵀ, "bias": b_y}`` is a ``Dense(O)`` readout's.
+    ``dense = {"kernel": W_hyᵀ, "bias": b_y}`` is a ``Dense(O)`` readout's (``None`` when
+    ``w_hy`` and ``b_y`` are, as in an NNX or Equinox ``ElmanRNN`` without ``out_features``).
+
+  Raises:
+    TypeError, ValueError: ``residual`` or ``nnx`` not a bool, params of another type, or
+      arrays that disagree in shape or dtype (as :func:`jrnn.forward` checks them).
   """
+  validation.check_bool("residual", residual)
+  validation.check_bool("nnx", nnx)
   if not isinstance(params, (LayerParams, RNNParams)):
     raise TypeError(f"params must be LayerParams or RNNParams, got {type(params).__name__}; "
                     "convert a StackedParams layer by layer")
+  validation.check_params_consistent(params.w_xh, params.w_hh, params.b_h, params.h0)
+  if isinstance(params, RNNParams):
+    validation.check_readout(params.w_hy, params.b_y, np.shape(params.w_hh)[0],
+                             jnp.result_type(params.w_hh))
   w_hh = jnp.asarray(params.w_hh)
   if residual:
     w_hh = w_hh - jnp.eye(w_hh.shape[0], dtype=w_hh.dtype)
@@ -99,4 +164,6 @@ def to_simple_cell(params: Union[LayerParams, RNNParams], *, residual: bool = Fa
           name_h: {"kernel": w_hh.T}}
   if isinstance(params, LayerParams):
     return cell
+  if params.w_hy is None:  # e.g. an NNX/Equinox ElmanRNN's .params without out_features
+    return cell, None
   return cell, {"kernel": jnp.asarray(params.w_hy).T, "bias": jnp.asarray(params.b_y)}
