@@ -146,6 +146,37 @@ def test_every_namespace_is_reachable_after_a_plain_import_jrnn():
   subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_every_public_submodule_is_reachable_after_a_plain_import_jrnn():
+  # Every module a package docstring lists (e.g. jrnn.training's table: seeds, loop, cli, ...) is
+  # a public submodule; each must be an attribute after `import jrnn` alone, found by getattr
+  # (lazily imported ones included), and importing jrnn must not load the optional frameworks.
+  code = (
+      "import pkgutil, sys, types, jrnn\n"
+      "heavy = [m for m in ('flax', 'equinox', 'torch', 'mnist1d', 'matplotlib') "
+      "if m in sys.modules]\n"
+      "assert not heavy, f'import jrnn loaded {heavy}'\n"
+      "missing, todo = [], [('jrnn', jrnn)]\n"
+      "while todo:\n"
+      "  name, pkg = todo.pop()\n"
+      "  for info in pkgutil.iter_modules(pkg.__path__):\n"
+      "    if info.name.startswith('_'):\n"
+      "      continue\n"
+      "    try:\n"
+      "      sub = getattr(pkg, info.name, None)\n"
+      "    except ImportError as e:  # an optional framework that is not installed\n"
+      "      print('skipped', info.name, e)\n"
+      "      continue\n"
+      "    if not isinstance(sub, types.ModuleType):\n"
+      "      if name == 'jrnn' and callable(sub):\n"
+      "        continue  # a module shadowed by its one public function, e.g. jrnn.recurrence\n"
+      "      missing.append(f'{name}.{info.name}')\n"
+      "    elif info.ispkg:\n"
+      "      todo.append((f'{name}.{info.name}', sub))\n"
+      "assert not missing, f'not reachable after import jrnn: {missing}'\n")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+  assert out.returncode == 0, out.stderr[-2000:]
+
+
 def test_moved_names_warn_and_still_work():
   import jrnn
   with pytest.warns(DeprecationWarning, match="jrnn.training.clip_tree_by_global_norm"):

@@ -14,12 +14,18 @@ module                    what it holds
 ``sharding``              data-parallel meshes
 ``sample``                :func:`sample_tokens` from a character model
 ``seeds``                 several seeds as one compiled program (``jax.vmap``)
+``classification``        one label per sequence, from the state after its last valid step
 ``config``, ``tasks``     the ``jrnn-train`` job: its configuration and tasks,
 ``loop``, ``report``      the training loop read top to bottom, metrics and plots,
 ``distributed``           multi-process (``jax.distributed``) set-up,
 ``cli``                   and the command-line parsing
 ========================  ===================================================================
+
+Every module above is reachable as ``jrnn.training.<module>`` after ``import jrnn``; ``seeds``,
+``classification`` and the job's modules load on first access (module ``__getattr__``).
 """
+import importlib as _importlib
+
 from jrnn.training import checkpoint, sharding
 from jrnn.training.checkpointed import checkpointed_loss
 from jrnn.training.clipping import (
@@ -32,6 +38,18 @@ from jrnn.training.steps import (
     LOSSES, Batch, make_eval_step, make_stream_train_step, make_train_step, sequence_loss,
 )
 from jrnn.training.truncated import TruncatedResult, bptt_chunk, chunked_bptt, truncated_bptt
+
+_LAZY = ("classification", "cli", "config", "distributed", "loop", "report", "seeds", "tasks")
+
+
+def __getattr__(name):
+  if name in _LAZY:
+    return _importlib.import_module(f"jrnn.training.{name}")
+  raise AttributeError(f"module 'jrnn.training' has no attribute {name!r}")
+
+
+def __dir__():
+  return sorted(list(globals()) + list(_LAZY))
 
 __all__ = (
     "Batch",

@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jrnn import validation
 from jrnn.activations import ActivationLike
 from jrnn.cell import readout
 from jrnn.init import check_key
@@ -91,6 +92,8 @@ def sequence_loss(
     kind: one of :data:`LOSSES`.
     one_hot: if given, ``batch.xs`` holds integer tokens ``(T, B)`` in ``[0, one_hot)`` that are
       one-hot encoded to ``(T, B, one_hot)`` (so ``W_xh x_t`` is column ``x_t`` of ``W_xh``).
+      A token outside that range is a ``ValueError`` when ``batch.xs`` is concrete; under
+      ``jit`` it makes the loss and gradients NaN (which ``make_train_step(guard=True)`` skips).
     reduction: as :func:`jrnn.squared_error`; ``"mean"`` is per scored step.
     activation, unroll, grad, kernel, solver: passed to :func:`jrnn.forward`.
     dropout: ``p ∈ [0, 1)``: when ``batch.key`` is given, the readout sees
@@ -112,7 +115,13 @@ def sequence_loss(
         raise TypeError(f"batch.xs must hold integer tokens with one_hot={one_hot}, "
                         f"got dtype {jnp.result_type(xs)}")
       dtype = jnp.result_type(jax.tree_util.tree_leaves(params)[0])
-      xs = jax.nn.one_hot(xs, one_hot, dtype=dtype)
+      valid = (xs >= 0) & (xs < one_hot)
+      if not isinstance(xs, jax.core.Tracer) and not jnp.all(valid):
+        raise ValueError(f"batch.xs must hold tokens in [0, one_hot={one_hot}), got tokens from "
+                         f"{int(jnp.min(xs))} to {int(jnp.max(xs))}")
+      # Traced tokens cannot be checked: one out of range makes its input NaN (not the zero
+      # vector one_hot would give), so the loss and gradients are NaN, never quietly wrong.
+      xs = jnp.where(valid[..., None], jax.nn.one_hot(xs, one_hot, dtype=dtype), jnp.nan)
     run = stacked_forward if isinstance(params, StackedParams) else forward
     out = run(params, xs, h0=h0, activation=activation, unroll=unroll, grad=grad,
               kernel=kernel, solver=solver)
@@ -159,10 +168,46 @@ def _update(loss_and_grad, optimizer, params, opt_state, *args, guard=False):
 def _jit(fn, jit, donate, out_shardings):
   if not jit:
     return fn
-  # Input shardings are taken from the arguments (placed by jrnn.sharding.replicate and
-  # shard_batch); fixing the outputs' keeps params replicated from one step to the next.
+  # Input shardings are taken from the arguments (placed by jrnn.training.sharding.replicate
+  # and shard_batch); fixing the outputs' keeps params replicated from one step to the next.
   kwargs = {} if out_shardings is None else {"out_shardings": out_shardings}
   return jax.jit(fn, donate_argnums=donate, **kwargs)
+
+
+def _check_step_args(builder: str, loss_fn, optimizer=None, **flags) -> None:
+  """At construction: a callable loss, an optax-like optimiser, boolean flags."""
+  if not callable(loss_fn):
+    raise TypeError(f"{builder}: loss_fn must be callable, loss_fn(params, batch, ...), got "
+                    f"{type(loss_fn).__name__} {loss_fn!r:.60}")
+  if optimizer is not None and not (callable(getattr(optimizer, "init", None))
+                                    and callable(getattr(optimizer, "update", None))):
+    raise TypeError(f"{builder}: optimizer must be an optax.GradientTransformation (init and "
+                    f"update), got {type(optimizer).__name__}")
+  for name, value in flags.items():
+    validation.check_bool(name, value)
+
+
+def _split_loss(builder: str, out, has_aux: bool, fix: str = "pass has_aux=False for a loss "
+                "that returns a scalar", scalar: bool = True):
+  """``(loss, aux)`` from what ``loss_fn`` returned, at trace time; one-line errors for a pair
+  given without ``has_aux=True``, a scalar with it, or a loss that is not a float scalar."""
+  is_pair = isinstance(out, (tuple, list))
+  if is_pair and not has_aux:
+    raise TypeError(f"{builder}: loss_fn returned a {type(out).__name__} of {len(out)}, not a "
+                    "scalar; for a loss that returns (loss, aux), such as sequence_loss's "
+                    "(L, h_last), pass has_aux=True")
+  if has_aux and not (is_pair and len(out) == 2):
+    got = (f"a {type(out).__name__} of {len(out)}" if is_pair
+           else f"one value of shape {jnp.shape(out)}")
+    raise TypeError(f"{builder}: loss_fn must return a pair (loss, aux) here, got "
+                    f"{got}; {fix}")
+  loss, aux = out if has_aux else (out, None)
+  if scalar and (jnp.shape(loss) != () or not jnp.issubdtype(jnp.result_type(loss),
+                                                             jnp.floating)):
+    raise TypeError(f"{builder}: loss_fn's loss must be a float scalar (shape ()), got shape "
+                    f"{jnp.shape(loss)} and dtype {jnp.result_type(loss)}; reduce it over the "
+                    "batch and steps (e.g. reduction='mean')")
+  return loss, aux
 
 
 def make_train_step(
@@ -178,16 +223,20 @@ def make_train_step(
   """Builds ``train_step(params, opt_state, batch) -> (params, opt_state, metrics)``.
 
   Args:
-    loss_fn: ``loss_fn(params, batch)`` returning a scalar, or ``(scalar, aux)`` with
-      ``has_aux=True`` (``aux`` is dropped; :func:`sequence_loss` returns ``h_last`` there).
+    loss_fn: ``loss_fn(params, batch)`` returning a float scalar, or ``(scalar, aux)`` with
+      ``has_aux=True`` (``aux`` is dropped; :func:`sequence_loss` returns ``h_last`` there, so
+      it needs ``has_aux=True``). A pair without ``has_aux=True``, a scalar with it, or a loss
+      that is not a float scalar is a ``TypeError`` when the step is first traced; a
+      ``loss_fn`` that is not callable, or an ``optimizer`` without ``init``/``update``, a
+      ``TypeError`` here.
     optimizer: any ``optax.GradientTransformation`` (see :func:`make_optimizer`).
     has_aux: whether ``loss_fn`` returns ``(loss, aux)``.
     jit: compile with ``jax.jit`` (``False`` for debugging).
     donate: donate ``params`` and ``opt_state``: the caller must not reuse the arrays it
       passed in, only those returned.
-    mesh: a device mesh from :func:`jrnn.sharding.data_mesh` for data parallelism: pass
-      ``params``/``opt_state`` placed by :func:`jrnn.sharding.replicate` and ``batch`` by
-      :func:`jrnn.sharding.shard_batch` (split along its batch axis 1); the step keeps the
+    mesh: a device mesh from :func:`jrnn.training.sharding.data_mesh` for data parallelism: pass
+      ``params``/``opt_state`` placed by :func:`jrnn.training.sharding.replicate` and ``batch`` by
+      :func:`jrnn.training.sharding.shard_batch` (split along its batch axis 1); the step keeps the
       returned ``params``/``opt_state`` replicated, and XLA sums the gradient across devices.
     guard: skip a non-finite update (see the module docstring): when the loss, the gradient
       norm or any new parameter or optimiser-state entry is NaN or inf, return ``params`` and
@@ -198,9 +247,10 @@ def make_train_step(
     ``guard=True`` the bool ``"ok"``, as device scalars: fetch them only when logging, so steps
     are not synchronised with the host.
   """
+  _check_step_args("make_train_step", loss_fn, optimizer, has_aux=has_aux)
+
   def scalar_loss(params, batch):
-    out = loss_fn(params, batch)
-    return out if has_aux else (out, None)
+    return _split_loss("make_train_step", loss_fn(params, batch), has_aux)
 
   grad_fn = jax.value_and_grad(scalar_loss, has_aux=True)
 
@@ -242,7 +292,14 @@ def make_stream_train_step(
   ``∂L_k/∂θ = Σ_{t in window k} …`` with ``h`` treated as a constant (truncated BPTT with
   ``k₁ = k₂ = T``).
   """
-  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  _check_step_args("make_stream_train_step", loss_fn, optimizer)
+
+  def pair_loss(params, batch, h):
+    return _split_loss("make_stream_train_step", loss_fn(params, batch, h), True,
+                       "a stream step's loss_fn(params, batch, h0) returns (loss, h_last), as "
+                       "sequence_loss does")
+
+  grad_fn = jax.value_and_grad(pair_loss, has_aux=True)
 
   def stream_step(params, opt_state, h, batch):
     h = jax.lax.stop_gradient(h)
@@ -267,8 +324,10 @@ def make_eval_step(loss_fn: Callable[..., Any], *, has_aux: bool = False,
 
   Extra arguments (e.g. ``h0`` for :func:`sequence_loss`) are passed on to ``loss_fn``.
   """
+  _check_step_args("make_eval_step", loss_fn, has_aux=has_aux)
+
   def eval_step(params, batch, *rest):
-    out = loss_fn(params, batch, *rest)
-    return {"loss": out[0] if has_aux else out}
+    out = loss_fn(params, batch, *rest)  # not necessarily a scalar: reduction="none" is fine
+    return {"loss": _split_loss("make_eval_step", out, has_aux, scalar=False)[0]}
 
   return jax.jit(eval_step) if jit else eval_step
