@@ -88,12 +88,24 @@ def _solver_name(solver) -> str:
 
 
 def choices_from_bptt(bptt: Optional[str], grad: str, kernel: str) -> tuple:
-  """``(grad, kernel)``, honouring the deprecated ``bptt=`` of jrnn 0.1 when it is given."""
+  """``(grad, kernel)``, honouring the deprecated ``bptt=`` of jrnn 0.1 when it is given.
+
+  A ``grad`` or ``kernel`` given beside ``bptt`` that differs from both its default and what
+  ``bptt`` implies is a ``ValueError`` naming both (a value equal to the default cannot be told
+  from one left out, and is overridden by ``bptt``).
+  """
   if bptt is None:
     return grad, kernel
   if bptt not in _BPTT_TO_CHOICES:
     raise ValueError(f"bptt must be one of {tuple(_BPTT_TO_CHOICES)}, got {bptt!r}")
   new = _BPTT_TO_CHOICES[bptt]
+  # grad/kernel at their defaults may have been left out; any other value was asked for.
+  conflicts = [f"{name}={value!r}" for name, value, default, implied in
+               (("grad", grad, "hand", new[0]), ("kernel", kernel, "auto", new[1]))
+               if value not in (default, implied)]
+  if conflicts:
+    raise ValueError(f"bptt={bptt!r} (deprecated) means grad={new[0]!r}, kernel={new[1]!r} and "
+                     f"conflicts with {', '.join(conflicts)}; pass grad= and kernel= alone")
   warnings.warn(f"bptt={bptt!r} is deprecated since jrnn 0.2 and will be removed in 0.3; pass "
                 f"grad={new[0]!r}, kernel={new[1]!r}", DeprecationWarning, stacklevel=3)
   return new

@@ -119,6 +119,11 @@ def forward(
   if not isinstance(params, RNNParams):
     raise TypeError(f"params must be RNNParams, got {type(params).__name__}; "
                     "use stacked_forward for StackedParams")
+  if params.w_hy is None or params.b_y is None:
+    raise ValueError("forward needs a readout: params.w_hy (O, H) and params.b_y (O,), got "
+                     f"w_hy={'None' if params.w_hy is None else jnp.shape(params.w_hy)}, "
+                     f"b_y={'None' if params.b_y is None else jnp.shape(params.b_y)}; for the "
+                     "states alone use stacked_forward(StackedParams(((params.layer,),)), xs)")
   validation.check_params_consistent(params.w_xh, params.w_hh, params.b_h, params.h0)
   n_in, n_hidden, n_out = params.sizes
   validation.check_shape("params.w_hy", params.w_hy, (None, n_hidden), f"(O, H={n_hidden})")
@@ -187,6 +192,8 @@ def stacked_forward(
       validation.check_float(prefix + "w_hh", p.w_hh, dtype)
       validation.check_params_consistent(p.w_xh, p.w_hh, p.b_h, p.h0, prefix=prefix)
       validation.check_shape(prefix + "w_xh", p.w_xh, (n_hidden, fan_in), "(H, fan_in)")
+  if (params.w_hy is None) != (params.b_y is None):
+    validation.check_readout(params.w_hy, params.b_y, n_dir * n_hidden, dtype)  # raises
   if params.w_hy is not None:
     validation.check_shape("params.w_hy", params.w_hy, (None, n_dir * n_hidden), "(O, D*H)")
     validation.check_shape("params.b_y", params.b_y, (params.w_hy.shape[0],), "(O,)")

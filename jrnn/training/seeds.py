@@ -34,13 +34,18 @@ Example::
 """
 from __future__ import annotations
 
+import numbers
 from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
+from jrnn import validation
 from jrnn.training.steps import Metrics, make_train_step
+
+_INT64 = (-2 ** 63, 2 ** 63)  # the seeds jax.random.key takes
 
 
 def seed_keys(seeds: Union[Sequence[int], jax.Array], n: Optional[int] = None) -> jax.Array:
@@ -54,6 +59,13 @@ def seed_keys(seeds: Union[Sequence[int], jax.Array], n: Optional[int] = None) -
 
   Returns:
     Typed keys of shape ``(S,)``.
+
+  Raises:
+    TypeError: ``seeds`` is one int (``seed_keys(5)`` is ambiguous between seed 5 and five
+      seeds: pass ``[5]`` or ``range(5)``), a string, or not iterable.
+    ValueError: an empty sequence, a seed that is not an int (``1.5``, ``True``) or outside
+      ``[-2**63, 2**63)``, a repeated seed (two identical runs would understate the spread
+      over seeds), a key that is not a single key, or a bad ``n``.
   """
   if isinstance(seeds, jax.Array) and jnp.issubdtype(seeds.dtype, jax.dtypes.prng_key):
     if seeds.shape != ():
@@ -63,9 +75,30 @@ def seed_keys(seeds: Union[Sequence[int], jax.Array], n: Optional[int] = None) -
     return jax.random.split(seeds, n)
   if n is not None:
     raise ValueError("n is only for splitting a key; with integer seeds leave it None")
-  seeds = list(seeds)
-  if not seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
+  if isinstance(seeds, (numbers.Integral, np.integer)) and not isinstance(seeds, bool):
+    raise TypeError(f"seeds must be a sequence of ints, got the int {seeds}; pass [{seeds}] for "
+                    f"that one seed or range({seeds}) for seeds 0..{seeds - 1}")
+  if isinstance(seeds, (str, bytes)):
+    raise TypeError(f"seeds must be a sequence of ints, got the string {seeds!r}")
+  if isinstance(seeds, (np.ndarray, jax.Array)):
+    if seeds.ndim != 1 or not jnp.issubdtype(seeds.dtype, jnp.integer):
+      raise ValueError(f"seeds must be a 1-D array of ints, got {seeds.dtype} of shape "
+                       f"{seeds.shape}")
+    seeds = np.asarray(seeds).tolist()
+  try:
+    seeds = list(seeds)
+  except TypeError:
+    raise TypeError(f"seeds must be a sequence of ints, got {type(seeds).__name__}") from None
+  if not seeds or any(isinstance(s, (bool, np.bool_)) or not isinstance(s, (int, np.integer))
+                      for s in seeds):
     raise ValueError(f"seeds must be a non-empty sequence of ints, got {seeds!r}")
+  seeds = [int(s) for s in seeds]
+  bad = [s for s in seeds if not _INT64[0] <= s < _INT64[1]]
+  if bad:
+    raise ValueError(f"seeds must lie in [-2**63, 2**63) (jax.random.key's range), got {bad}")
+  repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+  if repeated:
+    raise ValueError(f"seeds must be distinct, got {repeated} more than once in {seeds}")
   return jnp.stack([jax.random.key(s) for s in seeds])
 
 
@@ -82,6 +115,12 @@ def init_seeds(init_fn: Callable[[jax.Array], Any], optimizer: optax.GradientTra
   Returns:
     ``(params, opt_state)``, every leaf with a leading axis ``S``.
   """
+  if not callable(init_fn):
+    raise TypeError(f"init_fn must be a function key -> params, got {type(init_fn).__name__}")
+  if not (isinstance(keys, jax.Array) and jnp.issubdtype(keys.dtype, jax.dtypes.prng_key)):
+    raise TypeError(f"keys must be typed PRNG keys of shape (S,) (seed_keys), got "
+                    f"{type(keys).__name__} of dtype {jnp.result_type(keys)} and shape "
+                    f"{jnp.shape(keys)}")
   if jnp.ndim(keys) != 1:
     raise ValueError(f"keys must have shape (S,), got {jnp.shape(keys)}")
 
@@ -94,8 +133,48 @@ def init_seeds(init_fn: Callable[[jax.Array], Any], optimizer: optax.GradientTra
 
 
 def take_seed(tree: Any, s: int) -> Any:
-  """Seed ``s``'s slice of a stacked pytree (every leaf indexed ``[s]``)."""
+  """Seed ``s``'s slice of a stacked pytree (every leaf indexed ``[s]``).
+
+  ``s`` is an int in ``[-S, S)`` (negative counts from the end, as Python's indexing), ``S``
+  the leading axis every leaf shares. An index out of range is an ``IndexError`` (JAX alone
+  would clamp it and return the last seed). A traced ``s`` (inside ``jit``) cannot be checked
+  and is clamped into range as JAX does.
+  """
+  n_seeds = _seed_count("tree", tree)
+  if isinstance(s, jax.core.Tracer):
+    if jnp.ndim(s) != 0 or not jnp.issubdtype(jnp.result_type(s), jnp.integer):
+      raise TypeError(f"s must be an integer scalar, got {jnp.result_type(s)} of shape "
+                      f"{jnp.shape(s)}")
+  elif isinstance(s, (bool, np.bool_)) or not isinstance(s, (int, np.integer)) and not (
+      isinstance(s, (np.ndarray, jax.Array)) and s.ndim == 0
+      and jnp.issubdtype(s.dtype, jnp.integer)):
+    raise TypeError(f"s must be an int seed index, got {s!r}")
+  elif n_seeds is not None and not -n_seeds <= int(s) < n_seeds:
+    raise IndexError(f"seed index s={int(s)} is out of range for {n_seeds} seeds (the leading "
+                     f"axis): use 0..{n_seeds - 1}, or -{n_seeds}..-1 from the end")
   return jax.tree_util.tree_map(lambda x: x[s], tree)
+
+
+def _seed_count(name: str, tree: Any, expected: Optional[int] = None,
+               expected_from: str = "params") -> Optional[int]:
+  """``S``, the leading (seed) axis every array leaf of ``tree`` shares; ``None`` for no leaves.
+
+  Raises ``ValueError`` naming the leaf (``name`` and its path) for a leaf without a leading
+  axis, for leaves that disagree, or, with ``expected``, for a size other than ``expected``
+  (read off ``expected_from``).
+  """
+  first = None
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    where, shape = name + jax.tree_util.keystr(path), np.shape(leaf)
+    if not shape:
+      raise ValueError(f"{where} has shape (): every leaf needs a leading seed axis (S, ...)")
+    if expected is None:
+      expected, first = shape[0], where
+    elif shape[0] != expected:
+      source = first or expected_from
+      raise ValueError(f"{where} has {shape[0]} on its leading (seed) axis, but {source} has "
+                       f"S={expected} seeds; every leaf needs the leading seed axis (S, ...)")
+  return expected
 
 
 def make_multi_seed_train_step(
@@ -119,15 +198,32 @@ def make_multi_seed_train_step(
   Returns:
     ``step(params, opt_state, batch) -> (params, opt_state, metrics)``: ``params`` and
     ``opt_state`` as :func:`init_seeds` returns them; ``metrics["loss"]`` and
-    ``metrics["grad_norm"]`` of shape ``(S,)``.
+    ``metrics["grad_norm"]`` of shape ``(S,)``. Before it runs, ``step`` checks that every
+    leaf of ``params``, ``opt_state`` and (``batch_axis=0``) ``batch`` has the same leading
+    seed axis ``S``, and names the leaf that does not (a ``ValueError``).
   """
-  if batch_axis not in (0, None):
+  if isinstance(batch_axis, bool) or batch_axis not in (0, None):
     raise ValueError(f"batch_axis must be 0 or None, got {batch_axis!r}")
+  validation.check_bool("jit", jit)
+  validation.check_bool("donate", donate)
   one = make_train_step(loss_fn, optimizer, has_aux=has_aux, jit=False)
   step = jax.vmap(one, in_axes=(0, 0, batch_axis))
-  if not jit:
-    return step
-  return jax.jit(step, donate_argnums=(0, 1) if donate else ())
+  if jit:
+    step = jax.jit(step, donate_argnums=(0, 1) if donate else ())
+
+  def checked(params, opt_state, batch):
+    # vmap's own message ("inconsistent sizes for array axes") names no argument.
+    n_seeds = _seed_count("params", params)
+    _seed_count("opt_state", opt_state, n_seeds)
+    if batch_axis == 0:
+      try:
+        _seed_count("batch", batch, n_seeds)
+      except ValueError as e:
+        raise ValueError(f"{e}. For one batch shared by every seed, build the step with "
+                         "batch_axis=None") from None
+    return step(params, opt_state, batch)
+
+  return checked
 
 
 def make_multi_seed_train_chunk(
@@ -157,10 +253,19 @@ def make_multi_seed_train_chunk(
   Returns:
     ``chunk(params, opt_state, data_keys, start) -> (params, opt_state, metrics)`` with
     ``data_keys (S,)`` and ``start`` the global index of the chunk's first step;
-    ``metrics["loss"]`` and ``metrics["grad_norm"]`` of shape ``(S, steps)``.
+    ``metrics["loss"]`` and ``metrics["grad_norm"]`` of shape ``(S, steps)``. ``chunk``
+    checks that ``params``, ``opt_state`` and ``data_keys`` share the leading seed axis ``S``
+    (``ValueError`` naming the leaf) and that ``start`` is an int in ``[0, 2**31 - 1 - steps]``
+    (``TypeError`` for ``2.5``, ``ValueError`` for ``-5``; a traced ``start`` is checked for
+    its dtype only).
   """
   if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
     raise ValueError(f"steps must be a positive int, got {steps!r}")
+  if not callable(make_batch):
+    raise TypeError(f"make_batch must be a function (data_key, step) -> batch, got "
+                    f"{type(make_batch).__name__}")
+  validation.check_bool("jit", jit)
+  validation.check_bool("donate", donate)
   one_step = make_train_step(loss_fn, optimizer, has_aux=has_aux, jit=False)
 
   def one_seed(params, opt_state, data_key, start):
@@ -175,9 +280,39 @@ def make_multi_seed_train_chunk(
     return params, opt_state, metrics
 
   chunk = jax.vmap(one_seed, in_axes=(0, 0, 0, None))
-  if not jit:
-    return chunk
-  return jax.jit(chunk, donate_argnums=(0, 1) if donate else ())
+  if jit:
+    chunk = jax.jit(chunk, donate_argnums=(0, 1) if donate else ())
+
+  def checked(params, opt_state, data_keys, start):
+    n_seeds = _seed_count("params", params)
+    _seed_count("opt_state", opt_state, n_seeds)
+    if jnp.ndim(data_keys) < 1:
+      raise ValueError(f"data_keys must have shape (S,) with S={n_seeds} (one key per seed), "
+                       f"got {jnp.shape(data_keys)}")
+    _seed_count("data_keys", data_keys, n_seeds)
+    _check_start(start, steps)
+    return chunk(params, opt_state, data_keys, start)
+
+  return checked
+
+
+_INT32_MAX = 2 ** 31 - 1
+
+
+def _check_start(start, steps: int) -> None:
+  """``start``: an int ``>= 0`` (the global index of the chunk's first step); concrete values
+  are range-checked, a traced integer scalar only for its type."""
+  if isinstance(start, (jax.core.Tracer, np.ndarray, np.generic, jax.Array)):
+    if jnp.ndim(start) != 0 or not jnp.issubdtype(jnp.result_type(start), jnp.integer):
+      raise TypeError(f"start must be an int step index >= 0, got {jnp.result_type(start)} of "
+                      f"shape {jnp.shape(start)}")
+    if isinstance(start, jax.core.Tracer):
+      return
+  elif isinstance(start, (bool, np.bool_)) or not isinstance(start, (int, np.integer)):
+    raise TypeError(f"start must be an int step index >= 0, got {start!r}")
+  if not 0 <= int(start) <= _INT32_MAX - steps:
+    raise ValueError(f"start must be an int in [0, {_INT32_MAX - steps}] (step indices are "
+                     f"int32; this chunk runs {steps} steps), got {int(start)}")
 
 
 __all__ = (
