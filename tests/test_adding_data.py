@@ -69,8 +69,8 @@ def _experiment_module():
 def test_adding_experiment_script_smoke(tmp_path):
   mod = _experiment_module()
   mod.main(["--out", str(tmp_path), "--lengths", "6", "--steps", "3", "--hidden", "4",
-            "--batch", "4", "--test-size", "8", "--seeds", "0", "5", "--eval-every", "2",
-            "--inits", "irnn", "--clip-threshold", "1e-6", "--no-plot"])
+            "--batch", "4", "--test-size", "8", "--val-size", "6", "--seeds", "0", "5",
+            "--eval-every", "2", "--inits", "irnn", "--clip-threshold", "1e-6", "--no-plot"])
   results = json.loads((tmp_path / "results.json").read_text())
   runs = results["runs"]
   assert len(runs) == 4  # clipping off/on × 2 seeds, one vmapped program
@@ -78,13 +78,17 @@ def test_adding_experiment_script_smoke(tmp_path):
   for run in runs:
     assert run["steps"] == 3 and run["seq_len"] == 6
     assert run["curve"]["step"] == [2, 3]  # a chunk of 2, then the last step
+    assert set(run["curve"]) == {"step", "val_mse", "train_mse", "max_grad_norm"}
     assert run["test_mse"] is None or run["test_mse"] >= 0
+    assert run["val_mse"] == run["curve"]["val_mse"][-1]
   assert [c["seeds"] for c in results["cells"]] == [2, 2]
   # Clipping lives in each member's optimiser state: θ = 1e-6 clips every step of the clipped
   # runs, none of the others; a seed's two runs share init and data, so only clipping differs.
   assert [r["clipped_steps"] for r in runs] == [0, 0, 3, 3]
-  assert runs[0]["curve"]["test_mse"][0] != runs[2]["curve"]["test_mse"][0]
-  assert results["machine"]["model_name"] and results["wall_s"] > 0
+  assert runs[0]["curve"]["val_mse"][0] != runs[2]["curve"]["val_mse"][0]
+  assert results["machine"]["model_name"] and set(results["data_sha256"]) == {
+      "T=6/train_first_batches", "T=6/val", "T=6/test"}
+  assert json.loads((tmp_path / "timing.json").read_text())["wall_s"] > 0
   table = (tmp_path / "results.md").read_text()
   assert "| T | init |" in table and "irnn" in table and "Machine:" in table
   # A second run into the same directory is refused before it trains; --overwrite allows it.
@@ -93,8 +97,25 @@ def test_adding_experiment_script_smoke(tmp_path):
   assert json.loads((tmp_path / "results.json").read_text()) == results
 
 
+def test_adding_experiment_clipping_on_only(tmp_path):
+  results = _experiment_module().main([
+      "--out", str(tmp_path), "--lengths", "6", "--steps", "2", "--hidden", "4", "--batch", "4",
+      "--test-size", "8", "--val-size", "6", "--seeds", "0", "1", "--eval-every", "2",
+      "--inits", "irnn", "--clipping", "on", "--no-plot"])
+  assert [(r["clip"], r["seed"]) for r in results["runs"]] == [(True, 0), (True, 1)]
+
+
 @pytest.mark.slow
-def test_adding_experiment_quick_mode(tmp_path):
-  results = _experiment_module().main(["--out", str(tmp_path), "--quick"])
-  assert len(results["runs"]) == 3 * 2 * 2  # inits × clipping × seeds
-  assert (tmp_path / "curves.png").stat().st_size > 0
+def test_adding_experiment_quick_mode_is_reproducible(tmp_path):
+  """The same command twice, on one and on two worker threads: the same results.json bytes."""
+  mod = _experiment_module()
+  texts = []
+  for workers in ("1", "2"):
+    out = tmp_path / f"w{workers}"
+    results = mod.main(["--out", str(out), "--quick", "--lengths", "10", "12", "--workers",
+                        workers])
+    texts.append((out / "results.json").read_text())
+  assert texts[0] == texts[1]
+  assert len(results["runs"]) == 2 * 3 * 2 * 2  # lengths × inits × clipping × seeds
+  assert results["command"] == "python scripts/adding_experiment.py --quick --lengths 10 12"
+  assert (tmp_path / "w2" / "curves.png").stat().st_size > 0
