@@ -4,7 +4,9 @@ moments (SIGKILL, and some SIGINT/SIGTERM) and resumed, against the same run lef
 Checks, and prints as JSON:
 
 * ``identical``: the killed-and-resumed run's final checkpoint equals the uninterrupted run's
-  byte for byte, and its ``metrics.jsonl`` equals it row for row (timing fields aside);
+  bit for bit in every array and in its metadata, the run id aside
+  (:func:`jrnn.training.checkpoint.same_state`), and its ``metrics.jsonl`` equals it row for
+  row (timing fields aside);
 * ``rss_flat``: the resident memory of the uninterrupted training process, sampled as it runs,
   grows by less than ``--rss-tolerance`` (a fraction, or 32 MB, whichever is larger) from the
   first third of training to the last third.
@@ -178,9 +180,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                                 "work": work}
   summary.update(straight_run(opts, work))
   summary.update(killed_run(opts, work))
-  with open(os.path.join(work, "straight", CKPT), "rb") as a, \
-      open(os.path.join(work, "killed", CKPT), "rb") as b:
-    same_ckpt = a.read() == b.read()
+  from jrnn.training.checkpoint import same_state  # pylint: disable=import-outside-toplevel
+  same_ckpt = same_state(os.path.join(work, "straight", CKPT), os.path.join(work, "killed", CKPT))
   same_rows = (_rows(os.path.join(work, "straight", METRICS))
                == _rows(os.path.join(work, "killed", METRICS)))
   summary.update(identical=same_ckpt and same_rows, same_checkpoint=same_ckpt,

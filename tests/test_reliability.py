@@ -131,9 +131,8 @@ def test_metrics_after_a_crash_and_a_torn_line_equal_an_uninterrupted_run(run_di
 
   assert strip(_rows(crashed)) == strip(_rows(run_dir))  # run_dir ran uninterrupted
   assert [r["step"] for r in _rows(crashed)] == [3, 6, 7]
-  with open(os.path.join(crashed, loop.CKPT_NAME), "rb") as a, \
-      open(os.path.join(run_dir, loop.CKPT_NAME), "rb") as b:
-    assert a.read() == b.read()
+  assert checkpoint.same_state(os.path.join(crashed, loop.CKPT_NAME),
+                               os.path.join(run_dir, loop.CKPT_NAME))
 
 
 def test_sigterm_in_process_saves_and_returns_143(tmp_path, monkeypatch, capsys):

@@ -17,7 +17,10 @@ name, dtype, shape and raw bytes. :func:`load` recomputes it and refuses a file 
 metadata changed since they were written. Every way a file can be unreadable — missing,
 truncated, bit-flipped, not safetensors, a safetensors file from elsewhere — raises
 :class:`CheckpointError` (a ``ValueError``) with a one-line message naming the file and what to
-do, never the parser's own exception. Files written before the digest existed load unchecked.
+do, never the parser's own exception. A file without a digest (written before it existed, or
+with it removed) is refused unless the caller passes ``allow_unverified=True`` (``jrnn-train
+--allow-unverified-checkpoint``). :func:`verify` checks the digest without a template, so a
+caller can trust the metadata before it builds anything from it.
 
 :func:`save` refuses arrays holding NaN or inf (``FloatingPointError`` naming the array), so a
 diverged run cannot replace its last good checkpoint; ``allow_nonfinite=True`` lifts that.
@@ -135,30 +138,79 @@ def _header(path: str) -> Dict[str, Any]:
 
 
 def load_metadata(path: str) -> Dict[str, Any]:
-  """Only the JSON metadata of the checkpoint at ``path``."""
+  """Only the JSON metadata of the checkpoint at ``path``, unverified (see :func:`verify`)."""
   return _header(path)["metadata"]
 
 
-def load(path: str, template: Any) -> Tuple[Any, Dict[str, Any]]:
-  """Reads ``(tree, metadata)`` from ``path``, ``tree`` shaped like ``template``.
+UNVERIFIED_FLAG = "--allow-unverified-checkpoint"
 
-  Raises:
-    FileNotFoundError: if there is no file at ``path``.
-    CheckpointError: if the file is unreadable, fails its checksum, or an array of
-      ``template`` is missing from it or has another shape or dtype, or the file holds arrays
-      the template does not.
-  """
+
+def _read_checked(path: str, allow_unverified: bool) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+  """``(header, arrays)`` of ``path`` after checking the sha256 (or that it may be absent)."""
   from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
   header = _header(path)
-  metadata = header["metadata"]
   try:
     stored = load_file(path)
   except Exception as e:  # pylint: disable=broad-except
     raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupted; "
                           f"{_reason(e)}): {_WHAT_TO_DO}") from None
-  if "sha256" in header and _digest(header, stored) != header["sha256"]:
+  if "sha256" not in header:
+    if not allow_unverified:
+      raise CheckpointError(
+          f"{path} has no sha256, so it cannot be checked for corruption or edits (written "
+          f"before checkpoints carried one, or its digest was removed); pass {UNVERIFIED_FLAG} "
+          "to use it anyway, or start a fresh run with a new --out")
+  elif _digest(header, stored) != header["sha256"]:
     raise CheckpointError(f"{path} is corrupted: its contents do not match the sha256 written "
-                          f"with them; {_WHAT_TO_DO}")
+                          f"with them (damaged or edited since); {_WHAT_TO_DO}")
+  return header, stored
+
+
+def verify(path: str, *, allow_unverified: bool = False) -> Dict[str, Any]:
+  """The metadata of the checkpoint at ``path`` after checking its sha256 (arrays included).
+
+  Raises:
+    FileNotFoundError: if there is no file at ``path``.
+    CheckpointError: if the file is unreadable, fails its checksum, or has none and
+      ``allow_unverified`` is false.
+  """
+  return _read_checked(path, allow_unverified)[0]["metadata"]
+
+
+def same_state(path_a: str, path_b: str, *, ignore: Tuple[str, ...] = ("run_id",)) -> bool:
+  """Whether two checkpoint files hold bitwise-equal arrays and equal metadata, the keys in
+  ``ignore`` aside: how a resumed run is compared with an uninterrupted one in another
+  directory (each run directory has its own run id, so the files differ in those bytes)."""
+  from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
+  a, b = load_file(path_a), load_file(path_b)
+  if sorted(a) != sorted(b) or any(a[k].dtype != b[k].dtype or a[k].shape != b[k].shape
+                                   or a[k].tobytes() != b[k].tobytes() for k in a):
+    return False
+  meta_a, meta_b = (_header(p) for p in (path_a, path_b))
+  for h in (meta_a, meta_b):
+    h.pop("sha256", None)
+    for key in ignore:
+      h["metadata"].pop(key, None)
+  return meta_a == meta_b
+
+
+def load(path: str, template: Any, *,
+         allow_unverified: bool = False) -> Tuple[Any, Dict[str, Any]]:
+  """Reads ``(tree, metadata)`` from ``path``, ``tree`` shaped like ``template``.
+
+  Args:
+    path: the file.
+    template: a pytree of the structure, shapes and dtypes to read.
+    allow_unverified: accept a file without a sha256 (nothing then detects corruption).
+
+  Raises:
+    FileNotFoundError: if there is no file at ``path``.
+    CheckpointError: if the file is unreadable, fails its checksum or has none (unless
+      ``allow_unverified``), or an array of ``template`` is missing from it or has another
+      shape or dtype, or the file holds arrays the template does not.
+  """
+  header, stored = _read_checked(path, allow_unverified)
+  metadata = header["metadata"]
   for name in header["scalars"]:
     if name not in stored:
       raise CheckpointError(f"{path} has a corrupted header (scalar {name} has no array): "

@@ -20,8 +20,13 @@ may change only ``--steps`` of a constant-rate run and the logging/output flags)
 the same parameters and metrics as an uninterrupted run (:mod:`jrnn.training.loop`).
 
 Exit status: 0 when done; 2 with one line ``jrnn-train: error: ...`` for any failure (bad
-flags, unusable ``--out`` or checkpoint, a model too large for memory, divergence); 130 or 143
+flags, unusable ``--out`` or checkpoint, a model too large for memory, divergence, a missing
+optional package, a parallel solve that fails, an unreachable ``--coordinator``); 130 or 143
 after SIGINT or SIGTERM, once the checkpoint is saved.
+
+A checkpoint must carry its sha256 and belong to the run in its directory (the run id in
+``config.json`` and in the checkpoint, a step that agrees with ``metrics.jsonl``);
+``--allow-unverified-checkpoint`` accepts one written without a sha256.
 
 Online gradients: on the streaming task (charlm), ``--online rtrl|uoro|snap1`` replaces
 truncated BPTT over each window by one of :mod:`jrnn.online`'s methods, which carry the
@@ -31,7 +36,9 @@ See docs/online.md.
 
 Several processes: ``--coordinator HOST:PORT --num-processes N --process-id I`` (or
 ``--distributed`` to take them from the cluster's environment) join ``jax.distributed``
-before anything else; see the README's "Several hosts" section.
+before anything else; a process other than 0 that cannot reach the coordinator within
+``--coordinator-timeout`` seconds (default 20) stops with an error naming its host and port.
+See the README's "Several hosts" section.
 
 The default configuration was tuned for validation bits per character within a few CPU
 minutes. The corpus is small (418k training characters), so every model over-fits it after a
@@ -43,13 +50,17 @@ did not help within the budget; wider single layers (384, 512) over-fit sooner.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import logging
+import math
 import os
 import sys
 from typing import Any, Dict, Optional, Sequence
 
 import jax
 
+from jrnn.parallel import SolverError
 from jrnn.training import checkpoint, distributed, loop
 from jrnn.training.config import HELP, Config, choices, flag
 
@@ -88,11 +99,17 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--time-budget", type=float, metavar="SECONDS",
                  help="stop (and checkpoint) at the first log step after this many seconds")
   p.add_argument("--no-progress", action="store_true", help="no progress bar")
+  p.add_argument(checkpoint.UNVERIFIED_FLAG, action="store_true",
+                 help="with --resume: accept a checkpoint that has no sha256 (written before "
+                 "checksums existed); nothing then detects a corrupted or edited file")
   g = p.add_argument_group("several processes (jax.distributed)")
   g.add_argument("--coordinator", metavar="HOST:PORT",
                  help="address of process 0, which coordinates the group")
   g.add_argument("--num-processes", type=int, metavar="N", help="processes in the group")
   g.add_argument("--process-id", type=int, metavar="I", help="this process's index, 0 to N-1")
+  g.add_argument("--coordinator-timeout", type=float, metavar="SECONDS",
+                 help="how long to wait for the coordinator and the group to form (default "
+                 f"{distributed.DEFAULT_TIMEOUT:g})")
   g.add_argument("--distributed", action="store_true",
                  help="join the group the cluster's environment describes (SLURM, Open MPI, "
                  "JAX_COORDINATOR_ADDRESS/JAX_NUM_PROCESSES/JAX_PROCESS_ID)")
@@ -109,7 +126,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
     path = os.path.join(resume, loop.CKPT_NAME)
     if not os.path.exists(path):
       loop.check_resumable(Config(), resume)  # raises the message that fits the directory
-    saved = checkpoint.load_metadata(path).get("config")
+    # Verified first: an edited config is reported as a modified file, not taken as the run's.
+    saved = checkpoint.verify(path, allow_unverified=getattr(
+        args, "allow_unverified_checkpoint", False)).get("config")
     if not isinstance(saved, dict):
       raise checkpoint.CheckpointError(f"{path} has no config in its metadata: it was not "
                                        "written by jrnn-train")
@@ -128,12 +147,82 @@ def _one_line(e: BaseException) -> str:
   return text or type(e).__name__
 
 
-def _join_group(args: argparse.Namespace) -> None:
+def _check_run_flags(args: argparse.Namespace) -> None:
+  """The checks of the flags that are not :class:`Config` fields."""
+  for name in ("out", "resume"):
+    value = getattr(args, name, None)
+    if value is not None and not value.strip():
+      raise ValueError(f"--{name} must name a directory, got {value!r}")
+  budget = getattr(args, "time_budget", None)
+  if budget is not None and not (math.isfinite(budget) and budget >= 0):
+    raise ValueError(f"--time-budget must be a finite number of seconds >= 0, got {budget}")
+  timeout = getattr(args, "coordinator_timeout", None)
+  if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+    raise ValueError(f"--coordinator-timeout must be a positive number of seconds, got {timeout}")
+  if timeout is not None and not _joins_group(args):
+    raise ValueError("--coordinator-timeout applies only with --coordinator or --distributed")
+  if getattr(args, "allow_unverified_checkpoint", False) and getattr(args, "resume", None) is None:
+    raise ValueError(f"{checkpoint.UNVERIFIED_FLAG} applies only with --resume DIR")
+
+
+def _joins_group(args: argparse.Namespace) -> bool:
   given = [getattr(args, name, None) for name in _DISTRIBUTED_FLAGS]
-  if all(v is None or v is False for v in given):
+  return not all(v is None or v is False for v in given)
+
+
+def _join_group(args: argparse.Namespace) -> None:
+  if not _joins_group(args):
     return
   distributed.initialize(getattr(args, "coordinator", None),
-                         getattr(args, "num_processes", None), getattr(args, "process_id", None))
+                         getattr(args, "num_processes", None), getattr(args, "process_id", None),
+                         timeout=getattr(args, "coordinator_timeout", distributed.DEFAULT_TIMEOUT))
+
+
+# Optional packages a task imports, and the extra that installs each.
+_EXTRAS = {"mnist1d": "mnist1d"}
+
+
+def _missing_package(e: ImportError) -> str:
+  """The one line for an ``ImportError``: the package and the extra that installs it."""
+  names = [getattr(x, "name", None) for x in (e, e.__cause__, e.__context__)]
+  text = " ".join(str(x) for x in (e, e.__cause__) if x is not None)
+  for module, extra in _EXTRAS.items():
+    if module in names or module in text:
+      return (f"--task {module} needs the optional package {module!r}, which is not installed "
+              f'here: pip install "jrnn[{extra}]"')
+  name = next((n for n in names if n), None)
+  return (f"a package jrnn-train needs is missing ({name or _one_line(e)}): install it, or "
+          "reinstall jrnn")
+
+
+def _solver_failure(solver: str, text: str) -> str:
+  """The one line for a parallel solve that failed: its first sentence and the flag to change."""
+  text = text.rsplit("SolverError:", 1)[-1]
+  first = " ".join(text.split()).split(". ")[0][:200]
+  others = " or ".join(f"--solver {s}" for s in ("sequential", "elk") if s != solver)
+  return (f"--solver {solver}: the parallel solve failed during training ({first}); train with "
+          f"{others} (sequential is exact and always converges)")
+
+
+class _DropSolverTracebacks(logging.Filter):
+  """JAX logs the traceback of an exception raised in a host callback before re-raising it;
+  a :class:`SolverError` is reported in one line instead."""
+
+  def filter(self, record):
+    return not (record.exc_info and isinstance(record.exc_info[1], SolverError))
+
+
+@contextlib.contextmanager
+def _quiet_solver_errors():
+  loggers = [logging.getLogger(n) for n in ("jax._src.debugging", "jax._src.callback")]
+  f = _DropSolverTracebacks()
+  for logger in loggers:
+    logger.addFilter(f)
+  try:
+    yield
+  finally:
+    for logger in loggers:
+      logger.removeFilter(f)
 
 
 def train_from_args(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
@@ -143,19 +232,31 @@ def train_from_args(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
   """
   parser = build_parser()
   args = parser.parse_args(argv)
+  solver = "?"
   try:
+    _check_run_flags(args)
     _join_group(args)  # before any other JAX call
     cfg = config_from_args(args)
+    solver = cfg.solver
     out = getattr(args, "out", None) or getattr(args, "resume", None) or os.path.join(
         "runs", cfg.task)
-    return loop.run(cfg, out, resume=getattr(args, "resume", None),
-                    overwrite=getattr(args, "overwrite", False),
-                    time_budget=getattr(args, "time_budget", None),
-                    progress=not getattr(args, "no_progress", False))
-  except (ValueError, TypeError, OSError, FloatingPointError, MemoryError) as e:
-    parser.exit(2, f"jrnn-train: error: {_one_line(e)}\n")
-  except jax.errors.JaxRuntimeError as e:
+    with _quiet_solver_errors():
+      return loop.run(cfg, out, resume=getattr(args, "resume", None),
+                      overwrite=getattr(args, "overwrite", False),
+                      time_budget=getattr(args, "time_budget", None),
+                      progress=not getattr(args, "no_progress", False),
+                      allow_unverified=getattr(args, "allow_unverified_checkpoint", False))
+  except SolverError as e:  # raised eagerly (outside jit)
+    parser.exit(2, f"jrnn-train: error: {_solver_failure(solver, str(e))}\n")
+  except ImportError as e:
+    parser.exit(2, f"jrnn-train: error: {_missing_package(e)}\n")
+  except (ValueError, TypeError, OSError, FloatingPointError, MemoryError,
+          jax.errors.JaxRuntimeError) as e:
     text = _one_line(e)
+    if "SolverError:" in text:  # raised in a host callback; the runtime re-raises it wrapped
+      parser.exit(2, f"jrnn-train: error: {_solver_failure(solver, str(e))}\n")
+    if not isinstance(e, jax.errors.JaxRuntimeError):
+      parser.exit(2, f"jrnn-train: error: {text}\n")
     if "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower():
       text = ("out of memory on the device; lower --hidden, --layers, --batch-size or "
               f"--seq-len ({text[:200]})")

@@ -11,23 +11,66 @@ code path.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+import inspect
+import math
+import socket
+import time
+from typing import Any, Optional, Tuple
 
 import jax
 import numpy as np
 
+DEFAULT_TIMEOUT = 20.0  # seconds: --coordinator-timeout
+
+
+def _host_port(coordinator: str) -> Tuple[str, int]:
+  host, port = coordinator.rsplit(":", 1)
+  return host.strip("[]"), int(port)  # [::1]:1234 is an IPv6 host
+
+
+def wait_for_coordinator(coordinator: str, timeout: float) -> None:
+  """Returns once a TCP connection to ``coordinator`` (``HOST:PORT``) succeeds, retrying for
+  up to ``timeout`` seconds (process 0 may start a little after the others).
+
+  JAX's own wait cannot be interrupted: it aborts the process from C++ after its
+  ``initialization_timeout`` (a stack trace, status 134). A plain socket fails in Python.
+
+  Raises:
+    ValueError: naming the host, the port, the last connection error and the flag to raise.
+  """
+  host, port = _host_port(coordinator)
+  deadline = time.monotonic() + timeout
+  while True:
+    try:
+      with socket.create_connection((host, port), timeout=max(0.1, min(2.0, timeout))):
+        return
+    except OSError as e:
+      reason = " ".join(str(e).split()) or type(e).__name__
+    if time.monotonic() >= deadline:
+      raise ValueError(
+          f"cannot reach the coordinator at host {host} port {port} (--coordinator "
+          f"{coordinator}) within {timeout:g} s: {reason}. Start process 0 first, check the "
+          "address and that the port is open, or raise --coordinator-timeout")
+    time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+
 
 def initialize(coordinator: Optional[str] = None, num_processes: Optional[int] = None,
-               process_id: Optional[int] = None) -> None:
+               process_id: Optional[int] = None, *, timeout: float = DEFAULT_TIMEOUT) -> None:
   """Joins this process to the others: ``jax.distributed.initialize`` with these arguments.
 
   Call it before any other JAX call. Arguments left ``None`` are read by JAX from the
   cluster's environment (SLURM, Open MPI, Kubernetes, Cloud TPU, or the variables
   ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``).
 
+  ``timeout`` (seconds, ``--coordinator-timeout``) bounds the wait: a process other than 0
+  first checks that it can reach ``coordinator`` (:func:`wait_for_coordinator`, a clear
+  error), then JAX gets it as ``initialization_timeout`` where the installed JAX takes one.
+  Past that JAX itself aborts the process (its C++ stack trace, status 134): process 0 when
+  the others do not all join, or any process once the coordinator stops answering.
+
   Raises:
-    ValueError: for arguments that cannot describe a group, or when JAX cannot join it (the
-      message names the flags).
+    ValueError: for arguments that cannot describe a group, an unreachable coordinator, or
+      when JAX cannot join it (the message names the flags).
   """
   if num_processes is not None and num_processes < 1:
     raise ValueError(f"--num-processes must be >= 1, got {num_processes}")
@@ -35,11 +78,21 @@ def initialize(coordinator: Optional[str] = None, num_processes: Optional[int] =
     raise ValueError(f"--process-id must lie in [0, --num-processes={num_processes}), "
                      f"got {process_id}")
   if coordinator is not None and (":" not in coordinator
-                                  or not coordinator.rsplit(":", 1)[1].isdigit()):
+                                  or not coordinator.rsplit(":", 1)[1].isdigit()
+                                  or not _host_port(coordinator)[0]):
     raise ValueError(f"--coordinator must be HOST:PORT, got {coordinator!r}")
+  if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
+      or not (math.isfinite(timeout) and timeout > 0):
+    raise ValueError(f"--coordinator-timeout must be a positive number of seconds, got "
+                     f"{timeout!r}")
+  if coordinator is not None and process_id is not None and process_id != 0:
+    wait_for_coordinator(coordinator, timeout)
+  kwargs = {}
+  if "initialization_timeout" in inspect.signature(jax.distributed.initialize).parameters:
+    kwargs["initialization_timeout"] = max(1, math.ceil(timeout))  # JAX wants whole seconds
   try:
     jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
-                               process_id=process_id)
+                               process_id=process_id, **kwargs)
   except (RuntimeError, ValueError) as e:  # JAX reports a failed join as either
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     raise ValueError(f"could not join the process group (--coordinator {coordinator}, "

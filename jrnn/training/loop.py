@@ -346,18 +346,68 @@ def check_out(out: str, cfg: Config, *, resume: Optional[str], overwrite: bool) 
                    f"with --resume {out}, pick a fresh --out, or pass --overwrite to replace it")
 
 
-def check_resumable(cfg: Config, resume: str) -> Dict[str, Any]:
-  """The metadata of ``resume``'s checkpoint, after checking that ``cfg`` may continue it and
-  that it belongs to the run recorded in that directory's ``config.json``."""
+def new_run_id() -> str:
+  """A run's identity (32 hex digits from ``os.urandom``): written at creation into
+  ``config.json`` and every checkpoint, checked on resume. Not training randomness: it never
+  reaches the parameters or the metrics."""
+  return os.urandom(16).hex()
+
+
+def _check_progress(path: str, meta: Dict[str, Any], resume: str) -> None:
+  """Range-checks the checkpoint's ``step`` and ``pending_losses`` and checks that they agree
+  with ``metrics.jsonl``: the last row at or before ``step`` is the last logged step,
+  ``step - len(pending_losses)``, with the training loss the checkpoint recorded."""
+  step, pending = meta.get("step"), meta.get("pending_losses", [])
+  bad = f"{path} is not a usable checkpoint"
+  if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+    raise checkpoint.CheckpointError(f"{bad}: its step must be an integer >= 0, got {step!r}; "
+                                     "start a fresh run with a new --out")
+  if not (isinstance(pending, list) and len(pending) <= step and all(
+      isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+      for x in pending)):
+    raise checkpoint.CheckpointError(
+        f"{bad}: pending_losses must be at most step={step} finite numbers, got "
+        f"{str(pending)[:80]}; start a fresh run with a new --out")
+  if "pending_losses" not in meta:
+    return  # written before the checkpoint recorded them: nothing to compare
+  metrics = os.path.join(resume, METRICS_NAME)
+  rows, _ = report.read_rows(metrics, step)
+  last_log = step - len(pending)
+  logged, loss = (rows[-1]["step"], rows[-1].get("train_loss")) if rows else (0, None)
+  recorded = meta.get("last_train_loss", loss)  # absent from checkpoints before run ids
+  if logged != last_log or loss != recorded:
+    if not rows:
+      what = f"it has no row at or before step {step}"
+    elif logged != last_log:
+      what = f"its last row at or before step {step} is step {logged}"
+    else:
+      what = (f"its row at step {logged} has train_loss {loss!r}, the checkpoint recorded "
+              f"{recorded!r}")
+    raise checkpoint.CheckpointError(
+        f"{path} (step {step}, last logged step {last_log}) does not match {metrics} ({what}): "
+        "the checkpoint or the metrics come from another run or another point of this one; "
+        "put this run's files back, or start a fresh run with a new --out")
+
+
+def check_resumable(cfg: Config, resume: str, *, allow_unverified: bool = False) -> Dict[str, Any]:
+  """The metadata of ``resume``'s checkpoint, after checking its sha256 (first: an edited file
+  is reported as such), that ``cfg`` may continue it, that its step and pending losses are in
+  range and agree with ``metrics.jsonl``, and that it belongs to the run recorded in that
+  directory's ``config.json`` (same config, same run id).
+
+  A run made before run ids existed has none in either file and resumes (checksum permitting);
+  from then on it carries a new one. One file with an id and the other without is refused.
+  """
   path = os.path.join(resume, CKPT_NAME)
   if not os.path.exists(path) and os.path.exists(os.path.join(resume, CONFIG_NAME)):
     raise ValueError(f"no checkpoint at {path}: that run stopped before its first checkpoint; "
                      f"start it again with --out {resume} --overwrite")
-  meta = checkpoint.load_metadata(path)
+  meta = checkpoint.verify(path, allow_unverified=allow_unverified)
   saved = meta.get("config")
   if not isinstance(saved, dict) or not isinstance(meta.get("step"), int):
     raise checkpoint.CheckpointError(f"{path} has no config or step in its metadata: it was not "
                                      "written by jrnn-train; start a fresh run with a new --out")
+  _check_progress(path, meta, resume)
   diffs = differences(cfg, saved)
   if diffs:
     raise ValueError(f"checkpoint {path} was written by another configuration: it used "
@@ -375,16 +425,24 @@ def check_resumable(cfg: Config, resume: str) -> Dict[str, Any]:
           f"{path} belongs to another configuration than the run in {resume} "
           f"({'; '.join(foreign[:3])}): it was copied from another run; put this run's "
           "checkpoint back, or resume the other run from its own directory")
+  if os.path.exists(os.path.join(resume, CONFIG_NAME)):
+    ids = meta.get("run_id"), report.read_config(os.path.join(resume, CONFIG_NAME), "run_id")
+    if ids[0] != ids[1]:
+      raise checkpoint.CheckpointError(
+          f"{path} belongs to another run than the one in {resume} (run id {ids[0]} in the "
+          f"checkpoint, {ids[1]} in {CONFIG_NAME}): it was copied from another run; put this "
+          "run's checkpoint back, or resume the other run from its own directory")
   return meta
 
 
-def _prepare_out(out: str, cfg: Config, rows: List[Dict[str, Any]], *, fresh: bool) -> None:
+def _prepare_out(out: str, cfg: Config, rows: List[Dict[str, Any]], *, fresh: bool,
+                 run_id: str) -> None:
   os.makedirs(out, exist_ok=True)
   if fresh:  # --overwrite: no file of the old run may outlive the new run's start
     for name in RUN_FILES + (PLOT_NAME, TEST_NAME):
       if os.path.exists(os.path.join(out, name)):
         os.remove(os.path.join(out, name))
-  report.write_config(os.path.join(out, CONFIG_NAME), dataclasses.asdict(cfg))
+  report.write_config(os.path.join(out, CONFIG_NAME), dataclasses.asdict(cfg), run_id=run_id)
   report.write_rows(os.path.join(out, METRICS_NAME), rows)  # drops rows past the checkpoint
   if os.path.exists(os.path.join(out, TEST_NAME)):  # a resumed run scores the test split anew
     os.remove(os.path.join(out, TEST_NAME))
@@ -422,7 +480,8 @@ class _Signals:
 
 def run(cfg: Config, out: str, *, resume: Optional[str] = None, overwrite: bool = False,
         time_budget: Optional[float] = None, progress: bool = True,
-        log: Callable[[str], None] = print, handle_signals: bool = True) -> Dict[str, Any]:
+        log: Callable[[str], None] = print, handle_signals: bool = True,
+        allow_unverified: bool = False) -> Dict[str, Any]:
   """Trains ``cfg`` writing to ``out``; returns the last logged metrics and the final state.
 
   Args:
@@ -434,6 +493,7 @@ def run(cfg: Config, out: str, *, resume: Optional[str] = None, overwrite: bool 
     progress: show a progress bar (process 0 only).
     log: where messages go (process 0 only).
     handle_signals: catch SIGINT and SIGTERM to checkpoint and stop (main thread only).
+    allow_unverified: resume from a checkpoint without a sha256.
 
   Returns:
     ``{"step", "elapsed_s", <the last metrics row>, "sample"?, "signal"?, "state"}``.
@@ -447,17 +507,18 @@ def run(cfg: Config, out: str, *, resume: Optional[str] = None, overwrite: bool 
   n_devices = jax.device_count()
   check_config(cfg, n_devices)
   if resume is not None:
-    check_resumable(cfg, resume)
+    check_resumable(cfg, resume, allow_unverified=allow_unverified)
   check_out(out, cfg, resume=resume, overwrite=overwrite)
   task = make_task(cfg, jax.random.fold_in(jax.random.key(cfg.seed), 1))
   check_online(cfg, task)
   check_memory(cfg, task, n_devices)
   optimizer = make_optimizer(cfg)
   state = initial_state(cfg, task, optimizer)
-  start, pending, rows = 0, [], []
+  start, pending, rows, run_id = 0, [], [], new_run_id()
   if resume is not None:
     ckpt_in = os.path.join(resume, CKPT_NAME)
-    state, meta = checkpoint.load(ckpt_in, state)
+    state, meta = checkpoint.load(ckpt_in, state, allow_unverified=allow_unverified)
+    run_id = meta.get("run_id") or run_id  # the same run; one made before run ids gets one
     start = meta["step"]
     pending = [np.float32(x) for x in meta.get("pending_losses", [])]
     task = make_task(cfg, jax.random.fold_in(state.key, 1))  # randomness from the saved key
@@ -472,7 +533,7 @@ def run(cfg: Config, out: str, *, resume: Optional[str] = None, overwrite: bool 
   if writer:
     try:
       _prepare_out(out, cfg, rows, fresh=resume is None or os.path.realpath(out)
-                   != os.path.realpath(resume))
+                   != os.path.realpath(resume), run_id=run_id)
     except OSError as e:
       error = e
   if distributed.agree(error is not None):
@@ -495,7 +556,8 @@ def run(cfg: Config, out: str, *, resume: Optional[str] = None, overwrite: bool 
       checkpoint.save(ckpt_path, RunState(host[0], host[1], host[2], state.key, host[3]), {
           "config": dataclasses.asdict(cfg), "step": step, "data_position": task.position(step),
           "vocab": task.vocab, "metric": task.metric,
-          "pending_losses": [float(x) for x in losses_pending]})
+          "pending_losses": [float(x) for x in losses_pending], "run_id": run_id,
+          "last_train_loss": rows[-1]["train_loss"] if rows else None})
 
   def stop_if_diverged() -> None:
     bad = int(np.asarray(train.first_bad))
@@ -609,4 +671,4 @@ __all__ = ("CKPT_NAME", "CONFIG_NAME", "Diverged", "METRICS_NAME", "RunState", "
            "TrainState",
            "check_memory", "check_online", "check_out", "check_resumable", "estimate_memory",
            "initial_state", "make_loop_step", "make_online_method", "make_optimizer",
-           "online_state_bytes", "run")
+           "new_run_id", "online_state_bytes", "run")

@@ -61,19 +61,23 @@ def append_row(path: str, row: Dict[str, Any]) -> None:
     f.write(json.dumps(row) + "\n")
 
 
-def write_config(path: str, config: Dict[str, Any]) -> None:
-  write_atomically(path, json.dumps({"config": config}, indent=1, sort_keys=True) + "\n")
+def write_config(path: str, config: Dict[str, Any], **extra: Any) -> None:
+  """``config.json``: ``{"config": config, **extra}`` (``extra``: e.g. the run id)."""
+  write_atomically(path, json.dumps({"config": config, **extra}, indent=1, sort_keys=True) + "\n")
 
 
-def read_config(path: str) -> Dict[str, Any]:
+def read_config(path: str, field: str = "config") -> Any:
   """The config recorded in ``path`` (``config.json``); ``{}`` if there is none or it is
-  unreadable (it only serves to detect a foreign checkpoint)."""
+  unreadable (it only serves to detect a foreign checkpoint). Another ``field`` (``"run_id"``):
+  its value, ``None`` if absent."""
   try:
     with open(path, encoding="utf-8") as f:
       saved = json.load(f)
+    if field != "config":
+      return saved.get(field)
     return saved["config"] if isinstance(saved.get("config"), dict) else {}
   except (OSError, ValueError, AttributeError):
-    return {}
+    return {} if field == "config" else None
 
 
 def plot(rows: List[Dict[str, Any]], metric: str, path: str) -> None:
