@@ -161,7 +161,8 @@ ROWS = [
      TypeError, "params must be RNNParams or StackedParams, got dict"),
     # --- sequence_loss(one_hot=V) ---
     ("sequence_loss(one_hot=3) with token 7",
-     lambda: sequence_loss(one_hot=3)(_lm(), Batch(np.full((T, B), 7), np.zeros((T, B), int))),
+     lambda: sequence_loss(one_hot=3)(_lm(w_xh=np.zeros((H, 3))),  # I = 3 tokens in, V out
+                                      Batch(np.full((T, B), 7), np.zeros((T, B), int))),
      ValueError, r"batch.xs must hold tokens in \[0, one_hot=3\), got tokens from 7 to 7"),
     ("sequence_loss(one_hot=4) with token -1",
      lambda: sequence_loss(one_hot=4)(_lm(), Batch(np.asarray([[0, -1]] * T),
