@@ -84,6 +84,8 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
                  help=f"validation sequences carved from the training set (default {mnist1d.N_VAL})")
   p.add_argument("--split-seed", type=int, default=0,
                  help="seed of the train/validation split (default 0)")
+  p.add_argument("--no-test", action="store_true",
+                 help="a selection run: validation only, the test set is not read")
   p.add_argument("--cache-dir", type=pathlib.Path, default=None,
                  help="keep the generated data here as .npz (default: regenerate)")
   p.add_argument("--workers", type=int, default=2,
@@ -152,17 +154,21 @@ def run_variant(cfg, variant: str, data: mnist1d.Splits) -> dict:
     train_loss.append(np.asarray(jnp.mean(metrics["loss"], axis=1)))
     print(f"{variant} step {done}: validation accuracy per seed "
           f"{' '.join(f'{a:.3f}' for a in val_acc[-1])}", flush=True)
-  # The test split, read once: the final parameters, no selection.
-  test = classification.LabelledBatch(mnist1d.sequences(data.x_test), jnp.asarray(data.y_test))
-  test_acc = np.asarray(evaluate(params, test)[0]).tolist()
+  # The test split, read once: the final parameters, no selection (not at all with --no-test).
+  test_acc = [None] * len(cfg.seeds)
+  if not cfg.no_test:
+    test = classification.LabelledBatch(mnist1d.sequences(data.x_test), jnp.asarray(data.y_test))
+    test_acc = np.asarray(evaluate(params, test)[0]).tolist()
   wall = time.perf_counter() - wall0
   val_acc, val_loss, train_loss = (np.stack(c, 1) for c in (val_acc, val_loss, train_loss))
   final_val = val_acc[:, -1].tolist()
+  scored = [a for a in test_acc if a is not None]
   return {
-      "variant": variant,
-      "test_accuracy": test_acc, "median": statistics.median(test_acc), "min": min(test_acc),
-      "max": max(test_acc),
+      "variant": variant, "test_accuracy": test_acc,
+      "median": statistics.median(scored) if scored else None,
+      "min": min(scored) if scored else None, "max": max(scored) if scored else None,
       "val_accuracy": final_val, "val_median": statistics.median(final_val),
+      "val_min": min(final_val), "val_max": max(final_val),
       "seeds": [{"seed": s, "test_accuracy": test_acc[i], "val_accuracy": final_val[i],
                  "curve": {"step": steps, "val_accuracy": val_acc[i].tolist(),
                            "val_loss": val_loss[i].tolist(),
@@ -195,6 +201,11 @@ def table(results: dict, timing: dict) -> str:
       "|---|---|---|---|---|---|",
   ]
   for v in results["variants"]:
+    if v["median"] is None:  # --no-test
+      per = ", ".join(f"{a:.3f}" for a in v["val_accuracy"])
+      lines.append(f"| {v['variant']} | not read (--no-test) | — | validation: {per} | "
+                   f"{v['val_median']:.3f} | {timing['variants'][v['variant']]} |")
+      continue
     per = ", ".join(f"{a:.3f}" for a in v["test_accuracy"])
     lines.append(f"| {v['variant']} | {v['median']:.3f} | {v['min']:.3f} – {v['max']:.3f} | "
                  f"{per} | {v['val_median']:.3f} | {timing['variants'][v['variant']]} |")
@@ -219,7 +230,7 @@ def plot(results: dict, path: pathlib.Path) -> None:
         ax.axhline(acc, color="gray", ls=":", lw=0.8)
         ax.text(0, acc, f" {name.upper() if len(name) < 5 else name} {acc:.0%}", fontsize=7,
                 va="bottom", color="gray")
-    ax.set_title(f"{v['variant']}: median test accuracy {v['median']:.1%}", fontsize=10)
+    ax.set_title(f"{v['variant']}: median validation accuracy {v['val_median']:.1%}", fontsize=10)
     ax.set_xlabel("step")
     ax.set_ylim(0, 1)
   axes[0][0].set_ylabel("validation accuracy")
