@@ -322,7 +322,9 @@ def make_eval_step(loss_fn: Callable[..., Any], *, has_aux: bool = False,
                    jit: bool = True) -> Callable[..., Metrics]:
   """Builds ``eval_step(params, batch, *rest) -> {"loss": …}`` (no gradient, no update).
 
-  Extra arguments (e.g. ``h0`` for :func:`sequence_loss`) are passed on to ``loss_fn``.
+  Extra arguments (e.g. ``h0`` for :func:`sequence_loss`) are passed on to ``loss_fn``. With
+  ``has_aux=True`` the loss is the first of the pair ``loss_fn`` returns (a pair without it, or a
+  single value with it, is a ``TypeError``); it may be an array (e.g. ``reduction="none"``).
   """
   _check_step_args("make_eval_step", loss_fn, has_aux=has_aux)
 
