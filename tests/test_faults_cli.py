@@ -310,3 +310,20 @@ def test_real_failed_deer_solve_is_one_line(tmp_path, capsys):
   err = capsys.readouterr().err
   assert e.value.code == 2 and err.count("\n") == 1 and len(err) < 420, err
   assert "--solver deer: the parallel solve failed" in err and "--solver sequential" in err
+
+
+def test_coordinator_timeout_reaches_jax(monkeypatch):
+  """Process 0 is the coordinator (no socket check); JAX gets the timeout in whole seconds."""
+  from jrnn.training import distributed  # pylint: disable=import-outside-toplevel
+  seen = {}
+
+  def fake(coordinator_address=None, num_processes=None, process_id=None,
+           initialization_timeout=300):
+    seen.update(process_id=process_id, initialization_timeout=initialization_timeout)
+    del coordinator_address, num_processes
+
+  monkeypatch.setattr(jax.distributed, "initialize", fake)
+  distributed.initialize("127.0.0.1:1", 2, 0, timeout=7.5)
+  assert seen["initialization_timeout"] == 8 and seen["process_id"] == 0
+  with pytest.raises(ValueError, match="--coordinator-timeout must be a positive number"):
+    distributed.initialize("127.0.0.1:1", 2, 0, timeout=float("inf"))
