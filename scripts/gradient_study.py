@@ -11,18 +11,36 @@ W_hh families: ``orthogonal`` is ``r·Q`` with ``Q`` random orthogonal, so its s
 spectral radius both equal ``r``; ``gaussian`` is ``N(0, 1/H)`` rescaled to spectral radius ``r``
 (its spectral norm is about ``2r``); ``identity`` is ``r·I`` (the IRNN family).
 
-Writes to ``--out``: ``norm_vs_lag.png``, ``heatmaps.png``, ``rates.png`` and ``results.json``
-(every number in the plots). The default run takes well under a minute on 2 CPU cores.
+Draws: every setting is measured on ``--draws`` independent weight draws (draw ``d`` from
+``fold_in(k_p, d)``; the input sequences are the same for every draw and setting). Draw 0 keeps
+the full record (lag profile, bounds, heat map: the plots use it); every draw adds ``ρ̂``,
+``exp(λ₁)``, ``‖W_hh‖`` and whether the bound held, summarised by median, min and max.
+
+``λ₁`` is the top exponent of the full QR iteration (all ``H`` exponents, ``Q₀ = I``), averaged
+over the sequences. The one-column iteration starts from ``e₁``, and for ``W_hh = r·I`` (diagonal
+Jacobians, no unit reads another) it never leaves unit 1's axis, so it gives unit 1's rate, not
+the fastest unit's; draw 0 records that value too (``lyapunov_growth_factor_e1``).
+
+``agree`` (per setting): ``|exp(λ₁) - ρ̂| <= AGREE_RTOL · ρ̂`` on every draw (``AGREE_RTOL`` 0.05).
+
+Writes to ``--out``: ``results.json`` (every number in the plots and tables, the command, commit,
+versions, the input sequences' SHA-256, seed and machine: the same bytes when the same command
+runs again on the same machine), ``timing.json`` (wall and CPU seconds, load), ``results.md``
+(the per-setting table over draws), ``norm_vs_lag.png``, ``heatmaps.png`` and ``rates.png``.
+An existing ``results.json`` in ``--out`` is refused unless ``--overwrite``.
 
   python scripts/gradient_study.py --out docs/gradient_study
+  python scripts/gradient_study.py --out /tmp/gs --quick   # seconds: what the test runs
 """
 from __future__ import annotations
 
 import argparse
-import json
 import math
+import os
 import pathlib
+import statistics
 import sys
+import time
 from typing import Sequence
 
 import jax
@@ -31,26 +49,57 @@ import numpy as np
 
 import jrnn
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import record  # noqa: E402  pylint: disable=wrong-import-position
+
 FAMILIES = ("orthogonal", "gaussian", "identity")
+AGREE_RTOL = 0.05  # |exp(λ₁) - ρ̂| <= AGREE_RTOL·ρ̂ on every draw
+QUICK = dict(hidden=4, steps=6, batch=2, radii=[0.5, 1.5], heatmap_radii=[0.5, 1.5], draws=2)
+DEFAULTS = dict(hidden=32, steps=60, batch=4, radii=[0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5],
+                heatmap_radii=[0.5, 1.0, 1.5], draws=5)
+# Left out of results.json's config: where and how the run happens, not what it computes.
+RUN_ONLY = ("out", "overwrite", "no_plot")
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   p.add_argument("--out", type=pathlib.Path, required=True, help="output directory")
-  p.add_argument("--hidden", type=int, default=32, help="H")
+  p.add_argument("--quick", action="store_true",
+                 help=f"a seconds-long run for tests: {QUICK} (explicit flags still win)")
+  p.add_argument("--hidden", type=int, default=None, help=f"H (default {DEFAULTS['hidden']})")
   p.add_argument("--inputs", type=int, default=4, help="I")
-  p.add_argument("--steps", type=int, default=60, help="T, sequence length")
-  p.add_argument("--batch", type=int, default=4, help="random sequences per setting")
-  p.add_argument("--radii", type=float, nargs="+",
-                 default=[0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5], help="recurrent scales r")
+  p.add_argument("--steps", type=int, default=None,
+                 help=f"T, sequence length (default {DEFAULTS['steps']})")
+  p.add_argument("--batch", type=int, default=None,
+                 help=f"random sequences per setting (default {DEFAULTS['batch']})")
+  p.add_argument("--radii", type=float, nargs="+", default=None,
+                 help=f"recurrent scales r (default {DEFAULTS['radii']})")
   p.add_argument("--activations", nargs="+", default=["tanh", "relu"])
   p.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
-  p.add_argument("--heatmap-radii", type=float, nargs="+", default=[0.5, 1.0, 1.5])
+  p.add_argument("--heatmap-radii", type=float, nargs="+", default=None,
+                 help=f"radii with a heat map (default {DEFAULTS['heatmap_radii']})")
+  p.add_argument("--draws", type=int, default=None,
+                 help=f"independent W_hh draws per setting (default {DEFAULTS['draws']})")
   p.add_argument("--input-scale", type=float, default=0.1,
                  help="std of the N(0, s²) inputs; larger inputs saturate tanh (smaller σ')")
   p.add_argument("--seed", type=int, default=0)
-  return p.parse_args(argv)
+  p.add_argument("--no-plot", action="store_true", help="skip the PNGs")
+  p.add_argument("--overwrite", action="store_true",
+                 help="replace results already in --out (otherwise refused)")
+  cfg = p.parse_args(argv)
+  for name, value in (QUICK if cfg.quick else DEFAULTS).items():
+    if getattr(cfg, name) is None:
+      setattr(cfg, name, value)
+  for name in ("hidden", "inputs", "steps", "batch", "draws"):
+    if getattr(cfg, name) < 1:
+      p.error(f"--{name} must be >= 1, got {getattr(cfg, name)}")
+  if cfg.steps < 2:
+    p.error(f"--steps must be >= 2 (the Lyapunov estimate skips a burn-in), got {cfg.steps}")
+  refusal = record.refuse_existing(cfg.out, cfg.overwrite)
+  if refusal:
+    p.error(refusal)
+  return cfg
 
 
 def make_params(key, cfg, family: str, radius: float) -> jrnn.RNNParams:
@@ -66,13 +115,22 @@ def make_params(key, cfg, family: str, radius: float) -> jrnn.RNNParams:
 
 
 def measure(params, xs, activation: str):
-  """Norms and bounds for a batch of sequences ``xs (B, T, I)``: one jitted computation."""
+  """Norms and bounds for a batch of sequences ``xs (B, T, I)``: one jitted computation.
+
+  Returns the norms ``(B, T+1, T+1)``, their lag profile, the largest |σ'| met, and ``λ₁``
+  averaged over the sequences twice: from the full QR iteration (all ``H`` exponents) and from
+  the one-column iteration started at ``e₁``.
+  """
+  burn_in = min(10, xs.shape[1] - 1)
+
   def one(x):
     traj = jrnn.reference.trajectory(params, x, activation=activation)
     return (jrnn.diagnostics.jacobian_norms(traj), jrnn.diagnostics.trajectory_gamma(traj),
-            jrnn.diagnostics.lyapunov_exponents(traj, num_exponents=1, burn_in=min(10, x.shape[0] - 1))[0])
-  norms, gammas, lyap = jax.vmap(one)(xs)
-  return norms, jrnn.diagnostics.lag_profile(norms), jnp.max(gammas), jnp.mean(lyap)
+            jrnn.diagnostics.lyapunov_exponents(traj, burn_in=burn_in)[0],
+            jrnn.diagnostics.lyapunov_exponents(traj, num_exponents=1, burn_in=burn_in)[0])
+  norms, gammas, lyap, lyap_e1 = jax.vmap(one)(xs)
+  return (norms, jrnn.diagnostics.lag_profile(norms), jnp.max(gammas), jnp.mean(lyap),
+          jnp.mean(lyap_e1))
 
 
 def regime(rate: float, tol: float = 5e-3) -> str:
@@ -83,7 +141,7 @@ def regime(rate: float, tol: float = 5e-3) -> str:
 
 
 def clean(x):
-  """JSON-safe: arrays to lists, non-finite floats to None."""
+  """JSON-safe: arrays to lists, non-finite floats to None, floats to 9 significant digits."""
   if isinstance(x, dict):
     return {k: clean(v) for k, v in x.items()}
   if isinstance(x, (list, tuple)):
@@ -95,52 +153,142 @@ def clean(x):
   return x
 
 
-def run(cfg) -> dict:
+def agrees(rate: float, growth: float) -> bool:
+  """The stated criterion: ``|exp(λ₁) - ρ̂| <= AGREE_RTOL · ρ̂`` (False if either is not finite)."""
+  if not (math.isfinite(rate) and math.isfinite(growth)):
+    return False
+  return abs(growth - rate) <= AGREE_RTOL * rate
+
+
+def spread(values) -> dict:
+  """Median, min and max of the finite values (``None`` if there are none) and how many were
+  not finite."""
+  finite = [v for v in values if math.isfinite(v)]
+  if not finite:
+    return {"median": None, "min": None, "max": None, "non_finite": len(values)}
+  return {"median": statistics.median(finite), "min": min(finite), "max": max(finite),
+          "non_finite": len(values) - len(finite)}
+
+
+def measure_draw(params, xs, act, measure_jit, lags, *, full: bool, heatmap: bool) -> dict:
+  """One weight draw of one setting; ``full`` keeps the lag profile, bounds and verdict."""
+  norms, prof, gamma_traj, lyap, lyap_e1 = measure_jit(params, xs, act)
+  spec = jrnn.diagnostics.weight_spectrum(params.w_hh)
+  fit = jrnn.diagnostics.fit_rate(prof)
+  w_norm = float(spec.spectral_norm)
+  gamma_traj = float(gamma_traj)
+  bound_holds = bool(np.all(np.asarray(prof.max) <= (w_norm * gamma_traj) ** lags * (1 + 1e-9)))
+  entry = {"spectral_norm": w_norm, "spectral_radius": float(spec.spectral_radius),
+           "bound_holds": bound_holds,
+           "fit": {"rate": float(fit.rate), "log_slope": float(fit.log_slope),
+                   "log_intercept": float(fit.log_intercept), "num_lags": int(fit.num_lags),
+                   "regime": regime(float(fit.rate))},
+           "lyapunov_top": float(lyap), "lyapunov_growth_factor": math.exp(float(lyap))}
+  if not full:
+    return entry
+  gamma_sup = jrnn.get_activation(act).gamma
+  verdict = jrnn.diagnostics.pascanu_conditions(params.w_hh, act)
+  entry.update({
+      "singular_values": spec.singular_values,
+      "pascanu": {"sigma_max": float(verdict.sigma_max), "gamma": float(verdict.gamma),
+                  "threshold": float(verdict.threshold), "eta": float(verdict.eta),
+                  "vanishing_sufficient": bool(verdict.vanishing_sufficient),
+                  "exploding_necessary": bool(verdict.exploding_necessary),
+                  "summary": verdict.summary()},
+      "lag_profile": {"lag": prof.lag, "geo_mean": prof.geo_mean, "max": prof.max,
+                      "min": prof.min, "count": prof.count, "nonzero": prof.nonzero},
+      "bound_sup_gamma": {"gamma": gamma_sup, "per_lag": (w_norm * gamma_sup) ** lags},
+      "bound_trajectory_gamma": {"gamma": gamma_traj, "per_lag": (w_norm * gamma_traj) ** lags},
+      "lyapunov_top_e1": float(lyap_e1),
+      "lyapunov_growth_factor_e1": math.exp(float(lyap_e1)),
+  })
+  if heatmap:
+    entry["heatmap_sequence0"] = norms[0]
+  return entry
+
+
+def run(cfg) -> tuple:
+  """All settings; returns ``(settings, xs)`` (``xs``: the input sequences, for their digest)."""
   key = jax.random.key(cfg.seed)
   k_x, k_p = jax.random.split(key)
   xs = cfg.input_scale * jax.random.normal(k_x, (cfg.batch, cfg.steps, cfg.inputs), jnp.float64)
   measure_jit = jax.jit(measure, static_argnums=2)
-  lags = np.arange(cfg.steps + 1)
+  lags = np.arange(cfg.steps + 1).astype(float)
   settings = []
   for family in cfg.families:
     for act in cfg.activations:
-      gamma_sup = jrnn.get_activation(act).gamma
       for radius in cfg.radii:
-        params = make_params(k_p, cfg, family, radius)
-        norms, prof, gamma_traj, lyap = measure_jit(params, xs, act)
-        spec = jrnn.diagnostics.weight_spectrum(params.w_hh)
-        verdict = jrnn.diagnostics.pascanu_conditions(params.w_hh, act)
-        fit = jrnn.diagnostics.fit_rate(prof)
-        w_norm = float(spec.spectral_norm)
-        entry = {
-            "family": family, "activation": act, "radius": radius,
-            "spectral_norm": w_norm, "spectral_radius": float(spec.spectral_radius),
-            "singular_values": spec.singular_values,
-            "pascanu": {"sigma_max": float(verdict.sigma_max), "gamma": float(verdict.gamma),
-                        "threshold": float(verdict.threshold), "eta": float(verdict.eta),
-                        "vanishing_sufficient": bool(verdict.vanishing_sufficient),
-                        "exploding_necessary": bool(verdict.exploding_necessary),
-                        "summary": verdict.summary()},
-            "lag_profile": {"lag": prof.lag, "geo_mean": prof.geo_mean, "max": prof.max,
-                            "min": prof.min, "count": prof.count, "nonzero": prof.nonzero},
-            "bound_sup_gamma": {"gamma": gamma_sup,
-                                "per_lag": (w_norm * gamma_sup) ** lags.astype(float)},
-            "bound_trajectory_gamma": {"gamma": float(gamma_traj),
-                                       "per_lag": (w_norm * float(gamma_traj)) ** lags.astype(float)},
-            "bound_holds": bool(np.all(np.asarray(prof.max) <= (w_norm * float(gamma_traj))
-                                       ** lags * (1 + 1e-9))),
-            "fit": {"rate": float(fit.rate), "log_slope": float(fit.log_slope),
-                    "log_intercept": float(fit.log_intercept), "num_lags": int(fit.num_lags),
-                    "regime": regime(float(fit.rate))},
-            "lyapunov_top": float(lyap), "lyapunov_growth_factor": math.exp(float(lyap)),
-        }
-        if any(math.isclose(radius, r) for r in cfg.heatmap_radii):
-          entry["heatmap_sequence0"] = norms[0]
+        heatmap = any(math.isclose(radius, r) for r in cfg.heatmap_radii)
+        draws = [measure_draw(make_params(jax.random.fold_in(k_p, d), cfg, family, radius), xs,
+                              act, measure_jit, lags, full=d == 0, heatmap=heatmap)
+                 for d in range(cfg.draws)]
+        entry = {"family": family, "activation": act, "radius": radius, **draws[0]}
+        per = {"rate": [d["fit"]["rate"] for d in draws],
+               "lyapunov_growth_factor": [d["lyapunov_growth_factor"] for d in draws],
+               "spectral_norm": [d["spectral_norm"] for d in draws],
+               "spectral_radius": [d["spectral_radius"] for d in draws],
+               "bound_holds": [d["bound_holds"] for d in draws],
+               "regime": [d["fit"]["regime"] for d in draws]}
+        agree = [agrees(r, g) for r, g in zip(per["rate"], per["lyapunov_growth_factor"])]
+        entry["draws"] = {**per, "agree": agree}
+        entry["over_draws"] = {
+            "num_draws": cfg.draws,
+            **{name: spread(per[name]) for name in
+               ("rate", "lyapunov_growth_factor", "spectral_norm")},
+            "bound_holds": sum(per["bound_holds"]), "agree": sum(agree),
+            "agree_all": all(agree)}
         settings.append(entry)
-        print(f"{family:10s} {act:5s} r={radius:<5} ‖W‖={w_norm:6.3f} rate={float(fit.rate):.4f} "
-              f"exp(λ1)={math.exp(float(lyap)):.4f} {entry['fit']['regime']}", flush=True)
-  config = {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(cfg).items()}
-  return {"config": config, "settings": settings}
+        s = entry["over_draws"]
+        print(f"{family:10s} {act:5s} r={radius:<5} ‖W‖={s['spectral_norm']['median']:6.3f} "
+              f"ρ̂={_fmt_spread(s['rate'])} exp(λ1)={_fmt_spread(s['lyapunov_growth_factor'])} "
+              f"agree {s['agree']}/{cfg.draws}", flush=True)
+  return settings, xs
+
+
+def _fmt_spread(s: dict, digits: int = 3) -> str:
+  """``median [min–max]`` (and how many were not finite)."""
+  if s["median"] is None:
+    text = "—"
+  else:
+    text = (f"{s['median']:.{digits}f} [{s['min']:.{digits}f}–{s['max']:.{digits}f}]")
+  return text + (f" ({s['non_finite']} not finite)" if s["non_finite"] else "")
+
+
+def table(results: dict, timing: dict) -> str:
+  """``results.md``: the command, machine and one row per setting, over draws."""
+  cfg, m = results["config"], results["machine"]
+  n = cfg["draws"]
+  lines = [
+      "# Gradient study: per-lag factor and top Lyapunov exponent over W_hh draws",
+      "",
+      f"Command: `{results['command']}` (commit {results['git']['commit']}"
+      f"{', with local changes' if results['git']['dirty'] else ''})",
+      "",
+      f"Machine: `{m['model_name']}`, {m['cpus']} CPUs, shared (load average at start "
+      f"{timing['loadavg_start']}, at end {timing['loadavg_end']}); {timing['wall_s']:.0f} s "
+      f"wall, {timing['cpu_s']:.0f} s CPU; finished {timing['finished_utc']}.",
+      "",
+      f"H = {cfg['hidden']}, I = {cfg['inputs']}, T = {cfg['steps']}, {cfg['batch']} input "
+      f"sequences x_t ~ N(0, {cfg['input_scale']}²) (seed {cfg['seed']}), zero biases, float64; "
+      f"{n} W_hh draws per setting. ρ̂: the fitted per-lag factor; exp(λ₁): the top Lyapunov "
+      "exponent's growth factor (full QR iteration, mean λ₁ over the sequences; 0 when the "
+      "Jacobian product vanishes exactly). Cells: median [min–max] over the draws. "
+      f"agree: |exp(λ₁) − ρ̂| ≤ {AGREE_RTOL}·ρ̂ on every draw (count of draws where it holds). "
+      "bound: draws on which every measured norm lay below (‖W_hh‖·max|σ'|)^ℓ.",
+      "",
+      "| family | activation | r | ‖W_hh‖ median | ρ̂ median [range] | exp(λ₁) median [range] "
+      "| agree? | bound |",
+      "|---|---|---|---|---|---|---|---|",
+  ]
+  for s in results["settings"]:
+    o = s["over_draws"]
+    agree = "yes" if o["agree_all"] else "no"
+    lines.append(
+        f"| {s['family']} | {s['activation']} | {s['radius']:g} | "
+        f"{o['spectral_norm']['median']:.3f} | {_fmt_spread(o['rate'])} | "
+        f"{_fmt_spread(o['lyapunov_growth_factor'])} | {agree} ({o['agree']}/{n}) | "
+        f"{o['bound_holds']}/{n} |")
+  return "\n".join(lines) + "\n"
 
 
 def plot(results: dict, out: pathlib.Path) -> None:
@@ -172,7 +320,7 @@ def plot(results: dict, out: pathlib.Path) -> None:
         ax.semilogy(lag, bound, color=c, lw=1, ls="--")
       ax.set_ylim(1e-12, 1e12)
       ax.axhline(1.0, color="k", lw=0.5)
-      ax.set_title(f"{act}, W_hh {fam}: ‖∂h_(k+ℓ)/∂h_k‖ (solid)\n"
+      ax.set_title(f"{act}, W_hh {fam} (draw 0): ‖∂h_(k+ℓ)/∂h_k‖ (solid)\n"
                    f"seed bound (‖W_hh‖·sup|σ'|)^ℓ (dashed)", fontsize=9)
       ax.set_xlabel("lag ℓ = t - k")
       ax.set_ylabel("spectral norm (geometric mean over k, sequences)")
@@ -203,7 +351,7 @@ def plot(results: dict, out: pathlib.Path) -> None:
         logm = np.where((t >= k) & (m > 0), np.log10(np.where(m > 0, m, 1.0)), np.nan)
       image = ax.imshow(logm, origin="lower", cmap=heat, vmin=-10, vmax=10,
                         interpolation="nearest")
-      ax.set_title(f"{act}, {fam}, r={r:g}", fontsize=9)
+      ax.set_title(f"{act}, {fam}, r={r:g} (draw 0)", fontsize=9)
       ax.set_xlabel("k")
       ax.set_ylabel("t")
   if image is not None:
@@ -218,13 +366,16 @@ def plot(results: dict, out: pathlib.Path) -> None:
   for fam in fams:
     for act in acts:
       ss = pick(fam, act)
-      ax.plot([s["radius"] for s in ss], [s["fit"]["rate"] for s in ss],
-              marker=markers.get(fam, "x"), ls=styles.get(act, ":"), label=f"{act}, {fam}")
+      med = [s["over_draws"]["rate"]["median"] for s in ss]
+      lo_hi = np.asarray([[m - s["over_draws"]["rate"]["min"], s["over_draws"]["rate"]["max"] - m]
+                          for s, m in zip(ss, med)]).T
+      ax.errorbar([s["radius"] for s in ss], med, yerr=lo_hi, capsize=2,
+                  marker=markers.get(fam, "x"), ls=styles.get(act, ":"), label=f"{act}, {fam}")
   lo, hi = min(radii), max(radii)
   ax.plot([lo, hi], [lo, hi], color="gray", lw=0.8, label="ρ = r (linear, orthogonal)")
   ax.axhline(1.0, color="k", lw=0.8)
   ax.set_xlabel("recurrent scale r (spectral radius of W_hh)")
-  ax.set_ylabel("fitted per-lag factor ρ̂")
+  ax.set_ylabel(f"fitted per-lag factor ρ̂ (median, range over {cfg['draws']} draws)")
   ax.set_title("ρ̂ < 1: vanishing, ρ̂ > 1: exploding", fontsize=10)
   ax.legend(fontsize=8)
   fig.tight_layout()
@@ -233,14 +384,27 @@ def plot(results: dict, out: pathlib.Path) -> None:
 
 
 def main(argv: Sequence[str] = ()) -> dict:
-  cfg = parse(list(argv))
+  argv = list(argv)
+  cfg = parse(argv)
   jax.config.update("jax_enable_x64", True)  # products of 60 Jacobians leave float32's range
-  cfg.out.mkdir(parents=True, exist_ok=True)
-  results = run(cfg)
-  results["command"] = "python scripts/gradient_study.py " + " ".join(argv)
-  (cfg.out / "results.json").write_text(json.dumps(clean(results), allow_nan=False) + "\n")
-  plot(results, cfg.out)
-  print(f"wrote {cfg.out}/results.json, norm_vs_lag.png, heatmaps.png, rates.png")
+  load0 = os.getloadavg()
+  wall0, cpu0 = time.perf_counter(), time.process_time()
+  settings, xs = run(cfg)
+  config = {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(cfg).items()
+            if k not in RUN_ONLY}
+  results = {**record.provenance("gradient_study.py", argv, seeds=[cfg.seed],
+                                 data={"inputs": record.digest(xs)}),
+             "config": config, "agree_rtol": AGREE_RTOL, "settings": settings}
+  results = clean(results)
+  timing = record.timing("gradient_study.py", argv, time.perf_counter() - wall0,
+                         time.process_time() - cpu0, load0)
+  record.write(cfg.out, results, timing)
+  (cfg.out / "results.md").write_text(table(results, timing))
+  written = ["results.json", "timing.json", "results.md"]
+  if not cfg.no_plot:
+    plot(results, cfg.out)
+    written += ["norm_vs_lag.png", "heatmaps.png", "rates.png"]
+  print(f"wrote {cfg.out}/: {', '.join(written)}")
   return results
 
 

@@ -1,6 +1,7 @@
 """Gradient diagnostics: norms against jax.jacrev, the seed's bound as an inequality, Lanczos
-against exact SVD, Lyapunov exponents of a linear RNN, the Pascanu conditions; and a smoke test
-of scripts/gradient_study.py."""
+against exact SVD, Lyapunov exponents of a linear RNN, the Pascanu conditions; and
+scripts/gradient_study.py (its quick mode reproducible byte for byte, its agreement criterion,
+its argument checks)."""
 import functools
 import importlib.util
 import json
@@ -302,15 +303,58 @@ def _load_script(name):
 
 
 @pytest.mark.slow
-def test_gradient_study_script_smoke(tmp_path):
+def test_gradient_study_quick_mode_is_reproducible(tmp_path, capsys):
+  """--quick twice: the same results.json, byte for byte; draws summarised; --out refused."""
   study = _load_script("gradient_study")
-  study.main(["--out", str(tmp_path), "--hidden", "4", "--steps", "6", "--batch", "2",
-              "--radii", "0.5", "1.5", "--heatmap-radii", "0.5", "1.5"])
-  results = json.loads((tmp_path / "results.json").read_text())
+  texts = []
+  for name, extra in (("a", []), ("b", ["--no-plot"])):
+    study.main(["--out", str(tmp_path / name), "--quick"] + extra)
+    texts.append((tmp_path / name / "results.json").read_text())
+  assert texts[0] == texts[1]
+  results = json.loads(texts[0])
+  assert results["command"] == "python scripts/gradient_study.py --quick"
+  assert results["git"]["commit"] and results["versions"]["jax"]
+  assert list(results["data_sha256"]) == ["inputs"] and results["seeds"] == [0]
+  assert "out" not in results["config"] and results["config"]["draws"] == 2
   settings = results["settings"]
   assert len(settings) == 2 * 2 * len(results["config"]["families"])
   for s in settings:
-    assert len(s["lag_profile"]["geo_mean"]) == 7
-    assert s["fit"]["rate"] is None or s["fit"]["rate"] > 0
+    assert len(s["lag_profile"]["geo_mean"]) == 7  # draw 0 keeps the full record
+    assert len(s["draws"]["rate"]) == len(s["draws"]["lyapunov_growth_factor"]) == 2
+    over = s["over_draws"]
+    assert over["rate"]["min"] <= over["rate"]["median"] <= over["rate"]["max"]
+    assert over["agree_all"] == all(s["draws"]["agree"])
+    assert over["bound_holds"] == 2  # the seed's bound holds on every draw
+  # W_hh = r·I: every draw is the same matrix, and the full QR iteration finds the fastest unit.
+  irnn = [s for s in settings if s["family"] == "identity" and s["activation"] == "relu"]
+  assert [s["over_draws"]["agree_all"] for s in irnn] == [True, True]
+  timing = json.loads((tmp_path / "a" / "timing.json").read_text())
+  assert "--out" in timing["command"] and timing["wall_s"] > 0
+  assert "| identity | relu | 1.5 |" in (tmp_path / "a" / "results.md").read_text()
   for png in ("norm_vs_lag.png", "heatmaps.png", "rates.png"):
-    assert (tmp_path / png).stat().st_size > 0
+    assert (tmp_path / "a" / png).stat().st_size > 0
+  assert not (tmp_path / "b" / "rates.png").exists()
+  capsys.readouterr()
+  with pytest.raises(SystemExit):  # a user's results are not replaced without --overwrite
+    study.main(["--out", str(tmp_path / "a"), "--quick"])
+  assert "already holds results.json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("rate, growth, expected", [
+    (0.5, 0.5, True), (1.0, 1.049, True), (1.0, 1.051, False), (1.0, 0.949, False),
+    (0.5, 0.0, False),  # a product that vanished exactly: exp(λ₁) = 0
+    (float("nan"), 0.5, False), (0.5, float("inf"), False)])
+def test_gradient_study_agreement_criterion(rate, growth, expected):
+  study = _load_script("gradient_study")
+  assert study.agrees(rate, growth) is expected
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--draws", "0"], "--draws must be >= 1, got 0"),
+    (["--steps", "1"], "--steps must be >= 2"),
+    (["--hidden", "0"], "--hidden must be >= 1, got 0")])
+def test_gradient_study_refuses_bad_sizes(tmp_path, capsys, argv, fragment):
+  study = _load_script("gradient_study")
+  with pytest.raises(SystemExit):
+    study.parse(["--out", str(tmp_path)] + argv)
+  assert fragment in capsys.readouterr().err
