@@ -150,9 +150,9 @@ def test_deer_memory_is_checked_before_allocation_and_names_the_quasi_variant():
     (dict(solver=par.Solver("newton")), r"solver.method must be one of"),
     (dict(solver=par.Solver(adjoint="magic")), r"solver.adjoint must be one of"),
     (dict(solver=par.Solver(on_failure="retry")), r"solver.on_failure must be one of"),
-    (dict(solver=par.Solver(tol=-1.0)), r"solver.tol must be a positive number"),
-    (dict(solver=par.Solver(max_iter=0)), r"solver.max_iter must be a positive int"),
-    (dict(solver=par.Solver(damping=0.0)), r"solver.damping must be a positive number"),
+    (dict(solver=par.Solver(tol=-1.0)), r"solver.tol must be a finite float in \(0, 1\)"),
+    (dict(solver=par.Solver(max_iter=0)), r"solver.max_iter must be an int in \[1, "),
+    (dict(solver=par.Solver(damping=0.0)), r"solver.damping must be a finite positive float"),
     (dict(solver="deer", grad="autodiff"), "differentiates through its fixed point"),
     (dict(solver="deer", kernel="pallas_interpret"), "applies to solver='sequential' only"),
 ])

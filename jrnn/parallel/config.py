@@ -6,6 +6,8 @@ of ``jax.jit`` and a ``nondiff_argnum`` of a ``custom_vjp``; the strings ``"deer
 """
 from __future__ import annotations
 
+import math
+import numbers
 from typing import NamedTuple, Optional, Union
 
 import jax
@@ -19,6 +21,9 @@ ON_FAILURE = ("raise", "fallback", "ignore")
 # states, reached by Newton one iteration after it enters its quadratic regime.
 DEFAULT_TOL = {jnp.dtype(jnp.float64): 1e-12, jnp.dtype(jnp.float32): 2e-5}
 DEFAULT_MEMORY_LIMIT = 2 << 30  # bytes of Jacobians a full-matrix solve may hold: 2 GiB
+# The default iteration cap (Solver.max_iter=None): max(floor, T) undamped, max(floor, 2T) damped.
+DEFAULT_MIN_ITER, DEFAULT_MIN_ITER_DAMPED = 100, 200
+MAX_ITER_LIMIT = 2**31 - 1  # the solve's iteration counter is int32
 
 
 class Solver(NamedTuple):
@@ -31,10 +36,17 @@ class Solver(NamedTuple):
       solved as a parallel Kalman smoother; for dynamics where undamped Newton blows up).
     tol: convergence threshold on the relative residual (:class:`SolveInfo`); ``None`` picks
       :data:`DEFAULT_TOL` for the dtype (``1e-12`` float64, ``2e-5`` float32).
-    max_iter: the most linear solves one call may run. Exact (DEER) and quasi (quasi-DEER)
-      Newton both make at least one more step exact per iteration, so ``max_iter >= T``
-      guarantees convergence in exact arithmetic; a useful solve takes far fewer (``O(log T)``
-      for a contracting RNN) and a long one is slower than the sequential scan.
+    max_iter: the most linear solves one call may run (``1 ≤ max_iter ≤ 2³¹ − 1``, the int32
+      counter), or ``None`` (the default) for a cap that grows with the sequence:
+      ``max(100, T)`` for DEER and quasi-DEER, ``max(200, 2T)`` for ELK and quasi-ELK
+      (:meth:`iteration_cap`). Exact (DEER) and quasi (quasi-DEER) Newton both make at least
+      one more step exact per iteration, so ``T`` iterations guarantee convergence in exact
+      arithmetic: a cap of ``T`` never gives up on a solve the theory says will finish. The
+      damped methods hold back part of every step and have no such bound; they get twice the
+      budget and a floor of 200 (one valid step takes quasi-ELK about 12 iterations to
+      ``1e-12``, a benign tanh RNN at ``T = 100`` up to about 100). A useful solve takes far
+      fewer (``O(log T)`` for a contracting RNN); a failing one runs to the cap, so set it
+      lower to fail faster.
     damping: ``λ > 0`` of ELK and quasi-ELK, the weight of ``λ‖h − h⁽ⁱ⁾‖²`` (the trust region
       around the current iterate); ``λ → 0`` is DEER, large ``λ`` takes small safe steps.
       Ignored by DEER and quasi-DEER.
@@ -58,7 +70,7 @@ class Solver(NamedTuple):
   """
   method: str = "deer"
   tol: Optional[float] = None
-  max_iter: int = 100
+  max_iter: Optional[int] = None
   damping: float = 0.1
   adaptive: Optional[bool] = None
   adjoint: str = "sequential"
@@ -70,6 +82,14 @@ class Solver(NamedTuple):
     if self.tol is not None:
       return float(self.tol)
     return DEFAULT_TOL.get(jnp.dtype(dtype), 2e-5)
+
+  def iteration_cap(self, n_steps: int) -> int:
+    """``max_iter``, or the default cap for ``n_steps`` (``T``) when it is ``None``."""
+    if self.max_iter is not None:
+      return int(self.max_iter)
+    if self.method in ("elk", "quasi_elk"):
+      return max(DEFAULT_MIN_ITER_DAMPED, 2 * int(n_steps))
+    return max(DEFAULT_MIN_ITER, int(n_steps))
 
   @property
   def adaptive_damping(self) -> bool:
@@ -102,15 +122,24 @@ class SolveInfo(NamedTuple):
   overflowed (products of ``T`` Jacobians of a poor linearisation, typically the first
   iterations from a zero guess on long sequences); their non-finite entries restarted from the
   previous iterate, which keeps the iteration's guarantee (one more exact step each time).
+  ``fell_back`` says the states returned are the sequential scan's, not the solver's: the solve
+  failed and ``on_failure="fallback"`` replaced them (the other fields still describe the
+  failed solve).
   """
   iterations: jax.Array  # shape=(), int32: linear solves run
   residual: jax.Array  # shape=(), dtype of the states
   converged: jax.Array  # shape=(), bool
   diverged: jax.Array  # shape=(), bool
   resets: jax.Array  # shape=(), int32: iterations whose linear solve overflowed
+  fell_back: jax.Array  # shape=(), bool: the states are the sequential fallback's
 
 
 SolverLike = Union[str, Solver]
+
+
+def _is_real(x) -> bool:
+  """A real Python or NumPy number, not a bool (``True`` is not a tolerance)."""
+  return isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_))
 
 
 def as_solver(solver: SolverLike, *, argname: str = "solver") -> Solver:
@@ -134,17 +163,34 @@ def as_solver(solver: SolverLike, *, argname: str = "solver") -> Solver:
   if solver.on_failure not in ON_FAILURE:
     raise ValueError(f"{argname}.on_failure must be one of {ON_FAILURE}, "
                      f"got {solver.on_failure!r}")
-  if solver.tol is not None and not (isinstance(solver.tol, (int, float)) and solver.tol > 0):
-    raise ValueError(f"{argname}.tol must be a positive number or None, got {solver.tol!r}")
-  if (isinstance(solver.max_iter, (bool, np.bool_))
-      or not isinstance(solver.max_iter, (int, np.integer)) or solver.max_iter < 1):
-    raise ValueError(f"{argname}.max_iter must be a positive int, got {solver.max_iter!r}")
-  if not (isinstance(solver.damping, (int, float)) and solver.damping > 0):
-    raise ValueError(f"{argname}.damping must be a positive number, got {solver.damping!r}")
+  if solver.tol is not None:
+    if not _is_real(solver.tol):
+      raise TypeError(f"{argname}.tol must be a float in (0, 1) or None (the dtype's default), "
+                      f"got {type(solver.tol).__name__} {solver.tol!r}")
+    if not (math.isfinite(solver.tol) and 0 < solver.tol < 1):
+      # A relative residual of 1 is met by the zero guess of every tanh network: tol >= 1
+      # would report convergence after 0 iterations.
+      raise ValueError(f"{argname}.tol must be a finite float in (0, 1) (a relative residual), "
+                       f"got {solver.tol!r}")
+  if solver.max_iter is not None:
+    if isinstance(solver.max_iter, (bool, np.bool_)) or not isinstance(
+        solver.max_iter, (int, np.integer)):
+      raise TypeError(f"{argname}.max_iter must be a positive int or None (a cap that grows "
+                      f"with T), got {type(solver.max_iter).__name__} {solver.max_iter!r}")
+    if not 1 <= solver.max_iter <= MAX_ITER_LIMIT:
+      raise ValueError(f"{argname}.max_iter must be an int in [1, {MAX_ITER_LIMIT}] (the "
+                       f"iteration counter is int32) or None, got {solver.max_iter!r}")
+  if not _is_real(solver.damping):
+    raise TypeError(f"{argname}.damping must be a positive float (λ), "
+                    f"got {type(solver.damping).__name__} {solver.damping!r}")
+  if not (math.isfinite(solver.damping) and solver.damping > 0):
+    raise ValueError(f"{argname}.damping must be a finite positive float (λ), "
+                     f"got {solver.damping!r}")
   if solver.adaptive is not None and not isinstance(solver.adaptive, (bool, np.bool_)):
     raise TypeError(f"{argname}.adaptive must be True, False or None, got {solver.adaptive!r}")
   if solver.memory_limit is not None and not (
-      isinstance(solver.memory_limit, (int, np.integer)) and solver.memory_limit > 0):
+      isinstance(solver.memory_limit, (int, np.integer))
+      and not isinstance(solver.memory_limit, (bool, np.bool_)) and solver.memory_limit > 0):
     raise ValueError(f"{argname}.memory_limit must be a positive int (bytes) or None, "
                      f"got {solver.memory_limit!r}")
   return solver

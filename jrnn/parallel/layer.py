@@ -25,6 +25,7 @@ from typing import NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jrnn import loops, validation
 from jrnn.activations import Activation, ActivationLike, get_activation
@@ -50,7 +51,7 @@ def trajectory(w_hh, u, h0, mask, act: Activation, solver: Solver, init=None):
           "elk": elk.elk_step_full, "quasi_elk": elk.elk_step_diagonal}[solver.method]
   damped = solver.method in ("elk", "quasi_elk")
   return newton.iterate(step, w_hh, u, h0, mask, act, tol=solver.tolerance(u.dtype),
-                        max_iter=solver.max_iter, init=init,
+                        max_iter=solver.iteration_cap(u.shape[0]), init=init,
                         damping=solver.damping if damped else None,
                         adaptive=solver.adaptive_damping)
 
@@ -59,41 +60,75 @@ class SolverError(RuntimeError):
   """A parallel solve with ``on_failure="raise"`` did not converge."""
 
 
-def _raise_failure(method, iterations, residual, diverged, tol, max_iter):
+# What to try instead of each method, most useful first (never the method that failed).
+_ALTERNATIVES = {
+    "deer": "method='elk' (damped) for unstable dynamics",
+    "quasi_deer": "method='deer' (full Jacobians) or 'quasi_elk' (damped) for unstable dynamics",
+    "elk": "a larger damping",
+    "quasi_elk": "method='elk' (full Jacobians) or a larger damping",
+}
+
+
+def failure_message(method: str, iterations, residual, diverged, tol: float,
+                    max_iter: int) -> str:
+  """The :class:`SolverError` message of a failed solve: what happened and what to change."""
   why = ("met NaN/Inf (diverged)" if diverged else
          f"did not reach tol={tol:g} within max_iter={max_iter}")
-  raise SolverError(
-      f"parallel solver {method!r} {why}: {int(iterations)} iterations, relative residual "
-      f"{float(residual):.3g}. Use Solver(on_failure='fallback') to run the sequential scan "
-      "instead, raise max_iter, use method='elk'/'quasi_elk' for unstable dynamics, or "
-      "solver='sequential' (Newton needs a contracting RNN: largest Lyapunov exponent < 0)")
+  return (f"parallel solver {method!r} {why}: {int(iterations)} iterations, relative residual "
+          f"{float(residual):.3g}. Raise max_iter, try {_ALTERNATIVES[method]}, pass "
+          "Solver(on_failure='fallback') to run the sequential scan instead, or use "
+          "solver='sequential' (Newton needs a contracting RNN: largest Lyapunov exponent < 0)")
+
+
+def _raise_failed(method, tol, max_iter, failed, iterations, residual, diverged):
+  """Host side of the ``"raise"`` policy: raises for the first failed solve of a (possibly
+  vmapped, hence batched) set of flags; returns ``True`` per solve otherwise."""
+  failed = np.asarray(failed)
+  if failed.any():
+    i = np.unravel_index(np.argmax(failed), failed.shape) if failed.ndim else ()
+    raise SolverError(failure_message(method, np.asarray(iterations)[i],
+                                      np.asarray(residual)[i], bool(np.asarray(diverged)[i]),
+                                      tol, max_iter))
+  return np.ones(failed.shape, bool)
 
 
 def apply_policy(hs, info: SolveInfo, w_hh, u, h0, mask, act: Activation, solver: Solver,
                  unroll: int = 1):
-  """Applies ``solver.on_failure`` to a solve's result; returns the states to use.
+  """Applies ``solver.on_failure`` to a solve's result; returns ``(hs, info)`` to use.
 
-  ``"raise"``: a host callback (run only when the solve failed) raises :class:`SolverError`;
-  ``"fallback"``: ``lax.cond`` runs :func:`jrnn.loops.scan_recurrence` when it failed;
-  ``"ignore"``: ``hs`` as it is.
+  ``"raise"``: eagerly (concrete values) a :class:`SolverError` is raised here; traced (under
+  ``jit``, ``vmap``, ``grad``) a ``jax.pure_callback`` that ``lax.cond`` runs only on failure
+  raises it (under ``vmap`` the cond runs for every call, and the callback receives each
+  member's flag, so only a failed member raises); its result gates the returned states, so
+  the check can be neither skipped nor pruned. ``"fallback"``: ``lax.cond`` runs
+  :func:`jrnn.loops.scan_recurrence` when the solve failed, and ``info.fell_back`` says so.
+  ``"ignore"``: ``hs`` as it is (``info.converged`` says whether to trust it).
   """
   failed = ~info.converged
   if solver.on_failure == "raise":
-    report = functools.partial(_raise_failure, solver.method, tol=solver.tolerance(u.dtype),
-                               max_iter=solver.max_iter)
-    jax.lax.cond(failed, lambda: jax.debug.callback(report, info.iterations, info.residual,
-                                                    info.diverged),
-                 lambda: None)
-    return hs
+    check = functools.partial(_raise_failed, solver.method, solver.tolerance(u.dtype),
+                              solver.iteration_cap(u.shape[0]))
+    if not isinstance(failed, jax.core.Tracer):
+      check(failed, info.iterations, info.residual, info.diverged)
+      return hs, info
+
+    def host_check():
+      return jax.pure_callback(check, jax.ShapeDtypeStruct((), jnp.bool_), failed,
+                               info.iterations, info.residual, info.diverged,
+                               vmap_method="broadcast_all")
+
+    ok = jax.lax.cond(failed, host_check, lambda: jnp.ones((), bool))
+    return jnp.where(ok, hs, jnp.nan), info
   if solver.on_failure == "fallback":
-    return jax.lax.cond(failed, lambda: loops.scan_recurrence(w_hh, u, h0, mask, act, unroll),
-                        lambda: hs)
-  return hs
+    hs = jax.lax.cond(failed, lambda: loops.scan_recurrence(w_hh, u, h0, mask, act, unroll),
+                      lambda: hs)
+    return hs, info._replace(fell_back=failed)
+  return hs, info
 
 
 def _solve(w_hh, u, h0, mask, init, act, solver, unroll):
   hs, info = trajectory(w_hh, u, h0, mask, act, solver, init)
-  return apply_policy(hs, info, w_hh, u, h0, mask, act, solver, unroll), info
+  return apply_policy(hs, info, w_hh, u, h0, mask, act, solver, unroll)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))

@@ -203,4 +203,4 @@ def iterate(step: Step, w_hh, u, h0, mask, act: Activation, *, tol: float, max_i
   # 0 here too (its σ' in the backward pass agrees) and a masked step copies its state exactly.
   return c.lin.phi, SolveInfo(c.iteration, c.residual,
                               (c.residual <= tol) & jnp.isfinite(c.residual), c.diverged,
-                              c.resets)
+                              c.resets, jnp.zeros((), bool))
