@@ -163,6 +163,7 @@ def test_cli_smoke_run(tmp_path, capsys):
   assert os.path.getsize(os.path.join(out, "loss.png")) > 0
   assert os.path.exists(os.path.join(out, "checkpoint.safetensors"))
   assert summary["step"] == 2 and len(summary["sample"]) == len("The ") + 5
+  assert not os.path.exists(os.path.join(out, "test.json"))  # the char-LM has no test split
   assert "sample" in capsys.readouterr().out
 
 
@@ -175,6 +176,12 @@ def test_cli_other_tasks(tmp_path, task, metric, extra):
                               "--copy-len", "2", "--delay", "1", "--out", out] + extra)
   rows = _rows(os.path.join(out, "metrics.jsonl"))
   assert len(rows) == 2 and all(np.isfinite(r[metric]) for r in rows)
+  # The test split: scored once, at the end, into test.json, never into the metrics.
+  assert not any(k.startswith("test") for r in rows for k in r)
+  with open(os.path.join(out, "test.json")) as f:
+    test = json.load(f)
+  assert set(test) == {"step", metric.replace("val_", "test_")} and test["step"] == 2
+  assert np.isfinite(test[metric.replace("val_", "test_")])
 
 
 @pytest.mark.parametrize("flags,message", [
