@@ -103,7 +103,7 @@ def _step_weights(damping: float, mask, dtype):
 
   A masked step ``h_t = h_{t-1}`` is exactly linear, so its Newton step needs no trust region:
   it enters the smoother as a hard copy (no observation, no process noise: ``A = I``,
-  ``b = 0``, ``C = 0``, ``η = 0``, ``\mathcal{J} = 0``, the identity element of the combine)
+  ``b = 0``, ``C = 0``, ``η = 0``, ``\\mathcal{J} = 0``, the identity element of the combine)
   rather than as a damped soft constraint. Damped, a run of ``L`` masked steps acts as a
   diffusion that needs ``O(λ L²)`` iterations to carry the state across it (quasi-ELK with
   lengths did not converge in 3,000 iterations at ``T = 100``).
