@@ -6,20 +6,31 @@ Two parts, results written to ``--out`` (``docs/online`` for the published run):
    steps, write them back) as an endless stream: episodes follow one another and the state is
    never reset. ``B`` streams per seed, several seeds in one ``jax.vmap``; every method updates
    the parameters every ``k`` steps with Adam (:func:`jrnn.online.make_online_train_step`). The
-   curve is the online (prequential) cross-entropy on the answer steps, before each update;
-   afterwards, accuracy on a held-out stream.
+   curve is the online (prequential) cross-entropy on the answer steps, before each update.
+   Three streams per seed: the training stream; a validation stream (``--val-episodes``
+   episodes, key ``split(fold_in(key(seed), 1))[1]``), scored after training: the number one
+   would choose settings by; and a test stream (``--test-episodes``, key
+   ``fold_in(key(seed), 3)``) read once, at the very end, after every method has trained.
 2. Cost against ``H``: time per step of one stream (a compiled ``lax.scan`` of the method's
-   step, median of repeats) and the bytes of the state each method carries, beside full BPTT.
+   step, the fastest of repeats) and the bytes of the state each method carries, beside full
+   BPTT.
 
-Run ``python scripts/online_experiment.py --out docs/online`` (``--quick`` for a smoke run).
+Writes to ``--out``: ``results.json`` (the command, commit, versions, SHA-256 of the train,
+validation and test streams, seeds, machine, every curve and score and the state sizes: the
+same bytes when the same command runs again on the same machine), ``timing.json`` (every time:
+wall and CPU seconds, load, each method's training seconds and the µs-per-step table),
+``results.md`` (tables from both), ``learning.png`` and ``cost.png``. An existing
+``results.json`` in ``--out`` is refused unless ``--overwrite``.
+
+  nice -n 5 python scripts/online_experiment.py --out docs/online
+  python scripts/online_experiment.py --out /tmp/online --quick   # what the test runs
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import subprocess
+import pathlib
+import statistics
 import sys
 import time
 
@@ -32,32 +43,62 @@ import jrnn.online as online
 from jrnn.data import copy_task
 from jrnn.training.optimizers import make_optimizer
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import record  # noqa: E402  pylint: disable=wrong-import-position
+
+QUICK = dict(hidden=8, seeds=2, streams=2, windows=4, truncations=[2], cost_hidden=[4],
+             rtrl_max_hidden=4)
+DEFAULTS = dict(hidden=16, seeds=5, streams=8, windows=250, truncations=[2, 4, 8],
+                cost_hidden=[8, 16, 32, 64, 128], rtrl_max_hidden=128)
+# Left out of results.json's config: where and how the run happens, not what it computes.
+RUN_ONLY = ("out", "overwrite", "no_plot")
 
 def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--out", required=True, help="directory for results.json, results.md, PNGs")
-  p.add_argument("--quick", action="store_true", help="a few seconds: tiny sizes, few steps")
-  p.add_argument("--hidden", type=int, default=16, help="H of the learning runs")
-  p.add_argument("--seeds", type=int, default=5)
-  p.add_argument("--streams", type=int, default=8, help="B streams per seed")
-  p.add_argument("--windows", type=int, default=250, help="windows of --episodes episodes")
+  p.add_argument("--out", type=pathlib.Path, required=True,
+                 help="directory for results.json, timing.json, results.md, PNGs")
+  p.add_argument("--quick", action="store_true",
+                 help=f"a short run for tests: {QUICK} (explicit flags still win)")
+  p.add_argument("--hidden", type=int, default=None,
+                 help=f"H of the learning runs (default {DEFAULTS['hidden']})")
+  p.add_argument("--seeds", type=int, default=None,
+                 help=f"seeds 0..S-1 (default S={DEFAULTS['seeds']})")
+  p.add_argument("--streams", type=int, default=None,
+                 help=f"B streams per seed (default {DEFAULTS['streams']})")
+  p.add_argument("--windows", type=int, default=None,
+                 help=f"windows of --episodes episodes (default {DEFAULTS['windows']})")
   p.add_argument("--episodes", type=int, default=4, help="episodes per window")
   p.add_argument("--every", type=int, default=1, help="k: steps between parameter updates")
   p.add_argument("--lr", type=float, default=3e-3)
   p.add_argument("--symbols", type=int, default=4, help="K data symbols")
   p.add_argument("--length", type=int, default=2, help="L symbols to copy")
   p.add_argument("--delay", type=int, default=3, help="D blank steps before 'go'")
-  p.add_argument("--truncations", type=int, nargs="+", default=[2, 4, 8])
+  p.add_argument("--val-episodes", type=int, default=32, help="episodes in the validation stream")
+  p.add_argument("--test-episodes", type=int, default=32, help="episodes in the test stream")
+  p.add_argument("--truncations", type=int, nargs="+", default=None,
+                 help=f"TBPTT truncations τ (default {DEFAULTS['truncations']})")
   p.add_argument("--methods", nargs="+", default=None,
                  help="only these curves (labels as in the table, e.g. RTRL 'TBPTT τ=8')")
   p.add_argument("--skip-cost", action="store_true", help="learning curves only")
-  p.add_argument("--cost-hidden", type=int, nargs="+", default=[8, 16, 32, 64, 128])
-  p.add_argument("--rtrl-max-hidden", type=int, default=128,
-                 help="largest H at which exact RTRL is timed")
+  p.add_argument("--cost-hidden", type=int, nargs="+", default=None,
+                 help=f"H values of the cost table (default {DEFAULTS['cost_hidden']})")
+  p.add_argument("--rtrl-max-hidden", type=int, default=None,
+                 help=f"largest H at which exact RTRL is timed (default "
+                      f"{DEFAULTS['rtrl_max_hidden']})")
+  p.add_argument("--no-plot", action="store_true", help="skip the PNGs")
+  p.add_argument("--overwrite", action="store_true",
+                 help="replace results already in --out (otherwise refused)")
   args = p.parse_args(argv)
-  if args.quick:
-    args.hidden, args.seeds, args.streams, args.windows = 8, 2, 2, 6
-    args.cost_hidden, args.rtrl_max_hidden = [4, 8], 8
+  for name, value in (QUICK if args.quick else DEFAULTS).items():
+    if getattr(args, name) is None:
+      setattr(args, name, value)
+  for name in ("hidden", "seeds", "streams", "windows", "episodes", "every", "val_episodes",
+               "test_episodes"):
+    if getattr(args, name) < 1:
+      p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+  refusal = record.refuse_existing(args.out, args.overwrite)
+  if refusal:
+    p.error(refusal)
   return args
 
 
@@ -80,27 +121,32 @@ def method_configs(args):
   return out
 
 
-def make_data(args, n_val_episodes=32):
-  """Every seed's training stream ``(S, W, T_w, B, …)`` and held-out stream ``(S, T_v, B, …)``.
+def make_data(args):
+  """Every seed's training stream ``(S, W, T_w, B, …)``, validation stream ``(S, T_v, B, …)``
+  and test stream ``(S, T_t, B, …)``.
 
   Drawn once, outside the compiled training runs, and shared by every method: all methods see
-  the same streams.
+  the same streams. The three keys of a seed are distinct, so the streams are independent draws.
   """
   def one(seed):
-    k_data, k_val = jax.random.split(jax.random.fold_in(jax.random.key(seed), 1))
+    key = jax.random.key(seed)
+    k_data, k_val = jax.random.split(jax.random.fold_in(key, 1))
+    k_test = jax.random.fold_in(key, 3)  # 0: init, 1: train/validation, 2: the steps' keys
     train = jax.vmap(lambda w: stream_window(jax.random.fold_in(k_data, w), args))(
         jnp.arange(args.windows))
-    return train, stream_window(k_val, _with(args, episodes=n_val_episodes))
+    return (train, stream_window(k_val, _with(args, episodes=args.val_episodes)),
+            stream_window(k_test, _with(args, episodes=args.test_episodes)))
 
   return jax.jit(jax.vmap(one))(jnp.arange(args.seeds))
 
 
 @jax.jit
-def accuracy(params, val):
-  """Answer accuracy on a held-out stream of episodes, the state carried as in training."""
-  ys = jax.vmap(lambda p, xs: jrnn.forward(p, xs).ys)(params, val.xs)
-  hit = (jnp.argmax(ys, -1) == val.targets) & val.mask
-  return jnp.sum(hit, axis=(1, 2)) / jnp.sum(val.mask, axis=(1, 2))
+def accuracy(params, stream):
+  """Answer accuracy per seed on a held-out stream of episodes, the state carried as in
+  training (from ``h0`` at the stream's start)."""
+  ys = jax.vmap(lambda p, xs: jrnn.forward(p, xs).ys)(params, stream.xs)
+  hit = (jnp.argmax(ys, -1) == stream.targets) & stream.mask
+  return jnp.sum(hit, axis=(1, 2)) / jnp.sum(stream.mask, axis=(1, 2))
 
 
 def _with(args, **kw):
@@ -117,8 +163,9 @@ def init_seeds(args, n_in, n_out):
                                                      scheme="orthogonal")))(keys)
 
 
-def learn(args, label, method, params, data):
-  """Trains ``--seeds`` seeds at once; returns per-window losses ``(S, W)`` and accuracies."""
+def learn(args, label, method, params, train, val):
+  """Trains ``--seeds`` seeds at once; returns per-window losses ``(S, W)``, the validation
+  accuracies ``(S,)``, the final parameters and the seconds taken."""
   n_updates = args.windows * args.episodes * copy_task.num_steps(args.length, args.delay) // (
       args.every)
   # Cosine decay to 0.1·lr: with a constant rate, Adam's tiny second moments after a long run
@@ -142,13 +189,13 @@ def learn(args, label, method, params, data):
     return losses, params
 
   t0 = time.perf_counter()
-  train, val = data
   losses, params = jax.jit(jax.vmap(run))(jnp.arange(args.seeds), params, train)
   acc = jax.block_until_ready(accuracy(params, val))
   seconds = time.perf_counter() - t0
-  print(f"  {label:12s} final loss {np.mean(np.asarray(losses)[:, -10:]):.3f} nats, "
-        f"accuracy {np.mean(np.asarray(acc)):.3f} ({seconds:.1f} s)", flush=True)
-  return np.asarray(losses), np.asarray(acc), seconds
+  print(f"  {label:12s} final loss {np.median(np.asarray(losses)[:, -10:].mean(1)):.3f} nats, "
+        f"validation accuracy {np.median(np.asarray(acc)):.3f} (medians over seeds; "
+        f"{seconds:.1f} s)", flush=True)
+  return np.asarray(losses), np.asarray(acc), params, seconds
 
 
 def _best_time(fn, *a, repeats=7, budget_s=3.0):
@@ -165,15 +212,17 @@ def _best_time(fn, *a, repeats=7, budget_s=3.0):
 
 
 def cost(args, n_in, n_out, n_steps=128):
-  """Seconds per step and bytes of state per stream for each method and ``H``."""
+  """Seconds per step and bytes of state per stream for each method and ``H``: rows of
+  ``method, hidden, params, us_per_step, state_bytes`` (only ``us_per_step`` is a timing)."""
   rows = []
   cfg = dict(loss="cross_entropy", activation="tanh")
   labels = jax.random.randint(jax.random.key(2), (n_steps,), 0, n_out)
-  xs = jax.nn.one_hot(jax.random.randint(jax.random.key(1), (n_steps,), 0, n_in), n_in)
+  xs = jax.nn.one_hot(jax.random.randint(jax.random.key(1), (n_steps,), 0, n_in), n_in,
+                      dtype=jnp.float32)  # the parameters are float32, also under jax_enable_x64
   for n_hidden in args.cost_hidden:
     params = jrnn.init_params(jax.random.key(0), n_in, n_hidden, n_out, scheme="orthogonal")
     methods = [(f"TBPTT τ={t}", online.online_method("tbptt", truncation=t, **cfg))
-               for t in (min(args.truncations), max(args.truncations))]
+               for t in sorted({min(args.truncations), max(args.truncations)})]
     methods += [("UORO", online.online_method("uoro", **cfg)),
                 ("SnAp-1", online.online_method("snap1", **cfg))]
     if n_hidden <= args.rtrl_max_hidden:
@@ -228,15 +277,14 @@ def plot(out, args, curves, cost_rows):
   for label, c in curves.items():
     losses = c["losses"]  # (S, W)
     x = (np.arange(losses.shape[1]) + 1) * steps_per_window
-    mean = losses.mean(0)
-    line, = ax.plot(x, mean, label=label, lw=1.5)
+    line, = ax.plot(x, np.median(losses, 0), label=label, lw=1.5)
     ax.fill_between(x, losses.min(0), losses.max(0), color=line.get_color(), alpha=0.15, lw=0)
   ax.axhline(np.log(args.symbols), color="gray", ls=":", lw=1, label="chance (ln K)")
   ax.set_yscale("log")
   ax.set_xlabel("stream steps (each of B streams)")
   ax.set_ylabel("online cross-entropy on answer steps (nats)")
   ax.set_title(f"copy task online: K={args.symbols}, L={args.length}, D={args.delay}, "
-               f"H={args.hidden}; mean and range of {args.seeds} seeds")
+               f"H={args.hidden}; median and range of {args.seeds} seeds", fontsize=10)
   ax.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(os.path.join(out, "learning.png"), dpi=120)
@@ -261,93 +309,117 @@ def plot(out, args, curves, cost_rows):
   plt.close(fig)
 
 
-def _cpu_name():
-  try:
-    text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    for line in text.splitlines():
-      if line.startswith("Model name"):
-        return line.split(":", 1)[1].strip()
-  except (OSError, subprocess.CalledProcessError):
-    pass
-  return platform.processor() or "unknown"
+def _spread(values, digits=3) -> str:
+  """``median [min–max]`` of per-seed values."""
+  v = [float(x) for x in values]
+  return f"{statistics.median(v):.{digits}f} [{min(v):.{digits}f}–{max(v):.{digits}f}]"
 
 
-def write_markdown(out, args, curves, cost_rows, meta):
+def write_markdown(out, args, results, timing):
+  """``results.md``: the learning table (from results.json) and the cost tables (µs per step from
+  timing.json, bytes of state from results.json)."""
+  m, steps = results["machine"], copy_task.num_steps(args.length, args.delay)
   lines = [
       "# Online gradients on the copy task: results",
       "",
-      f"Command: `{meta['command']}`  ",
-      f"Machine: {meta['cpu']} ({meta['cores']} cores), jax {meta['jax']}, "
-      f"{meta['backend']}; total time {meta['seconds']:.0f} s (run under `nice` on a shared "
-      f"machine: load average {meta['load'][0]:.1f} at the start, {meta['load'][1]:.1f} at the "
-      f"end; times per step are the fastest of several repeats).",
+      f"Command: `{results['command']}` (commit {results['git']['commit']}"
+      f"{', with local changes' if results['git']['dirty'] else ''})  ",
+      f"Machine: `{m['model_name']}` ({m['cpus']} CPUs), jax {results['versions']['jax']}, "
+      f"{results['backend']}; {timing['wall_s']:.0f} s wall, {timing['cpu_s']:.0f} s CPU, "
+      f"finished {timing['finished_utc']}. Shared machine: load average "
+      f"{timing['loadavg_start']} at the start, {timing['loadavg_end']} at the end; every time "
+      "below is indicative only.",
       "",
       f"Copy task K={args.symbols}, L={args.length}, D={args.delay} "
-      f"(episode {copy_task.num_steps(args.length, args.delay)} steps, lag "
-      f"{args.length + args.delay + 1} from a symbol to its answer), as one endless stream; "
-      f"H={args.hidden}, tanh, B={args.streams} streams × {args.seeds} seeds, Adam lr "
-      f"{args.lr} (cosine decay to 0.1·lr, clip 1), update every {args.every} step(s), "
-      f"{args.windows * args.episodes * copy_task.num_steps(args.length, args.delay)} steps.",
+      f"(episode {steps} steps, lag {args.length + args.delay + 1} from a symbol to its answer), "
+      f"as one endless stream; H={args.hidden}, tanh, B={args.streams} streams × {args.seeds} "
+      f"seeds, Adam lr {args.lr} (cosine decay to 0.1·lr, clip 1), update every {args.every} "
+      f"step(s), {args.windows * args.episodes * steps} steps. Validation stream "
+      f"{args.val_episodes} episodes, test stream {args.test_episodes} episodes per seed (read "
+      "once, after every method has trained).",
       "",
-      "| method | online loss, last 10% (nats) | held-out accuracy | seconds (all seeds) |",
-      "|---|---|---|---|",
+      "Online loss: per seed, the mean over the last 10% of windows of the online cross-entropy "
+      "on answer steps. Every cell: median [min–max] over the seeds; per-seed values in "
+      "results.json.",
+      "",
+      "| method | online loss, last 10% (nats) | validation accuracy | test accuracy | "
+      "training s (all seeds) |",
+      "|---|---|---|---|---|",
   ]
-  for label, c in curves.items():
-    losses, acc = c["losses"], c["accuracy"]
-    tail = losses[:, -max(1, losses.shape[1] // 10):].mean(1)
-    lines.append(f"| {label} | {tail.mean():.3f} (seeds {', '.join(f'{v:.2f}' for v in tail)}) "
-                 f"| {acc.mean():.3f} (seeds {', '.join(f'{v:.2f}' for v in acc)}) "
-                 f"| {c['seconds']:.1f} |")
+  for label, c in results["curves"].items():
+    lines.append(f"| {label} | {_spread(c['loss_last_10pct'])} | "
+                 f"{_spread(c['val_accuracy'])} | {_spread(c['test_accuracy'])} | "
+                 f"{timing['learn_s'][label]:.1f} |")
   lines += ["", f"Chance: ln K = {np.log(args.symbols):.3f} nats, accuracy 1/K = "
             f"{1 / args.symbols:.3f}.", ""]
-  methods = list(dict.fromkeys(r["method"] for r in cost_rows))
-  hiddens = sorted({r["hidden"] for r in cost_rows})
-  by = {(r["method"], r["hidden"]): r for r in cost_rows}
-  for title, field, fmt in (("µs per step", "us_per_step", "{:,.1f}"),
-                            ("bytes of state per stream", "state_bytes", "{:,}")):
-    if not cost_rows:
+  tables = (("µs per step (timing.json; the fastest of several repeats)", timing["cost"],
+             "us_per_step", "{:,.1f}"),
+            ("bytes of state per stream (results.json)", results["state_bytes"], "state_bytes",
+             "{:,}"))
+  for title, rows, field, fmt in tables:
+    if not rows:
       break
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    by = {(r["method"], r["hidden"]): r for r in rows}
     lines += [f"## Cost against H: {title}", "",
               f"I = {args.symbols + 2} inputs, O = {args.symbols} outputs; P = H² + H·I + H.", "",
               "| H | P | " + " | ".join(methods) + " |", "|---" * (len(methods) + 2) + "|"]
-    for h in hiddens:
+    for h in sorted({r["hidden"] for r in rows}):
       cells = [fmt.format(by[(m, h)][field]) if (m, h) in by else "—" for m in methods]
       lines.append(f"| {h} | {by[(methods[0], h)]['params']:,} | " + " | ".join(cells) + " |")
     lines.append("")
-  if meta.get("refusal"):
+  if results.get("rtrl_refusal"):
     lines += ["Exact RTRL at H=256 (float32) is refused by default:", "",
-              f"> {meta['refusal']}"]
-  with open(os.path.join(out, "results.md"), "w") as f:
-    f.write("\n".join(lines) + "\n")
+              f"> {results['rtrl_refusal']}"]
+  (pathlib.Path(out) / "results.md").write_text("\n".join(lines) + "\n")
 
 
 def main(argv=None):
+  argv = list(sys.argv[1:] if argv is None else argv)
   args = parse_args(argv)
-  os.makedirs(args.out, exist_ok=True)
-  t0, load0 = time.perf_counter(), os.getloadavg()[0]
+  args.out.mkdir(parents=True, exist_ok=True)
+  load0 = os.getloadavg()
+  wall0, cpu0 = time.perf_counter(), time.process_time()
   n_in, n_out = args.symbols + 2, args.symbols
   print(f"learning curves (H={args.hidden}, {args.seeds} seeds × {args.streams} streams)")
-  curves = {}
-  data, params = make_data(args), init_seeds(args, n_in, n_out)
+  train, val, test = make_data(args)
+  params = init_seeds(args, n_in, n_out)
+  curves, learn_s, final = {}, {}, {}
   for label, method in method_configs(args):
     if args.methods and label not in args.methods:
       continue
-    losses, acc, seconds = learn(args, label, method, params, data)
-    curves[label] = dict(losses=losses, accuracy=acc, seconds=seconds)
+    losses, acc, final[label], learn_s[label] = learn(args, label, method, params, train, val)
+    tail = losses[:, -max(1, losses.shape[1] // 10):].mean(1)
+    curves[label] = dict(losses=losses.tolist(), loss_last_10pct=tail.tolist(),
+                         val_accuracy=acc.tolist())
+  for label, p in final.items():  # the test stream, read once: each method's final parameters
+    curves[label]["test_accuracy"] = np.asarray(accuracy(p, test)).tolist()
   print("cost against H")
   cost_rows = [] if args.skip_cost else cost(args, n_in, n_out)
-  meta = dict(command="python " + " ".join([sys.argv[0]] + (argv or sys.argv[1:])),
-              cpu=_cpu_name(), cores=os.cpu_count(), jax=jax.__version__,
-              backend=jax.default_backend(), seconds=time.perf_counter() - t0,
-              refusal=refusal_message(n_in, n_out), load=(load0, os.getloadavg()[0]))
-  plot(args.out, args, curves, cost_rows)
-  write_markdown(args.out, args, curves, cost_rows, meta)
-  with open(os.path.join(args.out, "results.json"), "w") as f:
-    json.dump(dict(config=vars(args), meta=meta, cost=cost_rows,
-                   curves={k: dict(losses=v["losses"].tolist(), accuracy=v["accuracy"].tolist(),
-                                   seconds=v["seconds"]) for k, v in curves.items()}), f)
-  print(f"wrote {args.out}/results.md, results.json, learning.png, cost.png "
-        f"({meta['seconds']:.0f} s)")
+  digests = {name: record.digest(*(np.asarray(a) for a in jax.tree_util.tree_leaves(stream)))
+             for name, stream in (("train", train), ("val", val), ("test", test))}
+  config = {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(args).items()
+            if k not in RUN_ONLY}
+  results = {**record.provenance("online_experiment.py", argv, seeds=range(args.seeds),
+                                 data=digests),
+             "backend": jax.default_backend(), "config": config,
+             "rtrl_refusal": refusal_message(n_in, n_out),
+             "state_bytes": [{k: r[k] for k in ("method", "hidden", "params", "state_bytes")}
+                             for r in cost_rows],
+             "curves": curves}
+  timing = record.timing("online_experiment.py", argv, time.perf_counter() - wall0,
+                         time.process_time() - cpu0, load0,
+                         learn_s={k: round(v, 2) for k, v in learn_s.items()},
+                         cost=[{k: r[k] for k in ("method", "hidden", "params", "us_per_step")}
+                               for r in cost_rows])
+  record.write(args.out, results, timing)
+  write_markdown(args.out, args, results, timing)
+  if not args.no_plot:
+    plot(args.out, args, {k: {"losses": np.asarray(c["losses"])} for k, c in curves.items()},
+         cost_rows)
+  print(f"wrote {args.out}/results.json, timing.json, results.md"
+        f"{'' if args.no_plot else ', learning.png, cost.png'} ({timing['wall_s']:.0f} s)")
+  return results
 
 
 if __name__ == "__main__":
