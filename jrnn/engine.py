@@ -142,6 +142,7 @@ def run_layer(layer: LayerParams, xs, h0, mask, act: Activation, *, reverse: boo
   """``hs (T, B, H)`` of one layer over time-major ``xs (T, B, I)`` from ``h0 (B, H)``."""
   kern, unroll = _resolve(grad, kernel, solver, unroll, layer.w_hh, xs, act)
   if is_parallel(solver):
+    xs = loops.zero_masked(xs, None if mask is None else jnp.asarray(mask).astype(bool))
     u = add_bias(xs @ layer.w_xh.T, layer.b_h)  # differentiated by JAX: dW_xh = Σ δᵀx, ...
     with bptt.explain_forward_mode():
       return parallel.layer.run(layer.w_hh, u, h0, mask, act, solver, reverse=reverse,

@@ -10,7 +10,7 @@ state). Nothing here is differentiated by a custom rule; :mod:`jrnn.bptt` binds 
 * :func:`reverse_deltas`: ``δ_t = σ'(a_t) ⊙ (g_t + δ_{t+1} W_hh)``, the only sequential part of
   the backward pass.
 * :func:`previous_states`, :func:`activation_derivative`, :func:`recurrent_weight_grad`,
-  :func:`in_time_order`: the small pieces around them.
+  :func:`in_time_order`, :func:`zero_masked`: the small pieces around them.
 """
 from __future__ import annotations
 
@@ -19,13 +19,29 @@ import jax.numpy as jnp
 
 from jrnn.activations import Activation
 
+def zero_masked(seq, mask):
+  """``seq (T, B, …)`` with its masked steps set to zero (``mask (T, B)`` boolean or ``None``).
+
+  A masked step never reads its input, but ``where(m, σ(h W_hhᵀ + u), h)`` still
+  differentiates ``σ`` at a NaN or Inf ``u`` (``0 · NaN = NaN``), and ``∂L/∂W_xh = Σ δᵀx``
+  multiplies the zero ``δ`` of a masked step by its ``x``. Selecting zeros first makes a
+  padded step inert: whatever it holds changes neither the loss nor any gradient.
+  """
+  if mask is None:
+    return seq
+  return jnp.where(mask.reshape(mask.shape + (1,) * (jnp.ndim(seq) - 2)), seq,
+                   jnp.zeros((), jnp.result_type(seq)))
+
+
 def in_time_order(seq, mask, reverse: bool):
-  """``(seq, mask)`` as the loops consume them: mask boolean, both flipped in time if ``reverse``.
+  """``(seq, mask)`` as the loops consume them: mask boolean, masked steps of ``seq`` zeroed
+  (:func:`zero_masked`), both flipped in time if ``reverse``.
 
   The loops always run forward in time; a reverse direction flips its inputs and its outputs.
   """
   if mask is not None:
     mask = jnp.asarray(mask).astype(bool)
+    seq = zero_masked(seq, mask)
   if reverse:
     seq = jnp.flip(seq, 0)
     mask = None if mask is None else jnp.flip(mask, 0)

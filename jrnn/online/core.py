@@ -136,6 +136,12 @@ def check_step_masks(mask, loss_mask) -> Tuple[jax.Array, jax.Array]:
   return valid, valid & scored
 
 
+def inert_input(valid, x: jax.Array) -> jax.Array:
+  """``x`` at a valid step, zeros at a masked one: a masked step's input (NaN or Inf included)
+  then touches neither ``L_t`` nor any gradient (``0 · NaN`` would be NaN in the influence)."""
+  return jnp.where(valid, x, jnp.zeros((), jnp.result_type(x)))
+
+
 def cell_forward(params, h_prev: jax.Array, x: jax.Array, act: Activation) -> StepForward:
   """``h_t = σ(W_hh h_{t-1} + W_xh x_t + b_h)`` and ``σ'(a_t)`` for one stream."""
   a = params.w_hh @ h_prev + params.w_xh @ x + params.b_h

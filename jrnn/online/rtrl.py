@@ -133,6 +133,7 @@ def rtrl_step(params: RNNParams, state: RTRLState, x: jax.Array, target, *,
   core.check_params(params, "rtrl_step")
   core.check_step_inputs(params, state.h, x, target, loss, "rtrl_step")
   valid, scored = core.check_step_masks(mask, loss_mask)
+  x = core.inert_input(valid, x)
   act = get_activation(activation)
   fwd = core.cell_forward(params, state.h, x, act)
   m = state.influence

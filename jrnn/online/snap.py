@@ -74,6 +74,7 @@ def snap1_step(params: RNNParams, state: SnApState, x: jax.Array, target, *,
   core.check_params(params, "snap1_step")
   core.check_step_inputs(params, state.h, x, target, loss, "snap1_step")
   valid, scored = core.check_step_masks(mask, loss_mask)
+  x = core.inert_input(valid, x)
   act = get_activation(activation)
   fwd = core.cell_forward(params, state.h, x, act)
   d, s, m = jnp.diagonal(params.w_hh), fwd.dsig, state.influence

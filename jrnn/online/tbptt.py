@@ -76,6 +76,7 @@ def tbptt_step(params: RNNParams, state: TBPTTState, x: jax.Array, target, *,
   core.check_params(params, "tbptt_step")
   core.check_step_inputs(params, state.h, x, target, loss, "tbptt_step")
   valid, scored = core.check_step_masks(mask, loss_mask)
+  x = core.inert_input(valid, x)
   act = get_activation(activation)
   loss_fn = core.step_loss(loss)
   # The oldest input leaves the window: h_start moves past it (with the current parameters).

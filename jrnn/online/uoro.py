@@ -98,6 +98,7 @@ def uoro_step(params: RNNParams, state: UOROState, x: jax.Array, target, *, key:
   core.check_params(params, "uoro_step")
   core.check_step_inputs(params, state.h, x, target, loss, "uoro_step")
   valid, scored = core.check_step_masks(mask, loss_mask)
+  x = core.inert_input(valid, x)
   act = get_activation(activation)
   fwd = core.cell_forward(params, state.h, x, act)
   nu = _signs(key, params.sizes[1], params.w_hh.dtype)

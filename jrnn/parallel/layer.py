@@ -230,6 +230,8 @@ def solve(
   act = get_activation(activation)
   validation.check_bool("reverse", reverse)
   validation.check_recurrence_inputs(w_hh, u, h0, mask)
+  if jnp.shape(u)[0] == 0:
+    raise ValueError(f"u must have at least one time step (T >= 1), got shape {jnp.shape(u)}")
   dtype = jnp.result_type(u)
   if init is not None:
     validation.check_shape("init", init, u.shape, "(T, B, H)")
@@ -296,6 +298,13 @@ def parallel_forward(
     if mask is not None:
       raise ValueError("pass mask or lengths, not both")
     mask = validation.mask_from_lengths(validation.from_nested(lengths), n_steps, n_batch)
+  if n_steps == 0:
+    raise ValueError(f"xs must have at least one time step (T >= 1), got shape {xs.shape}")
+  if mask is not None:
+    mask = validation.from_nested(mask)
+    validation.check_mask(mask, n_steps, n_batch)
+    mask = jnp.asarray(mask).astype(bool)
+    xs = loops.zero_masked(xs, mask)  # a padded step's input, NaN or not, stays inert
   if h0 is None:
     h0 = (jnp.zeros((n_batch, n_hidden), dtype) if params.h0 is None
           else jnp.broadcast_to(params.h0, (n_batch, n_hidden)))
