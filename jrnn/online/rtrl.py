@@ -61,14 +61,21 @@ def rtrl_influence_bytes(params: RNNParams) -> int:
   return n_hidden * core.num_recurrent_params(params) * jnp.dtype(params.w_hh.dtype).itemsize
 
 
-def check_influence_size(params: RNNParams, max_influence_bytes: Optional[int]) -> None:
-  """Refuses exact RTRL when its influence is larger than ``max_influence_bytes``."""
+def check_max_influence_bytes(max_influence_bytes) -> None:
+  """Raises ``ValueError`` unless ``max_influence_bytes`` is a positive int or ``None``."""
   if max_influence_bytes is None:
     return
   if isinstance(max_influence_bytes, bool) or not isinstance(max_influence_bytes, int) or (
       max_influence_bytes < 1):
     raise ValueError(f"max_influence_bytes must be a positive int or None, "
                      f"got {max_influence_bytes!r}")
+
+
+def check_influence_size(params: RNNParams, max_influence_bytes: Optional[int]) -> None:
+  """Refuses exact RTRL when its influence is larger than ``max_influence_bytes``."""
+  if max_influence_bytes is None:
+    return
+  check_max_influence_bytes(max_influence_bytes)
   nbytes = rtrl_influence_bytes(params)
   if nbytes > max_influence_bytes:
     n_in, n_hidden, _ = params.sizes

@@ -39,7 +39,8 @@ class TBPTTState(NamedTuple):
   from_h0: jax.Array  # shape=() bool: h_start is still the stream's h_0 (no step dropped yet)
 
 
-def _check_truncation(truncation) -> None:
+def check_truncation(truncation) -> None:
+  """Raises ``ValueError`` unless ``truncation`` (``τ``) is a positive int."""
   if isinstance(truncation, bool) or not isinstance(truncation, int) or truncation < 1:
     raise ValueError(f"truncation must be a positive int (τ, the steps each gradient goes "
                      f"back), got {truncation!r}")
@@ -49,7 +50,7 @@ def tbptt_init(params: RNNParams, h: Optional[jax.Array] = None, *,
                truncation: int) -> TBPTTState:
   """The state at the start of a stream (``h`` as :func:`jrnn.online.rtrl_init`)."""
   core.check_params(params, "tbptt_init")
-  _check_truncation(truncation)
+  check_truncation(truncation)
   h_start = core.start_state(params, h)
   n_in = params.sizes[0]
   return TBPTTState(h_start, h_start, jnp.zeros((truncation, n_in), params.w_hh.dtype),

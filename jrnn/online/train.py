@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import optax
 
 from jrnn import validation
-from jrnn.activations import ActivationLike
+from jrnn.activations import ActivationLike, get_activation
 from jrnn.online import core, rtrl, snap, tbptt, uoro
 from jrnn.params import RNNParams
 
@@ -80,12 +80,19 @@ def online_method(name: str, *, loss: core.LossLike = "squared_error",
     max_influence_bytes: exact RTRL's refusal limit per stream (see :mod:`jrnn.online.rtrl`).
     eps: UORO's ``ε``.
   """
-  if name not in METHODS:
+  if not isinstance(name, str) or name not in METHODS:
     raise ValueError(f"method must be one of {METHODS}, got {name!r}")
   if (name == "tbptt") != (truncation is not None):
     raise ValueError("truncation (τ) must be given for method 'tbptt' and only there, got "
                      f"method={name!r}, truncation={truncation!r}")
-  core.step_loss(loss)  # rejects an unknown name now
+  # Every argument is checked now, not at the first step inside a compiled train step.
+  core.step_loss(loss)
+  get_activation(activation)
+  if name == "tbptt":
+    tbptt.check_truncation(truncation)
+  if name == "rtrl":
+    rtrl.check_max_influence_bytes(max_influence_bytes)
+  uoro.check_eps(eps, "online_method")
   cfg = dict(loss=loss, activation=activation)
   if name == "rtrl":
     return OnlineMethod(
@@ -128,6 +135,8 @@ def init_streams(method: OnlineMethod, params: RNNParams, n_streams: int, *,
     raise ValueError(f"n_streams must be a positive int, got {n_streams!r}")
   if h is not None:
     validation.check_shape("h", h, (n_streams, params.sizes[1]), "(B, H)")
+  if key is not None:
+    uoro.check_key(key, "init_streams")
   keys = None if key is None else jax.random.split(key, n_streams)
   return jax.vmap(lambda hb, k: method.init(params, hb, key=k), axis_size=n_streams)(h, keys)
 
@@ -166,10 +175,14 @@ def make_online_train_step(
     raise ValueError(f"every must be a positive int (steps between updates), got {every!r}")
   if reduction not in REDUCTIONS:
     raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+  validation.check_bool("jit", jit)
+  validation.check_bool("donate", donate)
 
   def train_step(params, opt_state, state, batch: OnlineBatch, key=None):
     if method.needs_key and key is None:
       raise ValueError(f"the {method.name} train step needs key= (a fresh key per window)")
+    if key is not None:
+      uoro.check_key(key, "the online train step")
     xs = batch.xs
     if jnp.ndim(xs) != 3:
       raise ValueError(f"batch.xs must have shape (T, B, I), got {jnp.shape(xs)}")

@@ -30,10 +30,13 @@ on ``h0`` (zero elsewhere), again unbiased. Per step and stream: memory ``O(H + 
 """
 from __future__ import annotations
 
+import math
+import numbers
 from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jrnn.activations import ActivationLike, get_activation
 from jrnn.online import core
@@ -47,6 +50,34 @@ class UOROState(NamedTuple):
   h: jax.Array  # shape=(H,)
   h_tilde: jax.Array  # shape=(H,)
   theta_tilde: LayerParams  # shaped as the recurrent params: w_xh (H, I), w_hh (H, H), b_h (H,)
+
+
+def check_key(key, api: str, name: str = "key") -> None:
+  """Raises ``TypeError`` unless ``key`` is one typed PRNG key (``jax.random.key(seed)``).
+
+  Raw ``uint32`` keys (``jax.random.PRNGKey``) are refused rather than guessed at: a ``(2,)``
+  array of any other origin would pass as one. ``jax.random.wrap_key_data`` converts them.
+  """
+  if isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+    if key.shape != ():
+      raise TypeError(f"{name} of {api} must be one PRNG key, shape (), got a key array of "
+                      f"shape {key.shape}; vmap over keys, or pass one of them")
+    return
+  got = (f"{jnp.result_type(key)} array of shape {jnp.shape(key)}"
+         if hasattr(key, "dtype") and hasattr(key, "shape") else f"{type(key).__name__} {key!r}")
+  raise TypeError(f"{name} of {api} must be a typed PRNG key from jax.random.key(seed), got "
+                  f"{got}; raw uint32 keys (jax.random.PRNGKey) are not accepted: wrap one "
+                  "with jax.random.wrap_key_data")
+
+
+def check_eps(eps, api: str) -> None:
+  """Raises unless ``eps`` is a finite positive real number (``ε`` of ``ρ_0, ρ_1``)."""
+  if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, numbers.Real):
+    raise TypeError(f"eps of {api} must be a finite positive float (UORO's ε), "
+                    f"got {type(eps).__name__} {eps!r}")
+  if not (math.isfinite(eps) and eps > 0):
+    raise ValueError(f"eps of {api} must be a finite positive float (UORO's ε, default "
+                     f"{DEFAULT_EPS:g}), got {eps!r}")
 
 
 def _signs(key, n: int, dtype) -> jax.Array:
@@ -66,6 +97,8 @@ def uoro_init(params: RNNParams, h: Optional[jax.Array] = None, *,
   theta = LayerParams(zeros(params.w_xh), zeros(params.w_hh), zeros(params.b_h),
                       None if params.h0 is None else zeros(params.h0))
   h_tilde = jnp.zeros_like(params.b_h)
+  if key is not None:
+    check_key(key, "uoro_init")
   if params.h0 is not None and h is None:
     if key is None:
       raise ValueError("uoro_init needs key= when params.h0 is learnt (the estimate of "
@@ -96,6 +129,8 @@ def uoro_step(params: RNNParams, state: UOROState, x: jax.Array, target, *, key:
     unbiased estimate, the readout's exact. Time ``O(H² + H·I)``, memory ``O(H + P)``.
   """
   core.check_params(params, "uoro_step")
+  check_key(key, "uoro_step")
+  check_eps(eps, "uoro_step")
   core.check_step_inputs(params, state.h, x, target, loss, "uoro_step")
   valid, scored = core.check_step_masks(mask, loss_mask)
   x = core.inert_input(valid, x)
@@ -128,6 +163,8 @@ def uoro_sequence(params: RNNParams, xs: jax.Array, targets, *, key: jax.Array,
   Step ``t`` (0-based) draws its signs from ``fold_in(key, t + 1)``; ``ν_0`` of a learnt ``h0``
   from ``fold_in(key, 0)``. The result is an unbiased estimate of BPTT's gradient over ``key``.
   """
+  check_key(key, "uoro_sequence")
+  check_eps(eps, "uoro_sequence")
   state = uoro_init(params, h, key=jax.random.fold_in(key, 0))
   n_steps = jnp.shape(xs)[0]
   keys = jax.vmap(lambda t: jax.random.fold_in(key, t))(jnp.arange(1, n_steps + 1))
