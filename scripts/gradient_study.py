@@ -207,11 +207,15 @@ def measure_draw(params, xs, act, measure_jit, lags, *, full: bool, heatmap: boo
   return entry
 
 
-def run(cfg) -> tuple:
-  """All settings; returns ``(settings, xs)`` (``xs``: the input sequences, for their digest)."""
-  key = jax.random.key(cfg.seed)
-  k_x, k_p = jax.random.split(key)
+def inputs(cfg):
+  """The input sequences ``(B, T, I)`` and the key of the weight draws."""
+  k_x, k_p = jax.random.split(jax.random.key(cfg.seed))
   xs = cfg.input_scale * jax.random.normal(k_x, (cfg.batch, cfg.steps, cfg.inputs), jnp.float64)
+  return xs, k_p
+
+
+def run(cfg, xs, k_p) -> list:
+  """Every setting's record (draw 0 in full, every draw summarised)."""
   measure_jit = jax.jit(measure, static_argnums=2)
   lags = np.arange(cfg.steps + 1).astype(float)
   settings = []
@@ -242,7 +246,7 @@ def run(cfg) -> tuple:
         print(f"{family:10s} {act:5s} r={radius:<5} ‖W‖={s['spectral_norm']['median']:6.3f} "
               f"ρ̂={_fmt_spread(s['rate'])} exp(λ1)={_fmt_spread(s['lyapunov_growth_factor'])} "
               f"agree {s['agree']}/{cfg.draws}", flush=True)
-  return settings, xs
+  return settings
 
 
 def _fmt_spread(s: dict, digits: int = 3) -> str:
@@ -389,12 +393,14 @@ def main(argv: Sequence[str] = ()) -> dict:
   jax.config.update("jax_enable_x64", True)  # products of 60 Jacobians leave float32's range
   load0 = os.getloadavg()
   wall0, cpu0 = time.perf_counter(), time.process_time()
-  settings, xs = run(cfg)
+  xs, k_p = inputs(cfg)
+  # Taken before the long computation: the commit (and dirty flag) of the code that runs.
+  prov = record.provenance("gradient_study.py", argv, seeds=[cfg.seed],
+                           data={"inputs": record.digest(xs)})
+  settings = run(cfg, xs, k_p)
   config = {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(cfg).items()
             if k not in RUN_ONLY}
-  results = {**record.provenance("gradient_study.py", argv, seeds=[cfg.seed],
-                                 data={"inputs": record.digest(xs)}),
-             "config": config, "agree_rtol": AGREE_RTOL, "settings": settings}
+  results = {**prov, "config": config, "agree_rtol": AGREE_RTOL, "settings": settings}
   results = clean(results)
   timing = record.timing("gradient_study.py", argv, time.perf_counter() - wall0,
                          time.process_time() - cpu0, load0)

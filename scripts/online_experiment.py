@@ -383,6 +383,10 @@ def main(argv=None):
   n_in, n_out = args.symbols + 2, args.symbols
   print(f"learning curves (H={args.hidden}, {args.seeds} seeds × {args.streams} streams)")
   train, val, test = make_data(args)
+  digests = {name: record.digest(*(np.asarray(a) for a in jax.tree_util.tree_leaves(stream)))
+             for name, stream in (("train", train), ("val", val), ("test", test))}
+  # Taken before the long computation: the commit (and dirty flag) of the code that runs.
+  prov = record.provenance("online_experiment.py", argv, seeds=range(args.seeds), data=digests)
   params = init_seeds(args, n_in, n_out)
   curves, learn_s, final = {}, {}, {}
   for label, method in method_configs(args):
@@ -396,13 +400,9 @@ def main(argv=None):
     curves[label]["test_accuracy"] = np.asarray(accuracy(p, test)).tolist()
   print("cost against H")
   cost_rows = [] if args.skip_cost else cost(args, n_in, n_out)
-  digests = {name: record.digest(*(np.asarray(a) for a in jax.tree_util.tree_leaves(stream)))
-             for name, stream in (("train", train), ("val", val), ("test", test))}
   config = {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(args).items()
             if k not in RUN_ONLY}
-  results = {**record.provenance("online_experiment.py", argv, seeds=range(args.seeds),
-                                 data=digests),
-             "backend": jax.default_backend(), "config": config,
+  results = {**prov, "backend": jax.default_backend(), "config": config,
              "rtrl_refusal": refusal_message(n_in, n_out),
              "state_bytes": [{k: r[k] for k in ("method", "hidden", "params", "state_bytes")}
                              for r in cost_rows],
