@@ -41,8 +41,10 @@ def test_scans_name_a_bad_shape():
 
 
 def test_elk_step_is_the_levenberg_marquardt_least_squares_solution():
-  # One ELK step minimises Σ‖h_t − J_t h_{t-1} − c_t‖² + λ Σ‖h_t − h⁽ⁱ⁾_t‖²: hold the Kalman
-  # smoother (full and diagonal Jacobians) to the dense least-squares solution of that objective.
+  # One ELK step minimises Σ‖h_t − J_t h_{t-1} − c_t‖² + λ Σ‖h_t − h⁽ⁱ⁾_t‖² over the valid
+  # steps, a masked step (exactly linear) being the hard constraint h_t = h_{t-1}: hold the
+  # Kalman smoother (full and diagonal Jacobians) to the dense equality-constrained
+  # least-squares solution of that objective (its KKT system).
   n_steps, n_batch, n_hidden, lam = 4, 2, 3, 0.7
   k = jax.random.split(jax.random.key(1), 4)
   w = _random(k[0], (n_hidden, n_hidden), 0.8)
@@ -59,17 +61,27 @@ def test_elk_step_is_the_levenberg_marquardt_least_squares_solution():
     c = newton.offsets(jac, lin)
     n = n_steps * n_hidden
     for b in range(n_batch):
-      rows = np.zeros((2 * n, n))
-      rhs = np.zeros(2 * n)
+      rows, rhs, cons, cons_rhs = [], [], [], []
       for t in range(n_steps):
         sl = slice(t * n_hidden, (t + 1) * n_hidden)
-        rows[sl, sl] = np.eye(n_hidden)
+        dyn = np.zeros((n_hidden, n))
+        dyn[:, sl] = np.eye(n_hidden)
         if t:
-          rows[sl, (t - 1) * n_hidden:t * n_hidden] = -np.asarray(jac[t, b])
-        rhs[sl] = c[t, b]
-        rows[n + t * n_hidden:n + (t + 1) * n_hidden, sl] = np.sqrt(lam) * np.eye(n_hidden)
-        rhs[n + t * n_hidden:n + (t + 1) * n_hidden] = np.sqrt(lam) * guess[t, b]
-      want = np.linalg.lstsq(rows, rhs, rcond=None)[0].reshape(n_steps, n_hidden)
+          dyn[:, (t - 1) * n_hidden:t * n_hidden] = -np.asarray(jac[t, b])
+        if not mask[t, b]:
+          cons.append(dyn)
+          cons_rhs.append(np.asarray(c[t, b]))
+          continue
+        damp = np.zeros((n_hidden, n))
+        damp[:, sl] = np.sqrt(lam) * np.eye(n_hidden)
+        rows += [dyn, damp]
+        rhs += [np.asarray(c[t, b]), np.sqrt(lam) * np.asarray(guess[t, b])]
+      a, r = np.concatenate(rows), np.concatenate(rhs)
+      con = np.concatenate(cons) if cons else np.zeros((0, n))
+      m = con.shape[0]
+      kkt = np.block([[a.T @ a, con.T], [con, np.zeros((m, m))]])
+      sol = np.linalg.solve(kkt, np.concatenate([a.T @ r] + cons_rhs))
+      want = sol[:n].reshape(n_steps, n_hidden)
       np.testing.assert_allclose(step[:, b], want, rtol=1e-10, atol=1e-12)
 
 
