@@ -20,7 +20,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 NAME = re.compile(r"(?<![\w./-])jrnn(?:\.[A-Za-z_]\w*)+")
 # Old spellings a doc names on purpose, as old spellings: file -> names.
 OLD_SPELLINGS_ON_PURPOSE = {
-    "README.md": {"jrnn.make_train_step"},  # "Moving from 0.1 (flat names such as ...)"
+    "docs/usage.md": {"jrnn.make_train_step"},  # "Moving from 0.1 (flat names such as ...)"
 }
 
 
