@@ -24,7 +24,15 @@ import importlib as _importlib
 import warnings as _warnings
 
 from jrnn import (
-    data, diagnostics, engine, interop, kernels, online, parallel, reference, training,
+  data,
+  diagnostics,
+  engine,
+  interop,
+  kernels,
+  online,
+  parallel,
+  reference,
+  training,
 )
 from jrnn.activations import ACTIVATIONS, Activation, get_activation
 from jrnn.cell import readout, step

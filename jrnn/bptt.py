@@ -12,8 +12,8 @@ reverse recursion
 
 (column convention: ``J`` maps a change of ``h_t`` to a change of ``h_{t+1}``). With
 ``δ_t = dL/da_t = σ'(a_t) ⊙ dL/dh_t`` this is ``δ_t = σ'(a_t) ⊙ (g_t + δ_{t+1} W_hh)``. Only this
-line is sequential (:func:`jrnn.loops.reverse_deltas`); every weight gradient is one large matrix product over all ``T·B`` rows
-after the loop:
+line is sequential (:func:`jrnn.loops.reverse_deltas`); every weight gradient is one large
+matrix product over all ``T·B`` rows after the loop:
 
 .. math::
 

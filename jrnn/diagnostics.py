@@ -4,7 +4,8 @@ The seed bounds the Jacobian products of :mod:`jrnn.reference.jacobians` by
 
 .. math::
 
-   \\left\\|\\frac{∂h_t}{∂h_k}\\right\\| ≤ \\prod_{i=k+1}^{t} \\|\\mathrm{diag}(σ'(a_i))\\|\\,\\|W_{hh}\\|
+   \\left\\|\\frac{∂h_t}{∂h_k}\\right\\|
+   ≤ \\prod_{i=k+1}^{t} \\|\\mathrm{diag}(σ'(a_i))\\|\\,\\|W_{hh}\\|
    ≤ \\|W_{hh}\\|^{t-k}\\, \\|σ'\\|^{t-k},
 
 with ``‖·‖`` the spectral norm (largest singular value). This module computes the left side
@@ -27,7 +28,12 @@ import numpy as np
 from jrnn import validation
 from jrnn.activations import ActivationLike, get_activation
 from jrnn.reference.jacobians import (
-    Trajectory, check_trajectory, jacobian_jvp, jacobian_products, jacobian_vjp)
+  Trajectory,
+  check_trajectory,
+  jacobian_jvp,
+  jacobian_products,
+  jacobian_vjp,
+)
 
 
 def _lower(n: int) -> jax.Array:

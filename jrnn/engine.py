@@ -52,7 +52,7 @@ _BPTT_TO_CHOICES = {"hand": ("hand", "xla"), "autodiff": ("autodiff", "xla"),
                     "pallas": ("hand", "pallas"), "auto": ("hand", "auto")}
 
 
-def check_choices(grad: str, kernel: str, solver: "str | parallel.Solver") -> None:
+def check_choices(grad: str, kernel: str, solver: str | parallel.Solver) -> None:
   """Raises ``ValueError`` for an unknown or incompatible ``grad``/``kernel``/``solver``."""
   if grad not in GRADS:
     raise ValueError(f"grad must be one of {GRADS}, got {grad!r}")

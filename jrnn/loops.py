@@ -19,6 +19,7 @@ import jax.numpy as jnp
 
 from jrnn.activations import Activation
 
+
 def zero_masked(seq, mask):
   """``seq (T, B, …)`` with its masked steps set to zero (``mask (T, B)`` boolean or ``None``).
 

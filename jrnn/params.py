@@ -28,7 +28,7 @@ class RNNParams(NamedTuple):
   h0: Optional[jax.Array] = None  # shape=(H,) when learnt
 
   @property
-  def layer(self) -> "LayerParams":
+  def layer(self) -> LayerParams:
     """The recurrent part alone."""
     return LayerParams(self.w_xh, self.w_hh, self.b_h, self.h0)
 

@@ -33,7 +33,7 @@ def check_shape(name: str, x, expected: Sequence[Optional[int]], what: str = "")
   ``what`` names the axes, e.g. ``"(T, B, I)"``; it is printed beside the numbers.
   """
   shape = tuple(np.shape(x))
-  ok = len(shape) == len(expected) and all(e is None or e == s for e, s in zip(expected, shape))
+  ok = len(shape) == len(expected) and all(e is None or e == s for e, s in zip(expected, shape, strict=True))
   if not ok:
     want = "(" + ", ".join("?" if e is None else str(e) for e in expected) + ")"
     if len(expected) == 1:

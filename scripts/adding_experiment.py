@@ -116,7 +116,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
                   eval_every=500)
   if cfg.steps is None and cfg.lengths is not None and not cfg.quick:
     # Each given T takes its own default step count, not the four-T list's.
-    per_t = dict(zip(defaults["lengths"], defaults["steps"]))
+    per_t = dict(zip(defaults["lengths"], defaults["steps"], strict=True))
     missing = [t for t in cfg.lengths if t not in per_t]
     if missing:
       p.error(f"--steps has no default for T={missing} (defaults exist for T in "
@@ -259,7 +259,7 @@ def fmt(v: float) -> str:
 
 def table(results: dict, timing: dict) -> str:
   cfg, m = results["config"], results["machine"]
-  steps = ", ".join(f"T={t}: {s}" for t, s in zip(cfg["lengths"], cfg["steps"]))
+  steps = ", ".join(f"T={t}: {s}" for t, s in zip(cfg["lengths"], cfg["steps"], strict=True))
   lines = [
       "# Adding problem: final test MSE over seeds",
       "",
@@ -341,7 +341,7 @@ def main(argv: Sequence[str] = ()) -> dict:
   print(f"machine: {record.benchlib.cpu_model()} ({os.cpu_count()} CPUs, load "
         f"{[round(x, 2) for x in load0]})", flush=True)
   sets = {t: held_out(cfg, t) for t in cfg.lengths}  # before any thread starts
-  jobs = [(seq_len, steps, init) for seq_len, steps in zip(cfg.lengths, cfg.steps)
+  jobs = [(seq_len, steps, init) for seq_len, steps in zip(cfg.lengths, cfg.steps, strict=True)
           for init in cfg.inits]
   # Longest first (cost ∝ T·steps), so the last job to start is a short one.
   jobs.sort(key=lambda j: -j[0] * j[1])
@@ -351,7 +351,7 @@ def main(argv: Sequence[str] = ()) -> dict:
   runs = [r for group_runs, _ in done for r in group_runs]
   runs.sort(key=lambda r: (cfg.lengths.index(r["seq_len"]), order[r["init"]], r["clip"]))
   groups = sorted(({"seq_len": t, "init": i, "runs": len(rs), "steps": n, "wall_s": w}
-                   for (t, n, i), (rs, w) in zip(jobs, done)),
+                   for (t, n, i), (rs, w) in zip(jobs, done, strict=True)),
                   key=lambda g: (cfg.lengths.index(g["seq_len"]), order[g["init"]]))
   config = {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(cfg).items()
             if k not in ("out", "overwrite", "workers", "no_plot")}

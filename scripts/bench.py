@@ -20,9 +20,10 @@ table shows the median sample. On a GPU, jax uses TF32 matrix units
 
 GFLOP/s counts the matrix products: training ``6·T·B·(I·H + H·H) + 6·T·B·H·O``, forward
 ``2·T·B·(I·H + H·H + H·O)`` (:func:`benchlib.flop_count`). The ceiling is a large float32
-matrix product timed in the same run (XLA, and NumPy on CPU). Peak memory is XLA's buffer assignment for the compiled step
-(arguments + outputs + temporaries) for the jax implementations and
-``torch.cuda.max_memory_allocated`` for torch on CUDA; torch on CPU has none (``n/a``).
+matrix product timed in the same run (XLA, and NumPy on CPU). Peak memory is XLA's buffer
+assignment for the compiled step (arguments + outputs + temporaries) for the jax
+implementations and ``torch.cuda.max_memory_allocated`` for torch on CUDA; torch on CPU has
+none (``n/a``).
 
 Examples::
 

@@ -211,13 +211,13 @@ def check_correctness(sizes, force, clock, log, interpret=False):
       with jax.default_matmul_precision("float32"):
         ref = xla(*arrays)
       names = ("hs", "dW_hh", "du", "dh0")
-      errs = {n: rel(a, r) for n, a, r in zip(names, got, ref)}
+      errs = {n: rel(a, r) for n, a, r in zip(names, got, ref, strict=True)}
       row = {"size": size, "case": label, **errs}
       tol = TOL[prec]
       if prec == "tf32":  # TF32 error compounds through T steps: judge against XLA's own TF32
         with jax.default_matmul_precision("tensorfloat32"):
           xla_tf32 = xla(*arrays)
-        row["xla_tf32_max"] = max(rel(a, r) for a, r in zip(xla_tf32, ref))
+        row["xla_tf32_max"] = max(rel(a, r) for a, r in zip(xla_tf32, ref, strict=True))
         tol = max(tol, 2 * row["xla_tf32_max"])
       ok = max(errs.values()) < tol
       status = "ok" if ok else f"FAIL (tol {tol:.3g})"
@@ -238,6 +238,7 @@ def check_correctness(sizes, force, clock, log, interpret=False):
 def time_jax(sizes, force, reps, clock, log, xla_unrolls=(1, 32), interpret=False):
   import jax
   import jax.numpy as jnp
+
   from jrnn.activations import ACTIVATIONS
   act = ACTIVATIONS["tanh"]
   rows = []
@@ -359,6 +360,7 @@ def sanitizer_child():
   """The small case compute-sanitizer runs: resident and streamed, masked, fwd + bwd."""
   import jax
   import jax.numpy as jnp
+
   from jrnn.activations import ACTIVATIONS
   for h, resident in ((32, True), (128, False)):
     t, b = 8, 19

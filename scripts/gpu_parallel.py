@@ -147,7 +147,7 @@ def main(argv=None):
         row.update(iterations=ev.get("iterations"), converged=ev.get("converged"))
       if mode == "train" and not name.startswith("sequential") and "train" in ref:
         num = max(float(jnp.max(jnp.abs(a - b))) for a, b in
-                  zip(jax.tree.leaves(out), jax.tree.leaves(ref["train"])))
+                  zip(jax.tree.leaves(out), jax.tree.leaves(ref["train"]), strict=True))
         den = max(float(jnp.max(jnp.abs(b))) for b in jax.tree.leaves(ref["train"]))
         row["grad_rel_dev"] = num / den
       row["status"] = "ok"

@@ -72,10 +72,10 @@ def probe_streamed_tf32(log):
       errs = []
       for _ in range(repeats):
         got = run(*arrays)
-        errs.append([gc.rel(a, r) for a, r in zip(got, ref)])
+        errs.append([gc.rel(a, r) for a, r in zip(got, ref, strict=True)])
       row = {"case": f"{name}/{'mask' if masked else 'nomask'}/{gc._show(kw)}",
              "pallas_err_hs_dW_du_dh0": errs,
-             "xla_tf32_err": [gc.rel(a, r) for a, r in zip(xla_tf32, ref)],
+             "xla_tf32_err": [gc.rel(a, r) for a, r in zip(xla_tf32, ref, strict=True)],
              "identical_repeats": all(e == errs[0] for e in errs)}
     except Exception as e:  # noqa: BLE001
       row = {"case": f"{name}/{masked}/{gc._show(kw)}", "status": f"ERROR {e!s:.300}",
@@ -102,7 +102,7 @@ def probe_stages(reps, log):
       try:
         got = jax.jit(functools.partial(
             _grads, gc.make_core("pallas", act, precision="highest", **kw)))(*arrays)
-        err = max(gc.rel(a, r) for a, r in zip(got, ref))
+        err = max(gc.rel(a, r) for a, r in zip(got, ref, strict=True))
         with jax.default_matmul_precision("tensorfloat32"):
           step, fwd = gc.layer_fns(gc.make_core("pallas", act, **kw), size)
           train = benchlib.median_ms(lambda: step(params, xs, ys), reps)

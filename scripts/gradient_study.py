@@ -233,7 +233,7 @@ def run(cfg, xs, k_p) -> list:
                "spectral_radius": [d["spectral_radius"] for d in draws],
                "bound_holds": [d["bound_holds"] for d in draws],
                "regime": [d["fit"]["regime"] for d in draws]}
-        agree = [agrees(r, g) for r, g in zip(per["rate"], per["lyapunov_growth_factor"])]
+        agree = [agrees(r, g) for r, g in zip(per["rate"], per["lyapunov_growth_factor"], strict=True)]
         entry["draws"] = {**per, "agree": agree}
         entry["over_draws"] = {
             "num_draws": cfg.draws,
@@ -372,7 +372,7 @@ def plot(results: dict, out: pathlib.Path) -> None:
       ss = pick(fam, act)
       med = [s["over_draws"]["rate"]["median"] for s in ss]
       lo_hi = np.asarray([[m - s["over_draws"]["rate"]["min"], s["over_draws"]["rate"]["max"] - m]
-                          for s, m in zip(ss, med)]).T
+                          for s, m in zip(ss, med, strict=True)]).T
       ax.errorbar([s["radius"] for s in ss], med, yerr=lo_hi, capsize=2,
                   marker=markers.get(fam, "x"), ls=styles.get(act, ":"), label=f"{act}, {fam}")
   lo, hi = min(radii), max(radii)

@@ -221,7 +221,7 @@ def plot(results: dict, path: pathlib.Path) -> None:
   variants = results["variants"]
   fig, axes = plt.subplots(1, len(variants), squeeze=False, sharey=True,
                            figsize=(5 * len(variants), 3.6))
-  for ax, v in zip(axes[0], variants):
+  for ax, v in zip(axes[0], variants, strict=True):
     for s in v["seeds"]:
       ax.plot(s["curve"]["step"], s["curve"]["val_accuracy"], lw=1, alpha=0.8,
               label=f"seed {s['seed']}")
@@ -263,7 +263,7 @@ def main(argv: Sequence[str] = ()) -> dict:
   timing = record.timing("mnist1d_experiment.py", argv, time.perf_counter() - wall0,
                          time.process_time() - cpu0, load0,
                          workers=cfg.workers,
-                         variants={v: w for v, (_, w) in zip(cfg.variants, done)})
+                         variants={v: w for v, (_, w) in zip(cfg.variants, done, strict=True)})
   record.write(cfg.out, results, timing)
   (cfg.out / "results.md").write_text(table(results, timing))
   if not cfg.no_plot:

@@ -202,7 +202,7 @@ def figure(rows, gains, lengths, meta, path):
     ts = [r["T"] for r in rs]
     its = [r["iterations"] if r["converged"] else cap for r in rs]
     ax1.plot(ts, its, "-", color=color, label=f"g={g:g} (λ₁={rs[0]['lle']:+.2f})")
-    for r, it in zip(rs, its):
+    for r, it in zip(rs, its, strict=True):
       ax1.plot(r["T"], it, "o" if r["converged"] else "x", color=color)
   ax1.plot(lengths, [min(t, cap) for t in lengths], "k:", label=f"min(T, cap {cap}): DEER's bound")
   ax1.set(xscale="log", yscale="log", xlabel="sequence length T",

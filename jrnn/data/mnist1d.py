@@ -7,8 +7,9 @@ centred and scaled to unit variance. The defaults of the ``mnist1d`` package giv
 split (Greydanus 2020): logistic regression 32%, MLP 68%, CNN 94%, GRU 91%, human 96%
 (:data:`PUBLISHED`). The standard split has no validation set: :func:`split` carves one
 (:data:`N_VAL` = 500 sequences, by a fixed seed) out of the 4,000 training sequences, so that
-settings are chosen on it and the test set is read once, at the end. ``shuffle_seq=True`` applies one fixed permutation to the 40 steps of every
-example (the paper's shuffled variant: the same information, without its spatial order).
+settings are chosen on it and the test set is read once, at the end. ``shuffle_seq=True``
+applies one fixed permutation to the 40 steps of every example (the paper's shuffled variant:
+the same information, without its spatial order).
 
 The data are generated offline by the ``mnist1d`` package (an optional dependency,
 ``pip install jrnn[mnist1d]``); nothing is downloaded. Generation takes a few seconds; pass
@@ -63,7 +64,7 @@ _GENERATE_LOCK = threading.Lock()
 def available() -> bool:
   """Whether the ``mnist1d`` package can be imported."""
   try:
-    import mnist1d  # pylint: disable=import-outside-toplevel,unused-import
+    import mnist1d  # noqa: F401  (importing it is the check)
   except ImportError:
     return False
   return True

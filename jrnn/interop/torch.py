@@ -1,4 +1,4 @@
-"""Conversion to and from ``torch.nn.RNN`` (torch is an optional extra: ``pip install jrnn[torch]``).
+"""Conversion to and from ``torch.nn.RNN`` (an optional extra: ``pip install jrnn[torch]``).
 
 PyTorch computes ``h_t = σ(x_t W_ihᵀ + b_ih + h_{t-1} W_hhᵀ + b_hh)``. The two biases only ever
 appear as their sum, so jrnn keeps one: ``b_h = b_ih + b_hh``. PyTorch's ``W_ih`` is jrnn's

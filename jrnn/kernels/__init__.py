@@ -7,7 +7,7 @@
 ``"xla"``                 :mod:`jrnn.loops`: ``lax.scan``, any backend
 ``"pallas"``              :mod:`jrnn.kernels.pallas_triton`, compiled with Triton: CUDA GPUs only
 ``"pallas_interpret"``    the same Pallas kernels evaluated by XLA (any backend, slow: for tests)
-``"auto"``                ``"pallas"`` where :func:`pallas_supported` says it applies, else ``"xla"``
+``"auto"``                ``"pallas"`` where :func:`pallas_supported` allows it, else ``"xla"``
 ========================  ==========================================================================
 
 Asking for ``"pallas"`` without a GPU is an error, never a silent fall-back to the interpreter.

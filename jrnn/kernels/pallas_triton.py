@@ -1,4 +1,4 @@
-"""The persistent-RNN Pallas kernels (Triton): both sequential loops of the hand BPTT in one launch each.
+"""Persistent-RNN Pallas kernels (Triton): each sequential loop of the hand BPTT in one launch.
 
 Same maths as :mod:`jrnn.loops`, batched as rows (``a_t = h_{t-1} W_hhᵀ + u_t``):
 
@@ -285,7 +285,7 @@ def _layout(t: int, b: int, h: int, cfg: _Config):
 
 
 def _pad(x, shape):
-  return jnp.pad(x, [(0, n - s) for s, n in zip(x.shape, shape)])
+  return jnp.pad(x, [(0, n - s) for s, n in zip(x.shape, shape, strict=True)])
 
 
 def _mask_rows(mask, t, bp):

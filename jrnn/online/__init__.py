@@ -24,13 +24,31 @@ them, :func:`make_online_train_step` updates the parameters every ``k`` steps of
 with any optax optimiser. See ``docs/online.md``.
 """
 from jrnn.online.core import LOSSES, OnlineResult, num_recurrent_params
-from jrnn.online.rtrl import (DEFAULT_MAX_INFLUENCE_BYTES, RTRLState, rtrl_influence_bytes,
-                              rtrl_init, rtrl_sequence, rtrl_step)
-from jrnn.online.snap import (SnApState, dense_to_snap1, snap1_init, snap1_sequence, snap1_step,
-                              snap1_to_dense)
+from jrnn.online.rtrl import (
+                              DEFAULT_MAX_INFLUENCE_BYTES,
+                              RTRLState,
+                              rtrl_influence_bytes,
+                              rtrl_init,
+                              rtrl_sequence,
+                              rtrl_step,
+)
+from jrnn.online.snap import (
+                              SnApState,
+                              dense_to_snap1,
+                              snap1_init,
+                              snap1_sequence,
+                              snap1_step,
+                              snap1_to_dense,
+)
 from jrnn.online.tbptt import TBPTTState, tbptt_init, tbptt_sequence, tbptt_step
-from jrnn.online.train import (METHODS, OnlineBatch, OnlineMethod, init_streams,
-                               make_online_train_step, online_method)
+from jrnn.online.train import (
+                              METHODS,
+                              OnlineBatch,
+                              OnlineMethod,
+                              init_streams,
+                              make_online_train_step,
+                              online_method,
+)
 from jrnn.online.uoro import UOROState, uoro_init, uoro_sequence, uoro_step
 
 __all__ = (

@@ -189,7 +189,7 @@ def make_online_train_step(
     n_steps, n_streams = jnp.shape(xs)[:2]
     if n_steps % every:
       raise ValueError(f"the window's T={n_steps} must be a multiple of every={every}")
-    for name, m in zip(("batch.loss_mask", "batch.mask"), (batch.loss_mask, batch.mask)):
+    for name, m in zip(("batch.loss_mask", "batch.mask"), (batch.loss_mask, batch.mask), strict=True):
       if m is not None:
         validation.check_shape(name, m, (n_steps, n_streams), "(T, B)")
         validation.check_mask_dtype(m)

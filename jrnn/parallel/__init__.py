@@ -20,10 +20,24 @@ Modules (lowest first): :mod:`~jrnn.parallel.linear_scan` (associative scans of
 :mod:`jrnn.activations`, :mod:`jrnn.loops`, :mod:`jrnn.validation` and :mod:`jrnn.params`.
 """
 from jrnn.parallel import adjoint, config, elk, layer, linear_scan, newton
-from jrnn.parallel.config import (ADJOINTS, DEFAULT_MEMORY_LIMIT, DEFAULT_TOL, METHODS,
-                                  ON_FAILURE, SolveInfo, Solver, SolverLike, as_solver)
-from jrnn.parallel.layer import (ParallelOutput, SolverError, parallel_forward,
-                                 parallel_recurrence, solve)
+from jrnn.parallel.config import (
+                                  ADJOINTS,
+                                  DEFAULT_MEMORY_LIMIT,
+                                  DEFAULT_TOL,
+                                  METHODS,
+                                  ON_FAILURE,
+                                  SolveInfo,
+                                  Solver,
+                                  SolverLike,
+                                  as_solver,
+)
+from jrnn.parallel.layer import (
+                                  ParallelOutput,
+                                  SolverError,
+                                  parallel_forward,
+                                  parallel_recurrence,
+                                  solve,
+)
 
 __all__ = (
     "ADJOINTS",

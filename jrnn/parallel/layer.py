@@ -29,9 +29,9 @@ import numpy as np
 
 from jrnn import loops, validation
 from jrnn.activations import Activation, ActivationLike, get_activation
-from jrnn.params import LayerParams, RNNParams
 from jrnn.parallel import adjoint, elk, newton
-from jrnn.parallel.config import Solver, SolveInfo, SolverLike, as_solver, check_memory
+from jrnn.parallel.config import SolveInfo, Solver, SolverLike, as_solver, check_memory
+from jrnn.params import LayerParams, RNNParams
 
 # Full (T, B, H, H) arrays each full-matrix solve holds at once (DEER's Jacobians and the scan's
 # partial products; ELK's (A, C, J) and theirs; the adjoint's transposed Jacobians): XLA's

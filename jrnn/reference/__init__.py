@@ -10,11 +10,19 @@
 Nothing in jrnn's fast path or training code imports this namespace.
 """
 from jrnn.reference.bptt import (
-    HandGrads, hand_loss_and_grads, hand_stacked_loss_and_grads, loss_output_grad,
+    HandGrads,
+    hand_loss_and_grads,
+    hand_stacked_loss_and_grads,
+    loss_output_grad,
     seed_formula_grads,
 )
 from jrnn.reference.jacobians import (
-    Trajectory, check_trajectory, jacobian_jvp, jacobian_products, jacobian_vjp, step_jacobians,
+    Trajectory,
+    check_trajectory,
+    jacobian_jvp,
+    jacobian_products,
+    jacobian_vjp,
+    step_jacobians,
     trajectory,
 )
 

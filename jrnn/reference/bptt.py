@@ -38,13 +38,11 @@ from typing import NamedTuple, Optional, Union
 import jax
 import jax.numpy as jnp
 
-from jrnn import validation
 from jrnn.activations import Activation, ActivationLike, get_activation
+from jrnn.inputs import initial_state, prepare
 from jrnn.losses import check_loss, loss_value, prepare_targets, reduction_divisor
 from jrnn.params import LayerParams, RNNParams, StackedParams
-from jrnn.inputs import initial_state, prepare
 from jrnn.unroll import forward, stacked_forward
-
 
 
 class HandGrads(NamedTuple):

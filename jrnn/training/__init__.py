@@ -29,13 +29,22 @@ import importlib as _importlib
 from jrnn.training import checkpoint, sharding
 from jrnn.training.checkpointed import checkpointed_loss
 from jrnn.training.clipping import (
-    ClippingState, clip_elementwise, clip_tree_by_global_norm, elementwise_clipping, global_norm,
-    global_norm_clipping,
+  ClippingState,
+  clip_elementwise,
+  clip_tree_by_global_norm,
+  elementwise_clipping,
+  global_norm,
+  global_norm_clipping,
 )
 from jrnn.training.optimizers import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule
 from jrnn.training.sample import sample_tokens
 from jrnn.training.steps import (
-    LOSSES, Batch, make_eval_step, make_stream_train_step, make_train_step, sequence_loss,
+  LOSSES,
+  Batch,
+  make_eval_step,
+  make_stream_train_step,
+  make_train_step,
+  sequence_loss,
 )
 from jrnn.training.truncated import TruncatedResult, bptt_chunk, chunked_bptt, truncated_bptt
 

@@ -34,9 +34,9 @@ import jax.numpy as jnp
 
 from jrnn.activations import ActivationLike
 from jrnn.cell import readout
-from jrnn.params import RNNParams
 from jrnn.inputs import initial_state, prepare
 from jrnn.losses import check_loss, loss_value, prepare_targets, reduction_divisor
+from jrnn.params import RNNParams
 from jrnn.unroll import forward, layer_forward
 
 

@@ -5,7 +5,8 @@
 
   .. math::
 
-     g ← \\frac{θ}{\\|g\\|}\\, g \\quad \\text{if } \\|g\\| ≥ θ, \\qquad g \\text{ unchanged otherwise.}
+     g ← \\frac{θ}{\\|g\\|}\\, g \\quad \\text{if } \\|g\\| ≥ θ,
+     \\qquad g \\text{ unchanged otherwise.}
 
   The direction is kept; only the step length is capped. (At ``‖g‖ = θ`` both branches agree,
   so this equals ``optax.clip_by_global_norm``.)

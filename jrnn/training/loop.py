@@ -54,7 +54,12 @@ from jrnn.init import init_params, init_stacked
 from jrnn.training import checkpoint, distributed, optimizers, report, sharding
 from jrnn.training import steps as jtrain
 from jrnn.training.config import (
-    Config, changed_fields, check_config, differences, flag, from_dict,
+  Config,
+  changed_fields,
+  check_config,
+  differences,
+  flag,
+  from_dict,
 )
 from jrnn.training.tasks import Task, make_task
 

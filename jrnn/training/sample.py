@@ -82,7 +82,7 @@ def sample_tokens(params: Union[RNNParams, StackedParams], key: jax.Array, prime
   leaves = jax.tree_util.tree_flatten_with_path(params)[0]
   if not any(isinstance(leaf, jax.core.Tracer) for _, leaf in leaves):
     finite = jax.device_get([jnp.all(jnp.isfinite(leaf)) for _, leaf in leaves])
-    bad = [jax.tree_util.keystr(path) for (path, _), ok in zip(leaves, finite) if not ok]
+    bad = [jax.tree_util.keystr(path) for (path, _), ok in zip(leaves, finite, strict=True) if not ok]
     if bad:
       raise ValueError(f"params must be finite to sample from, but params{bad[0]} holds NaN or "
                        f"inf ({len(bad)} array(s): {', '.join(bad)})")
