@@ -20,6 +20,7 @@ the losses. Everything else lives in a namespace reachable after ``import jrnn``
 * ``jrnn.engine``: the choices ``grad``, ``kernel``, ``solver`` every forward function takes.
 * ``jrnn.data``: the embedded datasets and synthetic tasks.
 """
+
 import importlib as _importlib
 import warnings as _warnings
 
@@ -50,78 +51,114 @@ __version__ = "0.2.0"
 # Names that left the flat namespace in 0.2: where they live now. Kept one release with a
 # DeprecationWarning (optax's pattern); removed in 0.3.
 _MOVED = {
-    "HandGrads": "reference", "hand_loss_and_grads": "reference",
-    "hand_stacked_loss_and_grads": "reference", "seed_formula_grads": "reference",
-    "Trajectory": "reference", "jacobian_jvp": "reference", "jacobian_products": "reference",
-    "jacobian_vjp": "reference", "step_jacobians": "reference", "trajectory": "reference",
-    "LagProfile": "diagnostics", "NormEstimate": "diagnostics", "PascanuVerdict": "diagnostics",
-    "RateFit": "diagnostics", "WeightSpectrum": "diagnostics", "fit_rate": "diagnostics",
-    "jacobian_norm_estimate": "diagnostics", "jacobian_norms": "diagnostics",
-    "lag_norm_estimates": "diagnostics", "lag_profile": "diagnostics",
-    "lanczos_norm": "diagnostics", "loss_contributions": "diagnostics",
-    "lyapunov_exponents": "diagnostics", "pascanu_conditions": "diagnostics",
-    "seed_bound": "diagnostics", "spectral_norm": "diagnostics",
-    "trajectory_gamma": "diagnostics", "weight_spectrum": "diagnostics",
-    "checkpointed_loss": "training", "clip_elementwise": "training",
-    "elementwise_clipping": "training", "global_norm": "training",
-    "global_norm_clipping": "training", "Batch": "training", "make_eval_step": "training",
-    "make_optimizer": "training", "make_schedule": "training",
-    "make_stream_train_step": "training", "make_train_step": "training",
-    "sequence_loss": "training", "sample_tokens": "training", "TruncatedResult": "training",
-    "bptt_chunk": "training", "chunked_bptt": "training", "truncated_bptt": "training",
-    "from_torch": "interop", "to_torch": "interop",
+  "HandGrads": "reference",
+  "hand_loss_and_grads": "reference",
+  "hand_stacked_loss_and_grads": "reference",
+  "seed_formula_grads": "reference",
+  "Trajectory": "reference",
+  "jacobian_jvp": "reference",
+  "jacobian_products": "reference",
+  "jacobian_vjp": "reference",
+  "step_jacobians": "reference",
+  "trajectory": "reference",
+  "LagProfile": "diagnostics",
+  "NormEstimate": "diagnostics",
+  "PascanuVerdict": "diagnostics",
+  "RateFit": "diagnostics",
+  "WeightSpectrum": "diagnostics",
+  "fit_rate": "diagnostics",
+  "jacobian_norm_estimate": "diagnostics",
+  "jacobian_norms": "diagnostics",
+  "lag_norm_estimates": "diagnostics",
+  "lag_profile": "diagnostics",
+  "lanczos_norm": "diagnostics",
+  "loss_contributions": "diagnostics",
+  "lyapunov_exponents": "diagnostics",
+  "pascanu_conditions": "diagnostics",
+  "seed_bound": "diagnostics",
+  "spectral_norm": "diagnostics",
+  "trajectory_gamma": "diagnostics",
+  "weight_spectrum": "diagnostics",
+  "checkpointed_loss": "training",
+  "clip_elementwise": "training",
+  "elementwise_clipping": "training",
+  "global_norm": "training",
+  "global_norm_clipping": "training",
+  "Batch": "training",
+  "make_eval_step": "training",
+  "make_optimizer": "training",
+  "make_schedule": "training",
+  "make_stream_train_step": "training",
+  "make_train_step": "training",
+  "sequence_loss": "training",
+  "sample_tokens": "training",
+  "TruncatedResult": "training",
+  "bptt_chunk": "training",
+  "chunked_bptt": "training",
+  "truncated_bptt": "training",
+  "from_torch": "interop",
+  "to_torch": "interop",
 }
-_RENAMED = {"clip_by_global_norm": ("training", "clip_tree_by_global_norm"),
-            "ClipState": ("training", "ClippingState")}
+_RENAMED = {
+  "clip_by_global_norm": ("training", "clip_tree_by_global_norm"),
+  "ClipState": ("training", "ClippingState"),
+}
 
 
 def __getattr__(name):
   if name in _MOVED or name in _RENAMED:
     space, new = _RENAMED.get(name, (_MOVED.get(name), name))
-    _warnings.warn(f"jrnn.{name} moved to jrnn.{space}.{new} in jrnn 0.2; the old name goes in "
-                   "0.3", DeprecationWarning, stacklevel=2)
+    _warnings.warn(
+      f"jrnn.{name} moved to jrnn.{space}.{new} in jrnn 0.2; the old name goes in 0.3",
+      DeprecationWarning,
+      stacklevel=2,
+    )
     return getattr(_importlib.import_module(f"jrnn.{space}"), new)
   if name == "BPTT_MODES":
-    _warnings.warn("jrnn.BPTT_MODES (bptt=) is deprecated in jrnn 0.2: use jrnn.GRADS (grad=) "
-                   "and jrnn.KERNELS (kernel=)", DeprecationWarning, stacklevel=2)
+    _warnings.warn(
+      "jrnn.BPTT_MODES (bptt=) is deprecated in jrnn 0.2: use jrnn.GRADS (grad=) "
+      "and jrnn.KERNELS (kernel=)",
+      DeprecationWarning,
+      stacklevel=2,
+    )
     return ("hand", "autodiff", "pallas", "auto")
   raise AttributeError(f"module 'jrnn' has no attribute {name!r}")
 
 
 __all__ = (
-    "ACTIVATIONS",
-    "Activation",
-    "GRADS",
-    "KERNELS",
-    "LayerParams",
-    "REDUCTIONS",
-    "RNNOutput",
-    "RNNParams",
-    "SCHEMES",
-    "SOLVERS",
-    "StackedParams",
-    "data",
-    "diagnostics",
-    "engine",
-    "forward",
-    "get_activation",
-    "init_layer",
-    "init_params",
-    "init_stacked",
-    "initial_state",
-    "interop",
-    "kernels",
-    "online",
-    "parallel",
-    "layer_forward",
-    "readout",
-    "recurrence",
-    "reduce_steps",
-    "reference",
-    "softmax_cross_entropy",
-    "spectral_radius",
-    "squared_error",
-    "stacked_forward",
-    "step",
-    "training",
+  "ACTIVATIONS",
+  "Activation",
+  "GRADS",
+  "KERNELS",
+  "LayerParams",
+  "REDUCTIONS",
+  "RNNOutput",
+  "RNNParams",
+  "SCHEMES",
+  "SOLVERS",
+  "StackedParams",
+  "data",
+  "diagnostics",
+  "engine",
+  "forward",
+  "get_activation",
+  "init_layer",
+  "init_params",
+  "init_stacked",
+  "initial_state",
+  "interop",
+  "kernels",
+  "online",
+  "parallel",
+  "layer_forward",
+  "readout",
+  "recurrence",
+  "reduce_steps",
+  "reference",
+  "softmax_cross_entropy",
+  "spectral_radius",
+  "squared_error",
+  "stacked_forward",
+  "step",
+  "training",
 )

@@ -9,6 +9,7 @@ Each activation carries what the hand-derived BPTT and the gradient diagnostics 
   case ``σ'`` is taken from the pre-activation by autodiff;
 * ``gamma``: ``sup |σ'|``, the constant of Pascanu, Mikolov & Bengio (2013).
 """
+
 from __future__ import annotations
 
 from typing import Callable, NamedTuple, Optional, Union
@@ -19,6 +20,7 @@ import jax.numpy as jnp
 
 class Activation(NamedTuple):
   """An elementwise activation and the facts BPTT needs about it."""
+
   name: str
   fn: Callable[[jax.Array], jax.Array]
   deriv_from_output: Optional[Callable[[jax.Array], jax.Array]]
@@ -40,14 +42,14 @@ def _leaky_relu(a):
 
 
 ACTIVATIONS = {
-    "tanh": Activation("tanh", jnp.tanh, lambda h: 1 - h * h, 1.0),
-    "relu": Activation("relu", jax.nn.relu, _relu_deriv, 1.0),
-    "sigmoid": Activation("sigmoid", jax.nn.sigmoid, lambda h: h * (1 - h), 0.25),
-    "identity": Activation("identity", lambda a: a, jnp.ones_like, 1.0),
-    "leaky_relu": Activation(
-        "leaky_relu", _leaky_relu, lambda h: jnp.where(h >= 0, 1.0, 0.01).astype(h.dtype), 1.0
-    ),
-    "softplus": Activation("softplus", jax.nn.softplus, lambda h: -jnp.expm1(-h), 1.0),
+  "tanh": Activation("tanh", jnp.tanh, lambda h: 1 - h * h, 1.0),
+  "relu": Activation("relu", jax.nn.relu, _relu_deriv, 1.0),
+  "sigmoid": Activation("sigmoid", jax.nn.sigmoid, lambda h: h * (1 - h), 0.25),
+  "identity": Activation("identity", lambda a: a, jnp.ones_like, 1.0),
+  "leaky_relu": Activation(
+    "leaky_relu", _leaky_relu, lambda h: jnp.where(h >= 0, 1.0, 0.01).astype(h.dtype), 1.0
+  ),
+  "softplus": Activation("softplus", jax.nn.softplus, lambda h: -jnp.expm1(-h), 1.0),
 }
 
 ActivationLike = Union[str, Callable[[jax.Array], jax.Array], Activation]
@@ -66,7 +68,7 @@ def get_activation(act: ActivationLike, *, argname: str = "activation") -> Activ
       return ACTIVATIONS[act]
     except KeyError:
       raise ValueError(
-          f"{argname} must be one of {sorted(ACTIVATIONS)} or a callable, got {act!r}"
+        f"{argname} must be one of {sorted(ACTIVATIONS)} or a callable, got {act!r}"
       ) from None
   if callable(act):
     return Activation(getattr(act, "__name__", "custom"), act, None, None)

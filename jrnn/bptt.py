@@ -28,6 +28,7 @@ form exists (``1 - h_t²`` for tanh), so the residuals are the hidden states (an
 only. A masked step copies the state: there ``δ_t = 0`` and ``dL/dh_{t-1}`` receives ``dL/dh_t``
 unchanged.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -40,9 +41,10 @@ from jrnn.activations import Activation
 from jrnn.cell import add_bias
 
 FORWARD_MODE_HINT = (
-    "grad='hand' binds a hand-derived backward pass with jax.custom_vjp, which supports "
-    "reverse mode (jax.grad, jax.vjp, jax.jacrev) only; pass grad='autodiff' for forward-mode "
-    "autodiff (jax.jvp, jax.jacfwd, jax.hessian)")
+  "grad='hand' binds a hand-derived backward pass with jax.custom_vjp, which supports "
+  "reverse mode (jax.grad, jax.vjp, jax.jacrev) only; pass grad='autodiff' for forward-mode "
+  "autodiff (jax.jvp, jax.jacfwd, jax.hessian)"
+)
 
 
 @contextlib.contextmanager
@@ -57,6 +59,7 @@ def explain_forward_mode():
 
 
 # The recurrence alone over precomputed inputs u (what `jrnn.recurrence` differentiates).
+
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
 def hand_recurrence(w_hh, u, h0, mask, act: Activation, unroll: int, kernel: str = "xla"):
@@ -85,13 +88,13 @@ hand_recurrence.defvjp(_recurrence_fwd, _recurrence_vjp)
 
 # A whole layer: input projection hoisted out of the loop, then the recurrence.
 
+
 def _project(w_xh, b_h, xs):
   return add_bias(xs @ w_xh.T, b_h)  # one GEMM over T·B rows
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7, 8))
-def hand_layer(w_xh, w_hh, b_h, xs, h0, mask, act: Activation, unroll: int,
-               kernel: str = "xla"):
+def hand_layer(w_xh, w_hh, b_h, xs, h0, mask, act: Activation, unroll: int, kernel: str = "xla"):
   """One layer, ``xs (T, B, I) -> hs (T, B, H)``, with every gradient derived by hand.
 
   The forward pass computes ``u = xs W_xhᵀ + b_h`` for all steps at once, then runs

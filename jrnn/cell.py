@@ -7,6 +7,7 @@
 ``σ_y`` is the optional output activation: the seed's formula applies one, its NumPy code does
 not (``output_activation=None``, the default).
 """
+
 from __future__ import annotations
 
 from typing import Optional, Tuple, Union
@@ -28,8 +29,9 @@ def add_bias(z: jax.Array, b: jax.Array) -> jax.Array:
   return z + jnp.reshape(b, (1,) * (jnp.ndim(z) - 1) + jnp.shape(b))
 
 
-def readout(w_hy: jax.Array, b_y: jax.Array, hs: jax.Array,
-            output_activation: Optional[ActivationLike] = None) -> jax.Array:
+def readout(
+  w_hy: jax.Array, b_y: jax.Array, hs: jax.Array, output_activation: Optional[ActivationLike] = None
+) -> jax.Array:
   """``y = σ_y(h W_hyᵀ + b_y)`` for ``hs (..., H)``; returns ``(..., O)``."""
   ys = add_bias(hs @ w_hy.T, b_y)
   if output_activation is not None:
@@ -38,12 +40,12 @@ def readout(w_hy: jax.Array, b_y: jax.Array, hs: jax.Array,
 
 
 def step(
-    params: Union[RNNParams, LayerParams],
-    h: jax.Array,
-    x: jax.Array,
-    *,
-    activation: ActivationLike = "tanh",
-    output_activation: Optional[ActivationLike] = None,
+  params: Union[RNNParams, LayerParams],
+  h: jax.Array,
+  x: jax.Array,
+  *,
+  activation: ActivationLike = "tanh",
+  output_activation: Optional[ActivationLike] = None,
 ) -> Tuple[jax.Array, jax.Array]:
   """One step ``(h_{t-1}, x_t) -> (h_t, y_t)``, unbatched or with a leading batch axis.
 
@@ -67,8 +69,10 @@ def step(
   ``jax.lax.scan(functools.partial(jrnn.step, params), h0, xs)`` unrolls it over ``xs (T, …)``.
   """
   if not isinstance(params, (RNNParams, LayerParams)):
-    raise TypeError(f"params must be RNNParams or LayerParams, got {type(params).__name__}; "
-                    "step one layer of StackedParams with params.layers[l][d]")
+    raise TypeError(
+      f"params must be RNNParams or LayerParams, got {type(params).__name__}; "
+      "step one layer of StackedParams with params.layers[l][d]"
+    )
   validation.check_params_consistent(params.w_xh, params.w_hh, params.b_h, params.h0)
   n_hidden, n_in = jnp.shape(params.w_xh)
   dtype = jnp.result_type(params.w_hh)
@@ -82,13 +86,16 @@ def step(
   for name, a, n, axis in (("h", h, n_hidden, "H"), ("x", x, n_in, "I")):
     validation.check_float(name, a, dtype)
     if jnp.ndim(a) not in (1, 2) or jnp.shape(a)[-1] != n:
-      raise ValueError(f"{name} must have shape (..., {axis}={n}) with at most one batch axis, "
-                       f"got {jnp.shape(a)}")
+      raise ValueError(
+        f"{name} must have shape (..., {axis}={n}) with at most one batch axis, got {jnp.shape(a)}"
+      )
   if jnp.ndim(h) == 1 and jnp.ndim(x) == 2:  # one state shared by the batch, as forward's h0
     h = jnp.broadcast_to(h, (jnp.shape(x)[0], n_hidden))
   if jnp.shape(h)[:-1] != jnp.shape(x)[:-1]:
-    raise ValueError(f"h and x must share their batch axis: (B, H) and (B, I), or (H,) with "
-                     f"(I,) or (B, I); got {jnp.shape(h)} and {jnp.shape(x)}")
+    raise ValueError(
+      f"h and x must share their batch axis: (B, H) and (B, I), or (H,) with "
+      f"(I,) or (B, I); got {jnp.shape(h)} and {jnp.shape(x)}"
+    )
   act = get_activation(activation)
   if output_activation is not None:
     get_activation(output_activation, argname="output_activation")

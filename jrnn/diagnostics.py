@@ -17,6 +17,7 @@ Bengio (2013) and the Lyapunov exponents of the dynamics.
 Time indices ``t, k`` run over ``0..T`` as in :mod:`jrnn.reference.jacobians`. Everything takes
 one :class:`jrnn.reference.Trajectory`; ``jax.vmap`` it for a batch of sequences.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple, Optional, Union
@@ -98,6 +99,7 @@ def seed_bound(traj: Trajectory, gamma: Union[float, str] = "trajectory") -> jax
 
 class LagProfile(NamedTuple):
   """Norms ``‖∂h_{k+ℓ}/∂h_k‖`` summarised over ``k`` (and over any batch) for each lag ``ℓ``."""
+
   lag: jax.Array  # shape=(T+1,), int: 0..T
   geo_mean: jax.Array  # shape=(T+1,): exp(mean log norm) over the nonzero norms; 0 if none
   max: jax.Array  # shape=(T+1,)
@@ -137,6 +139,7 @@ def lag_profile(norms: jax.Array) -> LagProfile:
 
 class RateFit(NamedTuple):
   """``‖∂h_{k+ℓ}/∂h_k‖ ≈ C ρ^ℓ`` fitted by least squares on the log geometric mean."""
+
   rate: jax.Array  # shape=(): ρ = exp(slope); < 1 vanishing, > 1 exploding
   log_slope: jax.Array  # shape=(): d log‖·‖ / dℓ
   log_intercept: jax.Array  # shape=(): log C
@@ -168,6 +171,7 @@ def fit_rate(profile: LagProfile, *, min_lag: int = 1, max_lag: Optional[int] = 
 
 class NormEstimate(NamedTuple):
   """A Lanczos estimate of a spectral norm."""
+
   norm: jax.Array  # the largest Ritz value: ≤ the true norm (up to rounding)
   error_bound: jax.Array  # some singular value lies within this of `norm` (see lanczos_norm)
 
@@ -222,15 +226,21 @@ def lanczos_norm(matvec, rmatvec, v0: jax.Array, num_iters: int) -> NormEstimate
 
   first = v0 / jnp.linalg.norm(v0)
   u_shape = jax.eval_shape(matvec, first).shape[0]
-  init = (jnp.zeros((m, u_shape), dtype), jnp.zeros((m + 1, n), dtype).at[0].set(first),
-          jnp.zeros((m, m), dtype), jnp.zeros((m,), dtype), jnp.zeros((), dtype))
+  init = (
+    jnp.zeros((m, u_shape), dtype),
+    jnp.zeros((m + 1, n), dtype).at[0].set(first),
+    jnp.zeros((m, m), dtype),
+    jnp.zeros((m,), dtype),
+    jnp.zeros((), dtype),
+  )
   _, _, b, betas, _ = jax.lax.fori_loop(0, m, body, init)
   p, s, _ = jnp.linalg.svd(b)
   return NormEstimate(s[0], betas[m - 1] * jnp.abs(p[m - 1, 0]))
 
 
-def jacobian_norm_estimate(traj: Trajectory, t, k, *, key: jax.Array,
-                           num_iters: int = 20) -> NormEstimate:
+def jacobian_norm_estimate(
+  traj: Trajectory, t, k, *, key: jax.Array, num_iters: int = 20
+) -> NormEstimate:
   """Matrix-free ``‖∂h_t/∂h_k‖₂`` for any ``H`` (:func:`lanczos_norm` on
   :func:`jrnn.reference.jacobian_jvp` and :func:`jrnn.reference.jacobian_vjp`; ``t ≥ k`` may be
   traced).
@@ -246,20 +256,23 @@ def jacobian_norm_estimate(traj: Trajectory, t, k, *, key: jax.Array,
   """
   check_trajectory(traj)
   v0 = jax.random.normal(key, traj.w_hh.shape[:1], traj.w_hh.dtype)
-  return lanczos_norm(lambda v: jacobian_jvp(traj, k, v)[t],
-                      lambda u: jacobian_vjp(traj, t, u)[k], v0, num_iters)
+  return lanczos_norm(
+    lambda v: jacobian_jvp(traj, k, v)[t], lambda u: jacobian_vjp(traj, t, u)[k], v0, num_iters
+  )
 
 
 def _window(traj: Trajectory, k, length: int) -> Trajectory:
   """Steps ``k+1..k+length`` as a trajectory of their own, so its ``∂h_length/∂h_0`` is
   ``∂h_{k+length}/∂h_k`` of ``traj``."""
   cut = lambda a, n: jax.lax.dynamic_slice_in_dim(a, k, n)
-  return Trajectory(traj.w_hh, cut(traj.hs, length + 1), cut(traj.gains, length),
-                    cut(traj.mask, length))
+  return Trajectory(
+    traj.w_hh, cut(traj.hs, length + 1), cut(traj.gains, length), cut(traj.mask, length)
+  )
 
 
-def lag_norm_estimates(traj: Trajectory, lag: int, *, key: jax.Array,
-                       num_iters: int = 20) -> NormEstimate:
+def lag_norm_estimates(
+  traj: Trajectory, lag: int, *, key: jax.Array, num_iters: int = 20
+) -> NormEstimate:
   """Matrix-free ``‖∂h_{k+lag}/∂h_k‖₂`` for every start ``k = 0..T-lag``, for any ``H``.
 
   Each estimate runs :func:`lanczos_norm` on products over the ``lag`` steps of its window only,
@@ -320,6 +333,7 @@ def loss_contributions(traj: Trajectory, dloss_dh: jax.Array) -> jax.Array:
 
 class WeightSpectrum(NamedTuple):
   """Spectral facts about ``W_hh``."""
+
   singular_values: jax.Array  # shape=(H,), descending
   spectral_norm: jax.Array  # shape=(): largest singular value
   spectral_radius: jax.Array  # shape=(): max |λ|
@@ -347,6 +361,7 @@ class PascanuVerdict(NamedTuple):
   to vanish (every ``‖J_t‖ ≤ λ₁ γ = η < 1``, so ``‖∂h_t/∂h_k‖ ≤ η^{t-k} → 0``); ``λ₁ > 1/γ`` is
   *necessary* for them to explode (not sufficient: saturation may still shrink them).
   """
+
   sigma_max: jax.Array  # shape=(): λ₁, largest singular value of W_hh
   gamma: jax.Array  # shape=(): γ = sup |σ'|
   threshold: jax.Array  # shape=(): 1/γ
@@ -357,8 +372,10 @@ class PascanuVerdict(NamedTuple):
 
   def summary(self) -> str:
     """One line for a log (outside ``jit``)."""
-    head = (f"sigma_max(W_hh)={float(self.sigma_max):.4g}, 1/gamma={float(self.threshold):.4g}, "
-            f"eta={float(self.eta):.4g}: ")
+    head = (
+      f"sigma_max(W_hh)={float(self.sigma_max):.4g}, 1/gamma={float(self.threshold):.4g}, "
+      f"eta={float(self.eta):.4g}: "
+    )
     if bool(self.vanishing_sufficient):
       return head + "sigma_max < 1/gamma, sufficient condition for vanishing gradients holds"
     if bool(self.exploding_necessary):
@@ -366,8 +383,9 @@ class PascanuVerdict(NamedTuple):
     return head + "sigma_max = 1/gamma, on the boundary"
 
 
-def pascanu_conditions(w_hh: jax.Array, activation: ActivationLike = "tanh", *,
-                       gamma: Optional[float] = None) -> PascanuVerdict:
+def pascanu_conditions(
+  w_hh: jax.Array, activation: ActivationLike = "tanh", *, gamma: Optional[float] = None
+) -> PascanuVerdict:
   """The 2013 conditions for ``W_hh`` and an activation (see :class:`PascanuVerdict`).
 
   Args:
@@ -382,12 +400,14 @@ def pascanu_conditions(w_hh: jax.Array, activation: ActivationLike = "tanh", *,
       raise ValueError("activation has no known gamma = sup|σ'|; pass gamma=")
   gamma = jnp.asarray(gamma, spec.spectral_norm.dtype)
   lam = spec.spectral_norm
-  return PascanuVerdict(lam, gamma, 1 / gamma, lam * gamma, spec.spectral_radius,
-                        lam * gamma < 1, lam * gamma > 1)
+  return PascanuVerdict(
+    lam, gamma, 1 / gamma, lam * gamma, spec.spectral_radius, lam * gamma < 1, lam * gamma > 1
+  )
 
 
-def lyapunov_exponents(traj: Trajectory, *, num_exponents: Optional[int] = None,
-                       burn_in: int = 0) -> jax.Array:
+def lyapunov_exponents(
+  traj: Trajectory, *, num_exponents: Optional[int] = None, burn_in: int = 0
+) -> jax.Array:
   """Lyapunov exponents of the hidden-state dynamics along the trajectory (QR method).
 
   .. math::

@@ -33,6 +33,7 @@ iterate), so that pair is an error. Its sequential pieces (the ``"sequential"`` 
 return them. A solve that fails follows ``Solver.on_failure`` (``"raise"`` by default for the
 method names).
 """
+
 from __future__ import annotations
 
 import warnings
@@ -48,8 +49,12 @@ from jrnn.params import LayerParams
 GRADS = ("hand", "autodiff")
 SOLVERS = ("sequential",) + parallel.METHODS
 # The 0.1 option `bptt=` mixed two questions; each old value as (grad, kernel).
-_BPTT_TO_CHOICES = {"hand": ("hand", "xla"), "autodiff": ("autodiff", "xla"),
-                    "pallas": ("hand", "pallas"), "auto": ("hand", "auto")}
+_BPTT_TO_CHOICES = {
+  "hand": ("hand", "xla"),
+  "autodiff": ("autodiff", "xla"),
+  "pallas": ("hand", "pallas"),
+  "auto": ("hand", "auto"),
+}
 
 
 def check_choices(grad: str, kernel: str, solver: str | parallel.Solver) -> None:
@@ -61,21 +66,26 @@ def check_choices(grad: str, kernel: str, solver: str | parallel.Solver) -> None
   if isinstance(solver, parallel.Solver):
     parallel.as_solver(solver)
   elif not isinstance(solver, str) or solver not in SOLVERS:
-    raise ValueError(f"solver must be one of {SOLVERS} or a jrnn.parallel.Solver, "
-                     f"got {solver!r}")
+    raise ValueError(f"solver must be one of {SOLVERS} or a jrnn.parallel.Solver, got {solver!r}")
   if grad == "autodiff" and kernel not in ("auto", "xla"):
-    raise ValueError(f"grad='autodiff' differentiates XLA's loops; kernel={kernel!r} runs the "
-                     "hand BPTT's loops. Use grad='hand' with it, or kernel='xla'")
+    raise ValueError(
+      f"grad='autodiff' differentiates XLA's loops; kernel={kernel!r} runs the "
+      "hand BPTT's loops. Use grad='hand' with it, or kernel='xla'"
+    )
   if is_parallel(solver):
     if grad != "hand":
-      raise ValueError(f"solver={_solver_name(solver)!r} differentiates through its fixed point "
-                       "with the hand BPTT (grad='hand'); grad='autodiff' would differentiate "
-                       "the Newton iterations. Use grad='hand', or solver='sequential' for "
-                       "autodiff")
+      raise ValueError(
+        f"solver={_solver_name(solver)!r} differentiates through its fixed point "
+        "with the hand BPTT (grad='hand'); grad='autodiff' would differentiate "
+        "the Newton iterations. Use grad='hand', or solver='sequential' for "
+        "autodiff"
+      )
     if kernel not in ("auto", "xla"):
-      raise ValueError(f"solver={_solver_name(solver)!r} runs its sequential pieces (adjoint, "
-                       f"fallback) with jrnn.loops (XLA); kernel={kernel!r} applies to "
-                       "solver='sequential' only. Use kernel='auto' or 'xla'")
+      raise ValueError(
+        f"solver={_solver_name(solver)!r} runs its sequential pieces (adjoint, "
+        f"fallback) with jrnn.loops (XLA); kernel={kernel!r} applies to "
+        "solver='sequential' only. Use kernel='auto' or 'xla'"
+      )
 
 
 def is_parallel(solver) -> bool:
@@ -100,14 +110,25 @@ def choices_from_bptt(bptt: Optional[str], grad: str, kernel: str) -> tuple:
     raise ValueError(f"bptt must be one of {tuple(_BPTT_TO_CHOICES)}, got {bptt!r}")
   new = _BPTT_TO_CHOICES[bptt]
   # grad/kernel at their defaults may have been left out; any other value was asked for.
-  conflicts = [f"{name}={value!r}" for name, value, default, implied in
-               (("grad", grad, "hand", new[0]), ("kernel", kernel, "auto", new[1]))
-               if value not in (default, implied)]
+  conflicts = [
+    f"{name}={value!r}"
+    for name, value, default, implied in (
+      ("grad", grad, "hand", new[0]),
+      ("kernel", kernel, "auto", new[1]),
+    )
+    if value not in (default, implied)
+  ]
   if conflicts:
-    raise ValueError(f"bptt={bptt!r} (deprecated) means grad={new[0]!r}, kernel={new[1]!r} and "
-                     f"conflicts with {', '.join(conflicts)}; pass grad= and kernel= alone")
-  warnings.warn(f"bptt={bptt!r} is deprecated since jrnn 0.2 and will be removed in 0.3; pass "
-                f"grad={new[0]!r}, kernel={new[1]!r}", DeprecationWarning, stacklevel=3)
+    raise ValueError(
+      f"bptt={bptt!r} (deprecated) means grad={new[0]!r}, kernel={new[1]!r} and "
+      f"conflicts with {', '.join(conflicts)}; pass grad= and kernel= alone"
+    )
+  warnings.warn(
+    f"bptt={bptt!r} is deprecated since jrnn 0.2 and will be removed in 0.3; pass "
+    f"grad={new[0]!r}, kernel={new[1]!r}",
+    DeprecationWarning,
+    stacklevel=3,
+  )
   return new
 
 
@@ -116,18 +137,24 @@ def _resolve(grad, kernel, solver, unroll, w_hh, u_like, act):
   unroll = validation.check_unroll(unroll, u_like.shape[0])
   if grad == "autodiff":
     return "xla", unroll
-  return kernels.resolve_kernel(kernel, n_hidden=w_hh.shape[0], n_batch=u_like.shape[1],
-                                dtype=u_like.dtype, act=act, unroll=unroll)
+  return kernels.resolve_kernel(
+    kernel,
+    n_hidden=w_hh.shape[0],
+    n_batch=u_like.shape[1],
+    dtype=u_like.dtype,
+    act=act,
+    unroll=unroll,
+  )
 
 
-def run_recurrence(w_hh, u, h0, mask, act: Activation, *, reverse: bool, unroll: int,
-                   grad: str, kernel: str, solver):
+def run_recurrence(
+  w_hh, u, h0, mask, act: Activation, *, reverse: bool, unroll: int, grad: str, kernel: str, solver
+):
   """``hs (T, B, H)`` of the recurrence over projected inputs ``u (T, B, H)`` (time-major)."""
   kern, unroll = _resolve(grad, kernel, solver, unroll, w_hh, u, act)
   if is_parallel(solver):
     with bptt.explain_forward_mode():
-      return parallel.layer.run(w_hh, u, h0, mask, act, solver, reverse=reverse,
-                                unroll=unroll)[0]
+      return parallel.layer.run(w_hh, u, h0, mask, act, solver, reverse=reverse, unroll=unroll)[0]
   u, mask = loops.in_time_order(u, mask, reverse)
   if grad == "hand":
     with bptt.explain_forward_mode():
@@ -137,16 +164,28 @@ def run_recurrence(w_hh, u, h0, mask, act: Activation, *, reverse: bool, unroll:
   return jnp.flip(hs, 0) if reverse else hs
 
 
-def run_layer(layer: LayerParams, xs, h0, mask, act: Activation, *, reverse: bool,
-              unroll: int, grad: str, kernel: str, solver):
+def run_layer(
+  layer: LayerParams,
+  xs,
+  h0,
+  mask,
+  act: Activation,
+  *,
+  reverse: bool,
+  unroll: int,
+  grad: str,
+  kernel: str,
+  solver,
+):
   """``hs (T, B, H)`` of one layer over time-major ``xs (T, B, I)`` from ``h0 (B, H)``."""
   kern, unroll = _resolve(grad, kernel, solver, unroll, layer.w_hh, xs, act)
   if is_parallel(solver):
     xs = loops.zero_masked(xs, None if mask is None else jnp.asarray(mask).astype(bool))
     u = add_bias(xs @ layer.w_xh.T, layer.b_h)  # differentiated by JAX: dW_xh = Σ δᵀx, ...
     with bptt.explain_forward_mode():
-      return parallel.layer.run(layer.w_hh, u, h0, mask, act, solver, reverse=reverse,
-                                unroll=unroll)[0]
+      return parallel.layer.run(
+        layer.w_hh, u, h0, mask, act, solver, reverse=reverse, unroll=unroll
+      )[0]
   xs, mask = loops.in_time_order(xs, mask, reverse)
   if grad == "hand":
     with bptt.explain_forward_mode():

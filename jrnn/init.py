@@ -22,6 +22,7 @@ scheme         draws
 Passing one that the scheme does not take is a ``ValueError`` naming the scheme and what it takes,
 never a silently ignored argument.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,13 +38,13 @@ from jrnn.params import LayerParams, RNNParams, StackedParams
 # Scheme -> the optional arguments it reads; giving it any other is an error. The one table the
 # schemes, their docs and the error message come from.
 SCHEME_ARGS = {
-    "seed": ("scale",),
-    "pytorch": (),
-    "glorot": (),
-    "xavier": (),
-    "orthogonal": ("scale",),
-    "identity": ("scale",),
-    "spectral": ("spectral_radius",),
+  "seed": ("scale",),
+  "pytorch": (),
+  "glorot": (),
+  "xavier": (),
+  "orthogonal": ("scale",),
+  "identity": ("scale",),
+  "spectral": ("spectral_radius",),
 }
 SCHEMES = tuple(SCHEME_ARGS)
 
@@ -58,15 +59,22 @@ def check_key(name: str, key) -> None:
   dtype, shape = getattr(key, "dtype", None), np.shape(key) if hasattr(key, "shape") else None
   if dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key):
     if shape != ():
-      raise TypeError(f"{name} must be a single PRNG key, got an array of keys of shape {shape}; "
-                      f"pass one of them, e.g. {name}[0]")
+      raise TypeError(
+        f"{name} must be a single PRNG key, got an array of keys of shape {shape}; "
+        f"pass one of them, e.g. {name}[0]"
+      )
     return
   if dtype is not None and dtype == jnp.uint32 and shape in ((2,), (4,)):  # threefry, rbg
     return
-  got = f"an array of dtype {dtype} and shape {shape}" if dtype is not None else (
-      repr(key) if isinstance(key, (int, float, str, type(None))) else type(key).__name__)
-  raise TypeError(f"{name} must be a PRNG key such as jax.random.key(0) (or a raw "
-                  f"jax.random.PRNGKey(0)), got {got}")
+  got = (
+    f"an array of dtype {dtype} and shape {shape}"
+    if dtype is not None
+    else (repr(key) if isinstance(key, (int, float, str, type(None))) else type(key).__name__)
+  )
+  raise TypeError(
+    f"{name} must be a PRNG key such as jax.random.key(0) (or a raw "
+    f"jax.random.PRNGKey(0)), got {got}"
+  )
 
 
 def _check_size(name: str, n) -> None:
@@ -84,8 +92,11 @@ def _check_dtype(dtype) -> jnp.dtype:
 def _check_positive(name: str, v) -> None:
   if v is None:
     return
-  if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not (
-      0 < v < math.inf):
+  if (
+    isinstance(v, bool)
+    or not isinstance(v, (int, float, np.integer, np.floating))
+    or not (0 < v < math.inf)
+  ):
     raise ValueError(f"{name} must be a positive number, got {v!r}")
 
 
@@ -97,12 +108,13 @@ def _check_scheme(scheme: str, **given) -> None:
   for name, value in given.items():
     if value is None or name in takes:
       continue
-    own = (f"takes only {' and '.join(takes)}" if takes else
-           f"takes neither {' nor '.join(given)}")
+    own = f"takes only {' and '.join(takes)}" if takes else f"takes neither {' nor '.join(given)}"
     users = [s for s, args in SCHEME_ARGS.items() if name in args]
-    raise ValueError(f"scheme={scheme!r} {own}, got {name}={value!r}; {name} is read by "
-                     f"scheme{'s' * (len(users) > 1)} {', '.join(map(repr, users))} "
-                     "(see jrnn.init.SCHEME_ARGS)")
+    raise ValueError(
+      f"scheme={scheme!r} {own}, got {name}={value!r}; {name} is read by "
+      f"scheme{'s' * (len(users) > 1)} {', '.join(map(repr, users))} "
+      "(see jrnn.init.SCHEME_ARGS)"
+    )
 
 
 def _glorot(key, shape, dtype):
@@ -151,15 +163,15 @@ def _w_in(key, shape, scheme, scale, dtype):
 
 
 def init_layer(
-    key: jax.Array,
-    n_in: int,
-    n_hidden: int,
-    *,
-    scheme: str = "seed",
-    scale: Optional[float] = None,
-    spectral_radius: Optional[float] = None,
-    dtype=jnp.float32,
-    learn_h0: bool = False,
+  key: jax.Array,
+  n_in: int,
+  n_hidden: int,
+  *,
+  scheme: str = "seed",
+  scale: Optional[float] = None,
+  spectral_radius: Optional[float] = None,
+  dtype=jnp.float32,
+  learn_h0: bool = False,
 ) -> LayerParams:
   """Initialises one recurrent layer ``(W_xh (H, I), W_hh (H, H), b_h (H,))``.
 
@@ -205,16 +217,16 @@ def _readout(key, n_out, n_features, scheme, scale, dtype):
 
 
 def init_params(
-    key: jax.Array,
-    n_in: int,
-    n_hidden: int,
-    n_out: int,
-    *,
-    scheme: str = "seed",
-    scale: Optional[float] = None,
-    spectral_radius: Optional[float] = None,
-    dtype=jnp.float32,
-    learn_h0: bool = False,
+  key: jax.Array,
+  n_in: int,
+  n_hidden: int,
+  n_out: int,
+  *,
+  scheme: str = "seed",
+  scale: Optional[float] = None,
+  spectral_radius: Optional[float] = None,
+  dtype=jnp.float32,
+  learn_h0: bool = False,
 ) -> RNNParams:
   """Initialises the seed's RNN: ``W_xh (H, I), W_hh (H, H), b_h (H,), W_hy (O, H), b_y (O,)``.
 
@@ -227,25 +239,33 @@ def init_params(
   check_key("key", key)
   _check_size("n_out", n_out)
   k_layer, k_out = jax.random.split(key)
-  layer = init_layer(k_layer, n_in, n_hidden, scheme=scheme, scale=scale,
-                     spectral_radius=spectral_radius, dtype=dtype, learn_h0=learn_h0)
+  layer = init_layer(
+    k_layer,
+    n_in,
+    n_hidden,
+    scheme=scheme,
+    scale=scale,
+    spectral_radius=spectral_radius,
+    dtype=dtype,
+    learn_h0=learn_h0,
+  )
   w_hy, b_y = _readout(k_out, n_out, n_hidden, scheme, scale, jnp.dtype(dtype))
   return RNNParams(layer.w_xh, layer.w_hh, layer.b_h, w_hy, b_y, layer.h0)
 
 
 def init_stacked(
-    key: jax.Array,
-    n_in: int,
-    n_hidden: int,
-    n_out: Optional[int] = None,
-    *,
-    num_layers: int = 1,
-    bidirectional: bool = False,
-    scheme: str = "seed",
-    scale: Optional[float] = None,
-    spectral_radius: Optional[float] = None,
-    dtype=jnp.float32,
-    learn_h0: bool = False,
+  key: jax.Array,
+  n_in: int,
+  n_hidden: int,
+  n_out: Optional[int] = None,
+  *,
+  num_layers: int = 1,
+  bidirectional: bool = False,
+  scheme: str = "seed",
+  scale: Optional[float] = None,
+  spectral_radius: Optional[float] = None,
+  dtype=jnp.float32,
+  learn_h0: bool = False,
 ) -> StackedParams:
   """Initialises ``num_layers`` layers, each with 1 or 2 (``bidirectional``) directions.
 
@@ -262,10 +282,21 @@ def init_stacked(
   layers = []
   for l in range(num_layers):
     fan_in = n_in if l == 0 else d * n_hidden
-    layers.append(tuple(
-        init_layer(keys[l * d + j], fan_in, n_hidden, scheme=scheme, scale=scale,
-                   spectral_radius=spectral_radius, dtype=dtype, learn_h0=learn_h0)
-        for j in range(d)))
+    layers.append(
+      tuple(
+        init_layer(
+          keys[l * d + j],
+          fan_in,
+          n_hidden,
+          scheme=scheme,
+          scale=scale,
+          spectral_radius=spectral_radius,
+          dtype=dtype,
+          learn_h0=learn_h0,
+        )
+        for j in range(d)
+      )
+    )
   if n_out is None:
     return StackedParams(tuple(layers))
   w_hy, b_y = _readout(keys[-1], n_out, d * n_hidden, scheme, scale, _check_dtype(dtype))

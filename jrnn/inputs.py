@@ -14,6 +14,7 @@ batch-major     ``(B, T, I)``   ``(B, T)``       ``(B,)``         ``(H,)``/``(B,
 Internally everything is time-major and batched: ``xs (T, B, I)``, ``mask (T, B)`` boolean or
 ``None``, ``h0 (B, H)`` or ``None``; :class:`Layout` maps results back.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple, Optional
@@ -27,6 +28,7 @@ from jrnn.params import LayerParams
 
 class Layout(NamedTuple):
   """How the caller's arrays map to the internal time-major batched layout."""
+
   batched: bool
   time_major: bool
 
@@ -43,6 +45,7 @@ class Layout(NamedTuple):
 
 class Prepared(NamedTuple):
   """The caller's inputs in the engine's layout."""
+
   xs: jax.Array  # shape=(T, B, I)
   mask: Optional[jax.Array]  # shape=(T, B) bool, or None: every step valid
   h0: Optional[jax.Array]  # shape=(B, H) or (*lead, B, H); None: each layer's default
@@ -60,8 +63,18 @@ def initial_state(layer: LayerParams, n_batch: int, h0: Optional[jax.Array] = No
   return jnp.broadcast_to(init, (n_batch,) + init.shape)
 
 
-def prepare(xs, mask=None, lengths=None, h0=None, *, n_in: int, n_hidden: int, dtype,
-            time_major: bool = True, h0_lead: tuple = ()) -> Prepared:
+def prepare(
+  xs,
+  mask=None,
+  lengths=None,
+  h0=None,
+  *,
+  n_in: int,
+  n_hidden: int,
+  dtype,
+  time_major: bool = True,
+  h0_lead: tuple = (),
+) -> Prepared:
   """Validates the caller's arrays and converts them to the engine's layout.
 
   Args:
@@ -102,8 +115,9 @@ def prepare(xs, mask=None, lengths=None, h0=None, *, n_in: int, n_hidden: int, d
         mask = jnp.swapaxes(jnp.asarray(mask), 0, 1)
   else:
     raise ValueError(
-        f"xs must have rank 2 (T, I) or 3 ({'T, B' if time_major else 'B, T'}, I), "
-        f"got shape {xs.shape}")
+      f"xs must have rank 2 (T, I) or 3 ({'T, B' if time_major else 'B, T'}, I), "
+      f"got shape {xs.shape}"
+    )
   n_steps, n_batch = xs.shape[:2]
   if n_steps == 0:
     raise ValueError(f"xs must have at least one time step (T >= 1), got shape {xs.shape}")
@@ -129,5 +143,7 @@ def _batched_h0(h0, layout: Layout, n_batch: int, n_hidden: int, dtype, lead: tu
   if h0.ndim == len(lead) + 1 or not layout.batched:
     validation.check_shape("h0", h0, lead + (n_hidden,), shared)
     return jnp.broadcast_to(h0[..., None, :], lead + (n_batch, n_hidden))
-  raise ValueError(f"h0 must have shape {shared}={lead + (n_hidden,)} or "
-                   f"{per_seq}={lead + (n_batch, n_hidden)}, got {h0.shape}")
+  raise ValueError(
+    f"h0 must have shape {shared}={lead + (n_hidden,)} or "
+    f"{per_seq}={lead + (n_batch, n_hidden)}, got {h0.shape}"
+  )

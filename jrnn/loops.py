@@ -12,6 +12,7 @@ state). Nothing here is differentiated by a custom rule; :mod:`jrnn.bptt` binds 
 * :func:`previous_states`, :func:`activation_derivative`, :func:`recurrent_weight_grad`,
   :func:`in_time_order`, :func:`zero_masked`: the small pieces around them.
 """
+
 from __future__ import annotations
 
 import jax
@@ -30,8 +31,9 @@ def zero_masked(seq, mask):
   """
   if mask is None:
     return seq
-  return jnp.where(mask.reshape(mask.shape + (1,) * (jnp.ndim(seq) - 2)), seq,
-                   jnp.zeros((), jnp.result_type(seq)))
+  return jnp.where(
+    mask.reshape(mask.shape + (1,) * (jnp.ndim(seq) - 2)), seq, jnp.zeros((), jnp.result_type(seq))
+  )
 
 
 def in_time_order(seq, mask, reverse: bool):
@@ -107,6 +109,7 @@ def reverse_deltas(w_hh, s, g, mask, unroll: int, gain=None):
   Returns:
     ``(δ (T, B, H), ∂L/∂h_0 (B, H))``.
   """
+
   def body(c, inp):
     g_t, s_t, m_t = inp
     total = g_t + c
@@ -116,8 +119,7 @@ def reverse_deltas(w_hh, s, g, mask, unroll: int, gain=None):
     d = jnp.where(m_t[:, None], d, 0)
     return d @ w_hh + jnp.where(m_t[:, None], 0, total), d
 
-  dh0, deltas = jax.lax.scan(body, jnp.zeros_like(g[0]), (g, s, mask), reverse=True,
-                             unroll=unroll)
+  dh0, deltas = jax.lax.scan(body, jnp.zeros_like(g[0]), (g, s, mask), reverse=True, unroll=unroll)
   return deltas, dh0
 
 

@@ -19,6 +19,7 @@ steps may hold anything, NaN included: they touch neither the value nor the grad
 The axes are those of the outputs without their last axis: ``(T,)``, ``(T, B)`` or ``(B, T)``;
 ``time_axis`` (for ``"batch_mean"``) says which one is time.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -42,8 +43,9 @@ def _array(name: str, x, *, min_rank: int = 0, what: str = ""):
   if not (hasattr(x, "shape") and hasattr(x, "dtype")) and not isinstance(x, numbers.Number):
     raise TypeError(f"{name} must be an array, got {type(x).__name__}")
   if jnp.ndim(x) < min_rank:
-    raise ValueError(f"{name} must have shape {what} (at least {min_rank} axis), "
-                     f"got {jnp.shape(x)}")
+    raise ValueError(
+      f"{name} must have shape {what} (at least {min_rank} axis), got {jnp.shape(x)}"
+    )
   return x
 
 
@@ -52,8 +54,13 @@ def _check_reduction(reduction) -> None:
     raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
 
 
-def reduce_steps(per_step: jax.Array, mask: Optional[jax.Array] = None, *,
-                 reduction: str = "sum", time_axis: int = 0) -> jax.Array:
+def reduce_steps(
+  per_step: jax.Array,
+  mask: Optional[jax.Array] = None,
+  *,
+  reduction: str = "sum",
+  time_axis: int = 0,
+) -> jax.Array:
   """Applies ``mask`` and ``reduction`` to per-step losses (see the module docstring).
 
   Args:
@@ -68,10 +75,15 @@ def reduce_steps(per_step: jax.Array, mask: Optional[jax.Array] = None, *,
   if mask is not None:
     mask = _array("mask", mask)
   ndim = jnp.ndim(per_step)
-  if isinstance(time_axis, bool) or not isinstance(time_axis, int) or not (
-      -max(ndim, 1) <= time_axis < max(ndim, 1)):
-    raise ValueError(f"time_axis must be an int in [-{max(ndim, 1)}, {max(ndim, 1)}) for "
-                     f"per-step losses of shape {jnp.shape(per_step)}, got {time_axis!r}")
+  if (
+    isinstance(time_axis, bool)
+    or not isinstance(time_axis, int)
+    or not (-max(ndim, 1) <= time_axis < max(ndim, 1))
+  ):
+    raise ValueError(
+      f"time_axis must be an int in [-{max(ndim, 1)}, {max(ndim, 1)}) for "
+      f"per-step losses of shape {jnp.shape(per_step)}, got {time_axis!r}"
+    )
   if mask is not None:
     validation.check_shape("mask", mask, jnp.shape(per_step), "ys.shape[:-1]")
     validation.check_mask_dtype(mask)
@@ -90,8 +102,14 @@ def reduce_steps(per_step: jax.Array, mask: Optional[jax.Array] = None, *,
   return total / jnp.maximum(count, 1)
 
 
-def squared_error(ys: jax.Array, targets: jax.Array, mask: Optional[jax.Array] = None, *,
-                  reduction: str = "sum", time_axis: int = 0) -> jax.Array:
+def squared_error(
+  ys: jax.Array,
+  targets: jax.Array,
+  mask: Optional[jax.Array] = None,
+  *,
+  reduction: str = "sum",
+  time_axis: int = 0,
+) -> jax.Array:
   """``Σ_t Σ_o (y_{t,o} - ŷ_{t,o})²``, reduced as the module docstring says.
 
   Args:
@@ -113,9 +131,14 @@ def squared_error(ys: jax.Array, targets: jax.Array, mask: Optional[jax.Array] =
   return reduce_steps(per_step, mask, reduction=reduction, time_axis=time_axis)
 
 
-def softmax_cross_entropy(logits: jax.Array, labels: jax.Array,
-                          mask: Optional[jax.Array] = None, *, reduction: str = "sum",
-                          time_axis: int = 0) -> jax.Array:
+def softmax_cross_entropy(
+  logits: jax.Array,
+  labels: jax.Array,
+  mask: Optional[jax.Array] = None,
+  *,
+  reduction: str = "sum",
+  time_axis: int = 0,
+) -> jax.Array:
   """``Σ_t (logsumexp(y_t) - y_{t, c_t})`` with integer labels ``c_t``, reduced.
 
   Args:
@@ -131,8 +154,9 @@ def softmax_cross_entropy(logits: jax.Array, labels: jax.Array,
   mask = None if mask is None else _array("mask", mask)
   validation.check_float("logits", logits)
   if jnp.shape(logits)[-1] < 1:
-    raise ValueError(f"logits must have at least one class, shape (..., O >= 1), got "
-                     f"{jnp.shape(logits)}")
+    raise ValueError(
+      f"logits must have at least one class, shape (..., O >= 1), got {jnp.shape(logits)}"
+    )
   if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
     raise TypeError(f"labels must have an integer dtype, got {jnp.result_type(labels)}")
   validation.check_shape("labels", labels, jnp.shape(logits)[:-1], "logits.shape[:-1]")
@@ -141,8 +165,9 @@ def softmax_cross_entropy(logits: jax.Array, labels: jax.Array,
   (logits,) = _zero_padded(mask, logits)
   labels = jnp.asarray(labels)
   in_range = (labels >= 0) & (labels < n_classes)
-  picked = jnp.take_along_axis(logits, jnp.clip(labels, 0, n_classes - 1)[..., None],
-                               axis=-1)[..., 0]
+  picked = jnp.take_along_axis(logits, jnp.clip(labels, 0, n_classes - 1)[..., None], axis=-1)[
+    ..., 0
+  ]
   # A traced out-of-range label cannot raise; it gives NaN rather than a wrong finite loss.
   per_step = jnp.where(in_range, jax.nn.logsumexp(logits, axis=-1) - picked, jnp.nan)
   return reduce_steps(per_step, mask, reduction=reduction, time_axis=time_axis)
@@ -171,8 +196,10 @@ def _check_label_range(labels, mask, n_classes: int) -> None:
   if mask is not None:
     labels = labels[np.asarray(mask).astype(bool)]
   if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
-    raise ValueError(f"labels must lie in [0, O={n_classes}) at valid steps, got min "
-                     f"{labels.min()} and max {labels.max()}")
+    raise ValueError(
+      f"labels must lie in [0, O={n_classes}) at valid steps, got min "
+      f"{labels.min()} and max {labels.max()}"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -184,8 +211,9 @@ def check_loss(loss: str, reduction: str) -> None:
   if loss not in LOSSES:
     raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
   if reduction not in SCALAR_REDUCTIONS:
-    raise ValueError(f"reduction must be one of {SCALAR_REDUCTIONS} (a scalar loss), "
-                     f"got {reduction!r}")
+    raise ValueError(
+      f"reduction must be one of {SCALAR_REDUCTIONS} (a scalar loss), got {reduction!r}"
+    )
 
 
 def prepare_targets(targets, xs_shape, layout, n_out: int, loss: str, dtype) -> jax.Array:
@@ -201,8 +229,9 @@ def prepare_targets(targets, xs_shape, layout, n_out: int, loss: str, dtype) -> 
     validation.check_shape("targets", targets, lead + (n_out,), "xs.shape[:-1] + (O,)")
   else:
     if not jnp.issubdtype(jnp.result_type(targets), jnp.integer):
-      raise TypeError(f"targets must be integer labels for cross_entropy, "
-                      f"got {jnp.result_type(targets)}")
+      raise TypeError(
+        f"targets must be integer labels for cross_entropy, got {jnp.result_type(targets)}"
+      )
     validation.check_shape("targets", targets, lead, "xs.shape[:-1]")
   targets = jnp.asarray(targets)
   if not layout.batched:

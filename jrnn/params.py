@@ -7,6 +7,7 @@ transposes into the matrix products, so the layout costs nothing.
 
 Sizes: ``I`` inputs, ``H`` hidden units, ``O`` outputs, ``T`` time steps, ``B`` batch.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple, Optional, Tuple
@@ -20,6 +21,7 @@ class RNNParams(NamedTuple):
   ``h0`` is ``None`` unless the initial state is learnt; when it is an array, ``forward`` uses it
   as the initial state (broadcast over the batch) and ``jax.grad`` differentiates it.
   """
+
   w_xh: jax.Array  # shape=(H, I)
   w_hh: jax.Array  # shape=(H, H)
   b_h: jax.Array  # shape=(H,)
@@ -40,6 +42,7 @@ class RNNParams(NamedTuple):
 
 class LayerParams(NamedTuple):
   """One recurrent layer in one direction, without readout."""
+
   w_xh: jax.Array  # shape=(H, I)
   w_hh: jax.Array  # shape=(H, H)
   b_h: jax.Array  # shape=(H,)
@@ -54,6 +57,7 @@ class StackedParams(NamedTuple):
   ``w_hy``/``b_y`` read the top layer's ``D·H`` features; both are ``None`` for a stack without a
   readout (as ``torch.nn.RNN``).
   """
+
   layers: Tuple[Tuple[LayerParams, ...], ...]
   w_hy: Optional[jax.Array] = None  # shape=(O, D*H)
   b_y: Optional[jax.Array] = None  # shape=(O,)

@@ -9,6 +9,7 @@ selection, not by arithmetic). :func:`jrnn.forward` computes ``u`` as one matrix
 all ``T·B`` rows before the loop; this function takes ``u`` from the caller (e.g. a model that
 computes its own input projection).
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -20,18 +21,18 @@ from jrnn.activations import ActivationLike, get_activation
 
 
 def recurrence(
-    w_hh: jax.Array,
-    u: jax.Array,
-    h0: jax.Array,
-    mask: Optional[jax.Array] = None,
-    *,
-    activation: ActivationLike = "tanh",
-    reverse: bool = False,
-    unroll: int = 1,
-    grad: str = "hand",
-    kernel: str = "auto",
-    solver: str = "sequential",
-    bptt: Optional[str] = None,
+  w_hh: jax.Array,
+  u: jax.Array,
+  h0: jax.Array,
+  mask: Optional[jax.Array] = None,
+  *,
+  activation: ActivationLike = "tanh",
+  reverse: bool = False,
+  unroll: int = 1,
+  grad: str = "hand",
+  kernel: str = "auto",
+  solver: str = "sequential",
+  bptt: Optional[str] = None,
 ) -> jax.Array:
   """Runs the recurrence over ``u (T, B, H)`` from ``h0 (B, H)``; returns ``hs (T, B, H)``.
 
@@ -53,5 +54,6 @@ def recurrence(
   act = get_activation(activation)
   validation.check_bool("reverse", reverse)
   validation.check_recurrence_inputs(w_hh, u, h0, mask)
-  return engine.run_recurrence(w_hh, u, h0, mask, act, reverse=reverse, unroll=unroll,
-                               grad=grad, kernel=kernel, solver=solver)
+  return engine.run_recurrence(
+    w_hh, u, h0, mask, act, reverse=reverse, unroll=unroll, grad=grad, kernel=kernel, solver=solver
+  )

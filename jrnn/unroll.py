@@ -9,6 +9,7 @@ Variable lengths: a mask (or ``lengths``, turned into the mask ``t < lengths[b]`
 steps; on a padded step the state is carried unchanged, so ``h_last`` is the state after each
 sequence's last valid step, and a reverse direction starts at each sequence's own end.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple, Optional
@@ -25,24 +26,25 @@ from jrnn.params import LayerParams, RNNParams, StackedParams
 
 class RNNOutput(NamedTuple):
   """What a forward pass returns (shapes for the time-major layout)."""
+
   ys: Optional[jax.Array]  # shape=(T, B, O); None without a readout
   hs: jax.Array  # shape=(T, B, H), or (T, B, D*H) for a stack: the top layer's states
   h_last: jax.Array  # shape=(B, H), or (L*D, B, H) for a stack, as torch's h_n
 
 
 def layer_forward(
-    layer: LayerParams,
-    xs: jax.Array,
-    *,
-    h0: Optional[jax.Array] = None,
-    mask: Optional[jax.Array] = None,
-    activation: ActivationLike = "tanh",
-    reverse: bool = False,
-    unroll: int = 1,
-    grad: str = "hand",
-    kernel: str = "auto",
-    solver: str = "sequential",
-    bptt: Optional[str] = None,
+  layer: LayerParams,
+  xs: jax.Array,
+  *,
+  h0: Optional[jax.Array] = None,
+  mask: Optional[jax.Array] = None,
+  activation: ActivationLike = "tanh",
+  reverse: bool = False,
+  unroll: int = 1,
+  grad: str = "hand",
+  kernel: str = "auto",
+  solver: str = "sequential",
+  bptt: Optional[str] = None,
 ) -> jax.Array:
   """One recurrent layer over time-major ``xs (T, B, I)``; returns ``hs (T, B, H)``.
 
@@ -57,26 +59,36 @@ def layer_forward(
   act = get_activation(activation)
   if h0 is None:
     h0 = initial_state(layer, xs.shape[1])
-  return engine.run_layer(layer, xs, h0, mask, act, reverse=reverse, unroll=unroll, grad=grad,
-                          kernel=kernel, solver=solver)
+  return engine.run_layer(
+    layer,
+    xs,
+    h0,
+    mask,
+    act,
+    reverse=reverse,
+    unroll=unroll,
+    grad=grad,
+    kernel=kernel,
+    solver=solver,
+  )
 
 
 def forward(
-    params: RNNParams,
-    xs: jax.Array,
-    *,
-    h0: Optional[jax.Array] = None,
-    mask: Optional[jax.Array] = None,
-    lengths: Optional[jax.Array] = None,
-    activation: ActivationLike = "tanh",
-    output_activation: Optional[ActivationLike] = None,
-    time_major: bool = True,
-    reverse: bool = False,
-    unroll: int = 1,
-    grad: str = "hand",
-    kernel: str = "auto",
-    solver: str = "sequential",
-    bptt: Optional[str] = None,
+  params: RNNParams,
+  xs: jax.Array,
+  *,
+  h0: Optional[jax.Array] = None,
+  mask: Optional[jax.Array] = None,
+  lengths: Optional[jax.Array] = None,
+  activation: ActivationLike = "tanh",
+  output_activation: Optional[ActivationLike] = None,
+  time_major: bool = True,
+  reverse: bool = False,
+  unroll: int = 1,
+  grad: str = "hand",
+  kernel: str = "auto",
+  solver: str = "sequential",
+  bptt: Optional[str] = None,
 ) -> RNNOutput:
   """Runs the seed's RNN over a sequence.
 
@@ -117,13 +129,17 @@ def forward(
     or ``solver``, or ``kernel="pallas"`` without a CUDA GPU.
   """
   if not isinstance(params, RNNParams):
-    raise TypeError(f"params must be RNNParams, got {type(params).__name__}; "
-                    "use stacked_forward for StackedParams")
+    raise TypeError(
+      f"params must be RNNParams, got {type(params).__name__}; "
+      "use stacked_forward for StackedParams"
+    )
   if params.w_hy is None or params.b_y is None:
-    raise ValueError("forward needs a readout: params.w_hy (O, H) and params.b_y (O,), got "
-                     f"w_hy={'None' if params.w_hy is None else jnp.shape(params.w_hy)}, "
-                     f"b_y={'None' if params.b_y is None else jnp.shape(params.b_y)}; for the "
-                     "states alone use stacked_forward(StackedParams(((params.layer,),)), xs)")
+    raise ValueError(
+      "forward needs a readout: params.w_hy (O, H) and params.b_y (O,), got "
+      f"w_hy={'None' if params.w_hy is None else jnp.shape(params.w_hy)}, "
+      f"b_y={'None' if params.b_y is None else jnp.shape(params.b_y)}; for the "
+      "states alone use stacked_forward(StackedParams(((params.layer,),)), xs)"
+    )
   validation.check_params_consistent(params.w_xh, params.w_hh, params.b_h, params.h0)
   n_in, n_hidden, n_out = params.sizes
   validation.check_shape("params.w_hy", params.w_hy, (None, n_hidden), f"(O, H={n_hidden})")
@@ -133,30 +149,41 @@ def forward(
   validation.check_float("params.b_y", params.b_y, dtype)
   get_activation(activation)
   grad, kernel = engine.choices_from_bptt(bptt, grad, kernel)
-  xs, mask, h0, layout = prepare(xs, mask, lengths, h0, n_in=n_in, n_hidden=n_hidden,
-                                 dtype=dtype, time_major=time_major)
-  hs = layer_forward(params.layer, xs, h0=h0, mask=mask, activation=activation,
-                     reverse=reverse, unroll=unroll, grad=grad, kernel=kernel, solver=solver)
+  xs, mask, h0, layout = prepare(
+    xs, mask, lengths, h0, n_in=n_in, n_hidden=n_hidden, dtype=dtype, time_major=time_major
+  )
+  hs = layer_forward(
+    params.layer,
+    xs,
+    h0=h0,
+    mask=mask,
+    activation=activation,
+    reverse=reverse,
+    unroll=unroll,
+    grad=grad,
+    kernel=kernel,
+    solver=solver,
+  )
   ys = readout(params.w_hy, params.b_y, hs, output_activation)
   h_last = hs[0] if reverse else hs[-1]
   return RNNOutput(layout.restore(ys), layout.restore(hs), layout.restore(h_last, False))
 
 
 def stacked_forward(
-    params: StackedParams,
-    xs: jax.Array,
-    *,
-    h0: Optional[jax.Array] = None,
-    mask: Optional[jax.Array] = None,
-    lengths: Optional[jax.Array] = None,
-    activation: ActivationLike = "tanh",
-    output_activation: Optional[ActivationLike] = None,
-    time_major: bool = True,
-    unroll: int = 1,
-    grad: str = "hand",
-    kernel: str = "auto",
-    solver: str = "sequential",
-    bptt: Optional[str] = None,
+  params: StackedParams,
+  xs: jax.Array,
+  *,
+  h0: Optional[jax.Array] = None,
+  mask: Optional[jax.Array] = None,
+  lengths: Optional[jax.Array] = None,
+  activation: ActivationLike = "tanh",
+  output_activation: Optional[ActivationLike] = None,
+  time_major: bool = True,
+  unroll: int = 1,
+  grad: str = "hand",
+  kernel: str = "auto",
+  solver: str = "sequential",
+  bptt: Optional[str] = None,
 ) -> RNNOutput:
   """Runs a stack of (bi)directional layers built from the same recurrence.
 
@@ -179,8 +206,10 @@ def stacked_forward(
   if not isinstance(params, StackedParams):
     raise TypeError(f"params must be StackedParams, got {type(params).__name__}")
   if not params.layers or len({len(l) for l in params.layers}) != 1 or params.num_directions > 2:
-    raise ValueError("params.layers must be a non-empty tuple of (forward,) or "
-                     "(forward, backward) tuples, the same number of directions in each layer")
+    raise ValueError(
+      "params.layers must be a non-empty tuple of (forward,) or "
+      "(forward, backward) tuples, the same number of directions in each layer"
+    )
   n_hidden, n_dir = params.hidden_size, params.num_directions
   n_in = params.layers[0][0].w_xh.shape[1]
   dtype = jnp.result_type(params.layers[0][0].w_hh)
@@ -202,16 +231,34 @@ def stacked_forward(
   get_activation(activation)
   grad, kernel = engine.choices_from_bptt(bptt, grad, kernel)
   n_states = params.num_layers * n_dir
-  xs, mask, h0, layout = prepare(xs, mask, lengths, h0, n_in=n_in, n_hidden=n_hidden,
-                                 dtype=dtype, time_major=time_major, h0_lead=(n_states,))
+  xs, mask, h0, layout = prepare(
+    xs,
+    mask,
+    lengths,
+    h0,
+    n_in=n_in,
+    n_hidden=n_hidden,
+    dtype=dtype,
+    time_major=time_major,
+    h0_lead=(n_states,),
+  )
   finals = []
   inp = xs
   for l, layer in enumerate(params.layers):
     outs = []
     for j, p in enumerate(layer):
-      hs = layer_forward(p, inp, h0=None if h0 is None else h0[l * n_dir + j], mask=mask,
-                         activation=activation, reverse=j == 1, unroll=unroll, grad=grad,
-                         kernel=kernel, solver=solver)
+      hs = layer_forward(
+        p,
+        inp,
+        h0=None if h0 is None else h0[l * n_dir + j],
+        mask=mask,
+        activation=activation,
+        reverse=j == 1,
+        unroll=unroll,
+        grad=grad,
+        kernel=kernel,
+        solver=solver,
+      )
       outs.append(hs)
       finals.append(hs[0] if j == 1 else hs[-1])
     inp = outs[0] if n_dir == 1 else jnp.concatenate(outs, axis=-1)

@@ -1,4 +1,5 @@
 """Trace-time checks of shapes and dtypes, with messages that name the argument."""
+
 from __future__ import annotations
 
 from typing import Optional, Sequence
@@ -23,8 +24,9 @@ def check_float(name: str, x, dtype=None) -> None:
     raise TypeError(f"{name} must have a floating dtype (float32 or float64), got {xdtype}")
   if dtype is not None and xdtype != jnp.dtype(dtype):
     raise TypeError(
-        f"{name} has dtype {xdtype} but the parameters are {jnp.dtype(dtype)}; "
-        f"cast it with {name}.astype({jnp.dtype(dtype).name})")
+      f"{name} has dtype {xdtype} but the parameters are {jnp.dtype(dtype)}; "
+      f"cast it with {name}.astype({jnp.dtype(dtype).name})"
+    )
 
 
 def check_shape(name: str, x, expected: Sequence[Optional[int]], what: str = "") -> None:
@@ -33,7 +35,9 @@ def check_shape(name: str, x, expected: Sequence[Optional[int]], what: str = "")
   ``what`` names the axes, e.g. ``"(T, B, I)"``; it is printed beside the numbers.
   """
   shape = tuple(np.shape(x))
-  ok = len(shape) == len(expected) and all(e is None or e == s for e, s in zip(expected, shape, strict=True))
+  ok = len(shape) == len(expected) and all(
+    e is None or e == s for e, s in zip(expected, shape, strict=True)
+  )
   if not ok:
     want = "(" + ", ".join("?" if e is None else str(e) for e in expected) + ")"
     if len(expected) == 1:
@@ -71,7 +75,8 @@ def mask_from_lengths(lengths, n_steps: int, n_batch: int) -> jax.Array:
     arr = np.asarray(lengths)
     if arr.size and (arr.min() < 0 or arr.max() > n_steps):
       raise ValueError(
-          f"lengths must lie in [0, T={n_steps}], got min {arr.min()} and max {arr.max()}")
+        f"lengths must lie in [0, T={n_steps}], got min {arr.min()} and max {arr.max()}"
+      )
   return jnp.arange(n_steps)[:, None] < jnp.asarray(lengths)[None, :]
 
 
@@ -133,8 +138,10 @@ def check_readout(w_hy, b_y, n_features: int, dtype, *, prefix: str = "params.")
   """
   if (w_hy is None) != (b_y is None):
     given, missing = ("w_hy", "b_y") if b_y is None else ("b_y", "w_hy")
-    raise ValueError(f"{prefix}{given} is given but {prefix}{missing} is None: a readout needs "
-                     f"both w_hy (O, {n_features}) and b_y (O,), or neither")
+    raise ValueError(
+      f"{prefix}{given} is given but {prefix}{missing} is None: a readout needs "
+      f"both w_hy (O, {n_features}) and b_y (O,), or neither"
+    )
   if w_hy is None:
     return
   check_shape(prefix + "w_hy", w_hy, (None, n_features), f"(O, {n_features})")
@@ -147,11 +154,17 @@ def check_stacked_layers(layers, *, prefix: str = "params.") -> None:
   """Checks a stack's ``layers[l][d]``: a non-empty tuple of ``(forward,)`` or
   ``(forward, backward)`` layers, each consistent, ``w_xh`` of layer ``l > 0`` reading ``D·H``
   features, and one floating dtype (layer 0's) throughout."""
-  if (not isinstance(layers, (tuple, list)) or not layers
-      or any(not isinstance(l, (tuple, list)) for l in layers)
-      or len({len(l) for l in layers}) != 1 or len(layers[0]) not in (1, 2)):
-    raise ValueError(f"{prefix}layers must be a non-empty tuple of (forward,) or "
-                     "(forward, backward) tuples, the same number of directions in each layer")
+  if (
+    not isinstance(layers, (tuple, list))
+    or not layers
+    or any(not isinstance(l, (tuple, list)) for l in layers)
+    or len({len(l) for l in layers}) != 1
+    or len(layers[0]) not in (1, 2)
+  ):
+    raise ValueError(
+      f"{prefix}layers must be a non-empty tuple of (forward,) or "
+      "(forward, backward) tuples, the same number of directions in each layer"
+    )
   n_dir = len(layers[0])
   n_hidden = np.shape(layers[0][0].w_hh)[0] if np.ndim(layers[0][0].w_hh) else None
   dtype = jnp.result_type(layers[0][0].w_hh)
@@ -161,5 +174,4 @@ def check_stacked_layers(layers, *, prefix: str = "params.") -> None:
       check_params_consistent(p.w_xh, p.w_hh, p.b_h, p.h0, prefix=where)
       check_float(where + "w_hh", p.w_hh, dtype)
       fan_in = None if l == 0 else n_dir * n_hidden
-      check_shape(where + "w_xh", p.w_xh, (n_hidden, fan_in),
-                  "(H, I)" if l == 0 else "(H, D*H)")
+      check_shape(where + "w_xh", p.w_xh, (n_hidden, fan_in), "(H, I)" if l == 0 else "(H, D*H)")

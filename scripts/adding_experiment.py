@@ -38,6 +38,7 @@ curves: the same bytes when the command is run again on the same machine), ``tim
 (wall and CPU times per program, load), ``results.md`` (per cell: median and range of the final
 test MSE over seeds, solved/seeds, diverged) and ``curves.png`` (every seed's validation curve).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,64 +64,121 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import record  # noqa: E402  pylint: disable=wrong-import-position
 
 INITS = {  # name: (init scheme, activation)
-    "seed": ("seed", "tanh"),
-    "orthogonal": ("orthogonal", "tanh"),
-    "irnn": ("identity", "relu"),
+  "seed": ("seed", "tanh"),
+  "orthogonal": ("orthogonal", "tanh"),
+  "irnn": ("identity", "relu"),
 }
-QUICK = dict(lengths=[10], steps=[20], seeds=[0, 1], hidden=8, batch=8, test_size=64,
-             val_size=64, eval_every=10)
+QUICK = dict(
+  lengths=[10],
+  steps=[20],
+  seeds=[0, 1],
+  hidden=8,
+  batch=8,
+  test_size=64,
+  val_size=64,
+  eval_every=10,
+)
 CLIPPING = {"both": (False, True), "on": (True,), "off": (False,)}
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
-  p = argparse.ArgumentParser(description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   p.add_argument("--out", type=pathlib.Path, required=True, help="output directory")
-  p.add_argument("--quick", action="store_true",
-                 help=f"a seconds-long smoke run for CI: {QUICK} (explicit flags still win)")
-  p.add_argument("--lengths", type=int, nargs="+", default=None,
-                 help="T values (default 50 100 200 400)")
-  p.add_argument("--steps", type=int, nargs="+", default=None,
-                 help="training steps per run: one value, or one per T (default 1000 3000 "
-                 "8000 6000: the 30-minute budget, see docs/adding)")
+  p.add_argument(
+    "--quick",
+    action="store_true",
+    help=f"a seconds-long smoke run for CI: {QUICK} (explicit flags still win)",
+  )
+  p.add_argument(
+    "--lengths", type=int, nargs="+", default=None, help="T values (default 50 100 200 400)"
+  )
+  p.add_argument(
+    "--steps",
+    type=int,
+    nargs="+",
+    default=None,
+    help="training steps per run: one value, or one per T (default 1000 3000 "
+    "8000 6000: the 30-minute budget, see docs/adding)",
+  )
   p.add_argument("--inits", nargs="+", default=list(INITS), choices=list(INITS))
   p.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2 3 4")
   p.add_argument("--hidden", type=int, default=None, help="H (default 64)")
   p.add_argument("--batch", type=int, default=None, help="sequences per step (default 16)")
   p.add_argument("--optimizer", choices=jrnn.training.OPTIMIZERS, default="rmsprop")
   p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
-  p.add_argument("--schedule", choices=jrnn.training.SCHEDULES, default="cosine",
-                 help="learning-rate schedule over each row's steps (default cosine, to 0.1 lr)")
-  p.add_argument("--clip-threshold", type=float, default=1.0,
-                 help="global-norm clipping threshold θ of the clipped runs (default 1.0)")
-  p.add_argument("--grad", choices=jrnn.GRADS, default="hand",
-                 help="jrnn.forward's grad= (default hand: 20%% faster here than autodiff)")
-  p.add_argument("--clipping", choices=list(CLIPPING), default="both",
-                 help="run the clipped runs, the unclipped ones, or both (default)")
-  p.add_argument("--val-size", type=int, default=None,
-                 help="validation sequences per T (default 1000)")
+  p.add_argument(
+    "--schedule",
+    choices=jrnn.training.SCHEDULES,
+    default="cosine",
+    help="learning-rate schedule over each row's steps (default cosine, to 0.1 lr)",
+  )
+  p.add_argument(
+    "--clip-threshold",
+    type=float,
+    default=1.0,
+    help="global-norm clipping threshold θ of the clipped runs (default 1.0)",
+  )
+  p.add_argument(
+    "--grad",
+    choices=jrnn.GRADS,
+    default="hand",
+    help="jrnn.forward's grad= (default hand: 20%% faster here than autodiff)",
+  )
+  p.add_argument(
+    "--clipping",
+    choices=list(CLIPPING),
+    default="both",
+    help="run the clipped runs, the unclipped ones, or both (default)",
+  )
+  p.add_argument(
+    "--val-size", type=int, default=None, help="validation sequences per T (default 1000)"
+  )
   p.add_argument("--test-size", type=int, default=None, help="test sequences (default 1000)")
-  p.add_argument("--eval-every", type=int, default=None,
-                 help="steps per compiled chunk and between test evaluations (default 500)")
+  p.add_argument(
+    "--eval-every",
+    type=int,
+    default=None,
+    help="steps per compiled chunk and between test evaluations (default 500)",
+  )
   p.add_argument("--solved", type=float, default=0.01, help="solved when test MSE < this")
-  p.add_argument("--diverged", type=float, default=1.0,
-                 help="diverged when a validation MSE exceeds this (default 1.0) or is not finite")
-  p.add_argument("--workers", type=int, default=2,
-                 help="groups (one init at one T) run at once on threads (default 2: the cores)")
+  p.add_argument(
+    "--diverged",
+    type=float,
+    default=1.0,
+    help="diverged when a validation MSE exceeds this (default 1.0) or is not finite",
+  )
+  p.add_argument(
+    "--workers",
+    type=int,
+    default=2,
+    help="groups (one init at one T) run at once on threads (default 2: the cores)",
+  )
   p.add_argument("--no-plot", action="store_true", help="skip curves.png")
-  p.add_argument("--overwrite", action="store_true",
-                 help="replace results already in --out (otherwise refused)")
+  p.add_argument(
+    "--overwrite", action="store_true", help="replace results already in --out (otherwise refused)"
+  )
   cfg = p.parse_args(argv)
-  defaults = dict(lengths=[50, 100, 200, 400], steps=[1000, 3000, 8000, 6000],
-                  seeds=[0, 1, 2, 3, 4], hidden=64, batch=16, test_size=1000, val_size=1000,
-                  eval_every=500)
+  defaults = dict(
+    lengths=[50, 100, 200, 400],
+    steps=[1000, 3000, 8000, 6000],
+    seeds=[0, 1, 2, 3, 4],
+    hidden=64,
+    batch=16,
+    test_size=1000,
+    val_size=1000,
+    eval_every=500,
+  )
   if cfg.steps is None and cfg.lengths is not None and not cfg.quick:
     # Each given T takes its own default step count, not the four-T list's.
     per_t = dict(zip(defaults["lengths"], defaults["steps"], strict=True))
     missing = [t for t in cfg.lengths if t not in per_t]
     if missing:
-      p.error(f"--steps has no default for T={missing} (defaults exist for T in "
-              f"{sorted(per_t)}); pass --steps")
+      p.error(
+        f"--steps has no default for T={missing} (defaults exist for T in "
+        f"{sorted(per_t)}); pass --steps"
+      )
     cfg.steps = [per_t[t] for t in cfg.lengths]
   for name, value in (QUICK if cfg.quick else defaults).items():
     if getattr(cfg, name) is None:
@@ -145,8 +203,10 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
 def held_out(cfg, seq_len: int):
   """The validation and test sets of one T: fixed keys, made once, before any thread starts."""
   make = jax.jit(adding.batch, static_argnums=(1, 2))
-  return (make(jax.random.key(20_000 + seq_len), cfg.val_size, seq_len),
-          make(jax.random.key(10_000 + seq_len), cfg.test_size, seq_len))
+  return (
+    make(jax.random.key(20_000 + seq_len), cfg.val_size, seq_len),
+    make(jax.random.key(10_000 + seq_len), cfg.test_size, seq_len),
+  )
 
 
 def member_clipping(threshold: float) -> optax.GradientTransformation:
@@ -159,6 +219,7 @@ def make_mse(activation: str, grad: str):
     """Mean over the batch of ``(y_T - ŷ)²`` via :func:`jrnn.squared_error`."""
     ys = jrnn.forward(params, batch.xs, activation=activation, grad=grad).ys[-1]
     return jrnn.squared_error(ys, batch.targets[:, None], reduction="mean")
+
   return mse
 
 
@@ -171,27 +232,33 @@ def run_group(cfg, seq_len: int, steps: int, init: str, val, test):
 
   Returns ``(runs, wall_s)``.
   """
-  base = jrnn.training.make_optimizer(cfg.optimizer, cfg.lr, schedule=cfg.schedule,
-                                      total_steps=steps if cfg.schedule != "constant" else None)
+  base = jrnn.training.make_optimizer(
+    cfg.optimizer,
+    cfg.lr,
+    schedule=cfg.schedule,
+    total_steps=steps if cfg.schedule != "constant" else None,
+  )
   tx = optax.chain(member_clipping(cfg.clip_threshold), base)
   scheme, activation = INITS[init]
   clips = CLIPPING[cfg.clipping]
   # Members: seeds of the first clipping setting, then of the next; a seed's runs start from the
   # same params.
   members = [(init, clip, seed) for clip in clips for seed in cfg.seeds]
-  thresholds = np.array([cfg.clip_threshold if clip else math.inf for _, clip, _ in members],
-                        np.float32)
+  thresholds = np.array(
+    [cfg.clip_threshold if clip else math.inf for _, clip, _ in members], np.float32
+  )
 
   @jax.jit  # one compiled set-up rather than many small eager ops
   def setup(keys):
     init_keys, data_keys = jax.vmap(jax.random.split, out_axes=1)(keys)
     params, states = multi.init_seeds(
-        lambda k: jrnn.init_params(k, 2, cfg.hidden, 1, scheme=scheme), tx, init_keys)
+      lambda k: jrnn.init_params(k, 2, cfg.hidden, 1, scheme=scheme), tx, init_keys
+    )
     params, states = stack([params] * len(clips)), stack([states] * len(clips))
-    clip_state = states[0]._replace(hyperparams={**states[0].hyperparams,
-                                                 "threshold": jnp.asarray(thresholds)})
-    return (params, (clip_state,) + tuple(states[1:]),
-            jnp.concatenate([data_keys] * len(clips)))
+    clip_state = states[0]._replace(
+      hyperparams={**states[0].hyperparams, "threshold": jnp.asarray(thresholds)}
+    )
+    return (params, (clip_state,) + tuple(states[1:]), jnp.concatenate([data_keys] * len(clips)))
 
   params, states, data = setup(multi.seed_keys(cfg.seeds))
   make_batch = lambda key, k: adding.batch(jax.random.fold_in(key, k), cfg.batch, seq_len)
@@ -217,23 +284,38 @@ def run_group(cfg, seq_len: int, steps: int, init: str, val, test):
   val_curves, train_curves = np.stack(val_curves, 1), np.stack(train_curves, 1)
   norm_curves = np.stack(norm_curves, 1)
   solved = int(np.sum(test_mse < cfg.solved))
-  print(f"T={seq_len:4d} {init:10s}: {solved}/{len(members)} runs solved "
-        f"({len(cfg.seeds)} seeds × clipping {cfg.clipping}), {wall:.0f} s wall", flush=True)
+  print(
+    f"T={seq_len:4d} {init:10s}: {solved}/{len(members)} runs solved "
+    f"({len(cfg.seeds)} seeds × clipping {cfg.clipping}), {wall:.0f} s wall",
+    flush=True,
+  )
   runs = []
   for m, (init, clip, seed) in enumerate(members):
     final, curve = float(test_mse[m]), val_curves[m]
-    runs.append({
-        "init": init, "scheme": INITS[init][0], "activation": activation, "clip": clip,
-        "clip_threshold": cfg.clip_threshold if clip else None, "seq_len": seq_len,
-        "seed": seed, "steps": steps, "test_mse": final, "val_mse": float(curve[-1]),
+    runs.append(
+      {
+        "init": init,
+        "scheme": INITS[init][0],
+        "activation": activation,
+        "clip": clip,
+        "clip_threshold": cfg.clip_threshold if clip else None,
+        "seq_len": seq_len,
+        "seed": seed,
+        "steps": steps,
+        "test_mse": final,
+        "val_mse": float(curve[-1]),
         "solved": bool(final < cfg.solved),
         "diverged": bool(not np.all(np.isfinite(curve)) or np.max(curve) > cfg.diverged),
         "max_val_mse": float(np.max(curve)),
         "clipped_steps": int(clipped[m]) if clip else 0,
-        "curve": {"step": curve_steps, "val_mse": curve.tolist(),
-                  "train_mse": train_curves[m].tolist(),
-                  "max_grad_norm": norm_curves[m].tolist()},
-    })
+        "curve": {
+          "step": curve_steps,
+          "val_mse": curve.tolist(),
+          "train_mse": train_curves[m].tolist(),
+          "max_grad_norm": norm_curves[m].tolist(),
+        },
+      }
+    )
   return runs, round(wall, 1)
 
 
@@ -246,11 +328,18 @@ def cells(runs):
 
 
 def summary(rs: List[dict]) -> dict:
-  vals = [r["test_mse"] if r["test_mse"] is not None and math.isfinite(r["test_mse"])
-          else math.inf for r in rs]  # non-finite: inf
-  return {"median": statistics.median(vals),
-          "min": min(vals), "max": max(vals), "solved": sum(r["solved"] for r in rs),
-          "diverged": sum(r["diverged"] for r in rs), "seeds": len(rs)}
+  vals = [
+    r["test_mse"] if r["test_mse"] is not None and math.isfinite(r["test_mse"]) else math.inf
+    for r in rs
+  ]  # non-finite: inf
+  return {
+    "median": statistics.median(vals),
+    "min": min(vals),
+    "max": max(vals),
+    "solved": sum(r["solved"] for r in rs),
+    "diverged": sum(r["diverged"] for r in rs),
+    "seeds": len(rs),
+  }
 
 
 def fmt(v: float) -> str:
@@ -261,59 +350,77 @@ def table(results: dict, timing: dict) -> str:
   cfg, m = results["config"], results["machine"]
   steps = ", ".join(f"T={t}: {s}" for t, s in zip(cfg["lengths"], cfg["steps"], strict=True))
   lines = [
-      "# Adding problem: final test MSE over seeds",
-      "",
-      f"Command: `{results['command']}` (commit {results['git']['commit']}"
-      f"{', with local changes' if results['git']['dirty'] else ''})",
-      "",
-      f"Machine: `{m['model_name']}`, {m['cpus']} CPUs (load average at start "
-      f"{timing['loadavg_start']}, at end {timing['loadavg_end']}); total "
-      f"{timing['wall_s'] / 60:.1f} min wall, {timing['cpu_s'] / 60:.1f} min CPU.",
-      "",
-      f"H={cfg['hidden']}, batch {cfg['batch']}, {cfg['optimizer']} lr {cfg['lr']} "
-      f"({cfg['schedule']} schedule), grad={cfg['grad']}, steps per run {steps}; seeds "
-      f"{cfg['seeds']}; {cfg['val_size']} validation and {cfg['test_size']} test sequences per "
-      f"T (the test set read once, after the last step). Clipped: global norm "
-      f"θ={cfg['clip_threshold']}. Predicting the mean scores {adding.BASELINE_MSE:.3f}; solved "
-      f"= test MSE < {cfg['solved']}; diverged = a validation MSE above {cfg['diverged']} (or "
-      "non-finite) at some evaluation.",
-      "",
-      "| T | init | activation | clipping | median | range | solved | diverged |",
-      "|---|---|---|---|---|---|---|---|",
+    "# Adding problem: final test MSE over seeds",
+    "",
+    f"Command: `{results['command']}` (commit {results['git']['commit']}"
+    f"{', with local changes' if results['git']['dirty'] else ''})",
+    "",
+    f"Machine: `{m['model_name']}`, {m['cpus']} CPUs (load average at start "
+    f"{timing['loadavg_start']}, at end {timing['loadavg_end']}); total "
+    f"{timing['wall_s'] / 60:.1f} min wall, {timing['cpu_s'] / 60:.1f} min CPU.",
+    "",
+    f"H={cfg['hidden']}, batch {cfg['batch']}, {cfg['optimizer']} lr {cfg['lr']} "
+    f"({cfg['schedule']} schedule), grad={cfg['grad']}, steps per run {steps}; seeds "
+    f"{cfg['seeds']}; {cfg['val_size']} validation and {cfg['test_size']} test sequences per "
+    f"T (the test set read once, after the last step). Clipped: global norm "
+    f"θ={cfg['clip_threshold']}. Predicting the mean scores {adding.BASELINE_MSE:.3f}; solved "
+    f"= test MSE < {cfg['solved']}; diverged = a validation MSE above {cfg['diverged']} (or "
+    "non-finite) at some evaluation.",
+    "",
+    "| T | init | activation | clipping | median | range | solved | diverged |",
+    "|---|---|---|---|---|---|---|---|",
   ]
   for (seq_len, init, clip), rs in cells(results["runs"]).items():
     s = summary(rs)
     clip_s = f"θ={cfg['clip_threshold']}" if clip else "none"
-    lines.append(f"| {seq_len} | {init} | {rs[0]['activation']} | {clip_s} | "
-                 f"{fmt(s['median'])} | {fmt(s['min'])} – {fmt(s['max'])} | "
-                 f"{s['solved']}/{s['seeds']} | {s['diverged']} |")
-  lines += ["", f"Programs ({timing['workers']} at a time on threads): one per init and T, "
-            "vmapped over its runs.", "",
-            "| T | init | runs | steps | wall s |", "|---|---|---|---|---|"]
+    lines.append(
+      f"| {seq_len} | {init} | {rs[0]['activation']} | {clip_s} | "
+      f"{fmt(s['median'])} | {fmt(s['min'])} – {fmt(s['max'])} | "
+      f"{s['solved']}/{s['seeds']} | {s['diverged']} |"
+    )
+  lines += [
+    "",
+    f"Programs ({timing['workers']} at a time on threads): one per init and T, "
+    "vmapped over its runs.",
+    "",
+    "| T | init | runs | steps | wall s |",
+    "|---|---|---|---|---|",
+  ]
   for g in timing["groups"]:
-    lines.append(f"| {g['seq_len']} | {g['init']} | {g['runs']} | {g['steps']} | "
-                 f"{g['wall_s']} |")
+    lines.append(f"| {g['seq_len']} | {g['init']} | {g['runs']} | {g['steps']} | {g['wall_s']} |")
   return "\n".join(lines) + "\n"
 
 
 def plot(results: dict, path: pathlib.Path) -> None:
   import matplotlib  # pylint: disable=import-outside-toplevel
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
   cfg = results["config"]
   by_cell = cells(results["runs"])
   inits = [i for i in INITS if i in cfg["inits"]]
-  fig, axes = plt.subplots(len(cfg["lengths"]), len(inits), squeeze=False, sharey=True,
-                           figsize=(4 * len(inits), 2.8 * len(cfg["lengths"])))
+  fig, axes = plt.subplots(
+    len(cfg["lengths"]),
+    len(inits),
+    squeeze=False,
+    sharey=True,
+    figsize=(4 * len(inits), 2.8 * len(cfg["lengths"])),
+  )
   for row, seq_len in enumerate(cfg["lengths"]):
     for col, init in enumerate(inits):
       ax = axes[row][col]
       for clip, colour in ((False, "tab:red"), (True, "tab:blue")):
         for r in by_cell.get((seq_len, init, clip), []):
           y = [np.nan if v is None else v for v in r["curve"]["val_mse"]]
-          ax.plot(r["curve"]["step"], y, color=colour, alpha=0.7, lw=1,
-                  label=("clipped" if clip else "unclipped") if r["seed"] == cfg["seeds"][0]
-                  else None)
+          ax.plot(
+            r["curve"]["step"],
+            y,
+            color=colour,
+            alpha=0.7,
+            lw=1,
+            label=("clipped" if clip else "unclipped") if r["seed"] == cfg["seeds"][0] else None,
+          )
       ax.axhline(adding.BASELINE_MSE, color="gray", ls="--", lw=0.8)
       ax.axhline(cfg["solved"], color="green", ls=":", lw=0.8)
       ax.set_yscale("log")
@@ -325,9 +432,10 @@ def plot(results: dict, path: pathlib.Path) -> None:
         ax.set_ylabel("validation MSE")
       if row == 0 and col == 0:
         ax.legend(fontsize=7)
-  fig.suptitle("Adding problem: validation MSE of every seed (dashed: mean predictor; dotted: "
-               "solved)",
-               fontsize=10)
+  fig.suptitle(
+    "Adding problem: validation MSE of every seed (dashed: mean predictor; dotted: solved)",
+    fontsize=10,
+  )
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
@@ -338,11 +446,17 @@ def main(argv: Sequence[str] = ()) -> dict:
   cfg.out.mkdir(parents=True, exist_ok=True)
   load0 = os.getloadavg()
   wall0, cpu0 = time.perf_counter(), time.process_time()
-  print(f"machine: {record.benchlib.cpu_model()} ({os.cpu_count()} CPUs, load "
-        f"{[round(x, 2) for x in load0]})", flush=True)
+  print(
+    f"machine: {record.benchlib.cpu_model()} ({os.cpu_count()} CPUs, load "
+    f"{[round(x, 2) for x in load0]})",
+    flush=True,
+  )
   sets = {t: held_out(cfg, t) for t in cfg.lengths}  # before any thread starts
-  jobs = [(seq_len, steps, init) for seq_len, steps in zip(cfg.lengths, cfg.steps, strict=True)
-          for init in cfg.inits]
+  jobs = [
+    (seq_len, steps, init)
+    for seq_len, steps in zip(cfg.lengths, cfg.steps, strict=True)
+    for init in cfg.inits
+  ]
   # Longest first (cost ∝ T·steps), so the last job to start is a short one.
   jobs.sort(key=lambda j: -j[0] * j[1])
   with concurrent.futures.ThreadPoolExecutor(cfg.workers) as pool:
@@ -350,26 +464,47 @@ def main(argv: Sequence[str] = ()) -> dict:
   order = {name: i for i, name in enumerate(INITS)}
   runs = [r for group_runs, _ in done for r in group_runs]
   runs.sort(key=lambda r: (cfg.lengths.index(r["seq_len"]), order[r["init"]], r["clip"]))
-  groups = sorted(({"seq_len": t, "init": i, "runs": len(rs), "steps": n, "wall_s": w}
-                   for (t, n, i), (rs, w) in zip(jobs, done, strict=True)),
-                  key=lambda g: (cfg.lengths.index(g["seq_len"]), order[g["init"]]))
-  config = {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(cfg).items()
-            if k not in ("out", "overwrite", "workers", "no_plot")}
+  groups = sorted(
+    (
+      {"seq_len": t, "init": i, "runs": len(rs), "steps": n, "wall_s": w}
+      for (t, n, i), (rs, w) in zip(jobs, done, strict=True)
+    ),
+    key=lambda g: (cfg.lengths.index(g["seq_len"]), order[g["init"]]),
+  )
+  config = {
+    k: (str(v) if isinstance(v, pathlib.Path) else v)
+    for k, v in vars(cfg).items()
+    if k not in ("out", "overwrite", "workers", "no_plot")
+  }
   # The training stream of seed s is fold_in(data_key_s, k): its first batch stands for it.
   data_keys = jax.vmap(jax.random.split, out_axes=1)(multi.seed_keys(cfg.seeds))[1]
   digests = {}
   for t, (val, test) in sets.items():
     digests[f"T={t}/train_first_batches"] = record.digest(
-        *jax.vmap(lambda k, t=t: adding.batch(jax.random.fold_in(k, 0), cfg.batch, t))(data_keys))
+      *jax.vmap(lambda k, t=t: adding.batch(jax.random.fold_in(k, 0), cfg.batch, t))(data_keys)
+    )
     digests[f"T={t}/val"] = record.digest(*val)
     digests[f"T={t}/test"] = record.digest(*test)
-  results = {**record.provenance("adding_experiment.py", argv, seeds=cfg.seeds, data=digests),
-             "config": config, "baseline_mse": adding.BASELINE_MSE, "runs": runs}
+  results = {
+    **record.provenance("adding_experiment.py", argv, seeds=cfg.seeds, data=digests),
+    "config": config,
+    "baseline_mse": adding.BASELINE_MSE,
+    "runs": runs,
+  }
   results = record.benchlib.json_safe(results)
-  results["cells"] = [dict(seq_len=t, init=i, clip=c, **summary(rs))
-                      for (t, i, c), rs in cells(results["runs"]).items()]
-  timing = record.timing("adding_experiment.py", argv, time.perf_counter() - wall0,
-                         time.process_time() - cpu0, load0, workers=cfg.workers, groups=groups)
+  results["cells"] = [
+    dict(seq_len=t, init=i, clip=c, **summary(rs))
+    for (t, i, c), rs in cells(results["runs"]).items()
+  ]
+  timing = record.timing(
+    "adding_experiment.py",
+    argv,
+    time.perf_counter() - wall0,
+    time.process_time() - cpu0,
+    load0,
+    workers=cfg.workers,
+    groups=groups,
+  )
   record.write(cfg.out, results, timing)
   (cfg.out / "results.md").write_text(table(results, timing))
   if not cfg.no_plot:

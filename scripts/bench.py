@@ -35,6 +35,7 @@ Examples::
 
 Sizes, the timer and the environment header come from ``scripts/benchlib.py``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -82,15 +83,19 @@ def parse_variants(text):
       jrnn.engine.check_choices(grad, kernel, "sequential")
     except ValueError as e:
       raise argparse.ArgumentTypeError(
-          f"a jrnn variant is GRAD[/KERNEL][:K], GRAD one of {jrnn.GRADS}, KERNEL one of "
-          f"{jrnn.KERNELS}, K the unroll; got {part!r} ({e})") from None
+        f"a jrnn variant is GRAD[/KERNEL][:K], GRAD one of {jrnn.GRADS}, KERNEL one of "
+        f"{jrnn.KERNELS}, K the unroll; got {part!r} ({e})"
+      ) from None
     variants.append((grad, kernel, int(unroll or 1)))
   return variants
 
 
 def variant_name(grad, kernel, unroll):
-  return (f"jrnn_{grad}" + (f"_{kernel}" if kernel != "auto" else "")
-          + (f"_u{unroll}" if unroll != 1 else ""))
+  return (
+    f"jrnn_{grad}"
+    + (f"_{kernel}" if kernel != "auto" else "")
+    + (f"_u{unroll}" if unroll != 1 else "")
+  )
 
 
 def _is_ours(name):
@@ -103,15 +108,15 @@ def matmul_ceiling(on_gpu, tf32, quick):
   out = {}
   key = jax.random.PRNGKey(0)
   for n in sides:
-    reps = 2 if quick else max(5, 2 ** 33 // n ** 3)  # small products: more, shorter reps
+    reps = 2 if quick else max(5, 2**33 // n**3)  # small products: more, shorter reps
     a = jax.random.normal(key, (n, n), jnp.float32)
     with bench_impls.precision(tf32):
       dot = jax.jit(jnp.dot).lower(a, a).compile()
     ms = benchlib.median_ms(lambda: dot(a, a), reps, warmup=1)
-    out[f"xla_{n}"] = 2 * n ** 3 / ms / 1e6
+    out[f"xla_{n}"] = 2 * n**3 / ms / 1e6
     if not on_gpu:
       an = np.asarray(a)
-      out[f"numpy_{n}"] = 2 * n ** 3 / benchlib.median_ms(lambda: an @ an, reps, warmup=1) / 1e6
+      out[f"numpy_{n}"] = 2 * n**3 / benchlib.median_ms(lambda: an @ an, reps, warmup=1) / 1e6
   return out
 
 
@@ -120,15 +125,21 @@ def make_builders(args, on_gpu):
   tf32 = on_gpu and not args.strict_f32
   builders = []
   for grad, kernel, unroll in args.jrnn_variants:
-    builders.append((variant_name(grad, kernel, unroll),
-                     lambda p, g=grad, k=kernel, u=unroll: bench_impls.build_jrnn(
-                         p, grad=g, kernel=k, unroll=u, tf32=tf32)))
+    builders.append(
+      (
+        variant_name(grad, kernel, unroll),
+        lambda p, g=grad, k=kernel, u=unroll: bench_impls.build_jrnn(
+          p, grad=g, kernel=k, unroll=u, tf32=tf32
+        ),
+      )
+    )
   builders.append((FLAX_BASE, lambda p: bench_impls.build_flax(p, tf32=tf32)))
   builders.append((FLAX_SWAP, lambda p: bench_impls.build_flax_jrnn(p, tf32=tf32)))
   builders.append(("haiku_vanilla", lambda p: bench_impls.build_haiku(p, tf32=tf32)))
   torch_name = "torch_cudnn" if on_gpu else "torch_rnn"
-  builders.append((torch_name, lambda p: bench_impls.build_torch(
-      p, device=_torch_device(on_gpu), tf32=tf32)))
+  builders.append(
+    (torch_name, lambda p: bench_impls.build_torch(p, device=_torch_device(on_gpu), tf32=tf32))
+  )
   if args.impls:
     keep = [f.strip() for f in args.impls.split(",") if f.strip()]
     builders = [(n, b) for n, b in builders if any(n.startswith(f) for f in keep)]
@@ -139,6 +150,7 @@ def make_builders(args, on_gpu):
 
 def _torch_device(on_gpu):
   import torch
+
   if on_gpu:
     if not torch.cuda.is_available():
       # Comparing a CPU torch with a GPU jax says nothing; skip torch with the reason.
@@ -195,14 +207,17 @@ def format_table(size, mode, rows, ceiling):
   peers = [r for r in rows if not _is_ours(r["impl"])]
   variants = [r for r in rows if r["impl"].startswith("jrnn")]
   base = variants[0] if len(variants) > 1 else None
-  head = (f"{'impl':<18}{'ms':>10}{'GFLOP/s':>10}{'%ceil':>7}{'peak MiB':>10}"
-          + "".join(f"{'/' + p['impl']:>16}" for p in peers) + ("  /best-peer" if peers else "")
-          + (f"{'/' + base['impl']:>18}" if base else ""))
+  head = (
+    f"{'impl':<18}{'ms':>10}{'GFLOP/s':>10}{'%ceil':>7}{'peak MiB':>10}"
+    + "".join(f"{'/' + p['impl']:>16}" for p in peers)
+    + ("  /best-peer" if peers else "")
+    + (f"{'/' + base['impl']:>18}" if base else "")
+  )
   lines = [f"== {mode:<7} B={b} T={t} I={i} H={h} O={o}   {flops / 1e9:.3g} GFLOP per call", head]
   best = min((p["ms"] for p in peers), default=None)
   for r in rows:
     gflops = flops / (r["ms"] / 1e3) / 1e9
-    peak = "n/a" if r["peak_bytes"] is None else f"{r['peak_bytes'] / 2 ** 20:.2f}"
+    peak = "n/a" if r["peak_bytes"] is None else f"{r['peak_bytes'] / 2**20:.2f}"
     pct = f"{100 * gflops / ceiling:>6.0f}%" if math.isfinite(ceiling) else f"{'-':>7}"
     line = f"{r['impl']:<18}{r['ms']:>10.3f}{gflops:>10.1f}{pct}{peak:>10}"
     if _is_ours(r["impl"]):
@@ -225,33 +240,60 @@ def flax_swap_table(rows):
       lines.append(f"| {size} | {mode} | {base:.3f} | {swap:.3f} | {swap / base:.2f} |")
   if not lines:
     return ""
-  return "\n".join(["| size (B,T,I,H,O) | mode | flax nn.RNN(SimpleCell) ms | flax + jrnn "
-                    "ElmanRNN ms | jrnn layer / SimpleCell |", "|---|---|---|---|---|"] + lines)
+  return "\n".join(
+    [
+      "| size (B,T,I,H,O) | mode | flax nn.RNN(SimpleCell) ms | flax + jrnn "
+      "ElmanRNN ms | jrnn layer / SimpleCell |",
+      "|---|---|---|---|---|",
+    ]
+    + lines
+  )
 
 
 def parse_args(argv):
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--sizes", type=parse_sizes, default=None,
-                      help='"B,T,I,H,O;B,T,I,H,O" (default: the anchor sizes for the device)')
-  parser.add_argument("--quick", action="store_true",
-                      help="tiny size, 2 rounds, small ceiling: a smoke run of a few seconds")
-  parser.add_argument("--impls", default="",
-                      help="comma-separated name prefixes, e.g. jrnn,flax,torch (default: all)")
+  parser.add_argument(
+    "--sizes",
+    type=parse_sizes,
+    default=None,
+    help='"B,T,I,H,O;B,T,I,H,O" (default: the anchor sizes for the device)',
+  )
+  parser.add_argument(
+    "--quick",
+    action="store_true",
+    help="tiny size, 2 rounds, small ceiling: a smoke run of a few seconds",
+  )
+  parser.add_argument(
+    "--impls", default="", help="comma-separated name prefixes, e.g. jrnn,flax,torch (default: all)"
+  )
   parser.add_argument("--modes", default="train,forward", help="train, forward or both")
-  parser.add_argument("--unroll", type=int, default=1,
-                      help="the loops' unroll for the default jrnn variants")
-  parser.add_argument("--jrnn-variants", type=parse_variants, default=None,
-                      help='jrnn paths to time side by side, GRAD[/KERNEL][:K], e.g. '
-                           '"hand,hand:8,hand/xla,autodiff" (default: hand:UNROLL,autodiff:UNROLL)')
-  parser.add_argument("--rounds", type=int, default=None,
-                      help="round-robin rounds (default 7 on CPU, 20 on GPU, 2 with --quick)")
+  parser.add_argument(
+    "--unroll", type=int, default=1, help="the loops' unroll for the default jrnn variants"
+  )
+  parser.add_argument(
+    "--jrnn-variants",
+    type=parse_variants,
+    default=None,
+    help='jrnn paths to time side by side, GRAD[/KERNEL][:K], e.g. '
+    '"hand,hand:8,hand/xla,autodiff" (default: hand:UNROLL,autodiff:UNROLL)',
+  )
+  parser.add_argument(
+    "--rounds",
+    type=int,
+    default=None,
+    help="round-robin rounds (default 7 on CPU, 20 on GPU, 2 with --quick)",
+  )
   parser.add_argument("--warmup", type=int, default=2, help="untimed calls per impl and mode")
-  parser.add_argument("--min-sample-ms", type=float, default=None,
-                      help="repeat calls within a sample until it lasts this long "
-                           "(default 20, 1 with --quick)")
+  parser.add_argument(
+    "--min-sample-ms",
+    type=float,
+    default=None,
+    help="repeat calls within a sample until it lasts this long (default 20, 1 with --quick)",
+  )
   parser.add_argument("--max-number", type=int, default=100, help="cap on calls per sample")
-  parser.add_argument("--strict-f32", action="store_true",
-                      help="on a GPU, forbid TF32 for jax and torch")
+  parser.add_argument(
+    "--strict-f32", action="store_true", help="on a GPU, forbid TF32 for jax and torch"
+  )
   parser.add_argument("--no-ceiling", action="store_true", help="skip the matmul ceiling")
   parser.add_argument("--json", default=None, help="write the results to this file")
   args = parser.parse_args(argv)
@@ -280,6 +322,7 @@ def main(argv=None):
   print(benchlib.format_environment(env) + f"\nTF32: {tf32}")
   try:
     import torch
+
     print(f"torch threads: {torch.get_num_threads()}")
   except ImportError:
     pass
@@ -301,28 +344,49 @@ def main(argv=None):
       block = []
       for name, impl in impls.items():
         ms = samples[(name, mode)]
-        block.append({"impl": name, "size": list(size), "mode": mode,
-                      "ms": statistics.median(ms), "ms_min": min(ms), "samples": len(ms),
-                      "gflops": flop_count(size, mode) / statistics.median(ms) / 1e6,
-                      "peak_bytes": impl.peak_bytes[mode]})
+        block.append(
+          {
+            "impl": name,
+            "size": list(size),
+            "mode": mode,
+            "ms": statistics.median(ms),
+            "ms_min": min(ms),
+            "samples": len(ms),
+            "gflops": flop_count(size, mode) / statistics.median(ms) / 1e6,
+            "peak_bytes": impl.peak_bytes[mode],
+          }
+        )
       rows.extend(block)
       if block:
         print("\n" + format_table(size, mode, block, ceiling), flush=True)
-  print("\nratios are jrnn_ms / peer_ms (< 1: jrnn faster). Peak memory: XLA buffer "
-        "assignment for jax; torch.cuda.max_memory_allocated on CUDA; n/a for torch on CPU.\n"
-        "haiku_vanilla is hk.VanillaRNN, a ReLU RNN (no tanh option); the others use tanh.")
+  print(
+    "\nratios are jrnn_ms / peer_ms (< 1: jrnn faster). Peak memory: XLA buffer "
+    "assignment for jax; torch.cuda.max_memory_allocated on CUDA; n/a for torch on CPU.\n"
+    "haiku_vanilla is hk.VanillaRNN, a ReLU RNN (no tanh option); the others use tanh."
+  )
   swap = flax_swap_table(rows)
   if swap:
-    print("\nThe Flax model (layer + Dense readout, batch-major): nn.RNN(nn.SimpleCell) vs "
-          "jrnn.interop.flax_linen.ElmanRNN, same weights\n" + swap)
+    print(
+      "\nThe Flax model (layer + Dense readout, batch-major): nn.RNN(nn.SimpleCell) vs "
+      "jrnn.interop.flax_linen.ElmanRNN, same weights\n" + swap
+    )
 
   if args.json:
-    result = {"device": env["device"], "backend": env["backend"], "tf32": tf32,
-              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "environment": env, "versions": env["versions"], "xla_flags": env["xla_flags"],
-              "argv": sys.argv[1:] if argv is None else list(argv),
-              "rounds": args.rounds, "ceiling_gflops": ceiling if ceilings else None,
-              "ceilings": ceilings, "skipped": skipped, "rows": rows}
+    result = {
+      "device": env["device"],
+      "backend": env["backend"],
+      "tf32": tf32,
+      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "environment": env,
+      "versions": env["versions"],
+      "xla_flags": env["xla_flags"],
+      "argv": sys.argv[1:] if argv is None else list(argv),
+      "rounds": args.rounds,
+      "ceiling_gflops": ceiling if ceilings else None,
+      "ceilings": ceilings,
+      "skipped": skipped,
+      "rows": rows,
+    }
     with open(args.json, "w") as f:
       json.dump(result, f, indent=1)
   return 0

@@ -21,6 +21,7 @@ gradients mapped back to jrnn's names and layout, which is how ``tests/test_benc
 that the peers compute the same thing as jrnn. Peers are imported inside their builder, so a
 missing library raises ``ImportError`` there and nowhere else.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -36,6 +37,7 @@ from benchlib import Size
 
 class Problem(NamedTuple):
   """One benchmark point, in jrnn's layout, as float32 NumPy arrays."""
+
   params: jrnn.RNNParams  # w_xh (H, I), w_hh (H, H), b_h (H,), w_hy (O, H), b_y (O,)
   xs: np.ndarray  # shape=(T, B, I)
   targets: np.ndarray  # shape=(T, B, O)
@@ -43,6 +45,7 @@ class Problem(NamedTuple):
 
 class Impl(NamedTuple):
   """A built implementation. ``peak_bytes`` maps ``"train"``/``"forward"`` to bytes or None."""
+
   train: Callable[[], Any]
   forward: Callable[[], Any]
   loss_and_grads: Callable[[], Tuple[float, Dict[str, np.ndarray]]]
@@ -60,8 +63,10 @@ def make_problem(size: Size, seed: int = 0) -> Problem:
   p = jrnn.init_params(k_p, n_in, n_hidden, n_out, scheme="pytorch", dtype=jnp.float32)
   bound = 1.0 / np.sqrt(n_hidden)
   b_y = jax.random.uniform(k_b, (n_out,), jnp.float32, -bound, bound)
-  params = jrnn.RNNParams(*(np.asarray(a, np.float32) for a in (p.w_xh, p.w_hh, p.b_h, p.w_hy)),
-                          np.asarray(b_y, np.float32))
+  params = jrnn.RNNParams(
+    *(np.asarray(a, np.float32) for a in (p.w_xh, p.w_hh, p.b_h, p.w_hy)),
+    np.asarray(b_y, np.float32),
+  )
   xs = np.asarray(jax.random.normal(k_x, (n_steps, n_batch, n_in), jnp.float32))
   ys = np.asarray(jax.random.normal(k_y, (n_steps, n_batch, n_out), jnp.float32))
   return Problem(params, xs, ys)
@@ -80,8 +85,9 @@ def _bytes(compiled) -> Optional[int]:
     return None
   if m is None:
     return None
-  return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
-             - m.alias_size_in_bytes)
+  return int(
+    m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
+  )
 
 
 def _jax_impl(loss_fn, fwd_fn, params, xs, targets, to_jrnn, *, tf32: bool) -> Impl:
@@ -98,28 +104,43 @@ def _jax_impl(loss_fn, fwd_fn, params, xs, targets, to_jrnn, *, tf32: bool) -> I
     loss, grads = step(params, xs, targets)
     return float(loss), {k: np.asarray(v) for k, v in to_jrnn(grads).items()}
 
-  return Impl(train=lambda: jax.block_until_ready(step(params, xs, targets)),
-              forward=lambda: jax.block_until_ready(fwd(params, xs)),
-              loss_and_grads=loss_and_grads,
-              peak_bytes={"train": _bytes(step), "forward": _bytes(fwd)})
+  return Impl(
+    train=lambda: jax.block_until_ready(step(params, xs, targets)),
+    forward=lambda: jax.block_until_ready(fwd(params, xs)),
+    loss_and_grads=loss_and_grads,
+    peak_bytes={"train": _bytes(step), "forward": _bytes(fwd)},
+  )
 
 
-def build_jrnn(problem: Problem, *, grad: str = "hand", kernel: str = "auto", unroll: int = 1,
-               activation: str = "tanh", tf32: bool = False) -> Impl:
+def build_jrnn(
+  problem: Problem,
+  *,
+  grad: str = "hand",
+  kernel: str = "auto",
+  unroll: int = 1,
+  activation: str = "tanh",
+  tf32: bool = False,
+) -> Impl:
   """jrnn.forward (time-major) and jrnn.squared_error with the batch-mean reduction.
 
   ``grad``, ``kernel``: :func:`jrnn.forward`'s choices (:mod:`jrnn.engine`).
   """
+
   def fwd(p, xs):
-    return jrnn.forward(p, xs, grad=grad, kernel=kernel, unroll=unroll,
-                        activation=activation).ys
+    return jrnn.forward(p, xs, grad=grad, kernel=kernel, unroll=unroll, activation=activation).ys
 
   def loss(p, xs, targets):
     return jrnn.squared_error(fwd(p, xs), targets, reduction="batch_mean")
 
-  return _jax_impl(loss, fwd, problem.params, problem.xs, problem.targets,
-                   lambda g: {k: v for k, v in g._asdict().items() if v is not None},
-                   tf32=tf32)
+  return _jax_impl(
+    loss,
+    fwd,
+    problem.params,
+    problem.xs,
+    problem.targets,
+    lambda g: {k: v for k, v in g._asdict().items() if v is not None},
+    tf32=tf32,
+  )
 
 
 def _flax_model(n_hidden: int, n_out: int, make_layer=None):
@@ -155,10 +176,18 @@ def _flax_impl(model, problem: Problem, jrnn_layer: bool, tf32: bool) -> Impl:
 
   def to_jrnn(g):
     g = g["params"]
-    layer = (jrnn.interop.flax_linen.from_variables(g["cell"]) if jrnn_layer else
-             jrnn.interop.from_simple_cell(g["cell"]))
-    return {"w_xh": layer.w_xh, "w_hh": layer.w_hh, "b_h": layer.b_h,
-            "w_hy": g["head"]["kernel"].T, "b_y": g["head"]["bias"]}
+    layer = (
+      jrnn.interop.flax_linen.from_variables(g["cell"])
+      if jrnn_layer
+      else jrnn.interop.from_simple_cell(g["cell"])
+    )
+    return {
+      "w_xh": layer.w_xh,
+      "w_hh": layer.w_hh,
+      "b_h": layer.b_h,
+      "w_hy": g["head"]["kernel"].T,
+      "b_y": g["head"]["bias"],
+    }
 
   return _jax_impl(loss, model.apply, variables, xs, targets, to_jrnn, tf32=tf32)
 
@@ -169,13 +198,15 @@ def build_flax(problem: Problem, *, tf32: bool = False) -> Impl:
   return _flax_impl(_flax_model(n_hidden, n_out), problem, False, tf32)
 
 
-def build_flax_jrnn(problem: Problem, *, grad: str = "hand", kernel: str = "auto",
-                    tf32: bool = False) -> Impl:
+def build_flax_jrnn(
+  problem: Problem, *, grad: str = "hand", kernel: str = "auto", tf32: bool = False
+) -> Impl:
   """:func:`build_flax`'s model with ``jrnn.interop.flax_linen.ElmanRNN`` for the
   ``nn.RNN(nn.SimpleCell)`` layer (batch-major, as the layer it replaces)."""
   from jrnn.interop import flax_linen
 
   n_out, n_hidden = problem.params.w_hy.shape[0], problem.params.w_hh.shape[0]
+
   def layer():
     return flax_linen.ElmanRNN(n_hidden, grad=grad, kernel=kernel, name="cell")
 
@@ -203,18 +234,24 @@ def build_haiku(problem: Problem, *, tf32: bool = False) -> Impl:
   net = hk.without_apply_rng(hk.transform(model))
   # VanillaRNN creates input_to_hidden first ("linear") and hidden_to_hidden second
   # ("linear_1"), each with a bias; jrnn's single b_h goes to the first.
-  params = {"vanilla_rnn/linear": {"w": p.w_xh.T, "b": p.b_h},
-            "vanilla_rnn/linear_1": {"w": p.w_hh.T, "b": np.zeros_like(p.b_h)},
-            "linear": {"w": p.w_hy.T, "b": p.b_y}}
+  params = {
+    "vanilla_rnn/linear": {"w": p.w_xh.T, "b": p.b_h},
+    "vanilla_rnn/linear_1": {"w": p.w_hh.T, "b": np.zeros_like(p.b_h)},
+    "linear": {"w": p.w_hy.T, "b": p.b_y},
+  }
 
   def loss(q, x, y):
     return jnp.mean(jnp.sum((net.apply(q, x) - y) ** 2, axis=(0, 2)))
 
   def to_jrnn(g):
     # Both hidden biases enter as a sum, so each one's gradient is b_h's.
-    return {"w_xh": g["vanilla_rnn/linear"]["w"].T, "w_hh": g["vanilla_rnn/linear_1"]["w"].T,
-            "b_h": g["vanilla_rnn/linear"]["b"], "w_hy": g["linear"]["w"].T,
-            "b_y": g["linear"]["b"]}
+    return {
+      "w_xh": g["vanilla_rnn/linear"]["w"].T,
+      "w_hh": g["vanilla_rnn/linear_1"]["w"].T,
+      "b_h": g["vanilla_rnn/linear"]["b"],
+      "w_hy": g["linear"]["w"].T,
+      "b_y": g["linear"]["b"],
+    }
 
   return _jax_impl(loss, net.apply, params, problem.xs, problem.targets, to_jrnn, tf32=tf32)
 
@@ -262,8 +299,13 @@ def build_torch(problem: Problem, *, device: str = "cpu", tf32: bool = False) ->
   def loss_and_grads():
     loss = float(train().detach())
     g = lambda t: t.grad.detach().cpu().numpy()
-    return loss, {"w_xh": g(rnn.weight_ih_l0), "w_hh": g(rnn.weight_hh_l0),
-                  "b_h": g(rnn.bias_ih_l0), "w_hy": g(lin.weight), "b_y": g(lin.bias)}
+    return loss, {
+      "w_xh": g(rnn.weight_ih_l0),
+      "w_hh": g(rnn.weight_hh_l0),
+      "b_h": g(rnn.bias_ih_l0),
+      "w_hy": g(lin.weight),
+      "b_y": g(lin.bias),
+    }
 
   peak = {"train": None, "forward": None}
   if device.startswith("cuda"):

@@ -8,6 +8,7 @@ backend this runs on (CPU here).
 
 Usage: python scripts/bench_memory.py [--sizes "B,T,I,H,O;..."] [--segment K]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,34 +33,44 @@ def _plain_loss(params, xs, targets, *, grad):
 
 def _temp_mib(fn, *args) -> float:
   stats = jax.jit(fn).lower(*args).compile().memory_analysis()
-  return stats.temp_size_in_bytes / 2 ** 20
+  return stats.temp_size_in_bytes / 2**20
 
 
 def measure(size, segment=None):
   b, t, i, h, o = size
   f32 = jnp.float32
-  params = jax.eval_shape(functools.partial(jrnn.init_params, n_in=i, n_hidden=h, n_out=o,
-                                            dtype=f32), jax.random.key(0))
+  params = jax.eval_shape(
+    functools.partial(jrnn.init_params, n_in=i, n_hidden=h, n_out=o, dtype=f32), jax.random.key(0)
+  )
   xs = jax.ShapeDtypeStruct((t, b, i), f32)
   tg = jax.ShapeDtypeStruct((t, b, o), f32)
   k = segment or default_segment_length(t)
   rows = {
-      "autodiff": jax.grad(functools.partial(_plain_loss, grad="autodiff")),
-      "hand": jax.grad(functools.partial(_plain_loss, grad="hand")),
-      f"checkpointed k={k} (hand)": jax.grad(functools.partial(
-          checkpointed_loss, segment_length=k, reduction="batch_mean", grad="hand")),
-      f"checkpointed k={k} (autodiff)": jax.grad(functools.partial(
-          checkpointed_loss, segment_length=k, reduction="batch_mean", grad="autodiff")),
-      f"truncated k1=k2={k} (not exact)": lambda p, x, y: chunked_bptt(
-          p, x, y, chunk_length=k, reduction="batch_mean").grads,
+    "autodiff": jax.grad(functools.partial(_plain_loss, grad="autodiff")),
+    "hand": jax.grad(functools.partial(_plain_loss, grad="hand")),
+    f"checkpointed k={k} (hand)": jax.grad(
+      functools.partial(checkpointed_loss, segment_length=k, reduction="batch_mean", grad="hand")
+    ),
+    f"checkpointed k={k} (autodiff)": jax.grad(
+      functools.partial(
+        checkpointed_loss, segment_length=k, reduction="batch_mean", grad="autodiff"
+      )
+    ),
+    f"truncated k1=k2={k} (not exact)": lambda p, x, y: (
+      chunked_bptt(p, x, y, chunk_length=k, reduction="batch_mean").grads
+    ),
   }
   return {name: _temp_mib(fn, params, xs, tg) for name, fn in rows.items()}
 
 
 def main():
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("--sizes", type=benchlib.parse_sizes, default=None,
-                  help='"B,T,I,H,O;B,T,I,H,O" (default: the CPU anchor sizes)')
+  ap.add_argument(
+    "--sizes",
+    type=benchlib.parse_sizes,
+    default=None,
+    help='"B,T,I,H,O;B,T,I,H,O" (default: the CPU anchor sizes)',
+  )
   ap.add_argument("--segment", type=int, default=None, help="segment length (default ⌈√T⌉)")
   args = ap.parse_args()
   sizes = args.sizes or benchlib.CPU_SIZES
@@ -69,7 +80,7 @@ def main():
   print("|---|---|---|---|")
   for size in sizes:
     b, t, _, h, _ = size
-    states = t * b * h * 4 / 2 ** 20
+    states = t * b * h * 4 / 2**20
     for name, mib in measure(size, args.segment).items():
       print(f"| {size} | {states:.2f} | {name} | {mib:.2f} |")
 

@@ -29,6 +29,7 @@ parallel solver is faster.
   nice python scripts/bench_parallel.py --quick
   nice python scripts/bench_parallel.py --train-long --json docs/parallel/train_long.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,7 +66,7 @@ def machine() -> str:
 def model(key, n_steps, n_batch, n_hidden, n_in=4):
   k1, k2, k3 = jax.random.split(key, 3)
   params = jrnn.init_params(k1, n_in, n_hidden, 1, scheme="glorot", dtype=jnp.float32)
-  w = GAIN * jax.random.normal(k2, (n_hidden, n_hidden), jnp.float32) / n_hidden ** 0.5
+  w = GAIN * jax.random.normal(k2, (n_hidden, n_hidden), jnp.float32) / n_hidden**0.5
   params = params._replace(w_hh=w)
   xs = jax.random.normal(k3, (n_steps, n_batch, n_in), jnp.float32)
   return params, xs
@@ -89,7 +90,7 @@ def functions(method):
 
   def loss(params, xs):
     ys = jrnn.forward(params, xs, kernel="xla", solver=solver).ys
-    return jnp.mean(ys ** 2)
+    return jnp.mean(ys**2)
 
   return jax.jit(evaluate), jax.jit(jax.value_and_grad(loss))
 
@@ -123,8 +124,9 @@ def bench(lengths, hiddens, batches, methods, budget_s, elk_max_hidden):
             if method in ("elk", "quasi_elk") and (n_hidden > elk_max_hidden or n_batch > 1):
               row["status"] = f"not run (ELK rows: H <= {elk_max_hidden}, B = 1)"
             elif key in last and last[key][1] * n_steps / last[key][0] > budget_s:
-              row["status"] = (f"skipped (est. {last[key][1] * n_steps / last[key][0]:.0f} s "
-                               f"> {budget_s:.0f} s)")
+              row["status"] = (
+                f"skipped (est. {last[key][1] * n_steps / last[key][0]:.0f} s > {budget_s:.0f} s)"
+              )
               last[key] = (n_steps, last[key][1] * n_steps / last[key][0])
             else:
               try:
@@ -152,14 +154,19 @@ def bench(lengths, hiddens, batches, methods, budget_s, elk_max_hidden):
 
 
 def markdown(rows, meta) -> str:
-  lines = [f"Command: `{meta['command']}`  ",
-           f"Machine: {meta['machine']}; jax {meta['jax']}; backend {meta['backend']}; "
-           f"{meta['seconds']:.0f} s in all. LLE λ₁ of the benchmark RNNs (g = {GAIN}): "
-           + ", ".join(f"H={h}: {v:+.2f}" for h, v in meta["lle"].items()) + ".", "",
-           "Times in ms (median); ratio = sequential / solver (> 1: the solver is faster); "
-           "it = Newton iterations (\\* not converged).", "",
-           "| T | H | B | mode | sequential | " + " | ".join(METHODS[1:]) + " |",
-           "|---|---|---|---|---|" + "---|" * (len(METHODS) - 1)]
+  lines = [
+    f"Command: `{meta['command']}`  ",
+    f"Machine: {meta['machine']}; jax {meta['jax']}; backend {meta['backend']}; "
+    f"{meta['seconds']:.0f} s in all. LLE λ₁ of the benchmark RNNs (g = {GAIN}): "
+    + ", ".join(f"H={h}: {v:+.2f}" for h, v in meta["lle"].items())
+    + ".",
+    "",
+    "Times in ms (median); ratio = sequential / solver (> 1: the solver is faster); "
+    "it = Newton iterations (\\* not converged).",
+    "",
+    "| T | H | B | mode | sequential | " + " | ".join(METHODS[1:]) + " |",
+    "|---|---|---|---|---|" + "---|" * (len(METHODS) - 1),
+  ]
   by = {(r["T"], r["H"], r["B"], r["method"], r["mode"]): r for r in rows}
   sizes = sorted({(r["T"], r["H"], r["B"]) for r in rows}, key=lambda s: (s[1], s[2], s[0]))
   for size in sizes:
@@ -186,12 +193,12 @@ def markdown(rows, meta) -> str:
 def _solve_report(params, xs, method, solver):
   """λ₁ of the model on its first sequence, and the solver's iterations on the batch."""
   traj = jrnn.reference.trajectory(params, xs[:2000, 0])
-  rep = dict(lle=float(jrnn.diagnostics.lyapunov_exponents(traj, num_exponents=1,
-                                                           burn_in=200)[0]))
+  rep = dict(lle=float(jrnn.diagnostics.lyapunov_exponents(traj, num_exponents=1, burn_in=200)[0]))
   if method != "sequential":
     info = jax.jit(lambda p: par.parallel_forward(p, xs, solver=solver)[1])(params)
-    rep.update(iterations=int(info.iterations), converged=bool(info.converged),
-               residual=float(info.residual))
+    rep.update(
+      iterations=int(info.iterations), converged=bool(info.converged), residual=float(info.residual)
+    )
   return rep
 
 
@@ -212,14 +219,13 @@ def train_long(steps: int, n_steps: int = 10_000, n_hidden: int = 16, n_batch: i
   batch = jrnn.training.Batch(xs, targets)
   out = {}
   for method in ("quasi_deer", "sequential"):
-    params = jrnn.init_params(jax.random.key(2), 2, n_hidden, 1, scheme="glorot",
-                              dtype=jnp.float32)
+    params = jrnn.init_params(jax.random.key(2), 2, n_hidden, 1, scheme="glorot", dtype=jnp.float32)
     params = params._replace(w_hh=0.5 * params.w_hh)
     solver = method if method == "sequential" else par.Solver(method, on_failure="fallback")
     opt = optax.adam(3e-3)
     step = jrnn.training.make_train_step(
-        jrnn.training.sequence_loss("squared_error", solver=solver, kernel="xla"), opt,
-        has_aux=True)
+      jrnn.training.sequence_loss("squared_error", solver=solver, kernel="xla"), opt, has_aux=True
+    )
     state = opt.init(params)
     before = _solve_report(params, xs, method, solver)
     losses, times = [], []
@@ -228,11 +234,15 @@ def train_long(steps: int, n_steps: int = 10_000, n_hidden: int = 16, n_batch: i
       params, state, metrics = step(params, state, batch)
       losses.append(float(metrics["loss"]))
       times.append(time.perf_counter() - t0)
-    out[method] = dict(first_loss=losses[0], last_loss=losses[-1], losses=losses,
-                       step_ms_median=1e3 * statistics.median(times[1:]),
-                       initial=before, final=_solve_report(params, xs, method, solver))
-    print(method, json.dumps({k: v for k, v in out[method].items() if k != "losses"}),
-          flush=True)
+    out[method] = dict(
+      first_loss=losses[0],
+      last_loss=losses[-1],
+      losses=losses,
+      step_ms_median=1e3 * statistics.median(times[1:]),
+      initial=before,
+      final=_solve_report(params, xs, method, solver),
+    )
+    print(method, json.dumps({k: v for k, v in out[method].items() if k != "losses"}), flush=True)
   return dict(T=n_steps, H=n_hidden, B=n_batch, steps=steps, results=out)
 
 
@@ -240,21 +250,30 @@ def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--quick", action="store_true", help="T ≤ 1e4, H ∈ {4, 16}, B = 1")
   ap.add_argument("--methods", default=",".join(METHODS))
-  ap.add_argument("--budget-s", type=float, default=20.0,
-                  help="skip a cell whose extrapolated time exceeds this")
-  ap.add_argument("--elk-max-hidden", type=int, default=16,
-                  help="run elk/quasi_elk only up to this H, and at B = 1 (their compile "
-                       "alone takes ~1 min per row on a loaded 2-core CPU)")
+  ap.add_argument(
+    "--budget-s", type=float, default=20.0, help="skip a cell whose extrapolated time exceeds this"
+  )
+  ap.add_argument(
+    "--elk-max-hidden",
+    type=int,
+    default=16,
+    help="run elk/quasi_elk only up to this H, and at B = 1 (their compile "
+    "alone takes ~1 min per row on a loaded 2-core CPU)",
+  )
   ap.add_argument("--json", help="write the rows and metadata here")
   ap.add_argument("--md", help="write the markdown table here")
-  ap.add_argument("--train-long", action="store_true",
-                  help="train end to end at T = 10,000 instead of timing the grid")
+  ap.add_argument(
+    "--train-long",
+    action="store_true",
+    help="train end to end at T = 10,000 instead of timing the grid",
+  )
   ap.add_argument("--steps", type=int, default=30, help="training steps for --train-long")
   args = ap.parse_args(argv)
   start = time.time()
   command = "python scripts/bench_parallel.py " + " ".join(sys.argv[1:] if argv is None else argv)
-  meta = dict(command=command, machine=machine(), jax=jax.__version__,
-              backend=jax.default_backend())
+  meta = dict(
+    command=command, machine=machine(), jax=jax.__version__, backend=jax.default_backend()
+  )
   if args.train_long:
     result = train_long(args.steps)
     meta["seconds"] = round(time.time() - start, 1)

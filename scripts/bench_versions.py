@@ -11,6 +11,7 @@ median per root and size and the ratio ``B / A``.
 
 Sizes default to the CPU anchor sizes of ``../shared/ANCHORS.md`` (``(B, T, I, H, O)``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,8 +51,13 @@ print(json.dumps({"jrnn": jrnn.__file__, "ms": out}))
 
 def run_child(root: pathlib.Path, sizes: List[benchlib.Size]) -> Dict[str, float]:
   here = os.path.dirname(os.path.abspath(__file__))
-  proc = subprocess.run([sys.executable, "-c", _CHILD, str(root), json.dumps(sizes), here],
-                        capture_output=True, text=True, check=False, cwd="/")
+  proc = subprocess.run(
+    [sys.executable, "-c", _CHILD, str(root), json.dumps(sizes), here],
+    capture_output=True,
+    text=True,
+    check=False,
+    cwd="/",
+  )
   if proc.returncode:
     raise SystemExit(f"the run for {root} failed:\n{proc.stderr[-2000:]}")
   result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -61,13 +67,18 @@ def run_child(root: pathlib.Path, sizes: List[benchlib.Size]) -> Dict[str, float
 
 
 def main(argv: Sequence[str] = ()) -> Dict[str, Dict[str, List[float]]]:
-  p = argparse.ArgumentParser(description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   p.add_argument("a", type=pathlib.Path, help="root of checkout A (the baseline)")
   p.add_argument("b", type=pathlib.Path, help="root of checkout B")
   p.add_argument("--rounds", type=int, default=2, help="alternations A, B (default 2)")
-  p.add_argument("--sizes", type=benchlib.parse_sizes, default=benchlib.CPU_SIZES,
-                 help="B,T,I,H,O;... (default: the CPU anchor sizes)")
+  p.add_argument(
+    "--sizes",
+    type=benchlib.parse_sizes,
+    default=benchlib.CPU_SIZES,
+    help="B,T,I,H,O;... (default: the CPU anchor sizes)",
+  )
   cfg = p.parse_args(list(argv))
   for root in (cfg.a, cfg.b):
     if not (root / "jrnn" / "__init__.py").is_file():
@@ -81,8 +92,7 @@ def main(argv: Sequence[str] = ()) -> Dict[str, Dict[str, List[float]]]:
       for size, ms in run_child(root, cfg.sizes).items():
         times[name].setdefault(size, []).append(ms)
       print(f"round {r + 1}, {name} = {root}: done", flush=True)
-  print(f"\ntrain step, median over rounds of each round's median (ms); A = {cfg.a}, "
-        f"B = {cfg.b}")
+  print(f"\ntrain step, median over rounds of each round's median (ms); A = {cfg.a}, B = {cfg.b}")
   print(f"{'size (B,T,I,H,O)':28s} {'A ms':>10s} {'B ms':>10s} {'B / A':>7s}")
   for size in times["a"]:
     a, b = statistics.median(times["a"][size]), statistics.median(times["b"][size])

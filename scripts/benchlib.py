@@ -14,6 +14,7 @@
 Imports only the standard library, NumPy and jax (lazily where it can), so every script
 (and ``tests/test_bench.py``) can use it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,10 +31,13 @@ from typing import Callable, Dict, List, Optional, Tuple
 Size = Tuple[int, int, int, int, int]  # (B, T, I, H, O)
 
 # ../shared/ANCHORS.md: the sizes jrnn is measured at against its peers.
-CPU_SIZES: List[Size] = [(1, 1000, 16, 64, 16), (32, 128, 64, 256, 64),
-                         (128, 256, 128, 512, 128)]
-GPU_SIZES: List[Size] = [(1, 1000, 64, 64, 64), (64, 256, 256, 256, 256),
-                         (128, 512, 512, 1024, 512), (512, 128, 1024, 1024, 1024)]
+CPU_SIZES: List[Size] = [(1, 1000, 16, 64, 16), (32, 128, 64, 256, 64), (128, 256, 128, 512, 128)]
+GPU_SIZES: List[Size] = [
+  (1, 1000, 64, 64, 64),
+  (64, 256, 256, 256, 256),
+  (128, 512, 512, 1024, 512),
+  (512, 128, 1024, 1024, 1024),
+]
 QUICK_SIZES: List[Size] = [(2, 16, 4, 8, 4)]
 LIBRARIES = ("jax", "jaxlib", "numpy", "flax", "dm-haiku", "equinox", "optax", "torch")
 
@@ -52,7 +56,8 @@ def parse_sizes(text: str) -> List[Size]:
       size = ()
     if len(size) != 5 or min(size) < 1:
       raise argparse.ArgumentTypeError(
-          f"each size must be five positive integers B,T,I,H,O; got {part!r}")
+        f"each size must be five positive integers B,T,I,H,O; got {part!r}"
+      )
     sizes.append(size)
   if not sizes:
     raise argparse.ArgumentTypeError("--sizes is empty")
@@ -77,6 +82,7 @@ def median_ms(fn: Callable[[], object], reps: int, warmup: int = 2) -> float:
   """Median wall time of ``fn()`` in ms over ``reps`` calls, after ``warmup`` untimed calls
   (the first compiles). Each call waits for its result (``jax.block_until_ready``)."""
   import jax
+
   if reps < 1:
     raise ValueError(f"reps must be at least 1, got {reps}")
   for _ in range(warmup):
@@ -115,9 +121,15 @@ def cpu_model() -> str:
 def run_context() -> Dict[str, object]:
   """What an experiment records beside its times: CPU model, cores, platform, jax, backend, load."""
   import jax
-  return {"model_name": cpu_model(), "cpus": os.cpu_count(), "platform": platform.platform(),
-          "jax": jax.__version__, "backend": jax.default_backend(),
-          "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()]}
+
+  return {
+    "model_name": cpu_model(),
+    "cpus": os.cpu_count(),
+    "platform": platform.platform(),
+    "jax": jax.__version__,
+    "backend": jax.default_backend(),
+    "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()],
+  }
 
 
 def json_safe(x):
@@ -134,6 +146,7 @@ def json_safe(x):
 def describe_device() -> str:
   """One line: the GPU's kind, or the CPU's model and core count."""
   import jax
+
   if jax.default_backend() == "gpu":
     return f"gpu: {jax.devices()[0].device_kind}"
   return f"cpu: {cpu_model()}, {os.cpu_count()} logical cores"
@@ -142,20 +155,29 @@ def describe_device() -> str:
 def environment() -> Dict[str, object]:
   """The machine and versions behind a measurement, for the printed header and the JSON."""
   import jax
+
   info: Dict[str, object] = {
-      "device": describe_device(), "backend": jax.default_backend(),
-      "devices": [str(d) for d in jax.devices()], "cpu": cpu_model(),
-      "logical_cores": os.cpu_count(), "python": platform.python_version(),
-      "versions": {name: version(name) for name in LIBRARIES},
-      "xla_flags": os.environ.get("XLA_FLAGS", "")}
+    "device": describe_device(),
+    "backend": jax.default_backend(),
+    "devices": [str(d) for d in jax.devices()],
+    "cpu": cpu_model(),
+    "logical_cores": os.cpu_count(),
+    "python": platform.python_version(),
+    "versions": {name: version(name) for name in LIBRARIES},
+    "xla_flags": os.environ.get("XLA_FLAGS", ""),
+  }
   if jax.default_backend() == "gpu":
     smi = shutil.which("nvidia-smi")
     if smi:
-      q = subprocess.run([smi, "--query-gpu=name,driver_version,memory.total",
-                          "--format=csv,noheader"], capture_output=True, text=True)
+      q = subprocess.run(
+        [smi, "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+        capture_output=True,
+        text=True,
+      )
       info["nvidia_smi"] = q.stdout.strip()
     try:
       import torch
+
       if torch.cuda.is_available():
         info["cudnn"] = torch.backends.cudnn.version()
     except ImportError:
@@ -168,8 +190,10 @@ def format_environment(info: Dict[str, object]) -> str:
   lines = [f"device: {info['device']}   jax backend: {info['backend']}"]
   if info["backend"] != "cpu":  # the host CPU, which the device line names only on a CPU
     lines.append(f"host lscpu model name: {info['cpu']}, {info['logical_cores']} logical cores")
-  lines.append(f"versions: python {info['python']}, " + ", ".join(
-      f"{k} {v}" for k, v in info["versions"].items() if v))
+  lines.append(
+    f"versions: python {info['python']}, "
+    + ", ".join(f"{k} {v}" for k, v in info["versions"].items() if v)
+  )
   if info.get("nvidia_smi"):
     lines.append(f"nvidia-smi: {info['nvidia_smi']}")
   if info.get("xla_flags"):

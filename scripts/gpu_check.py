@@ -39,6 +39,7 @@ Prints a table and writes ``gpu_check.json`` to ``--out`` (default ``$OUT``, els
 interpret mode, so that the script's plumbing is checked where there is no GPU. Sizes, the
 timer and the environment record come from ``scripts/benchlib.py``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,29 +66,47 @@ from benchlib import median_ms  # noqa: E402
 ANCHOR_SIZES = benchlib.GPU_SIZES
 DRY_RUN_SIZES = [(3, 12, 8, 16, 8)]
 # Beyond the anchors: where does the kernel stop paying (H, B)? Timed like the anchors.
-CROSSOVER_SIZES = [(1, 1000, 128, 128, 128), (16, 512, 64, 64, 64), (64, 256, 128, 128, 128),
-                   (256, 128, 64, 64, 64)]
+CROSSOVER_SIZES = [
+  (1, 1000, 128, 128, 128),
+  (16, 512, 64, 64, 64),
+  (64, 256, 128, 128, 128),
+  (256, 128, 64, 64, 64),
+]
 TOL = {"float32": 1e-5, "tf32": 1e-2, "bf16": 1e-2}
 
 
 def parse_args(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--out", default=os.environ.get("OUT") or "gpu_check_out",
-                 help="folder for gpu_check.json (default: $OUT, else ./gpu_check_out)")
+  p = argparse.ArgumentParser(
+    description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+  )
+  p.add_argument(
+    "--out",
+    default=os.environ.get("OUT") or "gpu_check_out",
+    help="folder for gpu_check.json (default: $OUT, else ./gpu_check_out)",
+  )
   p.add_argument("--quick", action="store_true", help="the smallest anchor size only")
-  p.add_argument("--force", action="store_true",
-                 help="run the kernel even where pallas_supported says no (e.g. H=1024)")
+  p.add_argument(
+    "--force",
+    action="store_true",
+    help="run the kernel even where pallas_supported says no (e.g. H=1024)",
+  )
   p.add_argument("--reps", type=int, default=20, help="timed repetitions per case")
-  p.add_argument("--budget-s", type=float, default=270.0,
-                 help="wall-clock budget; later sections are cut short when it is spent")
+  p.add_argument(
+    "--budget-s",
+    type=float,
+    default=270.0,
+    help="wall-clock budget; later sections are cut short when it is spent",
+  )
   p.add_argument("--no-torch", action="store_true", help="skip the torch cuDNN rows")
   p.add_argument("--no-sweep", action="store_true", help="skip the launch-tuning sweep")
   p.add_argument("--no-sanitizer", action="store_true", help="skip compute-sanitizer")
   p.add_argument("--no-crossover", action="store_true", help="skip the non-anchor sizes")
   p.add_argument("--no-flax", action="store_true", help="skip the Flax model section (2)")
-  p.add_argument("--dry-run", action="store_true",
-                 help="without a GPU: one tiny size, Pallas interpreted, no torch/sweep/sanitizer")
+  p.add_argument(
+    "--dry-run",
+    action="store_true",
+    help="without a GPU: one tiny size, Pallas interpreted, no torch/sweep/sanitizer",
+  )
   p.add_argument("--sanitizer-child", action="store_true", help=argparse.SUPPRESS)
   return p.parse_args(argv)
 
@@ -102,23 +121,27 @@ class Clock:
 
 def rel(x, y):
   import numpy as np
+
   x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
   return float(np.linalg.norm(x - y) / max(np.linalg.norm(y), 1e-30))
 
 
 # ----------------------------------------------------------------------------- problems
 
+
 def layer_problem(size, seed=0):
   import jax
   import jax.numpy as jnp
+
   b, t, i, h, o = size
   k = jax.random.split(jax.random.PRNGKey(seed), 6)
   params = dict(
-      w_xh=jax.random.normal(k[0], (h, i), jnp.float32) / i ** 0.5,
-      w_hh=jax.random.normal(k[1], (h, h), jnp.float32) / h ** 0.5 * 0.9,
-      b_h=jnp.zeros((h,), jnp.float32),
-      w_hy=jax.random.normal(k[2], (o, h), jnp.float32) / h ** 0.5,
-      b_y=jnp.zeros((o,), jnp.float32))
+    w_xh=jax.random.normal(k[0], (h, i), jnp.float32) / i**0.5,
+    w_hh=jax.random.normal(k[1], (h, h), jnp.float32) / h**0.5 * 0.9,
+    b_h=jnp.zeros((h,), jnp.float32),
+    w_hy=jax.random.normal(k[2], (o, h), jnp.float32) / h**0.5,
+    b_y=jnp.zeros((o,), jnp.float32),
+  )
   xs = jax.random.normal(k[3], (t, b, i), jnp.float32)
   ys = jax.random.normal(k[4], (t, b, o), jnp.float32)
   return params, xs, ys
@@ -129,16 +152,19 @@ def make_core(kind, act, interpret=False, **kw):
   (compiled, or interpreted with ``interpret=True``) or the XLA hand BPTT."""
   from jrnn.bptt import hand_recurrence
   from jrnn.kernels.pallas_triton import pallas_recurrence
+
   unroll = kw.pop("unroll", None)  # None: the kernel's tuned default
   if kind == "pallas":
-    return lambda w, u, h0, m: pallas_recurrence(w, u, h0, m, act, unroll, interpret=interpret,
-                                                 **kw)
+    return lambda w, u, h0, m: pallas_recurrence(
+      w, u, h0, m, act, unroll, interpret=interpret, **kw
+    )
   return lambda w, u, h0, m: hand_recurrence(w, u, h0, m, act, unroll or 1, "xla")
 
 
 def layer_fns(core, size):
   import jax
   import jax.numpy as jnp
+
   b, _, _, h, _ = size
 
   def hidden(p, xs):
@@ -154,9 +180,11 @@ def layer_fns(core, size):
 
 # ----------------------------------------------------------------------------- sections
 
+
 def _kernel_applies(h, force):
   """Timing rows for the kernel up to H=256 (resident or streamed), or anywhere with --force."""
   from jrnn.kernels.pallas_triton import padded_hidden
+
   return force or padded_hidden(h) <= 256
 
 
@@ -165,6 +193,7 @@ def check_correctness(sizes, force, clock, log, interpret=False):
   import jax.numpy as jnp
 
   from jrnn.activations import ACTIVATIONS
+
   rows = []
   cases = []
   for size in sizes:
@@ -177,26 +206,31 @@ def check_correctness(sizes, force, clock, log, interpret=False):
   if interpret:  # the dry run: one masked case, small enough for the interpreter
     cases.append(((5, 9, 0, 16, 0), "relu", "float32", True))
   else:
-    cases += [((5, 33, 0, 64, 0), "relu", "float32", True),  # masked, B not a tile multiple
-              ((5, 33, 0, 128, 0), "relu", "float32", True),  # resident at the float32 limit
-              ((5, 33, 0, 256, 0), "relu", "float32", True),  # streamed W at H=256
-              ((5, 33, 0, 256, 0), "relu", "tf32", True),
-              ((37, 70, 0, 256, 0), "tanh", "bf16", True),  # bf16 W resident at H=256
-              ((64, 256, 0, 128, 0), "tanh", "tf32", False)]
+    cases += [
+      ((5, 33, 0, 64, 0), "relu", "float32", True),  # masked, B not a tile multiple
+      ((5, 33, 0, 128, 0), "relu", "float32", True),  # resident at the float32 limit
+      ((5, 33, 0, 256, 0), "relu", "float32", True),  # streamed W at H=256
+      ((5, 33, 0, 256, 0), "relu", "tf32", True),
+      ((37, 70, 0, 256, 0), "tanh", "bf16", True),  # bf16 W resident at H=256
+      ((64, 256, 0, 128, 0), "tanh", "tf32", False),
+    ]
   for n_case, (size, name, prec, masked) in enumerate(cases):
     if clock.left() < 60:
       rows.append({"size": size, "case": f"{name}/{prec}", "status": "skipped: budget"})
       continue
     b, t, _, h, _ = size
     k = jax.random.split(jax.random.PRNGKey(100 + n_case), 5)  # fresh inputs for every case
-    w = jax.random.normal(k[0], (h, h), jnp.float32) / h ** 0.5
+    w = jax.random.normal(k[0], (h, h), jnp.float32) / h**0.5
     u = jax.random.normal(k[1], (t, b, h), jnp.float32)
     h0 = 0.5 * jax.random.normal(k[2], (b, h), jnp.float32)
     g = jax.random.normal(k[3], (t, b, h), jnp.float32)
     mask = jax.random.bernoulli(k[4], 0.8, (t, b)) if masked else None
     act = ACTIVATIONS[name]
-    kw = ({"compute_dtype": jnp.bfloat16} if prec == "bf16" else
-          {"precision": "tf32" if prec == "tf32" else "highest"})
+    kw = (
+      {"compute_dtype": jnp.bfloat16}
+      if prec == "bf16"
+      else {"precision": "tf32" if prec == "tf32" else "highest"}
+    )
 
     def run(core, w, u, h0, g, mask):
       hs, vjp = jax.vjp(lambda w, u, h0: core(w, u, h0, mask), w, u, h0)
@@ -229,8 +263,14 @@ def check_correctness(sizes, force, clock, log, interpret=False):
       row.update(status=status, seconds=time.perf_counter() - t0)
       rows.append(row)
     except Exception as e:  # noqa: BLE001  (report and go on: one failure must not hide the rest)
-      rows.append({"size": size, "case": label, "status": f"ERROR {type(e).__name__}: "
-                   f"{str(e)[:300]}", "traceback": traceback.format_exc()[-4000:]})
+      rows.append(
+        {
+          "size": size,
+          "case": label,
+          "status": f"ERROR {type(e).__name__}: {str(e)[:300]}",
+          "traceback": traceback.format_exc()[-4000:],
+        }
+      )
     log(rows[-1])
   return rows
 
@@ -240,6 +280,7 @@ def time_jax(sizes, force, reps, clock, log, xla_unrolls=(1, 32), interpret=Fals
   import jax.numpy as jnp
 
   from jrnn.activations import ACTIVATIONS
+
   act = ACTIVATIONS["tanh"]
   rows = []
   for size in sizes:
@@ -247,8 +288,10 @@ def time_jax(sizes, force, reps, clock, log, xla_unrolls=(1, 32), interpret=Fals
     params, xs, ys = layer_problem(size)
     variants = [("xla_hand" if k == 1 else f"xla_hand_u{k}", {"unroll": k}) for k in xla_unrolls]
     if _kernel_applies(h, force):
-      variants = [("pallas_tf32", dict(precision="tf32")),
-                  ("pallas_bf16", dict(compute_dtype=jnp.bfloat16))] + variants
+      variants = [
+        ("pallas_tf32", dict(precision="tf32")),
+        ("pallas_bf16", dict(compute_dtype=jnp.bfloat16)),
+      ] + variants
     for name, kw in variants:
       if clock.left() < 45:
         rows.append(dict(size=size, impl=name, status="skipped: budget"))
@@ -261,8 +304,14 @@ def time_jax(sizes, force, reps, clock, log, xla_unrolls=(1, 32), interpret=Fals
           forward = median_ms(lambda: jax.block_until_ready(fwd(params, xs)), reps)
         rows.append(dict(size=size, impl=name, train_ms=train, fwd_ms=forward, status="ok"))
       except Exception as e:  # noqa: BLE001
-        rows.append(dict(size=size, impl=name, status=f"ERROR {type(e).__name__}: {str(e)[:300]}",
-                         traceback=traceback.format_exc()[-4000:]))
+        rows.append(
+          dict(
+            size=size,
+            impl=name,
+            status=f"ERROR {type(e).__name__}: {str(e)[:300]}",
+            traceback=traceback.format_exc()[-4000:],
+          )
+        )
       log(rows[-1])
   return rows
 
@@ -300,8 +349,15 @@ def time_torch(sizes, reps, clock, log):
         rnn(x)
       torch.cuda.synchronize()
 
-    rows.append(dict(size=size, impl="torch_cudnn_tf32", train_ms=median_ms(step, reps),
-                     fwd_ms=median_ms(fwd, reps), status="ok"))
+    rows.append(
+      dict(
+        size=size,
+        impl="torch_cudnn_tf32",
+        train_ms=median_ms(step, reps),
+        fwd_ms=median_ms(fwd, reps),
+        status="ok",
+      )
+    )
     log(rows[-1])
   return rows
 
@@ -309,16 +365,33 @@ def time_torch(sizes, reps, clock, log):
 def _sweep_settings(h):
   """Launch settings to compare at hidden size ``h`` (the first of each list is the default)."""
   import jax.numpy as jnp
+
   if h <= 128:  # float32 W_hh resident
-    return [{}, {"unroll": 1, "prefetch": 0}, {"unroll": 4, "prefetch": 0},
-            {"unroll": 1, "prefetch": 1}, {"unroll": 4, "prefetch": 2},
-            {"unroll": 8, "prefetch": 1}, {"unroll": 8, "prefetch": 2},
-            {"unroll": 16, "prefetch": 2}, {"num_stages": 2}, {"num_warps": 2},
-            {"num_warps": 8}, {"block_b": 32}]
+    return [
+      {},
+      {"unroll": 1, "prefetch": 0},
+      {"unroll": 4, "prefetch": 0},
+      {"unroll": 1, "prefetch": 1},
+      {"unroll": 4, "prefetch": 2},
+      {"unroll": 8, "prefetch": 1},
+      {"unroll": 8, "prefetch": 2},
+      {"unroll": 16, "prefetch": 2},
+      {"num_stages": 2},
+      {"num_warps": 2},
+      {"num_warps": 8},
+      {"block_b": 32},
+    ]
   bf16 = {"compute_dtype": jnp.bfloat16}
-  return [bf16, {**bf16, "unroll": 1, "prefetch": 0}, {**bf16, "prefetch": 2},
-          {**bf16, "unroll": 8}, {**bf16, "num_warps": 4}, {**bf16, "resident": False},
-          {"resident": False, "num_warps": 8}, {"resident": False, "unroll": 1}]
+  return [
+    bf16,
+    {**bf16, "unroll": 1, "prefetch": 0},
+    {**bf16, "prefetch": 2},
+    {**bf16, "unroll": 8},
+    {**bf16, "num_warps": 4},
+    {**bf16, "resident": False},
+    {"resident": False, "num_warps": 8},
+    {"resident": False, "unroll": 1},
+  ]
 
 
 def tuning_sweep(sizes, reps, clock, log):
@@ -327,6 +400,7 @@ def tuning_sweep(sizes, reps, clock, log):
 
   from jrnn.activations import ACTIVATIONS
   from jrnn.kernels.pallas_triton import padded_hidden
+
   act = ACTIVATIONS["tanh"]
   rows = []
   for size in sizes:
@@ -343,11 +417,24 @@ def tuning_sweep(sizes, reps, clock, log):
           n = max(5, reps // 2)
           train = median_ms(lambda: jax.block_until_ready(step(params, xs, ys)), n)
           ms = median_ms(lambda: jax.block_until_ready(fwd(params, xs)), n)
-        rows.append({"size": size, "setting": _show(kw) or "defaults", "train_ms": train,
-                     "fwd_ms": ms, "status": "ok"})
+        rows.append(
+          {
+            "size": size,
+            "setting": _show(kw) or "defaults",
+            "train_ms": train,
+            "fwd_ms": ms,
+            "status": "ok",
+          }
+        )
       except Exception as e:  # noqa: BLE001
-        rows.append({"size": size, "setting": _show(kw), "status": f"ERROR {type(e).__name__}: "
-                     f"{str(e)[:200]}", "traceback": traceback.format_exc()[-4000:]})
+        rows.append(
+          {
+            "size": size,
+            "setting": _show(kw),
+            "status": f"ERROR {type(e).__name__}: {str(e)[:200]}",
+            "traceback": traceback.format_exc()[-4000:],
+          }
+        )
       log(rows[-1])
   return rows
 
@@ -362,72 +449,108 @@ def sanitizer_child():
   import jax.numpy as jnp
 
   from jrnn.activations import ACTIVATIONS
+
   for h, resident in ((32, True), (128, False)):
     t, b = 8, 19
     k = jax.random.split(jax.random.PRNGKey(0), 4)
-    w = jax.random.normal(k[0], (h, h), jnp.float32) / h ** 0.5
+    w = jax.random.normal(k[0], (h, h), jnp.float32) / h**0.5
     u = jax.random.normal(k[1], (t, b, h), jnp.float32)
     mask = jax.random.bernoulli(k[2], 0.7, (t, b))
     core = make_core("pallas", ACTIVATIONS["tanh"], resident=resident)
-    out = jax.grad(lambda w, u: jnp.sum(core(w, u, jnp.zeros((b, h), jnp.float32), mask) ** 2),
-                   argnums=(0, 1))(w, u)
+    out = jax.grad(
+      lambda w, u: jnp.sum(core(w, u, jnp.zeros((b, h), jnp.float32), mask) ** 2), argnums=(0, 1)
+    )(w, u)
     jax.block_until_ready(out)
   print("sanitizer child done")
 
 
 def run_sanitizer(clock):
   tool = shutil.which("compute-sanitizer") or next(
-      (p for p in ("/usr/local/cuda/bin/compute-sanitizer",) if os.path.exists(p)), None)
+    (p for p in ("/usr/local/cuda/bin/compute-sanitizer",) if os.path.exists(p)), None
+  )
   if tool is None:
     return dict(status="compute-sanitizer not found")
   if clock.left() < 35:
     return dict(status="skipped: budget")
   limit = min(150, int(clock.left()) - 5)
-  cmd = [tool, "--tool", "memcheck", "--print-limit", "20", sys.executable, __file__,
-         "--sanitizer-child"]
+  cmd = [
+    tool,
+    "--tool",
+    "memcheck",
+    "--print-limit",
+    "20",
+    sys.executable,
+    __file__,
+    "--sanitizer-child",
+  ]
   try:
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, cwd=ROOT)
   except subprocess.TimeoutExpired:
     return dict(status=f"timed out after {limit} s", command=" ".join(cmd))
   summary = [ln for ln in res.stdout.splitlines() if "ERROR SUMMARY" in ln]
-  return dict(status="ok" if res.returncode == 0 and summary and " 0 errors" in summary[-1]
-              else "FAIL", returncode=res.returncode, summary=summary[-1:] or None,
-              tail=(res.stdout + res.stderr)[-2000:], command=" ".join(cmd))
+  return dict(
+    status="ok" if res.returncode == 0 and summary and " 0 errors" in summary[-1] else "FAIL",
+    returncode=res.returncode,
+    summary=summary[-1:] or None,
+    tail=(res.stdout + res.stderr)[-2000:],
+    command=" ".join(cmd),
+  )
 
 
 def time_flax(sizes, reps, clock, log, tf32=True):
   """The Flax model, ``nn.RNN(nn.SimpleCell)`` vs ``jrnn.interop.flax_linen.ElmanRNN``: train
   and forward ms of each (``bench_impls``' builders, same weights), TF32 allowed."""
   import bench_impls
+
   rows = []
   for size in sizes:
-    for name, build in (("flax_linen", bench_impls.build_flax),
-                        ("flax_jrnn", bench_impls.build_flax_jrnn)):
+    for name, build in (
+      ("flax_linen", bench_impls.build_flax),
+      ("flax_jrnn", bench_impls.build_flax_jrnn),
+    ):
       if clock.left() < 45:
         rows.append(dict(size=size, impl=name, status="skipped: budget"))
         continue
       try:
         impl = build(bench_impls.make_problem(size), tf32=tf32)
-        rows.append(dict(size=size, impl=name, train_ms=median_ms(impl.train, reps),
-                         fwd_ms=median_ms(impl.forward, reps), status="ok"))
+        rows.append(
+          dict(
+            size=size,
+            impl=name,
+            train_ms=median_ms(impl.train, reps),
+            fwd_ms=median_ms(impl.forward, reps),
+            status="ok",
+          )
+        )
       except Exception as e:  # noqa: BLE001
-        rows.append(dict(size=size, impl=name, status=f"ERROR {type(e).__name__}: "
-                         f"{str(e)[:300]}", traceback=traceback.format_exc()[-4000:]))
+        rows.append(
+          dict(
+            size=size,
+            impl=name,
+            status=f"ERROR {type(e).__name__}: {str(e)[:300]}",
+            traceback=traceback.format_exc()[-4000:],
+          )
+        )
       log(rows[-1])
   return rows
 
 
 def flax_table(rows):
   by = {(tuple(r["size"]), r["impl"]): r for r in rows if r.get("status") == "ok"}
-  lines = ["| size (B,T,I,H,O) | flax SimpleCell train / fwd ms | flax + jrnn train / fwd ms | "
-           "jrnn / SimpleCell train | fwd |", "|---|---|---|---|---|"]
+  lines = [
+    "| size (B,T,I,H,O) | flax SimpleCell train / fwd ms | flax + jrnn train / fwd ms | "
+    "jrnn / SimpleCell train | fwd |",
+    "|---|---|---|---|---|",
+  ]
   for size in dict.fromkeys(tuple(r["size"]) for r in rows if "size" in r):
     base, swap = by.get((size, "flax_linen")), by.get((size, "flax_jrnn"))
     if base and swap:
-      lines.append(f"| {size} | {base['train_ms']:.3f} / {base['fwd_ms']:.3f} | "
-                   f"{swap['train_ms']:.3f} / {swap['fwd_ms']:.3f} | "
-                   f"{swap['train_ms'] / base['train_ms']:.2f} | "
-                   f"{swap['fwd_ms'] / base['fwd_ms']:.2f} |")
+      lines.append(
+        f"| {size} | {base['train_ms']:.3f} / {base['fwd_ms']:.3f} | "
+        f"{swap['train_ms']:.3f} / {swap['fwd_ms']:.3f} | "
+        f"{swap['train_ms'] / base['train_ms']:.2f} | "
+        f"{swap['fwd_ms'] / base['fwd_ms']:.2f} |"
+      )
   return "\n".join(lines)
 
 
@@ -439,14 +562,18 @@ def table(timing):
   for r in timing:
     if r.get("status") == "ok":
       by_size.setdefault(tuple(r["size"]), {})[r["impl"]] = r
-  lines = ["| size (B,T,I,H,O) | impl | train ms | fwd ms | train / cuDNN | fwd / cuDNN |",
-           "|---|---|---|---|---|---|"]
+  lines = [
+    "| size (B,T,I,H,O) | impl | train ms | fwd ms | train / cuDNN | fwd / cuDNN |",
+    "|---|---|---|---|---|---|",
+  ]
   for size, impls in by_size.items():
     ref = impls.get("torch_cudnn_tf32")
     for name, r in impls.items():
       ratio = lambda k: f"{r[k] / ref[k]:.2f}" if ref else "n/a"  # noqa: E731
-      lines.append(f"| {size} | {name} | {r['train_ms']:.3f} | {r['fwd_ms']:.3f} | "
-                   f"{ratio('train_ms')} | {ratio('fwd_ms')} |")
+      lines.append(
+        f"| {size} | {name} | {r['train_ms']:.3f} | {r['fwd_ms']:.3f} | "
+        f"{ratio('train_ms')} | {ratio('fwd_ms')} |"
+      )
   return "\n".join(lines)
 
 
@@ -456,14 +583,17 @@ def main(argv=None):
     sanitizer_child()
     return 0
   import jax
+
   try:
     gpus = jax.devices("gpu")
   except RuntimeError:
     gpus = []
   if not gpus and not args.dry_run:
-    print(f"no GPU found (jax backend: {jax.default_backend()}): nothing to check. Run this on "
-          "a CUDA machine (or pass --dry-run to check the script's plumbing here); the CPU test "
-          "suite covers the kernels in interpret mode.")
+    print(
+      f"no GPU found (jax backend: {jax.default_backend()}): nothing to check. Run this on "
+      "a CUDA machine (or pass --dry-run to check the script's plumbing here); the CPU test "
+      "suite covers the kernels in interpret mode."
+    )
     return 0
   if args.dry_run:
     args.no_torch = args.no_sweep = args.no_crossover = args.no_sanitizer = True
@@ -472,28 +602,36 @@ def main(argv=None):
   out = Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   sizes = DRY_RUN_SIZES if args.dry_run else ANCHOR_SIZES[:1] if args.quick else ANCHOR_SIZES
-  report = dict(command=" ".join([sys.executable, *sys.argv]), environment=benchlib.environment(),
-                dry_run=args.dry_run)
+  report = dict(
+    command=" ".join([sys.executable, *sys.argv]),
+    environment=benchlib.environment(),
+    dry_run=args.dry_run,
+  )
+
   def log(row):  # the traceback goes to the JSON only
-    print("  ", json.dumps({k: v for k, v in row.items() if k != "traceback"}, default=str),
-          flush=True)
+    print(
+      "  ", json.dumps({k: v for k, v in row.items() if k != "traceback"}, default=str), flush=True
+    )
 
   def save():
     (out / "gpu_check.json").write_text(json.dumps(report, indent=1, default=str))
 
   print(benchlib.format_environment(report["environment"]), flush=True)
   print("\n[1] correctness vs XLA hand BPTT", flush=True)
-  report["correctness"] = check_correctness(sizes, args.force or args.dry_run, clock, log,
-                                            interpret=args.dry_run)
+  report["correctness"] = check_correctness(
+    sizes, args.force or args.dry_run, clock, log, interpret=args.dry_run
+  )
   save()
   if not args.no_flax:
-    print("\n[2] the Flax model: nn.RNN(nn.SimpleCell) vs the jrnn layer (train and fwd ms)",
-          flush=True)
+    print(
+      "\n[2] the Flax model: nn.RNN(nn.SimpleCell) vs the jrnn layer (train and fwd ms)", flush=True
+    )
     report["flax"] = time_flax(sizes, max(5, args.reps // 2), clock, log)
     save()
   print("\n[3] timing (TF32 allowed on both sides)", flush=True)
-  report["timing"] = time_jax(sizes, args.force or args.dry_run, args.reps, clock, log,
-                              interpret=args.dry_run)
+  report["timing"] = time_jax(
+    sizes, args.force or args.dry_run, args.reps, clock, log, interpret=args.dry_run
+  )
   if not args.no_torch:
     report["timing"] += time_torch(sizes, args.reps, clock, log)
   save()
@@ -521,8 +659,10 @@ def main(argv=None):
   if report.get("flax_table"):
     print("\n" + report["flax_table"])
   bad = [r for r in report["correctness"] if r["status"].startswith(("FAIL", "ERROR"))]
-  print(f"\ncorrectness: {len(bad)} failing of {len(report['correctness'])}; "
-        f"{report['seconds']:.0f} s; JSON: {out / 'gpu_check.json'}")
+  print(
+    f"\ncorrectness: {len(bad)} failing of {len(report['correctness'])}; "
+    f"{report['seconds']:.0f} s; JSON: {out / 'gpu_check.json'}"
+  )
   return 1 if bad else 0
 
 

@@ -22,6 +22,7 @@ measured.
   python scripts/gpu_parallel.py                 # the check (JSON on stdout; $OUT/… too)
   python scripts/gpu_parallel.py --T 2000        # smoke run, any backend
 """
+
 from __future__ import annotations
 
 import argparse
@@ -71,12 +72,14 @@ def main(argv=None):
   n_steps, n_hidden, n_batch, n_in = args.T, args.H, args.B, 4
   k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
   params = jrnn.init_params(k1, n_in, n_hidden, 1, scheme="glorot", dtype=jnp.float32)
-  params = params._replace(w_hh=GAIN * jax.random.normal(k2, (n_hidden, n_hidden), jnp.float32)
-                           / n_hidden ** 0.5)
+  params = params._replace(
+    w_hh=GAIN * jax.random.normal(k2, (n_hidden, n_hidden), jnp.float32) / n_hidden**0.5
+  )
   xs = jax.random.normal(k3, (n_steps, n_batch, n_in), jnp.float32)
   on_gpu = jax.default_backend() in ("gpu", "cuda")
-  pallas_ok = on_gpu and kernels.pallas_supported(n_hidden, n_batch, jnp.float32,
-                                                  jax.default_backend(), activation="tanh")
+  pallas_ok = on_gpu and kernels.pallas_supported(
+    n_hidden, n_batch, jnp.float32, jax.default_backend(), activation="tanh"
+  )
 
   def seq_eval(kernel, unroll):
     return jax.jit(lambda p, x: jrnn.forward(p, x, kernel=kernel, unroll=unroll).hs)
@@ -87,32 +90,52 @@ def main(argv=None):
   def train(**choice):
     def loss(p, x):
       return jnp.mean(jrnn.forward(p, x, **choice).ys ** 2)
+
     return jax.jit(jax.grad(loss))
 
   unroll = kernels.GPU_XLA_UNROLL if on_gpu else 1
   solver = lambda m, **kw: par.Solver(m, on_failure="ignore", **kw)
-  rows = [("sequential_xla", "eval", seq_eval("xla", unroll)),
-          ("sequential_xla", "train", train(kernel="xla", unroll=unroll))]
+  rows = [
+    ("sequential_xla", "eval", seq_eval("xla", unroll)),
+    ("sequential_xla", "train", train(kernel="xla", unroll=unroll)),
+  ]
   if pallas_ok:
-    rows += [("sequential_pallas", "eval", seq_eval("pallas", 1)),
-             ("sequential_pallas", "train", train(kernel="pallas"))]
-  rows += [("quasi_deer", "eval", par_eval(solver("quasi_deer"))),
-           ("deer", "eval", par_eval(solver("deer"))),
-           ("deer", "train", train(solver=solver("deer", adjoint="parallel"))),
-           ("quasi_deer", "train", train(solver=solver("quasi_deer", adjoint="parallel"))),
-           ("quasi_deer_seq_adjoint", "train", train(solver=solver("quasi_deer"))),
-           ("quasi_elk", "eval", par_eval(solver("quasi_elk"))),
-           ("elk", "eval", par_eval(solver("elk")))]
+    rows += [
+      ("sequential_pallas", "eval", seq_eval("pallas", 1)),
+      ("sequential_pallas", "train", train(kernel="pallas")),
+    ]
+  rows += [
+    ("quasi_deer", "eval", par_eval(solver("quasi_deer"))),
+    ("deer", "eval", par_eval(solver("deer"))),
+    ("deer", "train", train(solver=solver("deer", adjoint="parallel"))),
+    ("quasi_deer", "train", train(solver=solver("quasi_deer", adjoint="parallel"))),
+    ("quasi_deer_seq_adjoint", "train", train(solver=solver("quasi_deer"))),
+    ("quasi_elk", "eval", par_eval(solver("quasi_elk"))),
+    ("elk", "eval", par_eval(solver("elk"))),
+  ]
 
   results, ref = [], {}
 
   def report(results, finished):
-    text = json.dumps(dict(
-        T=n_steps, H=n_hidden, B=n_batch, gain=GAIN, dtype="float32",
-        matmul_precision="highest", backend=jax.default_backend(),
-        devices=[str(d) for d in jax.devices()], jax=jax.__version__, pallas_applies=pallas_ok,
-        finished=finished, rows=results, summary=_summary(results),
-        seconds=round(time.time() - start, 1)), indent=1)
+    text = json.dumps(
+      dict(
+        T=n_steps,
+        H=n_hidden,
+        B=n_batch,
+        gain=GAIN,
+        dtype="float32",
+        matmul_precision="highest",
+        backend=jax.default_backend(),
+        devices=[str(d) for d in jax.devices()],
+        jax=jax.__version__,
+        pallas_applies=pallas_ok,
+        finished=finished,
+        rows=results,
+        summary=_summary(results),
+        seconds=round(time.time() - start, 1),
+      ),
+      indent=1,
+    )
     if finished:
       print(text)
     if args.out:  # rewritten after every row: a timeout keeps what was measured
@@ -137,8 +160,12 @@ def main(argv=None):
         ref.setdefault(mode, out)
       elif mode == "eval":
         res, info = out
-        row.update(iterations=int(info.iterations), converged=bool(info.converged),
-                   resets=int(info.resets), residual=float(info.residual))
+        row.update(
+          iterations=int(info.iterations),
+          converged=bool(info.converged),
+          resets=int(info.resets),
+          residual=float(info.residual),
+        )
         if "eval" in ref:
           row["max_abs_dev_states"] = float(jnp.max(jnp.abs(res.hs - ref["eval"])))
       else:
@@ -146,8 +173,10 @@ def main(argv=None):
         ev = next((r for r in results if r["name"] == method and r["mode"] == "eval"), {})
         row.update(iterations=ev.get("iterations"), converged=ev.get("converged"))
       if mode == "train" and not name.startswith("sequential") and "train" in ref:
-        num = max(float(jnp.max(jnp.abs(a - b))) for a, b in
-                  zip(jax.tree.leaves(out), jax.tree.leaves(ref["train"]), strict=True))
+        num = max(
+          float(jnp.max(jnp.abs(a - b)))
+          for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(ref["train"]), strict=True)
+        )
         den = max(float(jnp.max(jnp.abs(b))) for b in jax.tree.leaves(ref["train"]))
         row["grad_rel_dev"] = num / den
       row["status"] = "ok"
@@ -162,17 +191,26 @@ def main(argv=None):
 
 def _summary(results):
   def best(prefix, mode, parallel):
-    times = [r["ms"] for r in results if r["mode"] == mode and r.get("status") == "ok"
-             and r["name"].startswith(prefix) == (not parallel)
-             and (not parallel or r.get("converged", False))]
+    times = [
+      r["ms"]
+      for r in results
+      if r["mode"] == mode
+      and r.get("status") == "ok"
+      and r["name"].startswith(prefix) == (not parallel)
+      and (not parallel or r.get("converged", False))
+    ]
     return min(times) if times else None
 
   summary = {}
   for mode, goal in (("eval", 10.0), ("train", 5.0)):
     s, p = best("sequential", mode, False), best("sequential", mode, True)
-    summary[mode] = dict(best_sequential_ms=s, best_parallel_ms=p, goal=goal,
-                         speedup=None if not (s and p) else round(s / p, 2),
-                         goal_met=bool(s and p and s / p >= goal))
+    summary[mode] = dict(
+      best_sequential_ms=s,
+      best_parallel_ms=p,
+      goal=goal,
+      speedup=None if not (s and p) else round(s / p, 2),
+      goal_met=bool(s and p and s / p >= goal),
+    )
   return summary
 
 

@@ -10,6 +10,7 @@ B. ``num_stages`` (Triton software pipelining of the in-kernel loop): 2 was fast
 
 Run on a CUDA machine: ``python scripts/gpu_probe.py --out "$OUT"`` (about 2 minutes).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,12 +28,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import benchlib  # noqa: E402  (the timer and the environment record)
 import gpu_check as gc  # noqa: E402  (the same problems and cores)
 
-PROBE_SIZES = [(1, 1000, 64, 64, 64), (1, 1000, 32, 32, 32), (1, 1000, 128, 128, 128),
-               (16, 512, 64, 64, 64), (64, 256, 128, 128, 128)]
+PROBE_SIZES = [
+  (1, 1000, 64, 64, 64),
+  (1, 1000, 32, 32, 32),
+  (1, 1000, 128, 128, 128),
+  (16, 512, 64, 64, 64),
+  (64, 256, 128, 128, 128),
+]
 
 
 def _grads(core, w, u, h0, g, mask):
   import jax
+
   hs, vjp = jax.vjp(lambda w, u, h0: core(w, u, h0, mask), w, u, h0)
   return (hs, *vjp(g))
 
@@ -40,8 +47,9 @@ def _grads(core, w, u, h0, g, mask):
 def _inputs(b, t, h, seed, masked):
   import jax
   import jax.numpy as jnp
+
   k = jax.random.split(jax.random.PRNGKey(seed), 5)
-  w = jax.random.normal(k[0], (h, h), jnp.float32) / h ** 0.5
+  w = jax.random.normal(k[0], (h, h), jnp.float32) / h**0.5
   u = jax.random.normal(k[1], (t, b, h), jnp.float32)
   h0 = 0.5 * jax.random.normal(k[2], (b, h), jnp.float32)
   g = jax.random.normal(k[3], (t, b, h), jnp.float32)
@@ -54,11 +62,15 @@ def probe_streamed_tf32(log):
   import jax.numpy as jnp
 
   from jrnn.activations import ACTIVATIONS
+
   rows = []
-  cases = [("relu", True, {"precision": "tf32"}, 3), ("relu", False, {"precision": "tf32"}, 1),
-           ("tanh", True, {"precision": "tf32"}, 1),
-           ("relu", True, {"precision": "tf32", "num_warps": 4}, 1),
-           ("relu", True, {"compute_dtype": jnp.bfloat16, "resident": True}, 1)]
+  cases = [
+    ("relu", True, {"precision": "tf32"}, 3),
+    ("relu", False, {"precision": "tf32"}, 1),
+    ("tanh", True, {"precision": "tf32"}, 1),
+    ("relu", True, {"precision": "tf32", "num_warps": 4}, 1),
+    ("relu", True, {"compute_dtype": jnp.bfloat16, "resident": True}, 1),
+  ]
   for name, masked, kw, repeats in cases:
     arrays = _inputs(5, 33, 256, 7, masked)
     act = ACTIVATIONS[name]
@@ -73,13 +85,18 @@ def probe_streamed_tf32(log):
       for _ in range(repeats):
         got = run(*arrays)
         errs.append([gc.rel(a, r) for a, r in zip(got, ref, strict=True)])
-      row = {"case": f"{name}/{'mask' if masked else 'nomask'}/{gc._show(kw)}",
-             "pallas_err_hs_dW_du_dh0": errs,
-             "xla_tf32_err": [gc.rel(a, r) for a, r in zip(xla_tf32, ref, strict=True)],
-             "identical_repeats": all(e == errs[0] for e in errs)}
+      row = {
+        "case": f"{name}/{'mask' if masked else 'nomask'}/{gc._show(kw)}",
+        "pallas_err_hs_dW_du_dh0": errs,
+        "xla_tf32_err": [gc.rel(a, r) for a, r in zip(xla_tf32, ref, strict=True)],
+        "identical_repeats": all(e == errs[0] for e in errs),
+      }
     except Exception as e:  # noqa: BLE001
-      row = {"case": f"{name}/{masked}/{gc._show(kw)}", "status": f"ERROR {e!s:.300}",
-             "traceback": traceback.format_exc()[-3000:]}
+      row = {
+        "case": f"{name}/{masked}/{gc._show(kw)}",
+        "status": f"ERROR {e!s:.300}",
+        "traceback": traceback.format_exc()[-3000:],
+      }
     rows.append(row)
     log(row)
   return rows
@@ -89,6 +106,7 @@ def probe_stages(reps, log):
   import jax
 
   from jrnn.activations import ACTIVATIONS
+
   act = ACTIVATIONS["tanh"]
   rows = []
   for size in PROBE_SIZES:
@@ -100,18 +118,29 @@ def probe_stages(reps, log):
     for stages in (1, 2, 3):
       kw = {"num_stages": stages}
       try:
-        got = jax.jit(functools.partial(
-            _grads, gc.make_core("pallas", act, precision="highest", **kw)))(*arrays)
+        got = jax.jit(
+          functools.partial(_grads, gc.make_core("pallas", act, precision="highest", **kw))
+        )(*arrays)
         err = max(gc.rel(a, r) for a, r in zip(got, ref, strict=True))
         with jax.default_matmul_precision("tensorfloat32"):
           step, fwd = gc.layer_fns(gc.make_core("pallas", act, **kw), size)
           train = benchlib.median_ms(lambda: step(params, xs, ys), reps)
           ms = benchlib.median_ms(lambda: fwd(params, xs), reps)
-        row = {"size": size, "impl": f"pallas_tf32_stages{stages}", "train_ms": train,
-               "fwd_ms": ms, "f32_masked_max_err": err, "status": "ok"}
+        row = {
+          "size": size,
+          "impl": f"pallas_tf32_stages{stages}",
+          "train_ms": train,
+          "fwd_ms": ms,
+          "f32_masked_max_err": err,
+          "status": "ok",
+        }
       except Exception as e:  # noqa: BLE001
-        row = {"size": size, "impl": f"pallas_tf32_stages{stages}",
-               "status": f"ERROR {e!s:.300}", "traceback": traceback.format_exc()[-3000:]}
+        row = {
+          "size": size,
+          "impl": f"pallas_tf32_stages{stages}",
+          "status": f"ERROR {e!s:.300}",
+          "traceback": traceback.format_exc()[-3000:],
+        }
       rows.append(row)
       log(row)
   return rows
@@ -123,6 +152,7 @@ def main(argv=None):
   p.add_argument("--reps", type=int, default=20)
   args = p.parse_args(argv)
   import jax
+
   if not any(d.platform == "gpu" for d in jax.devices()):
     print("no GPU found: nothing to probe")
     return 0
@@ -130,8 +160,9 @@ def main(argv=None):
   out.mkdir(parents=True, exist_ok=True)
 
   def log(row):
-    print("  ", json.dumps({k: v for k, v in row.items() if k != "traceback"}, default=str),
-          flush=True)
+    print(
+      "  ", json.dumps({k: v for k, v in row.items() if k != "traceback"}, default=str), flush=True
+    )
 
   report = {"environment": benchlib.environment()}
   print(benchlib.format_environment(report["environment"]), flush=True)

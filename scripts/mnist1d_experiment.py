@@ -28,6 +28,7 @@ curves and final scores: the same bytes when the command is run again on the sam
 ``timing.json`` (wall and CPU times, load), ``results.md`` and ``curves.png`` (every seed's
 validation accuracy against the published baselines).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,18 +53,24 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import record  # noqa: E402  pylint: disable=wrong-import-position
 
 VARIANTS = ("plain", "shuffled")
-QUICK = dict(steps=20, seeds=[0, 1], hidden=8, batch=20, eval_every=10, variants=["plain"],
-             warmup=0)
+QUICK = dict(
+  steps=20, seeds=[0, 1], hidden=8, batch=20, eval_every=10, variants=["plain"], warmup=0
+)
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
-  p = argparse.ArgumentParser(description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   p.add_argument("--out", type=pathlib.Path, required=True, help="output directory")
-  p.add_argument("--quick", action="store_true",
-                 help=f"a seconds-long smoke run for CI: {QUICK} (explicit flags still win)")
-  p.add_argument("--variants", nargs="+", choices=VARIANTS, default=None,
-                 help="default: plain shuffled")
+  p.add_argument(
+    "--quick",
+    action="store_true",
+    help=f"a seconds-long smoke run for CI: {QUICK} (explicit flags still win)",
+  )
+  p.add_argument(
+    "--variants", nargs="+", choices=VARIANTS, default=None, help="default: plain shuffled"
+  )
   p.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2 3 4")
   p.add_argument("--steps", type=int, default=None, help="training steps (default 4000)")
   p.add_argument("--hidden", type=int, default=None, help="H (default 128)")
@@ -75,27 +82,59 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
   p.add_argument("--schedule", choices=jrnn.training.SCHEDULES, default="cosine")
   p.add_argument("--warmup", type=int, default=None, help="linear warm-up steps (default 0)")
   p.add_argument("--clip", type=float, default=1.0, help="global-norm clipping (0: none)")
-  p.add_argument("--weight-decay", type=float, default=0.05,
-                 help="decoupled weight decay λ (AdamW with adam; default 0.05)")
-  p.add_argument("--grad", choices=jrnn.GRADS, default="hand",
-                 help="jrnn.forward's grad= (default hand, the library default)")
+  p.add_argument(
+    "--weight-decay",
+    type=float,
+    default=0.05,
+    help="decoupled weight decay λ (AdamW with adam; default 0.05)",
+  )
+  p.add_argument(
+    "--grad",
+    choices=jrnn.GRADS,
+    default="hand",
+    help="jrnn.forward's grad= (default hand, the library default)",
+  )
   p.add_argument("--eval-every", type=int, default=None, help="default 250")
-  p.add_argument("--val-size", type=int, default=mnist1d.N_VAL,
-                 help=f"validation sequences carved from the training set (default {mnist1d.N_VAL})")
-  p.add_argument("--split-seed", type=int, default=0,
-                 help="seed of the train/validation split (default 0)")
-  p.add_argument("--no-test", action="store_true",
-                 help="a selection run: validation only, the test set is not read")
-  p.add_argument("--cache-dir", type=pathlib.Path, default=None,
-                 help="keep the generated data here as .npz (default: regenerate)")
-  p.add_argument("--workers", type=int, default=2,
-                 help="variants trained at once on threads (default 2: the cores)")
+  p.add_argument(
+    "--val-size",
+    type=int,
+    default=mnist1d.N_VAL,
+    help=f"validation sequences carved from the training set (default {mnist1d.N_VAL})",
+  )
+  p.add_argument(
+    "--split-seed", type=int, default=0, help="seed of the train/validation split (default 0)"
+  )
+  p.add_argument(
+    "--no-test",
+    action="store_true",
+    help="a selection run: validation only, the test set is not read",
+  )
+  p.add_argument(
+    "--cache-dir",
+    type=pathlib.Path,
+    default=None,
+    help="keep the generated data here as .npz (default: regenerate)",
+  )
+  p.add_argument(
+    "--workers",
+    type=int,
+    default=2,
+    help="variants trained at once on threads (default 2: the cores)",
+  )
   p.add_argument("--no-plot", action="store_true", help="skip curves.png")
-  p.add_argument("--overwrite", action="store_true",
-                 help="replace results already in --out (otherwise refused)")
+  p.add_argument(
+    "--overwrite", action="store_true", help="replace results already in --out (otherwise refused)"
+  )
   cfg = p.parse_args(argv)
-  defaults = dict(steps=4000, seeds=[0, 1, 2, 3, 4], hidden=128, batch=100, eval_every=250,
-                  warmup=0, variants=list(VARIANTS))
+  defaults = dict(
+    steps=4000,
+    seeds=[0, 1, 2, 3, 4],
+    hidden=128,
+    batch=100,
+    eval_every=250,
+    warmup=0,
+    variants=list(VARIANTS),
+  )
   for name, value in (QUICK if cfg.quick else defaults).items():
     if getattr(cfg, name) is None:
       setattr(cfg, name, value)
@@ -112,31 +151,47 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
 
 def make_data(cfg) -> Dict[str, mnist1d.Splits]:
   """Every variant's three splits, made once, on the calling thread."""
-  return {v: mnist1d.split(mnist1d.load(shuffle_seq=v == "shuffled", cache_dir=cfg.cache_dir),
-                           n_val=cfg.val_size, seed=cfg.split_seed)
-          for v in cfg.variants}
+  return {
+    v: mnist1d.split(
+      mnist1d.load(shuffle_seq=v == "shuffled", cache_dir=cfg.cache_dir),
+      n_val=cfg.val_size,
+      seed=cfg.split_seed,
+    )
+    for v in cfg.variants
+  }
 
 
 def run_variant(cfg, variant: str, data: mnist1d.Splits) -> dict:
   x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
   val = classification.LabelledBatch(mnist1d.sequences(data.x_val), jnp.asarray(data.y_val))
   tx = jrnn.training.make_optimizer(
-      cfg.optimizer, cfg.lr, clip_norm=cfg.clip or None, schedule=cfg.schedule,
-      total_steps=cfg.steps if cfg.schedule != "constant" else None, warmup_steps=cfg.warmup,
-      weight_decay=cfg.weight_decay)
+    cfg.optimizer,
+    cfg.lr,
+    clip_norm=cfg.clip or None,
+    schedule=cfg.schedule,
+    total_steps=cfg.steps if cfg.schedule != "constant" else None,
+    warmup_steps=cfg.warmup,
+    weight_decay=cfg.weight_decay,
+  )
   keys = multi.seed_keys(cfg.seeds)
   init_keys, data_keys = jax.vmap(jax.random.split, out_axes=1)(keys)
   params, states = multi.init_seeds(
-      lambda k: jrnn.init_params(k, 1, cfg.hidden, mnist1d.N_CLASSES, scheme=cfg.init),
-      tx, init_keys)
+    lambda k: jrnn.init_params(k, 1, cfg.hidden, mnist1d.N_CLASSES, scheme=cfg.init), tx, init_keys
+  )
   loss = classification.classification_loss(activation=cfg.activation, grad=cfg.grad)
 
   def make_batch(key, k):
     return classification.LabelledBatch(*mnist1d.train_batch(key, k, x, y, cfg.batch))
 
-  evaluate = jax.jit(jax.vmap(lambda p, batch: (
-      classification.accuracy(p, batch, activation=cfg.activation), loss(p, batch)),
-      in_axes=(0, None)))
+  evaluate = jax.jit(
+    jax.vmap(
+      lambda p, batch: (
+        classification.accuracy(p, batch, activation=cfg.activation),
+        loss(p, batch),
+      ),
+      in_axes=(0, None),
+    )
+  )
   chunks = {}
   steps, val_acc, val_loss, train_loss = [], [], [], []
   wall0 = time.perf_counter()
@@ -152,8 +207,11 @@ def run_variant(cfg, variant: str, data: mnist1d.Splits) -> dict:
     val_acc.append(np.asarray(acc))
     val_loss.append(np.asarray(vl))
     train_loss.append(np.asarray(jnp.mean(metrics["loss"], axis=1)))
-    print(f"{variant} step {done}: validation accuracy per seed "
-          f"{' '.join(f'{a:.3f}' for a in val_acc[-1])}", flush=True)
+    print(
+      f"{variant} step {done}: validation accuracy per seed "
+      f"{' '.join(f'{a:.3f}' for a in val_acc[-1])}",
+      flush=True,
+    )
   # The test split, read once: the final parameters, no selection (not at all with --no-test).
   test_acc = [None] * len(cfg.seeds)
   if not cfg.no_test:
@@ -164,16 +222,29 @@ def run_variant(cfg, variant: str, data: mnist1d.Splits) -> dict:
   final_val = val_acc[:, -1].tolist()
   scored = [a for a in test_acc if a is not None]
   return {
-      "variant": variant, "test_accuracy": test_acc,
-      "median": statistics.median(scored) if scored else None,
-      "min": min(scored) if scored else None, "max": max(scored) if scored else None,
-      "val_accuracy": final_val, "val_median": statistics.median(final_val),
-      "val_min": min(final_val), "val_max": max(final_val),
-      "seeds": [{"seed": s, "test_accuracy": test_acc[i], "val_accuracy": final_val[i],
-                 "curve": {"step": steps, "val_accuracy": val_acc[i].tolist(),
-                           "val_loss": val_loss[i].tolist(),
-                           "train_loss": train_loss[i].tolist()}}
-                for i, s in enumerate(cfg.seeds)],
+    "variant": variant,
+    "test_accuracy": test_acc,
+    "median": statistics.median(scored) if scored else None,
+    "min": min(scored) if scored else None,
+    "max": max(scored) if scored else None,
+    "val_accuracy": final_val,
+    "val_median": statistics.median(final_val),
+    "val_min": min(final_val),
+    "val_max": max(final_val),
+    "seeds": [
+      {
+        "seed": s,
+        "test_accuracy": test_acc[i],
+        "val_accuracy": final_val[i],
+        "curve": {
+          "step": steps,
+          "val_accuracy": val_acc[i].tolist(),
+          "val_loss": val_loss[i].tolist(),
+          "train_loss": train_loss[i].tolist(),
+        },
+      }
+      for i, s in enumerate(cfg.seeds)
+    ],
   }, round(wall, 1)
 
 
@@ -181,34 +252,38 @@ def table(results: dict, timing: dict) -> str:
   cfg, m = results["config"], results["machine"]
   n_train = mnist1d.N_TRAIN - cfg["val_size"]
   lines = [
-      "# MNIST-1D: Elman RNN accuracy over seeds",
-      "",
-      f"Command: `{results['command']}` (commit {results['git']['commit']}"
-      f"{', with local changes' if results['git']['dirty'] else ''})",
-      "",
-      f"Machine: `{m['model_name']}`, {m['cpus']} CPUs (load average at start "
-      f"{timing['loadavg_start']}, at end {timing['loadavg_end']}); total "
-      f"{timing['wall_s'] / 60:.1f} min wall, {timing['cpu_s'] / 60:.1f} min CPU.",
-      "",
-      f"H={cfg['hidden']} {cfg['activation']} ({cfg['init']} init), last-step readout; "
-      f"batch {cfg['batch']}, {cfg['steps']} steps, {cfg['optimizer']} lr {cfg['lr']} "
-      f"({cfg['schedule']}, warm-up {cfg['warmup']}), clip {cfg['clip'] or 'none'}, weight "
-      f"decay {cfg['weight_decay']}, grad={cfg['grad']}; seeds {cfg['seeds']}; {n_train:,} "
-      f"train / {cfg['val_size']} validation (split seed {cfg['split_seed']}) / 1,000 test "
-      "sequences of 40 steps. Final model, no early stopping; the test set is read once.",
-      "",
-      "| variant | test median | test range | test per seed | validation median | wall s |",
-      "|---|---|---|---|---|---|",
+    "# MNIST-1D: Elman RNN accuracy over seeds",
+    "",
+    f"Command: `{results['command']}` (commit {results['git']['commit']}"
+    f"{', with local changes' if results['git']['dirty'] else ''})",
+    "",
+    f"Machine: `{m['model_name']}`, {m['cpus']} CPUs (load average at start "
+    f"{timing['loadavg_start']}, at end {timing['loadavg_end']}); total "
+    f"{timing['wall_s'] / 60:.1f} min wall, {timing['cpu_s'] / 60:.1f} min CPU.",
+    "",
+    f"H={cfg['hidden']} {cfg['activation']} ({cfg['init']} init), last-step readout; "
+    f"batch {cfg['batch']}, {cfg['steps']} steps, {cfg['optimizer']} lr {cfg['lr']} "
+    f"({cfg['schedule']}, warm-up {cfg['warmup']}), clip {cfg['clip'] or 'none'}, weight "
+    f"decay {cfg['weight_decay']}, grad={cfg['grad']}; seeds {cfg['seeds']}; {n_train:,} "
+    f"train / {cfg['val_size']} validation (split seed {cfg['split_seed']}) / 1,000 test "
+    "sequences of 40 steps. Final model, no early stopping; the test set is read once.",
+    "",
+    "| variant | test median | test range | test per seed | validation median | wall s |",
+    "|---|---|---|---|---|---|",
   ]
   for v in results["variants"]:
     if v["median"] is None:  # --no-test
       per = ", ".join(f"{a:.3f}" for a in v["val_accuracy"])
-      lines.append(f"| {v['variant']} | not read (--no-test) | — | validation: {per} | "
-                   f"{v['val_median']:.3f} | {timing['variants'][v['variant']]} |")
+      lines.append(
+        f"| {v['variant']} | not read (--no-test) | — | validation: {per} | "
+        f"{v['val_median']:.3f} | {timing['variants'][v['variant']]} |"
+      )
       continue
     per = ", ".join(f"{a:.3f}" for a in v["test_accuracy"])
-    lines.append(f"| {v['variant']} | {v['median']:.3f} | {v['min']:.3f} – {v['max']:.3f} | "
-                 f"{per} | {v['val_median']:.3f} | {timing['variants'][v['variant']]} |")
+    lines.append(
+      f"| {v['variant']} | {v['median']:.3f} | {v['min']:.3f} – {v['max']:.3f} | "
+      f"{per} | {v['val_median']:.3f} | {timing['variants'][v['variant']]} |"
+    )
   pub = ", ".join(f"{k} {v:.0%}" for k, v in mnist1d.PUBLISHED.items())
   lines += ["", f"Published (Greydanus 2020, test set of the same split): {pub}."]
   return "\n".join(lines) + "\n"
@@ -216,28 +291,40 @@ def table(results: dict, timing: dict) -> str:
 
 def plot(results: dict, path: pathlib.Path) -> None:
   import matplotlib  # pylint: disable=import-outside-toplevel
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
   variants = results["variants"]
-  fig, axes = plt.subplots(1, len(variants), squeeze=False, sharey=True,
-                           figsize=(5 * len(variants), 3.6))
+  fig, axes = plt.subplots(
+    1, len(variants), squeeze=False, sharey=True, figsize=(5 * len(variants), 3.6)
+  )
   for ax, v in zip(axes[0], variants, strict=True):
     for s in v["seeds"]:
-      ax.plot(s["curve"]["step"], s["curve"]["val_accuracy"], lw=1, alpha=0.8,
-              label=f"seed {s['seed']}")
+      ax.plot(
+        s["curve"]["step"], s["curve"]["val_accuracy"], lw=1, alpha=0.8, label=f"seed {s['seed']}"
+      )
     for name, acc in mnist1d.PUBLISHED.items():
       if name in ("gru", "cnn", "mlp", "logistic"):
         ax.axhline(acc, color="gray", ls=":", lw=0.8)
-        ax.text(0, acc, f" {name.upper() if len(name) < 5 else name} {acc:.0%}", fontsize=7,
-                va="bottom", color="gray")
+        ax.text(
+          0,
+          acc,
+          f" {name.upper() if len(name) < 5 else name} {acc:.0%}",
+          fontsize=7,
+          va="bottom",
+          color="gray",
+        )
     ax.set_title(f"{v['variant']}: median validation accuracy {v['val_median']:.1%}", fontsize=10)
     ax.set_xlabel("step")
     ax.set_ylim(0, 1)
   axes[0][0].set_ylabel("validation accuracy")
   axes[0][0].legend(fontsize=7, loc="lower right")
-  fig.suptitle("MNIST-1D, Elman RNN: every seed's validation accuracy (dotted: published "
-               "models' test accuracy)",
-               fontsize=10)
+  fig.suptitle(
+    "MNIST-1D, Elman RNN: every seed's validation accuracy (dotted: published "
+    "models' test accuracy)",
+    fontsize=10,
+  )
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
@@ -249,21 +336,38 @@ def main(argv: Sequence[str] = ()) -> dict:
   load0 = os.getloadavg()
   wall0, cpu0 = time.perf_counter(), time.process_time()
   data = make_data(cfg)  # before any thread starts
-  print(f"machine: {record.benchlib.cpu_model()} ({os.cpu_count()} CPUs, load "
-        f"{[round(x, 2) for x in load0]})", flush=True)
+  print(
+    f"machine: {record.benchlib.cpu_model()} ({os.cpu_count()} CPUs, load "
+    f"{[round(x, 2) for x in load0]})",
+    flush=True,
+  )
   with concurrent.futures.ThreadPoolExecutor(cfg.workers) as pool:  # XLA releases the GIL
     done = list(pool.map(lambda v: run_variant(cfg, v, data[v]), cfg.variants))
-  config = {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(cfg).items()
-            if k not in ("out", "overwrite", "workers", "no_plot", "cache_dir")}
-  digests = {f"{v}/{part}": record.digest(getattr(d, f"x_{part}"), getattr(d, f"y_{part}"))
-             for v, d in data.items() for part in ("train", "val", "test")}
-  results = {**record.provenance("mnist1d_experiment.py", argv, seeds=cfg.seeds, data=digests),
-             "config": config, "published": mnist1d.PUBLISHED,
-             "variants": [r for r, _ in done]}
-  timing = record.timing("mnist1d_experiment.py", argv, time.perf_counter() - wall0,
-                         time.process_time() - cpu0, load0,
-                         workers=cfg.workers,
-                         variants={v: w for v, (_, w) in zip(cfg.variants, done, strict=True)})
+  config = {
+    k: (str(v) if isinstance(v, pathlib.Path) else v)
+    for k, v in vars(cfg).items()
+    if k not in ("out", "overwrite", "workers", "no_plot", "cache_dir")
+  }
+  digests = {
+    f"{v}/{part}": record.digest(getattr(d, f"x_{part}"), getattr(d, f"y_{part}"))
+    for v, d in data.items()
+    for part in ("train", "val", "test")
+  }
+  results = {
+    **record.provenance("mnist1d_experiment.py", argv, seeds=cfg.seeds, data=digests),
+    "config": config,
+    "published": mnist1d.PUBLISHED,
+    "variants": [r for r, _ in done],
+  }
+  timing = record.timing(
+    "mnist1d_experiment.py",
+    argv,
+    time.perf_counter() - wall0,
+    time.process_time() - cpu0,
+    load0,
+    workers=cfg.workers,
+    variants={v: w for v, (_, w) in zip(cfg.variants, done, strict=True)},
+  )
   record.write(cfg.out, results, timing)
   (cfg.out / "results.md").write_text(table(results, timing))
   if not cfg.no_plot:

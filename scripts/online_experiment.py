@@ -25,6 +25,7 @@ wall and CPU seconds, load, each method's training seconds and the µs-per-step 
   nice -n 5 python scripts/online_experiment.py --out docs/online
   python scripts/online_experiment.py --out /tmp/online --quick   # what the test runs
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,27 +47,53 @@ from jrnn.training.optimizers import make_optimizer
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import record  # noqa: E402  pylint: disable=wrong-import-position
 
-QUICK = dict(hidden=8, seeds=2, streams=2, windows=4, truncations=[2], cost_hidden=[4],
-             rtrl_max_hidden=4)
-DEFAULTS = dict(hidden=16, seeds=5, streams=8, windows=250, truncations=[2, 4, 8],
-                cost_hidden=[8, 16, 32, 64, 128], rtrl_max_hidden=128)
+QUICK = dict(
+  hidden=8, seeds=2, streams=2, windows=4, truncations=[2], cost_hidden=[4], rtrl_max_hidden=4
+)
+DEFAULTS = dict(
+  hidden=16,
+  seeds=5,
+  streams=8,
+  windows=250,
+  truncations=[2, 4, 8],
+  cost_hidden=[8, 16, 32, 64, 128],
+  rtrl_max_hidden=128,
+)
 # Left out of results.json's config: where and how the run happens, not what it computes.
 RUN_ONLY = ("out", "overwrite", "no_plot")
 
+
 def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--out", type=pathlib.Path, required=True,
-                 help="directory for results.json, timing.json, results.md, PNGs")
-  p.add_argument("--quick", action="store_true",
-                 help=f"a short run for tests: {QUICK} (explicit flags still win)")
-  p.add_argument("--hidden", type=int, default=None,
-                 help=f"H of the learning runs (default {DEFAULTS['hidden']})")
-  p.add_argument("--seeds", type=int, default=None,
-                 help=f"seeds 0..S-1 (default S={DEFAULTS['seeds']})")
-  p.add_argument("--streams", type=int, default=None,
-                 help=f"B streams per seed (default {DEFAULTS['streams']})")
-  p.add_argument("--windows", type=int, default=None,
-                 help=f"windows of --episodes episodes (default {DEFAULTS['windows']})")
+  p.add_argument(
+    "--out",
+    type=pathlib.Path,
+    required=True,
+    help="directory for results.json, timing.json, results.md, PNGs",
+  )
+  p.add_argument(
+    "--quick",
+    action="store_true",
+    help=f"a short run for tests: {QUICK} (explicit flags still win)",
+  )
+  p.add_argument(
+    "--hidden",
+    type=int,
+    default=None,
+    help=f"H of the learning runs (default {DEFAULTS['hidden']})",
+  )
+  p.add_argument(
+    "--seeds", type=int, default=None, help=f"seeds 0..S-1 (default S={DEFAULTS['seeds']})"
+  )
+  p.add_argument(
+    "--streams", type=int, default=None, help=f"B streams per seed (default {DEFAULTS['streams']})"
+  )
+  p.add_argument(
+    "--windows",
+    type=int,
+    default=None,
+    help=f"windows of --episodes episodes (default {DEFAULTS['windows']})",
+  )
   p.add_argument("--episodes", type=int, default=4, help="episodes per window")
   p.add_argument("--every", type=int, default=1, help="k: steps between parameter updates")
   p.add_argument("--lr", type=float, default=3e-3)
@@ -75,25 +102,51 @@ def parse_args(argv=None):
   p.add_argument("--delay", type=int, default=3, help="D blank steps before 'go'")
   p.add_argument("--val-episodes", type=int, default=32, help="episodes in the validation stream")
   p.add_argument("--test-episodes", type=int, default=32, help="episodes in the test stream")
-  p.add_argument("--truncations", type=int, nargs="+", default=None,
-                 help=f"TBPTT truncations τ (default {DEFAULTS['truncations']})")
-  p.add_argument("--methods", nargs="+", default=None,
-                 help="only these curves (labels as in the table, e.g. RTRL 'TBPTT τ=8')")
+  p.add_argument(
+    "--truncations",
+    type=int,
+    nargs="+",
+    default=None,
+    help=f"TBPTT truncations τ (default {DEFAULTS['truncations']})",
+  )
+  p.add_argument(
+    "--methods",
+    nargs="+",
+    default=None,
+    help="only these curves (labels as in the table, e.g. RTRL 'TBPTT τ=8')",
+  )
   p.add_argument("--skip-cost", action="store_true", help="learning curves only")
-  p.add_argument("--cost-hidden", type=int, nargs="+", default=None,
-                 help=f"H values of the cost table (default {DEFAULTS['cost_hidden']})")
-  p.add_argument("--rtrl-max-hidden", type=int, default=None,
-                 help=f"largest H at which exact RTRL is timed (default "
-                      f"{DEFAULTS['rtrl_max_hidden']})")
+  p.add_argument(
+    "--cost-hidden",
+    type=int,
+    nargs="+",
+    default=None,
+    help=f"H values of the cost table (default {DEFAULTS['cost_hidden']})",
+  )
+  p.add_argument(
+    "--rtrl-max-hidden",
+    type=int,
+    default=None,
+    help=f"largest H at which exact RTRL is timed (default {DEFAULTS['rtrl_max_hidden']})",
+  )
   p.add_argument("--no-plot", action="store_true", help="skip the PNGs")
-  p.add_argument("--overwrite", action="store_true",
-                 help="replace results already in --out (otherwise refused)")
+  p.add_argument(
+    "--overwrite", action="store_true", help="replace results already in --out (otherwise refused)"
+  )
   args = p.parse_args(argv)
   for name, value in (QUICK if args.quick else DEFAULTS).items():
     if getattr(args, name) is None:
       setattr(args, name, value)
-  for name in ("hidden", "seeds", "streams", "windows", "episodes", "every", "val_episodes",
-               "test_episodes"):
+  for name in (
+    "hidden",
+    "seeds",
+    "streams",
+    "windows",
+    "episodes",
+    "every",
+    "val_episodes",
+    "test_episodes",
+  ):
     if getattr(args, name) < 1:
       p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
   refusal = record.refuse_existing(args.out, args.overwrite)
@@ -105,19 +158,25 @@ def parse_args(argv=None):
 def stream_window(key, args):
   """``--episodes`` copy-task episodes back to back: ``xs (T, B, K+2)``, labels, answer mask."""
   keys = jax.random.split(key, args.episodes)
-  eps = jax.vmap(lambda k: copy_task.batch(k, args.streams, n_symbols=args.symbols,
-                                           length=args.length, delay=args.delay))(keys)
+  eps = jax.vmap(
+    lambda k: copy_task.batch(
+      k, args.streams, n_symbols=args.symbols, length=args.length, delay=args.delay
+    )
+  )(keys)
   return jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[2:]), eps)
 
 
 def method_configs(args):
   """``(label, online_method)`` for every curve."""
   cfg = dict(loss="cross_entropy", activation="tanh")
-  out = [(f"TBPTT τ={t}", online.online_method("tbptt", truncation=t, **cfg))
-         for t in args.truncations]
-  out += [("UORO", online.online_method("uoro", **cfg)),
-          ("SnAp-1", online.online_method("snap1", **cfg)),
-          ("RTRL", online.online_method("rtrl", **cfg))]
+  out = [
+    (f"TBPTT τ={t}", online.online_method("tbptt", truncation=t, **cfg)) for t in args.truncations
+  ]
+  out += [
+    ("UORO", online.online_method("uoro", **cfg)),
+    ("SnAp-1", online.online_method("snap1", **cfg)),
+    ("RTRL", online.online_method("rtrl", **cfg)),
+  ]
   return out
 
 
@@ -128,14 +187,19 @@ def make_data(args):
   Drawn once, outside the compiled training runs, and shared by every method: all methods see
   the same streams. The three keys of a seed are distinct, so the streams are independent draws.
   """
+
   def one(seed):
     key = jax.random.key(seed)
     k_data, k_val = jax.random.split(jax.random.fold_in(key, 1))
     k_test = jax.random.fold_in(key, 3)  # 0: init, 1: train/validation, 2: the steps' keys
     train = jax.vmap(lambda w: stream_window(jax.random.fold_in(k_data, w), args))(
-        jnp.arange(args.windows))
-    return (train, stream_window(k_val, _with(args, episodes=args.val_episodes)),
-            stream_window(k_test, _with(args, episodes=args.test_episodes)))
+      jnp.arange(args.windows)
+    )
+    return (
+      train,
+      stream_window(k_val, _with(args, episodes=args.val_episodes)),
+      stream_window(k_test, _with(args, episodes=args.test_episodes)),
+    )
 
   return jax.jit(jax.vmap(one))(jnp.arange(args.seeds))
 
@@ -159,15 +223,17 @@ def _with(args, **kw):
 def init_seeds(args, n_in, n_out):
   """Every seed's initial parameters (orthogonal ``W_hh``), shared by every method."""
   keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.key(s), 0))(jnp.arange(args.seeds))
-  return jax.jit(jax.vmap(lambda k: jrnn.init_params(k, n_in, args.hidden, n_out,
-                                                     scheme="orthogonal")))(keys)
+  return jax.jit(
+    jax.vmap(lambda k: jrnn.init_params(k, n_in, args.hidden, n_out, scheme="orthogonal"))
+  )(keys)
 
 
 def learn(args, label, method, params, train, val):
   """Trains ``--seeds`` seeds at once; returns per-window losses ``(S, W)``, the validation
   accuracies ``(S,)``, the final parameters and the seconds taken."""
-  n_updates = args.windows * args.episodes * copy_task.num_steps(args.length, args.delay) // (
-      args.every)
+  n_updates = (
+    args.windows * args.episodes * copy_task.num_steps(args.length, args.delay) // (args.every)
+  )
   # Cosine decay to 0.1·lr: with a constant rate, Adam's tiny second moments after a long run
   # of near-zero losses let one surprising step throw a solved network off (seen with RTRL).
   opt = make_optimizer("adam", args.lr, clip_norm=1.0, schedule="cosine", total_steps=n_updates)
@@ -180,21 +246,30 @@ def learn(args, label, method, params, train, val):
     def window(carry, inp):
       p, o, s = carry
       w, batch = inp
-      p, o, s, metrics = step(p, o, s, online.OnlineBatch(batch.xs, batch.targets, batch.mask),
-                              jax.random.fold_in(k_step, w))
+      p, o, s, metrics = step(
+        p,
+        o,
+        s,
+        online.OnlineBatch(batch.xs, batch.targets, batch.mask),
+        jax.random.fold_in(k_step, w),
+      )
       return (p, o, s), metrics["loss"]
 
-    (params, _, _), losses = jax.lax.scan(window, (params, opt.init(params), state),
-                                          (jnp.arange(args.windows), stream))
+    (params, _, _), losses = jax.lax.scan(
+      window, (params, opt.init(params), state), (jnp.arange(args.windows), stream)
+    )
     return losses, params
 
   t0 = time.perf_counter()
   losses, params = jax.jit(jax.vmap(run))(jnp.arange(args.seeds), params, train)
   acc = jax.block_until_ready(accuracy(params, val))
   seconds = time.perf_counter() - t0
-  print(f"  {label:12s} final loss {np.median(np.asarray(losses)[:, -10:].mean(1)):.3f} nats, "
-        f"validation accuracy {np.median(np.asarray(acc)):.3f} (medians over seeds; "
-        f"{seconds:.1f} s)", flush=True)
+  print(
+    f"  {label:12s} final loss {np.median(np.asarray(losses)[:, -10:].mean(1)):.3f} nats, "
+    f"validation accuracy {np.median(np.asarray(acc)):.3f} (medians over seeds; "
+    f"{seconds:.1f} s)",
+    flush=True,
+  )
   return np.asarray(losses), np.asarray(acc), params, seconds
 
 
@@ -217,17 +292,23 @@ def cost(args, n_in, n_out, n_steps=128):
   rows = []
   cfg = dict(loss="cross_entropy", activation="tanh")
   labels = jax.random.randint(jax.random.key(2), (n_steps,), 0, n_out)
-  xs = jax.nn.one_hot(jax.random.randint(jax.random.key(1), (n_steps,), 0, n_in), n_in,
-                      dtype=jnp.float32)  # the parameters are float32, also under jax_enable_x64
+  xs = jax.nn.one_hot(
+    jax.random.randint(jax.random.key(1), (n_steps,), 0, n_in), n_in, dtype=jnp.float32
+  )  # the parameters are float32, also under jax_enable_x64
   for n_hidden in args.cost_hidden:
     params = jrnn.init_params(jax.random.key(0), n_in, n_hidden, n_out, scheme="orthogonal")
-    methods = [(f"TBPTT τ={t}", online.online_method("tbptt", truncation=t, **cfg))
-               for t in sorted({min(args.truncations), max(args.truncations)})]
-    methods += [("UORO", online.online_method("uoro", **cfg)),
-                ("SnAp-1", online.online_method("snap1", **cfg))]
+    methods = [
+      (f"TBPTT τ={t}", online.online_method("tbptt", truncation=t, **cfg))
+      for t in sorted({min(args.truncations), max(args.truncations)})
+    ]
+    methods += [
+      ("UORO", online.online_method("uoro", **cfg)),
+      ("SnAp-1", online.online_method("snap1", **cfg)),
+    ]
     if n_hidden <= args.rtrl_max_hidden:
       methods.append(("RTRL", online.online_method("rtrl", **cfg)))
     for label, method in methods:
+
       def run(p, key, method=method):
         # Everything the step computes is returned (the state, the summed gradient), so XLA
         # cannot drop any of it as dead code.
@@ -236,12 +317,21 @@ def cost(args, n_in, n_out, n_steps=128):
           x, y, t = inp
           s, g, value = method.step(p, s, x, y, key=jax.random.fold_in(key, t))
           return (s, jax.tree_util.tree_map(jnp.add, total, g)), value
+
         zero = jax.tree_util.tree_map(jnp.zeros_like, p)
         return jax.lax.scan(body, (method.init(p), zero), (xs, labels, jnp.arange(n_steps)))
+
       fn = jax.jit(run)
       seconds = _best_time(fn, params, jax.random.key(3)) / n_steps
-      rows.append(dict(method=label, hidden=n_hidden, params=online.num_recurrent_params(params),
-                       us_per_step=seconds * 1e6, state_bytes=method.state_bytes(params)))
+      rows.append(
+        dict(
+          method=label,
+          hidden=n_hidden,
+          params=online.num_recurrent_params(params),
+          us_per_step=seconds * 1e6,
+          state_bytes=method.state_bytes(params),
+        )
+      )
 
     def bptt_loss(p):  # full BPTT over the same sequence, for scale
       ys = jrnn.forward(p, xs).ys
@@ -250,11 +340,22 @@ def cost(args, n_in, n_out, n_steps=128):
     fn = jax.jit(jax.grad(bptt_loss))
     seconds = _best_time(fn, params) / n_steps
     stored = n_steps * n_hidden * jnp.dtype(params.w_hh.dtype).itemsize  # the states h_1..h_T
-    rows.append(dict(method=f"BPTT (T={n_steps})", hidden=n_hidden,
-                     params=online.num_recurrent_params(params), us_per_step=seconds * 1e6,
-                     state_bytes=stored))
-    print(f"  H={n_hidden}: " + ", ".join(f"{r['method']} {r['us_per_step']:.0f} µs"
-                                         for r in rows if r["hidden"] == n_hidden), flush=True)
+    rows.append(
+      dict(
+        method=f"BPTT (T={n_steps})",
+        hidden=n_hidden,
+        params=online.num_recurrent_params(params),
+        us_per_step=seconds * 1e6,
+        state_bytes=stored,
+      )
+    )
+    print(
+      f"  H={n_hidden}: "
+      + ", ".join(
+        f"{r['method']} {r['us_per_step']:.0f} µs" for r in rows if r["hidden"] == n_hidden
+      ),
+      flush=True,
+    )
   return rows
 
 
@@ -269,6 +370,7 @@ def refusal_message(n_in, n_out):
 
 def plot(out, args, curves, cost_rows):
   import matplotlib  # pylint: disable=import-outside-toplevel
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
 
@@ -277,14 +379,17 @@ def plot(out, args, curves, cost_rows):
   for label, c in curves.items():
     losses = c["losses"]  # (S, W)
     x = (np.arange(losses.shape[1]) + 1) * steps_per_window
-    line, = ax.plot(x, np.median(losses, 0), label=label, lw=1.5)
+    (line,) = ax.plot(x, np.median(losses, 0), label=label, lw=1.5)
     ax.fill_between(x, losses.min(0), losses.max(0), color=line.get_color(), alpha=0.15, lw=0)
   ax.axhline(np.log(args.symbols), color="gray", ls=":", lw=1, label="chance (ln K)")
   ax.set_yscale("log")
   ax.set_xlabel("stream steps (each of B streams)")
   ax.set_ylabel("online cross-entropy on answer steps (nats)")
-  ax.set_title(f"copy task online: K={args.symbols}, L={args.length}, D={args.delay}, "
-               f"H={args.hidden}; median and range of {args.seeds} seeds", fontsize=10)
+  ax.set_title(
+    f"copy task online: K={args.symbols}, L={args.length}, D={args.delay}, "
+    f"H={args.hidden}; median and range of {args.seeds} seeds",
+    fontsize=10,
+  )
   ax.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(os.path.join(out, "learning.png"), dpi=120)
@@ -320,57 +425,75 @@ def write_markdown(out, args, results, timing):
   timing.json, bytes of state from results.json)."""
   m, steps = results["machine"], copy_task.num_steps(args.length, args.delay)
   lines = [
-      "# Online gradients on the copy task: results",
-      "",
-      f"Command: `{results['command']}` (commit {results['git']['commit']}"
-      f"{', with local changes' if results['git']['dirty'] else ''})  ",
-      f"Machine: `{m['model_name']}` ({m['cpus']} CPUs), jax {results['versions']['jax']}, "
-      f"{results['backend']}; {timing['wall_s']:.0f} s wall, {timing['cpu_s']:.0f} s CPU, "
-      f"finished {timing['finished_utc']}. Shared machine: load average "
-      f"{timing['loadavg_start']} at the start, {timing['loadavg_end']} at the end; every time "
-      "below is indicative only.",
-      "",
-      f"Copy task K={args.symbols}, L={args.length}, D={args.delay} "
-      f"(episode {steps} steps, lag {args.length + args.delay + 1} from a symbol to its answer), "
-      f"as one endless stream; H={args.hidden}, tanh, B={args.streams} streams × {args.seeds} "
-      f"seeds, Adam lr {args.lr} (cosine decay to 0.1·lr, clip 1), update every {args.every} "
-      f"step(s), {args.windows * args.episodes * steps} steps. Validation stream "
-      f"{args.val_episodes} episodes, test stream {args.test_episodes} episodes per seed (read "
-      "once, after every method has trained).",
-      "",
-      "Online loss: per seed, the mean over the last 10% of windows of the online cross-entropy "
-      "on answer steps. Every cell: median [min–max] over the seeds; per-seed values in "
-      "results.json.",
-      "",
-      "| method | online loss, last 10% (nats) | validation accuracy | test accuracy | "
-      "training s (all seeds) |",
-      "|---|---|---|---|---|",
+    "# Online gradients on the copy task: results",
+    "",
+    f"Command: `{results['command']}` (commit {results['git']['commit']}"
+    f"{', with local changes' if results['git']['dirty'] else ''})  ",
+    f"Machine: `{m['model_name']}` ({m['cpus']} CPUs), jax {results['versions']['jax']}, "
+    f"{results['backend']}; {timing['wall_s']:.0f} s wall, {timing['cpu_s']:.0f} s CPU, "
+    f"finished {timing['finished_utc']}. Shared machine: load average "
+    f"{timing['loadavg_start']} at the start, {timing['loadavg_end']} at the end; every time "
+    "below is indicative only.",
+    "",
+    f"Copy task K={args.symbols}, L={args.length}, D={args.delay} "
+    f"(episode {steps} steps, lag {args.length + args.delay + 1} from a symbol to its answer), "
+    f"as one endless stream; H={args.hidden}, tanh, B={args.streams} streams × {args.seeds} "
+    f"seeds, Adam lr {args.lr} (cosine decay to 0.1·lr, clip 1), update every {args.every} "
+    f"step(s), {args.windows * args.episodes * steps} steps. Validation stream "
+    f"{args.val_episodes} episodes, test stream {args.test_episodes} episodes per seed (read "
+    "once, after every method has trained).",
+    "",
+    "Online loss: per seed, the mean over the last 10% of windows of the online cross-entropy "
+    "on answer steps. Every cell: median [min–max] over the seeds; per-seed values in "
+    "results.json.",
+    "",
+    "| method | online loss, last 10% (nats) | validation accuracy | test accuracy | "
+    "training s (all seeds) |",
+    "|---|---|---|---|---|",
   ]
   for label, c in results["curves"].items():
-    lines.append(f"| {label} | {_spread(c['loss_last_10pct'])} | "
-                 f"{_spread(c['val_accuracy'])} | {_spread(c['test_accuracy'])} | "
-                 f"{timing['learn_s'][label]:.1f} |")
-  lines += ["", f"Chance: ln K = {np.log(args.symbols):.3f} nats, accuracy 1/K = "
-            f"{1 / args.symbols:.3f}.", ""]
-  tables = (("µs per step (timing.json; the fastest of several repeats)", timing["cost"],
-             "us_per_step", "{:,.1f}"),
-            ("bytes of state per stream (results.json)", results["state_bytes"], "state_bytes",
-             "{:,}"))
+    lines.append(
+      f"| {label} | {_spread(c['loss_last_10pct'])} | "
+      f"{_spread(c['val_accuracy'])} | {_spread(c['test_accuracy'])} | "
+      f"{timing['learn_s'][label]:.1f} |"
+    )
+  lines += [
+    "",
+    f"Chance: ln K = {np.log(args.symbols):.3f} nats, accuracy 1/K = {1 / args.symbols:.3f}.",
+    "",
+  ]
+  tables = (
+    (
+      "µs per step (timing.json; the fastest of several repeats)",
+      timing["cost"],
+      "us_per_step",
+      "{:,.1f}",
+    ),
+    ("bytes of state per stream (results.json)", results["state_bytes"], "state_bytes", "{:,}"),
+  )
   for title, rows, field, fmt in tables:
     if not rows:
       break
     methods = list(dict.fromkeys(r["method"] for r in rows))
     by = {(r["method"], r["hidden"]): r for r in rows}
-    lines += [f"## Cost against H: {title}", "",
-              f"I = {args.symbols + 2} inputs, O = {args.symbols} outputs; P = H² + H·I + H.", "",
-              "| H | P | " + " | ".join(methods) + " |", "|---" * (len(methods) + 2) + "|"]
+    lines += [
+      f"## Cost against H: {title}",
+      "",
+      f"I = {args.symbols + 2} inputs, O = {args.symbols} outputs; P = H² + H·I + H.",
+      "",
+      "| H | P | " + " | ".join(methods) + " |",
+      "|---" * (len(methods) + 2) + "|",
+    ]
     for h in sorted({r["hidden"] for r in rows}):
       cells = [fmt.format(by[(m, h)][field]) if (m, h) in by else "—" for m in methods]
       lines.append(f"| {h} | {by[(methods[0], h)]['params']:,} | " + " | ".join(cells) + " |")
     lines.append("")
   if results.get("rtrl_refusal"):
-    lines += ["Exact RTRL at H=256 (float32) is refused by default:", "",
-              f"> {results['rtrl_refusal']}"]
+    lines += [
+      "Exact RTRL at H=256 (float32) is refused by default:",
+      "",
+      f"> {results['rtrl_refusal']}",
+    ]
   (pathlib.Path(out) / "results.md").write_text("\n".join(lines) + "\n")
 
 
@@ -383,8 +506,10 @@ def main(argv=None):
   n_in, n_out = args.symbols + 2, args.symbols
   print(f"learning curves (H={args.hidden}, {args.seeds} seeds × {args.streams} streams)")
   train, val, test = make_data(args)
-  digests = {name: record.digest(*(np.asarray(a) for a in jax.tree_util.tree_leaves(stream)))
-             for name, stream in (("train", train), ("val", val), ("test", test))}
+  digests = {
+    name: record.digest(*(np.asarray(a) for a in jax.tree_util.tree_leaves(stream)))
+    for name, stream in (("train", train), ("val", val), ("test", test))
+  }
   # Taken before the long computation: the commit (and dirty flag) of the code that runs.
   prov = record.provenance("online_experiment.py", argv, seeds=range(args.seeds), data=digests)
   params = init_seeds(args, n_in, n_out)
@@ -393,32 +518,48 @@ def main(argv=None):
     if args.methods and label not in args.methods:
       continue
     losses, acc, final[label], learn_s[label] = learn(args, label, method, params, train, val)
-    tail = losses[:, -max(1, losses.shape[1] // 10):].mean(1)
-    curves[label] = dict(losses=losses.tolist(), loss_last_10pct=tail.tolist(),
-                         val_accuracy=acc.tolist())
+    tail = losses[:, -max(1, losses.shape[1] // 10) :].mean(1)
+    curves[label] = dict(
+      losses=losses.tolist(), loss_last_10pct=tail.tolist(), val_accuracy=acc.tolist()
+    )
   for label, p in final.items():  # the test stream, read once: each method's final parameters
     curves[label]["test_accuracy"] = np.asarray(accuracy(p, test)).tolist()
   print("cost against H")
   cost_rows = [] if args.skip_cost else cost(args, n_in, n_out)
-  config = {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(args).items()
-            if k not in RUN_ONLY}
-  results = {**prov, "backend": jax.default_backend(), "config": config,
-             "rtrl_refusal": refusal_message(n_in, n_out),
-             "state_bytes": [{k: r[k] for k in ("method", "hidden", "params", "state_bytes")}
-                             for r in cost_rows],
-             "curves": curves}
-  timing = record.timing("online_experiment.py", argv, time.perf_counter() - wall0,
-                         time.process_time() - cpu0, load0,
-                         learn_s={k: round(v, 2) for k, v in learn_s.items()},
-                         cost=[{k: r[k] for k in ("method", "hidden", "params", "us_per_step")}
-                               for r in cost_rows])
+  config = {
+    k: (str(v) if isinstance(v, pathlib.Path) else v)
+    for k, v in vars(args).items()
+    if k not in RUN_ONLY
+  }
+  results = {
+    **prov,
+    "backend": jax.default_backend(),
+    "config": config,
+    "rtrl_refusal": refusal_message(n_in, n_out),
+    "state_bytes": [
+      {k: r[k] for k in ("method", "hidden", "params", "state_bytes")} for r in cost_rows
+    ],
+    "curves": curves,
+  }
+  timing = record.timing(
+    "online_experiment.py",
+    argv,
+    time.perf_counter() - wall0,
+    time.process_time() - cpu0,
+    load0,
+    learn_s={k: round(v, 2) for k, v in learn_s.items()},
+    cost=[{k: r[k] for k in ("method", "hidden", "params", "us_per_step")} for r in cost_rows],
+  )
   record.write(args.out, results, timing)
   write_markdown(args.out, args, results, timing)
   if not args.no_plot:
-    plot(args.out, args, {k: {"losses": np.asarray(c["losses"])} for k, c in curves.items()},
-         cost_rows)
-  print(f"wrote {args.out}/results.json, timing.json, results.md"
-        f"{'' if args.no_plot else ', learning.png, cost.png'} ({timing['wall_s']:.0f} s)")
+    plot(
+      args.out, args, {k: {"losses": np.asarray(c["losses"])} for k, c in curves.items()}, cost_rows
+    )
+  print(
+    f"wrote {args.out}/results.json, timing.json, results.md"
+    f"{'' if args.no_plot else ', learning.png, cost.png'} ({timing['wall_s']:.0f} s)"
+  )
   return results
 
 

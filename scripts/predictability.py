@@ -26,6 +26,7 @@ Writes ``predictability.png``, ``predictability.md`` and ``predictability.json``
   nice python scripts/predictability.py --out docs/parallel           # full run, ~10 min
   nice python scripts/predictability.py --out /tmp/pred --quick       # T ≤ 1000, 4 gains, H = 32
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,6 +66,7 @@ def machine() -> str:
 def _sequential_linear_step(w_hh, mask, hs, lin, damping=None):
   """DEER's linear recurrence ``h_t = φ_t + J_t (h_{t-1} − h⁽ⁱ⁾_{t-1})`` by a sequential scan
   (``J_t x = σ'(a_t) ⊙ W_hh x``, never stored): the same iterate as the associative scan's."""
+
   def body(h, inp):
     phi, gain, prev = inp
     h = phi + gain * ((h - prev) @ w_hh.T)
@@ -76,15 +78,17 @@ def _sequential_linear_step(w_hh, mask, hs, lin, damping=None):
 @jax.jit
 def deer_count(w_hh, u, h0, tol, max_iter):
   """``SolveInfo`` of DEER from the zero guess, linear solves by :func:`_sequential_linear_step`."""
-  return newton.iterate(_sequential_linear_step, w_hh, u, h0, None, TANH, tol=tol,
-                        max_iter=max_iter)[1]
+  return newton.iterate(
+    _sequential_linear_step, w_hh, u, h0, None, TANH, tol=tol, max_iter=max_iter
+  )[1]
 
 
 def lle(w_hh, u, burn_in: int) -> float:
   """λ₁ of the driven RNN along its trajectory (``jrnn.diagnostics.lyapunov_exponents``)."""
   n_hidden = w_hh.shape[0]
-  layer = jrnn.LayerParams(jnp.eye(n_hidden, dtype=w_hh.dtype), w_hh,
-                           jnp.zeros(n_hidden, w_hh.dtype))
+  layer = jrnn.LayerParams(
+    jnp.eye(n_hidden, dtype=w_hh.dtype), w_hh, jnp.zeros(n_hidden, w_hh.dtype)
+  )
   traj = jrnn.reference.trajectory(layer, u[:, 0, :])
   return float(jrnn.diagnostics.lyapunov_exponents(traj, num_exponents=1, burn_in=burn_in)[0])
 
@@ -96,9 +100,12 @@ def main(argv=None):
   ap.add_argument("--hidden", type=int, default=None, help="H (default 100; 32 with --quick)")
   ap.add_argument("--max-iter", type=int, default=200, help="iteration cap per solve")
   ap.add_argument("--seed", type=int, default=0)
-  ap.add_argument("--verify-T", type=int, default=None,
-                  help="rerun the library's parallel DEER at this T for every g "
-                       "(default 100; 0 skips)")
+  ap.add_argument(
+    "--verify-T",
+    type=int,
+    default=None,
+    help="rerun the library's parallel DEER at this T for every g (default 100; 0 skips)",
+  )
   args = ap.parse_args(argv)
   start = time.time()
   n_hidden = args.hidden or (32 if args.quick else 100)
@@ -118,13 +125,21 @@ def main(argv=None):
     for n_steps in lengths:
       t0 = time.time()
       info = deer_count(w, u_all[:n_steps], h0, tol, args.max_iter)
-      row = dict(g=g, T=n_steps, lle=lam, iterations=int(info.iterations),
-                 converged=bool(info.converged), diverged=bool(info.diverged),
-                 resets=int(info.resets), residual=float(info.residual),
-                 seconds=round(time.time() - t0, 2))
+      row = dict(
+        g=g,
+        T=n_steps,
+        lle=lam,
+        iterations=int(info.iterations),
+        converged=bool(info.converged),
+        diverged=bool(info.diverged),
+        resets=int(info.resets),
+        residual=float(info.residual),
+        seconds=round(time.time() - t0, 2),
+      )
       if n_steps == verify_t:
-        solver = par.Solver("deer", max_iter=min(args.max_iter, n_steps + 1), on_failure="ignore",
-                            memory_limit=None)
+        solver = par.Solver(
+          "deer", max_iter=min(args.max_iter, n_steps + 1), on_failure="ignore", memory_limit=None
+        )
         pinfo = jax.jit(lambda w, u: par.solve(w, u, h0, solver=solver)[1])(w, u_all[:n_steps])
         row["parallel_iterations"] = int(pinfo.iterations)
         row["parallel_converged"] = bool(pinfo.converged)
@@ -133,9 +148,19 @@ def main(argv=None):
 
   elapsed = time.time() - start
   command = "python scripts/predictability.py " + " ".join(sys.argv[1:] if argv is None else argv)
-  meta = dict(command=command, machine=machine(), jax=jax.__version__, seconds=round(elapsed, 1),
-              hidden=n_hidden, gains=gains, lengths=lengths, max_iter=args.max_iter, tol=tol,
-              input_std=0.5, seed=args.seed)
+  meta = dict(
+    command=command,
+    machine=machine(),
+    jax=jax.__version__,
+    seconds=round(elapsed, 1),
+    hidden=n_hidden,
+    gains=gains,
+    lengths=lengths,
+    max_iter=args.max_iter,
+    tol=tol,
+    input_std=0.5,
+    seed=args.seed,
+  )
   os.makedirs(args.out, exist_ok=True)
   with open(os.path.join(args.out, "predictability.json"), "w") as f:
     json.dump(dict(meta=meta, rows=rows), f, indent=1)
@@ -157,19 +182,19 @@ def _cell(r, cap):
 def table(rows, gains, lengths, meta) -> str:
   by = {(r["g"], r["T"]): r for r in rows}
   lines = [
-      "# Predictability enables parallelization: DEER iterations vs T and the LLE",
-      "",
-      f"Command: `{meta['command']}`  ",
-      f"Machine: {meta['machine']}; jax {meta['jax']}; {meta['seconds']:.0f} s in all.  ",
-      f"tanh RNN, H = {meta['hidden']}, W_hh ~ N(0, g²/H), inputs N(0, {meta['input_std']}²), "
-      f"h_0 = 0, float64; DEER from the zero guess until the relative residual ≤ "
-      f"{meta['tol']:g}; cap {meta['max_iter']} iterations (\"> {meta['max_iter']}\": not "
-      "converged within the cap; \"(k r.)\": in k iterations the linearised recurrence "
-      "overflowed and its wild entries restarted from the previous iterate, see "
-      "`jrnn.parallel.SolveInfo.resets`).",
-      "",
-      "| g | LLE λ₁ | " + " | ".join(f"T={t}" for t in lengths) + " |",
-      "|---|---|" + "---|" * len(lengths),
+    "# Predictability enables parallelization: DEER iterations vs T and the LLE",
+    "",
+    f"Command: `{meta['command']}`  ",
+    f"Machine: {meta['machine']}; jax {meta['jax']}; {meta['seconds']:.0f} s in all.  ",
+    f"tanh RNN, H = {meta['hidden']}, W_hh ~ N(0, g²/H), inputs N(0, {meta['input_std']}²), "
+    f"h_0 = 0, float64; DEER from the zero guess until the relative residual ≤ "
+    f"{meta['tol']:g}; cap {meta['max_iter']} iterations (\"> {meta['max_iter']}\": not "
+    "converged within the cap; \"(k r.)\": in k iterations the linearised recurrence "
+    "overflowed and its wild entries restarted from the previous iterate, see "
+    "`jrnn.parallel.SolveInfo.resets`).",
+    "",
+    "| g | LLE λ₁ | " + " | ".join(f"T={t}" for t in lengths) + " |",
+    "|---|---|" + "---|" * len(lengths),
   ]
   for g in gains:
     lam = by[(g, lengths[0])]["lle"]
@@ -178,10 +203,15 @@ def table(rows, gains, lengths, meta) -> str:
   checked = [r for r in rows if "parallel_iterations" in r]
   if checked:
     t = checked[0]["T"]
-    lines += ["", f"Check at T = {t}: iterations of the library's parallel DEER "
-              "(`jrnn.parallel.solve`, associative scans) beside the count above (sequential "
-              "linear solves):", "",
-              "| g | sequential linear solves | associative scan |", "|---|---|---|"]
+    lines += [
+      "",
+      f"Check at T = {t}: iterations of the library's parallel DEER "
+      "(`jrnn.parallel.solve`, associative scans) beside the count above (sequential "
+      "linear solves):",
+      "",
+      "| g | sequential linear solves | associative scan |",
+      "|---|---|---|",
+    ]
     for r in checked:
       par_cell = str(r["parallel_iterations"]) + ("" if r["parallel_converged"] else " (not conv.)")
       lines.append(f"| {r['g']:g} | {_cell(r, meta['max_iter'])} | {par_cell} |")
@@ -190,6 +220,7 @@ def table(rows, gains, lengths, meta) -> str:
 
 def figure(rows, gains, lengths, meta, path):
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
@@ -205,24 +236,43 @@ def figure(rows, gains, lengths, meta, path):
     for r, it in zip(rs, its, strict=True):
       ax1.plot(r["T"], it, "o" if r["converged"] else "x", color=color)
   ax1.plot(lengths, [min(t, cap) for t in lengths], "k:", label=f"min(T, cap {cap}): DEER's bound")
-  ax1.set(xscale="log", yscale="log", xlabel="sequence length T",
-          ylabel="DEER iterations to converge", title="Iterations vs T (x: not converged)")
+  ax1.set(
+    xscale="log",
+    yscale="log",
+    xlabel="sequence length T",
+    ylabel="DEER iterations to converge",
+    title="Iterations vs T (x: not converged)",
+  )
   ax1.legend(fontsize=7)
   cmap_t = plt.get_cmap("viridis")
   for j, t in enumerate(lengths):
     rs = sorted((r for r in rows if r["T"] == t), key=lambda r: r["lle"])
     color = cmap_t(j / max(1, len(lengths) - 1))
-    ax2.plot([r["lle"] for r in rs], [r["iterations"] if r["converged"] else cap for r in rs],
-             "-", color=color, label=f"T={t}")
+    ax2.plot(
+      [r["lle"] for r in rs],
+      [r["iterations"] if r["converged"] else cap for r in rs],
+      "-",
+      color=color,
+      label=f"T={t}",
+    )
     for r in rs:
-      ax2.plot(r["lle"], r["iterations"] if r["converged"] else cap,
-               "o" if r["converged"] else "x", color=color)
+      ax2.plot(
+        r["lle"],
+        r["iterations"] if r["converged"] else cap,
+        "o" if r["converged"] else "x",
+        color=color,
+      )
   ax2.axvline(0, color="k", lw=0.8, ls="--")
-  ax2.set(yscale="log", xlabel="largest Lyapunov exponent λ₁ (per step)",
-          ylabel="DEER iterations to converge", title="Iterations vs the LLE")
+  ax2.set(
+    yscale="log",
+    xlabel="largest Lyapunov exponent λ₁ (per step)",
+    ylabel="DEER iterations to converge",
+    title="Iterations vs the LLE",
+  )
   ax2.legend(fontsize=7)
-  fig.suptitle(f"tanh RNN, H={meta['hidden']}, float64: DEER converges fast iff λ₁ < 0",
-               fontsize=10)
+  fig.suptitle(
+    f"tanh RNN, H={meta['hidden']}, float64: DEER converges fast iff λ₁ < 0", fontsize=10
+  )
   fig.tight_layout()
   fig.savefig(path, dpi=120)
 

@@ -13,6 +13,7 @@ command (wall and CPU seconds, load averages, the date) goes to ``timing.json`` 
 
 Standard library, NumPy and ``benchlib`` only.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -45,9 +46,11 @@ def digest(*arrays) -> str:
 
 def git_commit() -> Dict[str, object]:
   """The checkout's commit and whether tracked files differ from it (``None`` outside git)."""
+
   def git(*args):
     out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
     return out.stdout.strip() if out.returncode == 0 else None
+
   commit = git("rev-parse", "HEAD")
   dirty = git("status", "--porcelain", "--untracked-files=no")
   return {"commit": commit, "dirty": None if dirty is None else bool(dirty)}
@@ -55,8 +58,13 @@ def git_commit() -> Dict[str, object]:
 
 # Flags that choose where and how a run happens but not its numbers: left out of the command that
 # results.json records (timing.json keeps the exact one). Value: whether the flag takes a value.
-RUN_ONLY_FLAGS = {"--out": True, "--workers": True, "--cache-dir": True, "--overwrite": False,
-                  "--no-plot": False}
+RUN_ONLY_FLAGS = {
+  "--out": True,
+  "--workers": True,
+  "--cache-dir": True,
+  "--overwrite": False,
+  "--no-plot": False,
+}
 
 
 def result_command(script: str, argv: Sequence[str]) -> str:
@@ -74,8 +82,9 @@ def result_command(script: str, argv: Sequence[str]) -> str:
   return shlex.join(["python", f"scripts/{script}", *kept])
 
 
-def provenance(script: str, argv: Sequence[str], *, seeds: Iterable[int],
-               data: Mapping[str, str]) -> Dict[str, object]:
+def provenance(
+  script: str, argv: Sequence[str], *, seeds: Iterable[int], data: Mapping[str, str]
+) -> Dict[str, object]:
   """What ``results.json`` records besides the results.
 
   Args:
@@ -84,33 +93,45 @@ def provenance(script: str, argv: Sequence[str], *, seeds: Iterable[int],
     seeds: the seeds the results come from.
     data: split name -> :func:`digest` of that split's arrays.
   """
-  return {"command": result_command(script, argv),
-          "command_note": "flags that do not change the results (" + ", ".join(RUN_ONLY_FLAGS)
-                          + ") are left out; timing.json has the exact command",
-          "git": git_commit(),
-          "versions": {name: benchlib.version(name) for name in PACKAGES},
-          "machine": {"model_name": benchlib.cpu_model(), "cpus": os.cpu_count()},
-          "seeds": list(seeds), "data_sha256": dict(data)}
+  return {
+    "command": result_command(script, argv),
+    "command_note": "flags that do not change the results ("
+    + ", ".join(RUN_ONLY_FLAGS)
+    + ") are left out; timing.json has the exact command",
+    "git": git_commit(),
+    "versions": {name: benchlib.version(name) for name in PACKAGES},
+    "machine": {"model_name": benchlib.cpu_model(), "cpus": os.cpu_count()},
+    "seeds": list(seeds),
+    "data_sha256": dict(data),
+  }
 
 
 def refuse_existing(out: pathlib.Path, overwrite: bool) -> Optional[str]:
   """The error to give when ``out`` already holds results and ``--overwrite`` was not passed."""
   if (out / "results.json").exists() and not overwrite:
-    return (f"{out} already holds results.json; pass another --out, or --overwrite to "
-            "replace it")
+    return f"{out} already holds results.json; pass another --out, or --overwrite to replace it"
   return None
 
 
-def timing(script: str, argv: Sequence[str], wall_s: float, cpu_s: float,
-           load_start: Sequence[float], **parts) -> Dict[str, object]:
+def timing(
+  script: str,
+  argv: Sequence[str],
+  wall_s: float,
+  cpu_s: float,
+  load_start: Sequence[float],
+  **parts,
+) -> Dict[str, object]:
   """What ``timing.json`` holds: the exact command, seconds, load averages at start and end, the
   date, and any per-part times (``parts``)."""
-  return {"command": shlex.join(["python", f"scripts/{script}", *argv]),
-          "wall_s": round(wall_s, 1), "cpu_s": round(cpu_s, 1),
-          "loadavg_start": [round(x, 2) for x in load_start],
-          "loadavg_end": [round(x, 2) for x in os.getloadavg()],
-          "finished_utc": datetime.datetime.now(datetime.timezone.utc).strftime(
-              "%Y-%m-%d %H:%M UTC"), **parts}
+  return {
+    "command": shlex.join(["python", f"scripts/{script}", *argv]),
+    "wall_s": round(wall_s, 1),
+    "cpu_s": round(cpu_s, 1),
+    "loadavg_start": [round(x, 2) for x in load_start],
+    "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+    "finished_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    **parts,
+  }
 
 
 def dumps(obj) -> str:
@@ -125,5 +146,14 @@ def write(out: pathlib.Path, results: Mapping, timing_info: Mapping) -> None:
   (out / "timing.json").write_text(dumps(timing_info))
 
 
-__all__ = ("RUN_ONLY_FLAGS", "digest", "dumps", "git_commit", "provenance", "refuse_existing",
-           "result_command", "timing", "write")
+__all__ = (
+  "RUN_ONLY_FLAGS",
+  "digest",
+  "dumps",
+  "git_commit",
+  "provenance",
+  "refuse_existing",
+  "result_command",
+  "timing",
+  "write",
+)

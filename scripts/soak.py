@@ -28,6 +28,7 @@ Exit status 0 when every check passes, 1 otherwise. The children share a JAX com
 cache (``$JAX_COMPILATION_CACHE_DIR``, else ``WORK/jax_cache``), so a resume costs its
 start-up, not a recompilation.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,9 +48,27 @@ TRAIN = os.path.join(ROOT, "scripts", "train.py")
 CKPT, METRICS = "checkpoint.safetensors", "metrics.jsonl"
 # A small stateful model: the carried state, the epoch restarts, dropout keys and the parameter
 # average all pass through the checkpoints.
-MODEL = ["--task", "charlm", "--hidden", "16", "--layers", "2", "--seq-len", "8",
-         "--batch-size", "4", "--dropout", "0.1", "--ema", "0.99", "--schedule", "constant",
-         "--sample-len", "0", "--no-progress"]
+MODEL = [
+  "--task",
+  "charlm",
+  "--hidden",
+  "16",
+  "--layers",
+  "2",
+  "--seq-len",
+  "8",
+  "--batch-size",
+  "4",
+  "--dropout",
+  "0.1",
+  "--ema",
+  "0.99",
+  "--schedule",
+  "constant",
+  "--sample-len",
+  "0",
+  "--no-progress",
+]
 
 
 def _rss_bytes(pid: int) -> Optional[int]:
@@ -71,20 +90,40 @@ def _mtime(path: str) -> int:
 
 
 def _env(work: str) -> Dict[str, str]:
-  return dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"),
-              JAX_COMPILATION_CACHE_DIR=os.environ.get("JAX_COMPILATION_CACHE_DIR",
-                                                       os.path.join(work, "jax_cache")),
-              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+  return dict(
+    os.environ,
+    JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"),
+    JAX_COMPILATION_CACHE_DIR=os.environ.get(
+      "JAX_COMPILATION_CACHE_DIR", os.path.join(work, "jax_cache")
+    ),
+    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+  )
 
 
 def _launch(args: List[str], work: str) -> subprocess.Popen:
-  return subprocess.Popen([sys.executable, TRAIN, *args], env=_env(work), cwd=work,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  return subprocess.Popen(
+    [sys.executable, TRAIN, *args],
+    env=_env(work),
+    cwd=work,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
 
 
 def _flags(opts, out: str) -> List[str]:
-  return MODEL + ["--steps", str(opts.steps), "--ckpt-every", str(opts.ckpt_every),
-                  "--log-every", str(opts.log_every), "--seed", str(opts.seed), "--out", out]
+  return MODEL + [
+    "--steps",
+    str(opts.steps),
+    "--ckpt-every",
+    str(opts.ckpt_every),
+    "--log-every",
+    str(opts.log_every),
+    "--seed",
+    str(opts.seed),
+    "--out",
+    out,
+  ]
 
 
 def straight_run(opts, work: str) -> Dict[str, object]:
@@ -106,8 +145,11 @@ def straight_run(opts, work: str) -> Dict[str, object]:
     third = len(samples) // 3
     early, late = statistics.median(samples[:third]), statistics.median(samples[-third:])
     allowed = max(opts.rss_tolerance * early, 32 * 2**20)
-    result.update(rss_early_mb=round(early / 2**20, 1), rss_late_mb=round(late / 2**20, 1),
-                  rss_flat=late - early <= allowed)
+    result.update(
+      rss_early_mb=round(early / 2**20, 1),
+      rss_late_mb=round(late / 2**20, 1),
+      rss_flat=late - early <= allowed,
+    )
   else:
     result["rss_flat"] = None  # too short a run to judge
   return result
@@ -139,14 +181,17 @@ def killed_run(opts, work: str) -> Dict[str, object]:
         kills += 1
         if sig != signal.SIGKILL:  # must checkpoint, say how to resume, exit 128 + signal
           if proc.returncode != 128 + sig or f"--resume {out}" not in stdout:
-            raise RuntimeError(f"{sig.name} gave status {proc.returncode}:\n{stdout[-1000:]}"
-                               f"\n{err[-2000:]}")
+            raise RuntimeError(
+              f"{sig.name} gave status {proc.returncode}:\n{stdout[-1000:]}\n{err[-2000:]}"
+            )
           graceful += 1
         continue
     _, err = proc.communicate()
     if proc.returncode != 0:
-      raise RuntimeError(f"launch {launches} ({' '.join(args[:2])}…) failed with status "
-                         f"{proc.returncode}:\n{err[-3000:]}")
+      raise RuntimeError(
+        f"launch {launches} ({' '.join(args[:2])}…) failed with status "
+        f"{proc.returncode}:\n{err[-3000:]}"
+      )
     return {"kills": kills, "graceful_stops": graceful, "launches": launches}
 
 
@@ -162,12 +207,19 @@ def main(argv: Optional[List[str]] = None) -> int:
   p.add_argument("--ckpt-every", type=int, default=5)
   p.add_argument("--log-every", type=int, default=50)
   p.add_argument("--kills", type=int, default=20)
-  p.add_argument("--signals", type=lambda v: v.upper().split(","),
-                 default="KILL,KILL,INT,KILL,TERM",
-                 help="the signals sent, in turn (KILL, INT, TERM): after INT or TERM the run "
-                 "must checkpoint and exit with 128 + the signal")
-  p.add_argument("--max-delay", type=float, default=2.0,
-                 help="seconds: a kill lands uniformly in [0, this] after training resumes")
+  p.add_argument(
+    "--signals",
+    type=lambda v: v.upper().split(","),
+    default="KILL,KILL,INT,KILL,TERM",
+    help="the signals sent, in turn (KILL, INT, TERM): after INT or TERM the run "
+    "must checkpoint and exit with 128 + the signal",
+  )
+  p.add_argument(
+    "--max-delay",
+    type=float,
+    default=2.0,
+    help="seconds: a kill lands uniformly in [0, this] after training resumes",
+  )
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--rss-every", type=float, default=0.5, help="seconds between RSS samples")
   p.add_argument("--rss-tolerance", type=float, default=0.10)
@@ -176,16 +228,21 @@ def main(argv: Optional[List[str]] = None) -> int:
   work = opts.work or tempfile.mkdtemp(prefix="jrnn-soak-")
   os.makedirs(work, exist_ok=True)
   t0 = time.monotonic()
-  summary: Dict[str, object] = {"steps": opts.steps, "ckpt_every": opts.ckpt_every,
-                                "work": work}
+  summary: Dict[str, object] = {"steps": opts.steps, "ckpt_every": opts.ckpt_every, "work": work}
   summary.update(straight_run(opts, work))
   summary.update(killed_run(opts, work))
   from jrnn.training.checkpoint import same_state  # pylint: disable=import-outside-toplevel
+
   same_ckpt = same_state(os.path.join(work, "straight", CKPT), os.path.join(work, "killed", CKPT))
-  same_rows = (_rows(os.path.join(work, "straight", METRICS))
-               == _rows(os.path.join(work, "killed", METRICS)))
-  summary.update(identical=same_ckpt and same_rows, same_checkpoint=same_ckpt,
-                 same_metrics=same_rows, wall_s=round(time.monotonic() - t0, 1))
+  same_rows = _rows(os.path.join(work, "straight", METRICS)) == _rows(
+    os.path.join(work, "killed", METRICS)
+  )
+  summary.update(
+    identical=same_ckpt and same_rows,
+    same_checkpoint=same_ckpt,
+    same_metrics=same_rows,
+    wall_s=round(time.monotonic() - t0, 1),
+  )
   print(json.dumps(summary))
   return 0 if summary["identical"] and summary["rss_flat"] is not False else 1
 

@@ -1,4 +1,5 @@
 """The main job: ``python scripts/train.py`` (same as ``jrnn-train``); ``--help`` lists flags."""
+
 import sys
 
 from jrnn.training.cli import main

@@ -5,6 +5,7 @@ key), the character-level corpus shipped with CPython, and MNIST-1D (generated b
 ``jrnn.data.mnist1d`` is imported on first use, so ``import jrnn`` never needs the optional
 package (the module itself imports ``mnist1d`` only when data are generated).
 """
+
 import importlib as _importlib
 
 from jrnn.data import adding, charlm, copy_task, sine

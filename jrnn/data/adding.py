@@ -17,6 +17,7 @@ perfect).
 
 Everything is a pure function of the key: the same key gives the same batch.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple

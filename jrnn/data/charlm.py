@@ -20,6 +20,7 @@ of window ``k`` is the right initial state for window ``k + 1``.
 The metric is bits per character, ``bpc = (1/N) Σ_t -log₂ p(c_{t+1} | c_{≤t})``, i.e. the mean
 cross-entropy in nats divided by ``ln 2``.
 """
+
 from __future__ import annotations
 
 import math
@@ -30,6 +31,7 @@ import numpy as np
 
 class Vocab(NamedTuple):
   """The character set, index ``i`` ↔ ``chars[i]``."""
+
   chars: str
 
   @property
@@ -39,6 +41,7 @@ class Vocab(NamedTuple):
 
 class CharData(NamedTuple):
   """The encoded corpus."""
+
   vocab: Vocab
   train: np.ndarray  # shape=(N_train,), dtype=int32
   val: np.ndarray  # shape=(N_val,), dtype=int32
@@ -47,6 +50,7 @@ class CharData(NamedTuple):
 def load_text() -> str:
   """The corpus: ``pydoc_data.topics`` values in sorted key order."""
   from pydoc_data import topics  # pylint: disable=import-outside-toplevel
+
   return "".join(topics.topics[k] for k in sorted(topics.topics))
 
 
@@ -72,7 +76,7 @@ def split(tokens: np.ndarray, val_fraction: float = 0.1) -> Tuple[np.ndarray, np
   if not 0.0 < val_fraction < 1.0:
     raise ValueError(f"val_fraction must lie in (0, 1), got {val_fraction}")
   n_val = int(round(len(tokens) * val_fraction))
-  return tokens[:len(tokens) - n_val], tokens[len(tokens) - n_val:]
+  return tokens[: len(tokens) - n_val], tokens[len(tokens) - n_val :]
 
 
 def load(val_fraction: float = 0.1) -> CharData:
@@ -90,7 +94,7 @@ def streams(tokens: np.ndarray, batch_size: int) -> np.ndarray:
   n = len(tokens) // batch_size
   if n < 2:
     raise ValueError(f"{len(tokens)} tokens are too few for batch_size={batch_size}")
-  return np.ascontiguousarray(tokens[:n * batch_size].reshape(batch_size, n))
+  return np.ascontiguousarray(tokens[: n * batch_size].reshape(batch_size, n))
 
 
 def num_windows(rows: np.ndarray, seq_len: int) -> int:
@@ -99,15 +103,17 @@ def num_windows(rows: np.ndarray, seq_len: int) -> int:
     raise ValueError(f"seq_len must be >= 1, got {seq_len}")
   n = (rows.shape[1] - 1) // seq_len
   if n < 1:
-    raise ValueError(f"rows of {rows.shape[1]} tokens are too short for seq_len={seq_len}; "
-                     "lower seq_len or batch_size")
+    raise ValueError(
+      f"rows of {rows.shape[1]} tokens are too short for seq_len={seq_len}; "
+      "lower seq_len or batch_size"
+    )
   return n
 
 
 def window(rows: np.ndarray, k: int, seq_len: int) -> Tuple[np.ndarray, np.ndarray]:
   """Window ``k`` of the streams, time-major: ``(inputs (T, B), targets (T, B))`` as int32."""
   start = k * seq_len
-  chunk = rows[:, start:start + seq_len + 1].T
+  chunk = rows[:, start : start + seq_len + 1].T
   return np.ascontiguousarray(chunk[:-1]), np.ascontiguousarray(chunk[1:])
 
 

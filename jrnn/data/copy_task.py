@@ -17,6 +17,7 @@ To answer, the state must hold ``L log₂ K`` bits across ``D + 1`` steps; guess
 training uses ``fold_in(train_key, k)`` and validation uses ``val_key``, with
 ``train_key, val_key = split(key)`` (:func:`split_keys`), so the two streams never share a key.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple, Tuple
@@ -47,8 +48,15 @@ def split_keys(key: jax.Array) -> Tuple[jax.Array, jax.Array]:
   return train_key, val_key
 
 
-def batch(key: jax.Array, batch_size: int, *, n_symbols: int = 8, length: int = 10,
-          delay: int = 10, dtype=jnp.float32) -> CopyBatch:
+def batch(
+  key: jax.Array,
+  batch_size: int,
+  *,
+  n_symbols: int = 8,
+  length: int = 10,
+  delay: int = 10,
+  dtype=jnp.float32,
+) -> CopyBatch:
   """A batch of the copy task (see the module docstring), time-major."""
   _check("batch_size", batch_size, 1)
   _check("n_symbols", n_symbols, 2)
@@ -57,8 +65,14 @@ def batch(key: jax.Array, batch_size: int, *, n_symbols: int = 8, length: int = 
   symbols = jax.random.randint(key, (length, batch_size), 0, n_symbols, dtype=jnp.int32)
   blank, go = n_symbols, n_symbols + 1
   wait = jnp.full((delay, batch_size), blank, jnp.int32)
-  inputs = jnp.concatenate([symbols, wait, jnp.full((1, batch_size), go, jnp.int32),
-                            jnp.full((length, batch_size), blank, jnp.int32)])
+  inputs = jnp.concatenate(
+    [
+      symbols,
+      wait,
+      jnp.full((1, batch_size), go, jnp.int32),
+      jnp.full((length, batch_size), blank, jnp.int32),
+    ]
+  )
   targets = jnp.concatenate([jnp.zeros((length + delay + 1, batch_size), jnp.int32), symbols])
   mask = jnp.arange(num_steps(length, delay))[:, None] > length + delay
   mask = jnp.broadcast_to(mask, targets.shape)

@@ -9,6 +9,7 @@ mean squared error ``A² (1 - cos 2πf)`` per step, the baseline to beat.
 Keys as in :mod:`jrnn.data.copy_task`: training batch ``k`` uses ``fold_in(train_key, k)``,
 validation ``val_key``, ``train_key, val_key = split(key)``.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,9 +30,15 @@ def split_keys(key: jax.Array) -> Tuple[jax.Array, jax.Array]:
   return train_key, val_key
 
 
-def batch(key: jax.Array, batch_size: int, seq_len: int, *,
-          freq_range: Tuple[float, float] = (0.01, 0.1),
-          amp_range: Tuple[float, float] = (0.5, 1.0), dtype=jnp.float32) -> SineBatch:
+def batch(
+  key: jax.Array,
+  batch_size: int,
+  seq_len: int,
+  *,
+  freq_range: Tuple[float, float] = (0.01, 0.1),
+  amp_range: Tuple[float, float] = (0.5, 1.0),
+  dtype=jnp.float32,
+) -> SineBatch:
   """A batch of ``batch_size`` waves of ``seq_len`` steps, time-major."""
   for name, value in (("batch_size", batch_size), ("seq_len", seq_len)):
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -11,6 +11,7 @@ The framework submodules load on first access (module ``__getattr__``), so ``imp
 never imports Flax or Equinox; each needs its extra: ``pip install 'jrnn[flax]'`` or
 ``'jrnn[equinox]'``.
 """
+
 import importlib as _importlib
 
 from jrnn.interop.simple_cell import from_simple_cell, to_simple_cell
@@ -27,8 +28,9 @@ def __getattr__(name):
     except ModuleNotFoundError as e:
       if e.name != _FRAMEWORKS[name]:
         raise
-      raise ImportError(f"jrnn.interop.{name} needs {e.name}: pip install "
-                        f"'jrnn[{_FRAMEWORKS[name]}]'") from e
+      raise ImportError(
+        f"jrnn.interop.{name} needs {e.name}: pip install 'jrnn[{_FRAMEWORKS[name]}]'"
+      ) from e
   raise AttributeError(f"module 'jrnn.interop' has no attribute {name!r}")
 
 

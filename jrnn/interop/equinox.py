@@ -14,6 +14,7 @@ Example::
   >>> ys = jax.vmap(model)(xs)                        # xs (B, T, 4) -> (B, T, 1)
   >>> grads = eqx.filter_grad(loss_fn)(model, xs, targets)
 """
+
 from __future__ import annotations
 
 from typing import Optional, Tuple
@@ -46,6 +47,7 @@ class ElmanRNN(eqx.Module):
     dtype: the parameters' dtype.
     key: a PRNG key (keyword-only).
   """
+
   w_xh: jax.Array
   w_hh: jax.Array
   b_h: jax.Array
@@ -56,21 +58,43 @@ class ElmanRNN(eqx.Module):
   reverse: bool = eqx.field(static=True)
   return_carry: bool = eqx.field(static=True)
 
-  def __init__(self, in_features: int, hidden_size: int, out_features: Optional[int] = None,
-               *, activation: ActivationLike = "tanh",
-               output_activation: Optional[ActivationLike] = None, time_major: bool = False,
-               reverse: bool = False, unroll: int = 1, grad: str = "hand", kernel: str = "auto",
-               solver: str = "sequential", return_carry: bool = False,
-               scheme: str = shells.DEFAULT_SCHEME, scale: Optional[float] = None,
-               spectral_radius: Optional[float] = None, learn_h0: bool = False,
-               dtype=jnp.float32, key: jax.Array):
-    shells.check_flags(time_major=time_major, reverse=reverse, return_carry=return_carry,
-                       learn_h0=learn_h0)
-    p = shells.init_rnn(key, in_features, hidden_size, out_features,
-                        shells.Init(scheme, scale, spectral_radius, learn_h0), dtype)
+  def __init__(
+    self,
+    in_features: int,
+    hidden_size: int,
+    out_features: Optional[int] = None,
+    *,
+    activation: ActivationLike = "tanh",
+    output_activation: Optional[ActivationLike] = None,
+    time_major: bool = False,
+    reverse: bool = False,
+    unroll: int = 1,
+    grad: str = "hand",
+    kernel: str = "auto",
+    solver: str = "sequential",
+    return_carry: bool = False,
+    scheme: str = shells.DEFAULT_SCHEME,
+    scale: Optional[float] = None,
+    spectral_radius: Optional[float] = None,
+    learn_h0: bool = False,
+    dtype=jnp.float32,
+    key: jax.Array,
+  ):
+    shells.check_flags(
+      time_major=time_major, reverse=reverse, return_carry=return_carry, learn_h0=learn_h0
+    )
+    p = shells.init_rnn(
+      key,
+      in_features,
+      hidden_size,
+      out_features,
+      shells.Init(scheme, scale, spectral_radius, learn_h0),
+      dtype,
+    )
     self.w_xh, self.w_hh, self.b_h, self.w_hy, self.b_y, self.h0 = p
-    self.options = shells.Options(activation, output_activation, time_major, unroll, grad,
-                                  kernel, solver)
+    self.options = shells.Options(
+      activation, output_activation, time_major, unroll, grad, kernel, solver
+    )
     self.reverse, self.return_carry = reverse, return_carry
 
   @property
@@ -84,9 +108,16 @@ class ElmanRNN(eqx.Module):
     ``h0`` ``(H,)`` or ``(B, H)`` overrides the initial state; ``mask`` or ``lengths`` mark
     valid steps, as in :func:`jrnn.forward`.
     """
-    carry, outputs = shells.run_layer(self.params, xs, h0=h0, mask=mask, lengths=lengths,
-                                      reverse=self.reverse, options=self.options,
-                                      scope="jrnn.ElmanRNN")
+    carry, outputs = shells.run_layer(
+      self.params,
+      xs,
+      h0=h0,
+      mask=mask,
+      lengths=lengths,
+      reverse=self.reverse,
+      options=self.options,
+      scope="jrnn.ElmanRNN",
+    )
     return (carry, outputs) if self.return_carry else outputs
 
 
@@ -98,29 +129,56 @@ class StackedElmanRNN(eqx.Module):
   ``jrnn.init_stacked(key, ...)``. Arguments as :class:`ElmanRNN` (without ``reverse``), plus
   ``num_layers`` and ``bidirectional``; the carry is ``(L·D, H)`` or ``(L·D, B, H)``.
   """
+
   layers: Tuple[Tuple[LayerParams, ...], ...]
   w_hy: Optional[jax.Array]
   b_y: Optional[jax.Array]
   options: shells.Options = eqx.field(static=True)
   return_carry: bool = eqx.field(static=True)
 
-  def __init__(self, in_features: int, hidden_size: int, out_features: Optional[int] = None,
-               *, num_layers: int = 1, bidirectional: bool = False,
-               activation: ActivationLike = "tanh",
-               output_activation: Optional[ActivationLike] = None, time_major: bool = False,
-               unroll: int = 1, grad: str = "hand", kernel: str = "auto",
-               solver: str = "sequential", return_carry: bool = False,
-               scheme: str = shells.DEFAULT_SCHEME, scale: Optional[float] = None,
-               spectral_radius: Optional[float] = None, learn_h0: bool = False,
-               dtype=jnp.float32, key: jax.Array):
-    shells.check_flags(bidirectional=bidirectional, time_major=time_major,
-                       return_carry=return_carry, learn_h0=learn_h0)
-    p = shells.init_stack(key, in_features, hidden_size, out_features,
-                          shells.Init(scheme, scale, spectral_radius, learn_h0), dtype,
-                          num_layers=num_layers, bidirectional=bidirectional)
+  def __init__(
+    self,
+    in_features: int,
+    hidden_size: int,
+    out_features: Optional[int] = None,
+    *,
+    num_layers: int = 1,
+    bidirectional: bool = False,
+    activation: ActivationLike = "tanh",
+    output_activation: Optional[ActivationLike] = None,
+    time_major: bool = False,
+    unroll: int = 1,
+    grad: str = "hand",
+    kernel: str = "auto",
+    solver: str = "sequential",
+    return_carry: bool = False,
+    scheme: str = shells.DEFAULT_SCHEME,
+    scale: Optional[float] = None,
+    spectral_radius: Optional[float] = None,
+    learn_h0: bool = False,
+    dtype=jnp.float32,
+    key: jax.Array,
+  ):
+    shells.check_flags(
+      bidirectional=bidirectional,
+      time_major=time_major,
+      return_carry=return_carry,
+      learn_h0=learn_h0,
+    )
+    p = shells.init_stack(
+      key,
+      in_features,
+      hidden_size,
+      out_features,
+      shells.Init(scheme, scale, spectral_radius, learn_h0),
+      dtype,
+      num_layers=num_layers,
+      bidirectional=bidirectional,
+    )
     self.layers, self.w_hy, self.b_y = p
-    self.options = shells.Options(activation, output_activation, time_major, unroll, grad,
-                                  kernel, solver)
+    self.options = shells.Options(
+      activation, output_activation, time_major, unroll, grad, kernel, solver
+    )
     self.return_carry = return_carry
 
   @property
@@ -131,8 +189,15 @@ class StackedElmanRNN(eqx.Module):
   def __call__(self, xs: jax.Array, *, h0=None, mask=None, lengths=None):
     """Runs the stack over ``xs``; arguments as :meth:`ElmanRNN.__call__` (``h0`` stacked:
     ``(L·D, H)`` or ``(L·D, B, H)``)."""
-    carry, outputs = shells.run_stack(self.params, xs, h0=h0, mask=mask, lengths=lengths,
-                                      options=self.options, scope="jrnn.StackedElmanRNN")
+    carry, outputs = shells.run_stack(
+      self.params,
+      xs,
+      h0=h0,
+      mask=mask,
+      lengths=lengths,
+      options=self.options,
+      scope="jrnn.StackedElmanRNN",
+    )
     return (carry, outputs) if self.return_carry else outputs
 
 

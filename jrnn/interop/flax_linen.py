@@ -16,6 +16,7 @@ Example::
 A Flax ``SimpleCell`` checkpoint loads with :func:`from_simple_cell` and :func:`to_variables`
 (and goes back with :func:`from_variables` and :func:`to_simple_cell`).
 """
+
 from __future__ import annotations
 
 import functools
@@ -51,6 +52,7 @@ class ElmanRNN(nn.Module):
     scheme, scale, spectral_radius, learn_h0: the initialiser (:func:`jrnn.init_params`).
     param_dtype: the parameters' dtype.
   """
+
   hidden_size: int
   out_features: Optional[int] = None
   activation: ActivationLike = "tanh"
@@ -75,18 +77,37 @@ class ElmanRNN(nn.Module):
     ``h0`` ``(H,)`` or ``(B, H)`` overrides the initial state (default: the learnt ``h0``, else
     zeros); ``mask`` or ``lengths`` mark valid steps, as in :func:`jrnn.forward`.
     """
-    shells.check_flags(time_major=self.time_major, reverse=self.reverse,
-                       return_carry=self.return_carry, learn_h0=self.learn_h0)
+    shells.check_flags(
+      time_major=self.time_major,
+      reverse=self.reverse,
+      return_carry=self.return_carry,
+      learn_h0=self.learn_h0,
+    )
     draw = functools.partial(
-        shells.init_rnn, n_in=jnp.shape(xs)[-1], n_hidden=self.hidden_size,
-        n_out=self.out_features, init=_init(self), dtype=self.param_dtype)
-    wanted = {"h0": self.learn_h0, "w_hy": self.out_features is not None,
-              "b_y": self.out_features is not None}
+      shells.init_rnn,
+      n_in=jnp.shape(xs)[-1],
+      n_hidden=self.hidden_size,
+      n_out=self.out_features,
+      init=_init(self),
+      dtype=self.param_dtype,
+    )
+    wanted = {
+      "h0": self.learn_h0,
+      "w_hy": self.out_features is not None,
+      "b_y": self.out_features is not None,
+    }
     fields = _params(self, draw, [n for n in RNNParams._fields if wanted.get(n, True)])
     params = RNNParams(**{name: fields.get(name) for name in RNNParams._fields})
-    carry, outputs = shells.run_layer(params, xs, h0=h0, mask=mask, lengths=lengths,
-                                      reverse=self.reverse, options=_options(self),
-                                      scope="jrnn.ElmanRNN")
+    carry, outputs = shells.run_layer(
+      params,
+      xs,
+      h0=h0,
+      mask=mask,
+      lengths=lengths,
+      reverse=self.reverse,
+      options=_options(self),
+      scope="jrnn.ElmanRNN",
+    )
     return (carry, outputs) if self.return_carry else outputs
 
 
@@ -101,6 +122,7 @@ class StackedElmanRNN(nn.Module):
   ``bidirectional``. The carry is ``(L·D, B, H)``, ordered layer-major then direction (as
   ``torch.nn.RNN``'s ``h_n``); ``h0`` at the call takes the same shape, or ``(L·D, H)``.
   """
+
   hidden_size: int
   num_layers: int = 1
   bidirectional: bool = False
@@ -122,19 +144,34 @@ class StackedElmanRNN(nn.Module):
   @nn.compact
   def __call__(self, xs, *, h0=None, mask=None, lengths=None):
     """Runs the stack over ``xs``; arguments as :meth:`ElmanRNN.__call__` (``h0`` stacked)."""
-    shells.check_flags(bidirectional=self.bidirectional, time_major=self.time_major,
-                       return_carry=self.return_carry, learn_h0=self.learn_h0)
+    shells.check_flags(
+      bidirectional=self.bidirectional,
+      time_major=self.time_major,
+      return_carry=self.return_carry,
+      learn_h0=self.learn_h0,
+    )
     draw = functools.partial(
-        shells.init_stack, n_in=jnp.shape(xs)[-1], n_hidden=self.hidden_size,
-        n_out=self.out_features, init=_init(self), dtype=self.param_dtype,
-        num_layers=self.num_layers, bidirectional=self.bidirectional)
+      shells.init_stack,
+      n_in=jnp.shape(xs)[-1],
+      n_hidden=self.hidden_size,
+      n_out=self.out_features,
+      init=_init(self),
+      dtype=self.param_dtype,
+      num_layers=self.num_layers,
+      bidirectional=self.bidirectional,
+    )
     # One parameter holds every layer, so the tree reads as jrnn's: params["layers"][l][d].w_xh.
     names = ["layers"] + (["w_hy", "b_y"] if self.out_features is not None else [])
     fields = _params(self, draw, names)
     carry, outputs = shells.run_stack(
-        StackedParams(_as_layers(fields["layers"]), fields.get("w_hy"), fields.get("b_y")), xs,
-        h0=h0, mask=mask, lengths=lengths,
-        options=_options(self), scope="jrnn.StackedElmanRNN")
+      StackedParams(_as_layers(fields["layers"]), fields.get("w_hy"), fields.get("b_y")),
+      xs,
+      h0=h0,
+      mask=mask,
+      lengths=lengths,
+      options=_options(self),
+      scope="jrnn.StackedElmanRNN",
+    )
     return (carry, outputs) if self.return_carry else outputs
 
 
@@ -153,13 +190,17 @@ def _params(module: nn.Module, draw, names) -> dict:
     if missing or extra:
       kind = type(module).__name__
       raise ValueError(
-          f"{kind}'s variables must hold params {sorted(names)}, got {sorted(have)} "
-          f"(missing {missing}, unexpected {extra}); pass what {kind}.init returned or "
-          "to_variables(params), with out_features and learn_h0 as when they were made")
+        f"{kind}'s variables must hold params {sorted(names)}, got {sorted(have)} "
+        f"(missing {missing}, unexpected {extra}); pass what {kind}.init returned or "
+        "to_variables(params), with out_features and learn_h0 as when they were made"
+      )
   if all(module.has_variable("params", n) for n in names):
     shapes = jax.eval_shape(draw, jax.random.key(0))
-    init = lambda name: lambda _: jax.tree.map(  # noqa: E731
-        lambda s: jnp.zeros(s.shape, s.dtype), getattr(shapes, name))
+    init = lambda name: (
+      lambda _: jax.tree.map(  # noqa: E731
+        lambda s: jnp.zeros(s.shape, s.dtype), getattr(shapes, name)
+      )
+    )
   else:
     full = draw(module.make_rng("params"))
     init = lambda name: lambda _: getattr(full, name)  # noqa: E731
@@ -171,13 +212,15 @@ def _init(m) -> shells.Init:
 
 
 def _options(m) -> shells.Options:
-  return shells.Options(m.activation, m.output_activation, m.time_major, m.unroll, m.grad,
-                        m.kernel, m.solver)
+  return shells.Options(
+    m.activation, m.output_activation, m.time_major, m.unroll, m.grad, m.kernel, m.solver
+  )
 
 
 def _as_layers(layers):
   """jrnn's tree again from what a checkpoint restorer may hand back: lists for the tuples,
   ``{"0": ..., "1": ...}`` dicts (Flax's state dicts), field dicts for the LayerParams."""
+
   def seq(x):
     return [x[k] for k in sorted(x, key=int)] if isinstance(x, dict) else x
 
@@ -185,6 +228,7 @@ def _as_layers(layers):
     if isinstance(p, LayerParams):
       return p
     return LayerParams(**p) if isinstance(p, dict) else LayerParams(*p)
+
   return tuple(tuple(layer(p) for p in seq(dirs)) for dirs in seq(layers))
 
 
@@ -194,19 +238,25 @@ def to_variables(params) -> dict:
   if isinstance(params, StackedParams):
     validation.check_stacked_layers(params.layers)
     layer0 = params.layers[0][0]
-    validation.check_readout(params.w_hy, params.b_y, len(params.layers[0]) * layer0.w_hh.shape[0],
-                             jnp.result_type(layer0.w_hh))
+    validation.check_readout(
+      params.w_hy,
+      params.b_y,
+      len(params.layers[0]) * layer0.w_hh.shape[0],
+      jnp.result_type(layer0.w_hh),
+    )
     tree = {"layers": params.layers}
     if params.w_hy is not None:
       tree.update(w_hy=params.w_hy, b_y=params.b_y)
     return {"params": tree}
   if not isinstance(params, (RNNParams, LayerParams)):
-    raise TypeError("params must be RNNParams, LayerParams or StackedParams, got "
-                    f"{type(params).__name__}")
+    raise TypeError(
+      f"params must be RNNParams, LayerParams or StackedParams, got {type(params).__name__}"
+    )
   validation.check_params_consistent(params.w_xh, params.w_hh, params.b_h, params.h0)
   if isinstance(params, RNNParams):
-    validation.check_readout(params.w_hy, params.b_y, params.w_hh.shape[0],
-                             jnp.result_type(params.w_hh))
+    validation.check_readout(
+      params.w_hy, params.b_y, params.w_hh.shape[0], jnp.result_type(params.w_hh)
+    )
   return {"params": {k: v for k, v in params._asdict().items() if v is not None}}
 
 
@@ -231,22 +281,29 @@ def from_variables(variables: Mapping[str, Any]):
     try:
       layers = _as_layers(tree["layers"])
     except (TypeError, ValueError, KeyError, AttributeError) as e:
-      raise ValueError("params['layers'] must be layers[l][d] with the fields w_xh, w_hh, b_h "
-                       f"(and h0), as to_variables writes them: {e}") from e
+      raise ValueError(
+        "params['layers'] must be layers[l][d] with the fields w_xh, w_hh, b_h "
+        f"(and h0), as to_variables writes them: {e}"
+      ) from e
     params = StackedParams(layers, tree.get("w_hy"), tree.get("b_y"))
     validation.check_stacked_layers(params.layers)
     first = params.layers[0][0]
-    validation.check_readout(params.w_hy, params.b_y,
-                             params.num_directions * first.w_hh.shape[0],
-                             jnp.result_type(first.w_hh))
+    validation.check_readout(
+      params.w_hy,
+      params.b_y,
+      params.num_directions * first.w_hh.shape[0],
+      jnp.result_type(first.w_hh),
+    )
     return params
   readout = "w_hy" in tree or "b_y" in tree
-  _check_names(tree, required=("w_xh", "w_hh", "b_h") + (("w_hy", "b_y") if readout else ()),
-               optional=("h0",))
+  _check_names(
+    tree, required=("w_xh", "w_hh", "b_h") + (("w_hy", "b_y") if readout else ()), optional=("h0",)
+  )
   validation.check_params_consistent(tree["w_xh"], tree["w_hh"], tree["b_h"], tree.get("h0"))
   if readout:
-    validation.check_readout(tree["w_hy"], tree["b_y"], jnp.shape(tree["w_hh"])[0],
-                             jnp.result_type(tree["w_hh"]))
+    validation.check_readout(
+      tree["w_hy"], tree["b_y"], jnp.shape(tree["w_hh"])[0], jnp.result_type(tree["w_hh"])
+    )
     return RNNParams(**{k: tree.get(k) for k in RNNParams._fields})
   return LayerParams(**{k: tree.get(k) for k in LayerParams._fields})
 
@@ -256,9 +313,17 @@ def _check_names(tree: Mapping[str, Any], *, required, optional) -> None:
   missing = [n for n in required if tree.get(n) is None]
   extra = sorted(have - set(required) - set(optional))
   if missing or extra:
-    raise ValueError(f"params must hold {list(required)} (optionally {list(optional)}), got "
-                     f"{sorted(have)}: missing {missing}, unexpected {extra}")
+    raise ValueError(
+      f"params must hold {list(required)} (optionally {list(optional)}), got "
+      f"{sorted(have)}: missing {missing}, unexpected {extra}"
+    )
 
 
-__all__ = ("ElmanRNN", "StackedElmanRNN", "from_simple_cell", "from_variables",
-           "to_simple_cell", "to_variables")
+__all__ = (
+  "ElmanRNN",
+  "StackedElmanRNN",
+  "from_simple_cell",
+  "from_variables",
+  "to_simple_cell",
+  "to_variables",
+)

@@ -14,6 +14,7 @@ Example::
   >>> hs = model(xs, lengths=lengths)        # xs (B, T, 4) -> (B, T, 32)
   >>> grads = nnx.grad(loss_fn)(model)       # nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -54,22 +55,44 @@ class ElmanRNN(nnx.Module):
     rngs: ``nnx.Rngs`` with a ``params`` stream.
   """
 
-  def __init__(self, in_features: int, hidden_size: int, out_features: Optional[int] = None,
-               *, activation: ActivationLike = "tanh",
-               output_activation: Optional[ActivationLike] = None, time_major: bool = False,
-               reverse: bool = False, unroll: int = 1, grad: str = "hand", kernel: str = "auto",
-               solver: str = "sequential", return_carry: bool = False,
-               scheme: str = shells.DEFAULT_SCHEME, scale: Optional[float] = None,
-               spectral_radius: Optional[float] = None, learn_h0: bool = False,
-               param_dtype=jnp.float32, rngs: nnx.Rngs):
-    shells.check_flags(time_major=time_major, reverse=reverse, return_carry=return_carry,
-                       learn_h0=learn_h0)
-    p = shells.init_rnn(rngs.params(), in_features, hidden_size, out_features,
-                        shells.Init(scheme, scale, spectral_radius, learn_h0), param_dtype)
+  def __init__(
+    self,
+    in_features: int,
+    hidden_size: int,
+    out_features: Optional[int] = None,
+    *,
+    activation: ActivationLike = "tanh",
+    output_activation: Optional[ActivationLike] = None,
+    time_major: bool = False,
+    reverse: bool = False,
+    unroll: int = 1,
+    grad: str = "hand",
+    kernel: str = "auto",
+    solver: str = "sequential",
+    return_carry: bool = False,
+    scheme: str = shells.DEFAULT_SCHEME,
+    scale: Optional[float] = None,
+    spectral_radius: Optional[float] = None,
+    learn_h0: bool = False,
+    param_dtype=jnp.float32,
+    rngs: nnx.Rngs,
+  ):
+    shells.check_flags(
+      time_major=time_major, reverse=reverse, return_carry=return_carry, learn_h0=learn_h0
+    )
+    p = shells.init_rnn(
+      rngs.params(),
+      in_features,
+      hidden_size,
+      out_features,
+      shells.Init(scheme, scale, spectral_radius, learn_h0),
+      param_dtype,
+    )
     self.w_xh, self.w_hh, self.b_h = nnx.Param(p.w_xh), nnx.Param(p.w_hh), nnx.Param(p.b_h)
     self.h0, self.w_hy, self.b_y = _param(p.h0), _param(p.w_hy), _param(p.b_y)
-    self.options = shells.Options(activation, output_activation, time_major, unroll, grad,
-                                  kernel, solver)
+    self.options = shells.Options(
+      activation, output_activation, time_major, unroll, grad, kernel, solver
+    )
     self.reverse, self.return_carry = reverse, return_carry
 
   @property
@@ -84,9 +107,16 @@ class ElmanRNN(nnx.Module):
     ``h0`` ``(H,)`` or ``(B, H)`` overrides the initial state; ``mask`` or ``lengths`` mark
     valid steps, as in :func:`jrnn.forward`.
     """
-    carry, outputs = shells.run_layer(self.params, xs, h0=h0, mask=mask, lengths=lengths,
-                                      reverse=self.reverse, options=self.options,
-                                      scope="jrnn.ElmanRNN")
+    carry, outputs = shells.run_layer(
+      self.params,
+      xs,
+      h0=h0,
+      mask=mask,
+      lengths=lengths,
+      reverse=self.reverse,
+      options=self.options,
+      scope="jrnn.ElmanRNN",
+    )
     return (carry, outputs) if self.return_carry else outputs
 
 
@@ -99,24 +129,50 @@ class StackedElmanRNN(nnx.Module):
   ``reverse``), plus ``num_layers`` and ``bidirectional``; the carry is ``(L·D, B, H)``.
   """
 
-  def __init__(self, in_features: int, hidden_size: int, out_features: Optional[int] = None,
-               *, num_layers: int = 1, bidirectional: bool = False,
-               activation: ActivationLike = "tanh",
-               output_activation: Optional[ActivationLike] = None, time_major: bool = False,
-               unroll: int = 1, grad: str = "hand", kernel: str = "auto",
-               solver: str = "sequential", return_carry: bool = False,
-               scheme: str = shells.DEFAULT_SCHEME, scale: Optional[float] = None,
-               spectral_radius: Optional[float] = None, learn_h0: bool = False,
-               param_dtype=jnp.float32, rngs: nnx.Rngs):
-    shells.check_flags(bidirectional=bidirectional, time_major=time_major,
-                       return_carry=return_carry, learn_h0=learn_h0)
-    p = shells.init_stack(rngs.params(), in_features, hidden_size, out_features,
-                          shells.Init(scheme, scale, spectral_radius, learn_h0), param_dtype,
-                          num_layers=num_layers, bidirectional=bidirectional)
+  def __init__(
+    self,
+    in_features: int,
+    hidden_size: int,
+    out_features: Optional[int] = None,
+    *,
+    num_layers: int = 1,
+    bidirectional: bool = False,
+    activation: ActivationLike = "tanh",
+    output_activation: Optional[ActivationLike] = None,
+    time_major: bool = False,
+    unroll: int = 1,
+    grad: str = "hand",
+    kernel: str = "auto",
+    solver: str = "sequential",
+    return_carry: bool = False,
+    scheme: str = shells.DEFAULT_SCHEME,
+    scale: Optional[float] = None,
+    spectral_radius: Optional[float] = None,
+    learn_h0: bool = False,
+    param_dtype=jnp.float32,
+    rngs: nnx.Rngs,
+  ):
+    shells.check_flags(
+      bidirectional=bidirectional,
+      time_major=time_major,
+      return_carry=return_carry,
+      learn_h0=learn_h0,
+    )
+    p = shells.init_stack(
+      rngs.params(),
+      in_features,
+      hidden_size,
+      out_features,
+      shells.Init(scheme, scale, spectral_radius, learn_h0),
+      param_dtype,
+      num_layers=num_layers,
+      bidirectional=bidirectional,
+    )
     self.layers = nnx.data(jax.tree.map(nnx.Param, p.layers))
     self.w_hy, self.b_y = _param(p.w_hy), _param(p.b_y)
-    self.options = shells.Options(activation, output_activation, time_major, unroll, grad,
-                                  kernel, solver)
+    self.options = shells.Options(
+      activation, output_activation, time_major, unroll, grad, kernel, solver
+    )
     self.return_carry = return_carry
 
   @property
@@ -128,8 +184,15 @@ class StackedElmanRNN(nnx.Module):
   def __call__(self, xs: jax.Array, *, h0=None, mask=None, lengths=None):
     """Runs the stack over ``xs``; arguments as :meth:`ElmanRNN.__call__` (``h0`` stacked:
     ``(L·D, H)`` or ``(L·D, B, H)``)."""
-    carry, outputs = shells.run_stack(self.params, xs, h0=h0, mask=mask, lengths=lengths,
-                                      options=self.options, scope="jrnn.StackedElmanRNN")
+    carry, outputs = shells.run_stack(
+      self.params,
+      xs,
+      h0=h0,
+      mask=mask,
+      lengths=lengths,
+      options=self.options,
+      scope="jrnn.StackedElmanRNN",
+    )
     return (carry, outputs) if self.return_carry else outputs
 
 

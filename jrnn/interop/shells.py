@@ -10,6 +10,7 @@ Both return ``(carry, outputs)``, the order of ``lax.scan`` and of Flax's
 one, else the states ``hs``; ``carry`` is jrnn's ``h_last`` (``(B, H)``, or ``(L·D, B, H)`` for a
 stack).
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple, Optional, Tuple
@@ -30,6 +31,7 @@ DEFAULT_SCHEME = "orthogonal"
 
 class Options(NamedTuple):
   """The static choices of a call, exactly :func:`jrnn.forward`'s keywords."""
+
   activation: ActivationLike = "tanh"
   output_activation: Optional[ActivationLike] = None
   time_major: bool = False  # batch-major, as Flax's nn.RNN
@@ -41,6 +43,7 @@ class Options(NamedTuple):
 
 class Init(NamedTuple):
   """Which of jrnn's initialisers draws the parameters (see :mod:`jrnn.init`)."""
+
   scheme: str = DEFAULT_SCHEME
   scale: Optional[float] = None
   spectral_radius: Optional[float] = None
@@ -56,8 +59,9 @@ def check_flags(**flags) -> None:
     validation.check_bool(name, value)
 
 
-def init_rnn(key: jax.Array, n_in: int, n_hidden: int, n_out: Optional[int], init: Init,
-             dtype) -> RNNParams:
+def init_rnn(
+  key: jax.Array, n_in: int, n_hidden: int, n_out: Optional[int], init: Init, dtype
+) -> RNNParams:
   """One layer's parameters: :func:`jrnn.init_params`, or with ``n_out=None``
   :func:`jrnn.init_layer` and no readout (``w_hy``, ``b_y`` are ``None``)."""
   kw = dict(init._asdict(), dtype=dtype)
@@ -67,15 +71,41 @@ def init_rnn(key: jax.Array, n_in: int, n_hidden: int, n_out: Optional[int], ini
   return RNNParams(layer.w_xh, layer.w_hh, layer.b_h, None, None, layer.h0)
 
 
-def init_stack(key: jax.Array, n_in: int, n_hidden: int, n_out: Optional[int], init: Init,
-               dtype, *, num_layers: int, bidirectional: bool) -> StackedParams:
+def init_stack(
+  key: jax.Array,
+  n_in: int,
+  n_hidden: int,
+  n_out: Optional[int],
+  init: Init,
+  dtype,
+  *,
+  num_layers: int,
+  bidirectional: bool,
+) -> StackedParams:
   """:func:`jrnn.init_stacked` (``n_out=None``: no readout)."""
-  return init_stacked(key, n_in, n_hidden, n_out, num_layers=num_layers,
-                      bidirectional=bidirectional, dtype=dtype, **init._asdict())
+  return init_stacked(
+    key,
+    n_in,
+    n_hidden,
+    n_out,
+    num_layers=num_layers,
+    bidirectional=bidirectional,
+    dtype=dtype,
+    **init._asdict(),
+  )
 
 
-def run_layer(params: RNNParams, xs, *, h0=None, mask=None, lengths=None, reverse=False,
-              options: Options, scope: str) -> Tuple[jax.Array, jax.Array]:
+def run_layer(
+  params: RNNParams,
+  xs,
+  *,
+  h0=None,
+  mask=None,
+  lengths=None,
+  reverse=False,
+  options: Options,
+  scope: str,
+) -> Tuple[jax.Array, jax.Array]:
   """``(h_last, outputs)`` of :func:`jrnn.forward`.
 
   Without a readout (``params.w_hy is None``) the readout is empty (``(0, H)``), which costs
@@ -86,13 +116,15 @@ def run_layer(params: RNNParams, xs, *, h0=None, mask=None, lengths=None, revers
     n_hidden, dtype = params.w_hh.shape[0], params.w_hh.dtype
     params = params._replace(w_hy=jnp.zeros((0, n_hidden), dtype), b_y=jnp.zeros((0,), dtype))
   with jax.named_scope(scope):
-    out = forward(params, xs, h0=h0, mask=mask, lengths=lengths, reverse=reverse,
-                  **options._asdict())
+    out = forward(
+      params, xs, h0=h0, mask=mask, lengths=lengths, reverse=reverse, **options._asdict()
+    )
   return out.h_last, out.ys if has_readout else out.hs
 
 
-def run_stack(params: StackedParams, xs, *, h0=None, mask=None, lengths=None, options: Options,
-              scope: str) -> Tuple[jax.Array, jax.Array]:
+def run_stack(
+  params: StackedParams, xs, *, h0=None, mask=None, lengths=None, options: Options, scope: str
+) -> Tuple[jax.Array, jax.Array]:
   """``(h_last (L·D, B, H), outputs)`` of :func:`jrnn.stacked_forward`."""
   with jax.named_scope(scope):
     out = stacked_forward(params, xs, h0=h0, mask=mask, lengths=lengths, **options._asdict())

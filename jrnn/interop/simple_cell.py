@@ -22,6 +22,7 @@ A stack converts layer by layer::
   stacked = jrnn.StackedParams(tuple(tuple(from_simple_cell(c) for c in layer)
                                      for layer in cells), w_hy, b_y)
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping, Optional, Tuple, Union
@@ -42,22 +43,25 @@ def _sub(cell: Mapping[str, Any], *names: str) -> Tuple[str, Mapping[str, Any]]:
   """``(where, sub-dict)``: the one of ``names`` that ``cell`` holds, e.g. ``"cell['i']"``."""
   found = [name for name in names if name in cell]
   if not found:
-    raise ValueError(f"a SimpleCell's parameters hold {' or '.join(map(repr, names))}; got keys "
-                     f"{sorted(cell)} (pass the cell's own dict, e.g. params['cell'] under nn.RNN "
-                     "or params['SimpleCell_0'] in a compact parent)")
+    raise ValueError(
+      f"a SimpleCell's parameters hold {' or '.join(map(repr, names))}; got keys "
+      f"{sorted(cell)} (pass the cell's own dict, e.g. params['cell'] under nn.RNN "
+      "or params['SimpleCell_0'] in a compact parent)"
+    )
   if len(found) > 1:
-    raise ValueError(f"cell holds both {found[0]!r} (linen) and {found[1]!r} (NNX); pass one "
-                     "cell's dict")
+    raise ValueError(
+      f"cell holds both {found[0]!r} (linen) and {found[1]!r} (NNX); pass one cell's dict"
+    )
   where = f"cell[{found[0]!r}]"
   sub = cell[found[0]]
   if not isinstance(sub, Mapping):
-    raise TypeError(f"{where} must be a dict with 'kernel' (and 'bias'), got "
-                    f"{type(sub).__name__}")
+    raise TypeError(f"{where} must be a dict with 'kernel' (and 'bias'), got {type(sub).__name__}")
   return where, sub
 
 
-def _read(where: str, sub: Mapping[str, Any], key: str, shape, what: str, dtype=None,
-          required: bool = True) -> Optional[jnp.ndarray]:
+def _read(
+  where: str, sub: Mapping[str, Any], key: str, shape, what: str, dtype=None, required: bool = True
+) -> Optional[jnp.ndarray]:
   """``sub[key]`` as an array of ``shape`` (``None`` matches any size) in float32/float64.
 
   ``dtype``: the dtype every other array of the cell must share (the first array read's).
@@ -72,16 +76,19 @@ def _read(where: str, sub: Mapping[str, Any], key: str, shape, what: str, dtype=
     raise TypeError(f"{name} must be an array {what}, got {type(a).__name__}")
   a = jnp.asarray(a)
   if a.dtype not in _DTYPES:
-    raise TypeError(f"{name} must be float32 or float64, got {a.dtype}; cast the cell first, "
-                    "e.g. jax.tree.map(lambda a: a.astype(jnp.float32), cell)")
+    raise TypeError(
+      f"{name} must be float32 or float64, got {a.dtype}; cast the cell first, "
+      "e.g. jax.tree.map(lambda a: a.astype(jnp.float32), cell)"
+    )
   validation.check_shape(name, a, shape, what)
   if dtype is not None:
     validation.check_float(name, a, dtype)
   return a
 
 
-def from_simple_cell(cell: Mapping[str, Any], readout: Optional[Mapping[str, Any]] = None, *,
-                     residual: bool = False) -> Union[LayerParams, RNNParams]:
+def from_simple_cell(
+  cell: Mapping[str, Any], readout: Optional[Mapping[str, Any]] = None, *, residual: bool = False
+) -> Union[LayerParams, RNNParams]:
   """jrnn parameters from a ``SimpleCell``'s (and optionally a ``Dense`` readout's).
 
   Args:
@@ -102,8 +109,10 @@ def from_simple_cell(cell: Mapping[str, Any], readout: Optional[Mapping[str, Any
   """
   validation.check_bool("residual", residual)
   if not isinstance(cell, Mapping):
-    raise TypeError("cell must be a SimpleCell's parameter dict ({'i': {...}, 'h': {...}}), "
-                    f"got {type(cell).__name__}")
+    raise TypeError(
+      "cell must be a SimpleCell's parameter dict ({'i': {...}, 'h': {...}}), "
+      f"got {type(cell).__name__}"
+    )
   (wi, i), (wh, h) = _sub(cell, "i", "dense_i"), _sub(cell, "h", "dense_h")
   k_i = _read(wi, i, "kernel", (None, None), "(I, H)")
   n_hidden, dtype = k_i.shape[1], k_i.dtype
@@ -120,16 +129,18 @@ def from_simple_cell(cell: Mapping[str, Any], readout: Optional[Mapping[str, Any
   if readout is None:
     return LayerParams(k_i.T, w_hh, b_h)
   if not isinstance(readout, Mapping):
-    raise TypeError("readout must be a Dense layer's parameter dict ({'kernel': (H, O), "
-                    f"'bias': (O,)}}), got {type(readout).__name__}")
+    raise TypeError(
+      "readout must be a Dense layer's parameter dict ({'kernel': (H, O), "
+      f"'bias': (O,)}}), got {type(readout).__name__}"
+    )
   k_y = _read("readout", readout, "kernel", (n_hidden, None), "(H, O)", dtype)
   b_y = _read("readout", readout, "bias", (k_y.shape[1],), "(O,)", dtype, required=False)
-  return RNNParams(k_i.T, w_hh, b_h, k_y.T,
-                   jnp.zeros(k_y.shape[1:], dtype) if b_y is None else b_y)
+  return RNNParams(k_i.T, w_hh, b_h, k_y.T, jnp.zeros(k_y.shape[1:], dtype) if b_y is None else b_y)
 
 
-def to_simple_cell(params: Union[LayerParams, RNNParams], *, residual: bool = False,
-                   nnx: bool = False) -> Union[dict, Tuple[dict, dict]]:
+def to_simple_cell(
+  params: Union[LayerParams, RNNParams], *, residual: bool = False, nnx: bool = False
+) -> Union[dict, Tuple[dict, dict]]:
   """A ``SimpleCell``'s parameter dict from jrnn's (the inverse of :func:`from_simple_cell`).
 
   Args:
@@ -150,18 +161,23 @@ def to_simple_cell(params: Union[LayerParams, RNNParams], *, residual: bool = Fa
   validation.check_bool("residual", residual)
   validation.check_bool("nnx", nnx)
   if not isinstance(params, (LayerParams, RNNParams)):
-    raise TypeError(f"params must be LayerParams or RNNParams, got {type(params).__name__}; "
-                    "convert a StackedParams layer by layer")
+    raise TypeError(
+      f"params must be LayerParams or RNNParams, got {type(params).__name__}; "
+      "convert a StackedParams layer by layer"
+    )
   validation.check_params_consistent(params.w_xh, params.w_hh, params.b_h, params.h0)
   if isinstance(params, RNNParams):
-    validation.check_readout(params.w_hy, params.b_y, np.shape(params.w_hh)[0],
-                             jnp.result_type(params.w_hh))
+    validation.check_readout(
+      params.w_hy, params.b_y, np.shape(params.w_hh)[0], jnp.result_type(params.w_hh)
+    )
   w_hh = jnp.asarray(params.w_hh)
   if residual:
     w_hh = w_hh - jnp.eye(w_hh.shape[0], dtype=w_hh.dtype)
   name_i, name_h = _NAMES[bool(nnx)]
-  cell = {name_i: {"kernel": jnp.asarray(params.w_xh).T, "bias": jnp.asarray(params.b_h)},
-          name_h: {"kernel": w_hh.T}}
+  cell = {
+    name_i: {"kernel": jnp.asarray(params.w_xh).T, "bias": jnp.asarray(params.b_h)},
+    name_h: {"kernel": w_hh.T},
+  }
   if isinstance(params, LayerParams):
     return cell
   if params.w_hy is None:  # e.g. an NNX/Equinox ElmanRNN's .params without out_features

@@ -11,6 +11,7 @@ counterpart in :func:`jrnn.stacked_forward`: the converted parameters reproduce 
 model was trained with. :func:`from_torch` therefore refuses such a module unless the caller
 says ``ignore_dropout=True`` (right for inference, where dropout is off anyway).
 """
+
 from __future__ import annotations
 
 from typing import Any, Dict, Tuple
@@ -34,8 +35,9 @@ def _array(t) -> jnp.ndarray:
   return jnp.asarray(t.detach().cpu().numpy())
 
 
-def from_torch(module, readout=None, *,
-               ignore_dropout: bool = False) -> Tuple[StackedParams, Dict[str, Any]]:
+def from_torch(
+  module, readout=None, *, ignore_dropout: bool = False
+) -> Tuple[StackedParams, Dict[str, Any]]:
   """Converts a ``torch.nn.RNN`` (and optionally a ``torch.nn.Linear`` readout).
 
   Args:
@@ -64,23 +66,30 @@ def from_torch(module, readout=None, *,
     raise TypeError(f"module must be a torch.nn.RNN, got {type(module).__name__}")
   dtype = module.weight_ih_l0.dtype
   if dtype not in (torch.float32, torch.float64):
-    raise TypeError(f"from_torch converts float32 or float64 modules, got {dtype}; call "
-                    "module.float() (or .double()) first")
+    raise TypeError(
+      f"from_torch converts float32 or float64 modules, got {dtype}; call "
+      "module.float() (or .double()) first"
+    )
   if module.dropout and module.num_layers > 1 and not ignore_dropout:
     raise ValueError(
-        f"module has dropout={module.dropout} between its {module.num_layers} layers, which "
-        "jrnn.stacked_forward does not apply: the converted parameters match the module in "
-        "eval() mode only. Pass ignore_dropout=True to convert it anyway")
+      f"module has dropout={module.dropout} between its {module.num_layers} layers, which "
+      "jrnn.stacked_forward does not apply: the converted parameters match the module in "
+      "eval() mode only. Pass ignore_dropout=True to convert it anyway"
+    )
   n_dir = 2 if module.bidirectional else 1
   if readout is not None:
     if not isinstance(readout, torch.nn.Linear):
       raise TypeError(f"readout must be a torch.nn.Linear, got {type(readout).__name__}")
     if readout.in_features != n_dir * module.hidden_size:
-      raise ValueError(f"readout must read the RNN's D·H = {n_dir * module.hidden_size} "
-                       f"features (in_features), got in_features={readout.in_features}")
+      raise ValueError(
+        f"readout must read the RNN's D·H = {n_dir * module.hidden_size} "
+        f"features (in_features), got in_features={readout.in_features}"
+      )
     if readout.weight.dtype != dtype:
-      raise TypeError(f"readout has dtype {readout.weight.dtype} but the module is {dtype}; "
-                      "convert both to one dtype")
+      raise TypeError(
+        f"readout has dtype {readout.weight.dtype} but the module is {dtype}; "
+        "convert both to one dtype"
+      )
   layers = []
   for l in range(module.num_layers):
     dirs = []
@@ -89,7 +98,8 @@ def from_torch(module, readout=None, *,
       w_hh = _array(getattr(module, f"weight_hh_l{l}{suffix}"))
       if module.bias:
         b = _array(getattr(module, f"bias_ih_l{l}{suffix}")) + _array(
-            getattr(module, f"bias_hh_l{l}{suffix}"))
+          getattr(module, f"bias_hh_l{l}{suffix}")
+        )
       else:
         b = jnp.zeros((module.hidden_size,), w_hh.dtype)
       dirs.append(LayerParams(w_ih, w_hh, b))
@@ -97,8 +107,11 @@ def from_torch(module, readout=None, *,
   w_hy = b_y = None
   if readout is not None:
     w_hy = _array(readout.weight)
-    b_y = _array(readout.bias) if readout.bias is not None else jnp.zeros(
-        (readout.out_features,), w_hy.dtype)
+    b_y = (
+      _array(readout.bias)
+      if readout.bias is not None
+      else jnp.zeros((readout.out_features,), w_hy.dtype)
+    )
   config = dict(activation=module.nonlinearity, time_major=not module.batch_first)
   return StackedParams(tuple(layers), w_hy, b_y), config
 
@@ -126,9 +139,15 @@ def to_torch(params, *, activation: str = "tanh", time_major: bool = True):
   if np.dtype(first.w_hh.dtype) not in dtypes:
     raise TypeError(f"to_torch converts float32 or float64 parameters, got {first.w_hh.dtype}")
   dtype = dtypes[np.dtype(first.w_hh.dtype)]
-  module = torch.nn.RNN(first.w_xh.shape[1], params.hidden_size, num_layers=params.num_layers,
-                        nonlinearity=activation, bidirectional=params.num_directions == 2,
-                        batch_first=not time_major, dtype=dtype)
+  module = torch.nn.RNN(
+    first.w_xh.shape[1],
+    params.hidden_size,
+    num_layers=params.num_layers,
+    nonlinearity=activation,
+    bidirectional=params.num_directions == 2,
+    batch_first=not time_major,
+    dtype=dtype,
+  )
   with torch.no_grad():
     for l, layer in enumerate(params.layers):
       for d, p in enumerate(layer):

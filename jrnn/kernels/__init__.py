@@ -14,6 +14,7 @@ Asking for ``"pallas"`` without a GPU is an error, never a silent fall-back to t
 The kernels sit below :mod:`jrnn.bptt`, whose ``custom_vjp`` binds them; they know nothing of
 gradients beyond the two loops.
 """
+
 from __future__ import annotations
 
 import jax
@@ -35,8 +36,9 @@ def _on_gpu() -> bool:
   return jax.default_backend() in ("gpu", "cuda")
 
 
-def resolve_kernel(kernel: str, *, n_hidden: int, n_batch: int, dtype, act: Activation,
-                   unroll: int) -> tuple:
+def resolve_kernel(
+  kernel: str, *, n_hidden: int, n_batch: int, dtype, act: Activation, unroll: int
+) -> tuple:
   """``(concrete kernel, unroll)`` for a requested ``kernel`` (one of :data:`KERNELS`).
 
   ``"auto"`` picks ``"pallas"`` where the compiled kernel applies, else ``"xla"``; on a GPU its
@@ -53,9 +55,10 @@ def resolve_kernel(kernel: str, *, n_hidden: int, n_batch: int, dtype, act: Acti
     return "xla", GPU_XLA_UNROLL if unroll == 1 and _on_gpu() else unroll
   if kernel == "pallas" and not _on_gpu():
     raise ValueError(
-        f"kernel='pallas' compiles Triton kernels for a CUDA GPU, but JAX's backend is "
-        f"{jax.default_backend()!r}; use kernel='xla' (or 'auto'), or kernel='pallas_interpret' "
-        "to run the Pallas kernels in interpret mode (slow, for testing)")
+      f"kernel='pallas' compiles Triton kernels for a CUDA GPU, but JAX's backend is "
+      f"{jax.default_backend()!r}; use kernel='xla' (or 'auto'), or kernel='pallas_interpret' "
+      "to run the Pallas kernels in interpret mode (slow, for testing)"
+    )
   return kernel, unroll
 
 
@@ -68,18 +71,26 @@ def states(kernel: str, w_hh, u, h0, mask, act: Activation, unroll: int):
   """The forward loop ``hs (T, B, H)`` over ``u (T, B, H)`` by a concrete ``kernel``."""
   if kernel == "xla":
     return loops.forward_states(w_hh, u, h0, mask, act, unroll)
-  return pallas_triton.pallas_recurrence(w_hh, u, h0, mask, act, _kernel_unroll(unroll),
-                                         interpret=kernel == "pallas_interpret")
+  return pallas_triton.pallas_recurrence(
+    w_hh, u, h0, mask, act, _kernel_unroll(unroll), interpret=kernel == "pallas_interpret"
+  )
 
 
 def states_backward(kernel: str, act: Activation, unroll: int, w_hh, u, h0, mask, hs, g):
   """``(δ, ∂L/∂W_hh, ∂L/∂h_0)`` given the states' cotangent ``g``, by a concrete ``kernel``."""
   if kernel == "xla":
     return loops.states_backward(act, unroll, w_hh, u, h0, mask, hs, g)
-  return pallas_triton.pallas_recurrence_bwd(w_hh, u, h0, mask, hs, g, act,
-                                             _kernel_unroll(unroll),
-                                             interpret=kernel == "pallas_interpret")
+  return pallas_triton.pallas_recurrence_bwd(
+    w_hh, u, h0, mask, hs, g, act, _kernel_unroll(unroll), interpret=kernel == "pallas_interpret"
+  )
 
 
-__all__ = ("GPU_XLA_UNROLL", "KERNELS", "pallas_supported", "pallas_triton", "resolve_kernel",
-           "states", "states_backward")
+__all__ = (
+  "GPU_XLA_UNROLL",
+  "KERNELS",
+  "pallas_supported",
+  "pallas_triton",
+  "resolve_kernel",
+  "states",
+  "states_backward",
+)

@@ -17,6 +17,7 @@ and ``B`` to a multiple of ``block_b`` (exact: padded units and rows are sliced 
 them). Why these choices, the limits on ``H`` and the H100 measurements behind every constant:
 ``docs/kernels.md``.
 """
+
 from __future__ import annotations
 
 import functools
@@ -56,8 +57,9 @@ def padded_hidden(h: int) -> int:
   return max(MIN_DIM, _next_pow2(h))
 
 
-def pallas_supported(h: int, batch: int, dtype, backend: str, *,
-                     compute_dtype=None, activation: Optional[str] = None) -> bool:
+def pallas_supported(
+  h: int, batch: int, dtype, backend: str, *, compute_dtype=None, activation: Optional[str] = None
+) -> bool:
   """Whether :func:`pallas_recurrence` should run (compiled, not interpreted) for this case.
 
   Args:
@@ -87,6 +89,7 @@ def pallas_supported(h: int, batch: int, dtype, backend: str, *,
 
 class _Config(NamedTuple):
   """Static (hashable) configuration of one kernel instantiation."""
+
   act: Activation
   unroll: int
   prefetch: int
@@ -204,12 +207,20 @@ def _forward_kernel(*refs, cfg: _Config, has_mask: bool, resident: bool, n_steps
       hs_ref[t] = h_new.astype(hs_ref.dtype)  # streamed: each thread rewrites what it read
     return h_new
 
-  _time_loop(n_steps, step, h0_ref[...].astype(f32), cfg.unroll, reverse=False, loads=loads,
-             depth=cfg.prefetch if resident else 0)
+  _time_loop(
+    n_steps,
+    step,
+    h0_ref[...].astype(f32),
+    cfg.unroll,
+    reverse=False,
+    loads=loads,
+    depth=cfg.prefetch if resident else 0,
+  )
 
 
-def _backward_kernel(*refs, cfg: _Config, has_mask: bool, resident: bool, n_steps: int,
-                     from_output: bool):
+def _backward_kernel(
+  *refs, cfg: _Config, has_mask: bool, resident: bool, n_steps: int, from_output: bool
+):
   """One batch tile of the reverse ``δ`` recursion (module docstring), ``t = T..1``.
 
   Refs: ``w (Hp, Hp)`` = ``W_hh``; ``s (T, bb, Hp)``: the states ``h_t`` if ``from_output``
@@ -254,8 +265,9 @@ def _backward_kernel(*refs, cfg: _Config, has_mask: bool, resident: bool, n_step
     return c_new
 
   c0 = jnp.zeros(dh0_ref.shape, f32)
-  c1 = _time_loop(n_steps, step, c0, cfg.unroll, reverse=True, loads=loads,
-                  depth=cfg.prefetch if resident else 0)
+  c1 = _time_loop(
+    n_steps, step, c0, cfg.unroll, reverse=True, loads=loads, depth=cfg.prefetch if resident else 0
+  )
   dh0_ref[...] = c1.astype(dh0_ref.dtype)
 
 
@@ -304,17 +316,18 @@ def _forward(w_hh, u, h0, mask, cfg: _Config):
     args.append(_mask_rows(mask, t, bp))
     specs.append(msk)
   resident = _resident(cfg, hp)
-  kernel = functools.partial(_forward_kernel, cfg=cfg, has_mask=mask is not None,
-                             resident=resident, n_steps=t)
+  kernel = functools.partial(
+    _forward_kernel, cfg=cfg, has_mask=mask is not None, resident=resident, n_steps=t
+  )
   hs = pl.pallas_call(
-      kernel,
-      out_shape=jax.ShapeDtypeStruct((t, bp, hp), u.dtype),
-      grid=grid,
-      in_specs=specs,
-      out_specs=seq,
-      interpret=cfg.interpret,
-      compiler_params=_compiler_params(cfg, hp),
-      name="jrnn_rnn_forward",
+    kernel,
+    out_shape=jax.ShapeDtypeStruct((t, bp, hp), u.dtype),
+    grid=grid,
+    in_specs=specs,
+    out_specs=seq,
+    interpret=cfg.interpret,
+    compiler_params=_compiler_params(cfg, hp),
+    name="jrnn_rnn_forward",
   )(*args)
   return hs[:, :b, :h]
 
@@ -330,18 +343,26 @@ def _reverse_deltas(w_hh, s, g, mask, cfg: _Config, from_output: bool):
     args.append(_mask_rows(mask, t, bp))
     specs.append(msk)
   resident = _resident(cfg, hp)
-  kernel = functools.partial(_backward_kernel, cfg=cfg, has_mask=mask is not None,
-                             resident=resident, n_steps=t, from_output=from_output)
+  kernel = functools.partial(
+    _backward_kernel,
+    cfg=cfg,
+    has_mask=mask is not None,
+    resident=resident,
+    n_steps=t,
+    from_output=from_output,
+  )
   deltas, dh0 = pl.pallas_call(
-      kernel,
-      out_shape=(jax.ShapeDtypeStruct((t, bp, hp), jnp.float32),
-                 jax.ShapeDtypeStruct((bp, hp), jnp.float32)),
-      grid=grid,
-      in_specs=specs,
-      out_specs=(seq, row),
-      interpret=cfg.interpret,
-      compiler_params=_compiler_params(cfg, hp),
-      name="jrnn_rnn_backward",
+    kernel,
+    out_shape=(
+      jax.ShapeDtypeStruct((t, bp, hp), jnp.float32),
+      jax.ShapeDtypeStruct((bp, hp), jnp.float32),
+    ),
+    grid=grid,
+    in_specs=specs,
+    out_specs=(seq, row),
+    interpret=cfg.interpret,
+    compiler_params=_compiler_params(cfg, hp),
+    name="jrnn_rnn_backward",
   )(*args)
   return deltas[:, :b, :h], dh0[:b, :h]
 
@@ -404,8 +425,18 @@ def _check_shapes(w_hh, u, h0, mask):
   return None if mask is None else jnp.asarray(mask).astype(bool)
 
 
-def _make_config(act, unroll, interpret, compute_dtype=None, precision=None, block_b=None,
-                 num_warps=None, num_stages=None, resident=None, prefetch=None) -> _Config:
+def _make_config(
+  act,
+  unroll,
+  interpret,
+  compute_dtype=None,
+  precision=None,
+  block_b=None,
+  num_warps=None,
+  num_stages=None,
+  resident=None,
+  prefetch=None,
+) -> _Config:
   if not isinstance(act, Activation):
     raise TypeError(f"act must be a jrnn Activation (see jrnn.get_activation), got {act!r}")
   block_b = DEFAULT_BLOCK_B if block_b is None else int(block_b)
@@ -424,17 +455,36 @@ def _make_config(act, unroll, interpret, compute_dtype=None, precision=None, blo
   if unroll < 1:
     raise ValueError(f"unroll must be >= 1, got {unroll}")
   return _Config(
-      act=act, unroll=unroll, prefetch=prefetch, interpret=bool(interpret),
-      compute_dtype=None if compute_dtype is None else "bfloat16", precision=precision,
-      block_b=block_b, num_warps=num_warps, num_stages=num_stages,
-      resident=None if resident is None else bool(resident))
+    act=act,
+    unroll=unroll,
+    prefetch=prefetch,
+    interpret=bool(interpret),
+    compute_dtype=None if compute_dtype is None else "bfloat16",
+    precision=precision,
+    block_b=block_b,
+    num_warps=num_warps,
+    num_stages=num_stages,
+    resident=None if resident is None else bool(resident),
+  )
 
 
-def pallas_recurrence(w_hh, u, h0, mask, act: Activation, unroll: Optional[int] = None, *,
-                      interpret: bool, compute_dtype=None, precision: Optional[str] = None,
-                      block_b: Optional[int] = None, num_warps: Optional[int] = None,
-                      num_stages: Optional[int] = None, resident: Optional[bool] = None,
-                      prefetch: Optional[int] = None) -> jax.Array:
+def pallas_recurrence(
+  w_hh,
+  u,
+  h0,
+  mask,
+  act: Activation,
+  unroll: Optional[int] = None,
+  *,
+  interpret: bool,
+  compute_dtype=None,
+  precision: Optional[str] = None,
+  block_b: Optional[int] = None,
+  num_warps: Optional[int] = None,
+  num_stages: Optional[int] = None,
+  resident: Optional[bool] = None,
+  prefetch: Optional[int] = None,
+) -> jax.Array:
   """The recurrence of :func:`jrnn.recurrence` as one kernel launch, with its VJP.
 
   Same semantics and residuals as :func:`jrnn.bptt.hand_recurrence`; ``jax.grad`` runs the
@@ -467,14 +517,34 @@ def pallas_recurrence(w_hh, u, h0, mask, act: Activation, unroll: Optional[int] 
     ``hs (T, B, H)``.
   """
   mask = _check_shapes(w_hh, u, h0, mask)
-  cfg = _make_config(act, unroll, interpret, compute_dtype, precision, block_b, num_warps,
-                     num_stages, resident, prefetch)
+  cfg = _make_config(
+    act,
+    unroll,
+    interpret,
+    compute_dtype,
+    precision,
+    block_b,
+    num_warps,
+    num_stages,
+    resident,
+    prefetch,
+  )
   return _pallas_vjp(w_hh, u, h0, mask, cfg)
 
 
-def pallas_recurrence_bwd(w_hh, u, h0, mask, hs, g, act: Activation,
-                          unroll: Optional[int] = None, *,
-                          interpret: bool, **kwargs):
+def pallas_recurrence_bwd(
+  w_hh,
+  u,
+  h0,
+  mask,
+  hs,
+  g,
+  act: Activation,
+  unroll: Optional[int] = None,
+  *,
+  interpret: bool,
+  **kwargs,
+):
   """The backward half alone, for custom VJPs built elsewhere (e.g. a whole hand layer).
 
   Mirrors :func:`jrnn.loops.states_backward` (the XLA kernel's backward half): given the forward
@@ -486,8 +556,15 @@ def pallas_recurrence_bwd(w_hh, u, h0, mask, hs, g, act: Activation,
   mask = _check_shapes(w_hh, hs, h0, mask)
   if g.shape != hs.shape:
     raise ValueError(f"g must have the shape of hs {hs.shape}, got {g.shape}")
-  known = ("compute_dtype", "precision", "block_b", "num_warps", "num_stages", "resident",
-           "prefetch")
+  known = (
+    "compute_dtype",
+    "precision",
+    "block_b",
+    "num_warps",
+    "num_stages",
+    "resident",
+    "prefetch",
+  )
   if set(kwargs) - set(known):
     raise TypeError(f"unexpected keyword arguments {sorted(set(kwargs) - set(known))}")
   cfg = _make_config(act, unroll, interpret, **kwargs)
@@ -495,13 +572,13 @@ def pallas_recurrence_bwd(w_hh, u, h0, mask, hs, g, act: Activation,
 
 
 __all__ = (
-    "KERNEL_ACTIVATIONS",
-    "KERNEL_PREFETCH",
-    "KERNEL_UNROLL",
-    "MAX_H",
-    "RESIDENT_BYTES",
-    "padded_hidden",
-    "pallas_recurrence",
-    "pallas_recurrence_bwd",
-    "pallas_supported",
+  "KERNEL_ACTIVATIONS",
+  "KERNEL_PREFETCH",
+  "KERNEL_UNROLL",
+  "MAX_H",
+  "RESIDENT_BYTES",
+  "padded_hidden",
+  "pallas_recurrence",
+  "pallas_recurrence_bwd",
+  "pallas_supported",
 )

@@ -21,6 +21,7 @@ Masks, per step: ``mask`` (``False``: the step does not happen; ``h`` and the in
 they were and ``L_t`` is not counted, as ``jrnn.forward``'s ``mask``) and ``loss_mask``
 (``False``: the step happens but ``L_t`` is not scored, as ``jrnn.training.Batch.mask``).
 """
+
 from __future__ import annotations
 
 from typing import Callable, NamedTuple, Optional, Tuple, Union
@@ -41,6 +42,7 @@ LossLike = Union[str, Callable[[jax.Array, jax.Array], jax.Array]]
 
 class OnlineResult(NamedTuple):
   """What a whole-sequence form returns."""
+
   loss: jax.Array  # shape=(): Σ_t L_t over the scored steps
   grads: RNNParams  # Σ_t ∂L_t/∂θ as the method gives it; h0 None unless learnt
   state: object  # the method's state after the last step (to carry on a stream)
@@ -48,6 +50,7 @@ class OnlineResult(NamedTuple):
 
 class StepForward(NamedTuple):
   """One step of the cell and what the influence recursions need from it."""
+
   h: jax.Array  # shape=(H,): h_t
   dsig: jax.Array  # shape=(H,): σ'(a_t)
 
@@ -55,8 +58,10 @@ class StepForward(NamedTuple):
 def check_params(params, api: str) -> None:
   """Checks ``params`` is a consistent :class:`jrnn.RNNParams` (a stack is not supported)."""
   if not isinstance(params, RNNParams):
-    raise TypeError(f"{api} takes jrnn.RNNParams (one layer with a readout), got "
-                    f"{type(params).__name__}; stacked layers are not supported online yet")
+    raise TypeError(
+      f"{api} takes jrnn.RNNParams (one layer with a readout), got "
+      f"{type(params).__name__}; stacked layers are not supported online yet"
+    )
   validation.check_params_consistent(params.w_xh, params.w_hh, params.b_h, params.h0)
   n_hidden = np.shape(params.w_hh)[0]
   validation.check_shape("params.w_hy", params.w_hy, (None, n_hidden), "(O, H)")
@@ -69,14 +74,19 @@ def check_params(params, api: str) -> None:
 def num_recurrent_params(params: RNNParams) -> int:
   """``P``: the number of recurrent parameters ``H·I + H² + H`` (``+ H`` with a learnt ``h0``)."""
   n_in, n_hidden, _ = params.sizes
-  return n_hidden * n_in + n_hidden * n_hidden + n_hidden + (
-      n_hidden if params.h0 is not None else 0)
+  return (
+    n_hidden * n_in + n_hidden * n_hidden + n_hidden + (n_hidden if params.h0 is not None else 0)
+  )
 
 
 def tree_bytes(tree) -> int:
   """Bytes held by the arrays of a pytree (shapes and dtypes only; works on tracers)."""
-  return int(sum(np.prod(np.shape(a)) * jnp.dtype(jnp.result_type(a)).itemsize
-                 for a in jax.tree_util.tree_leaves(tree)))
+  return int(
+    sum(
+      np.prod(np.shape(a)) * jnp.dtype(jnp.result_type(a)).itemsize
+      for a in jax.tree_util.tree_leaves(tree)
+    )
+  )
 
 
 def start_state(params: RNNParams, h: Optional[jax.Array]) -> jax.Array:
@@ -101,8 +111,9 @@ def step_loss(loss: LossLike) -> Callable[[jax.Array, jax.Array], jax.Array]:
     return lambda y, t: squared_error(y[None], t[None], reduction="sum")
   if loss == "cross_entropy":
     return lambda y, t: softmax_cross_entropy(y[None], t[None], reduction="sum")
-  raise ValueError(f"loss must be one of {LOSSES} or a callable (y, target) -> scalar, "
-                   f"got {loss!r}")
+  raise ValueError(
+    f"loss must be one of {LOSSES} or a callable (y, target) -> scalar, got {loss!r}"
+  )
 
 
 def check_step_inputs(params: RNNParams, h, x, target, loss: LossLike, api: str) -> None:
@@ -117,8 +128,9 @@ def check_step_inputs(params: RNNParams, h, x, target, loss: LossLike, api: str)
     validation.check_shape("target", target, (n_out,), "(O,)")
   elif loss == "cross_entropy":
     if not jnp.issubdtype(jnp.result_type(target), jnp.integer):
-      raise TypeError(f"target must be an integer label for cross_entropy, "
-                      f"got {jnp.result_type(target)}")
+      raise TypeError(
+        f"target must be an integer label for cross_entropy, got {jnp.result_type(target)}"
+      )
     validation.check_shape("target", target, (), "() (one label)")
 
 
@@ -165,8 +177,14 @@ def output_grads(params: RNNParams, h: jax.Array, target, loss_fn, scored):
 
 def full_grads(params: RNNParams, recurrent: LayerParams, w_hy, b_y) -> RNNParams:
   """An :class:`RNNParams`-shaped gradient from the recurrent part and the readout's."""
-  return RNNParams(recurrent.w_xh, recurrent.w_hh, recurrent.b_h, w_hy, b_y,
-                   recurrent.h0 if params.h0 is not None else None)
+  return RNNParams(
+    recurrent.w_xh,
+    recurrent.w_hh,
+    recurrent.b_h,
+    w_hy,
+    b_y,
+    recurrent.h0 if params.h0 is not None else None,
+  )
 
 
 def keep_where(valid, new, old):
@@ -186,11 +204,11 @@ def scan_sequence(step_fn, params: RNNParams, state, xs, targets, mask, loss_mas
   or ``None``. Returns :class:`OnlineResult` with the summed loss and gradient.
   """
   if np.ndim(xs) != 2:
-    raise ValueError(f"xs must have shape (T, I) (one stream; vmap over streams), "
-                     f"got {np.shape(xs)}")
+    raise ValueError(
+      f"xs must have shape (T, I) (one stream; vmap over streams), got {np.shape(xs)}"
+    )
   n_steps = np.shape(xs)[0]
-  validation.check_shape("targets", targets, (n_steps,) + tuple(np.shape(targets)[1:]),
-                         "(T, ...)")
+  validation.check_shape("targets", targets, (n_steps,) + tuple(np.shape(targets)[1:]), "(T, ...)")
   for name, m in (("mask", mask), ("loss_mask", loss_mask)):
     if m is not None:
       validation.check_shape(name, m, (n_steps,), "(T,)")
@@ -206,5 +224,6 @@ def scan_sequence(step_fn, params: RNNParams, state, xs, targets, mask, loss_mas
 
   zero = jnp.zeros((), jnp.result_type(params.w_hh))
   (state, total, grads), _ = jax.lax.scan(
-      body, (state, zero, zeros_grads(params)), (xs, targets, mask, loss_mask, keys))
+    body, (state, zero, zeros_grads(params)), (xs, targets, mask, loss_mask, keys)
+  )
   return OnlineResult(total, grads, state)

@@ -31,6 +31,7 @@ Against BPTT's ``O(H²)`` per step this is ``P`` times the work, so :func:`rtrl_
 influences above ``max_influence_bytes`` (64 MiB per stream by default: ``H`` of about 250 with
 float32 and few inputs) with a ``ValueError``; raise the limit to go further.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple, Optional
@@ -51,6 +52,7 @@ class RTRLState(NamedTuple):
   ``influence`` is ``M_t = ∂h_t/∂θ`` laid out as the parameters with a leading axis for the
   unit of ``h_t``: ``influence.w_hh[i, j, k] = ∂h_{t,i}/∂W_hh[j, k]``.
   """
+
   h: jax.Array  # shape=(H,)
   influence: LayerParams  # w_xh (H, H, I), w_hh (H, H, H), b_h (H, H), h0 (H, H) or None
 
@@ -65,10 +67,14 @@ def check_max_influence_bytes(max_influence_bytes) -> None:
   """Raises ``ValueError`` unless ``max_influence_bytes`` is a positive int or ``None``."""
   if max_influence_bytes is None:
     return
-  if isinstance(max_influence_bytes, bool) or not isinstance(max_influence_bytes, int) or (
-      max_influence_bytes < 1):
-    raise ValueError(f"max_influence_bytes must be a positive int or None, "
-                     f"got {max_influence_bytes!r}")
+  if (
+    isinstance(max_influence_bytes, bool)
+    or not isinstance(max_influence_bytes, int)
+    or (max_influence_bytes < 1)
+  ):
+    raise ValueError(
+      f"max_influence_bytes must be a positive int or None, got {max_influence_bytes!r}"
+    )
 
 
 def check_influence_size(params: RNNParams, max_influence_bytes: Optional[int]) -> None:
@@ -81,16 +87,21 @@ def check_influence_size(params: RNNParams, max_influence_bytes: Optional[int]) 
     n_in, n_hidden, _ = params.sizes
     n_par = core.num_recurrent_params(params)
     raise ValueError(
-        f"exact RTRL at H={n_hidden}, I={n_in} ({n_par} recurrent parameters P) keeps an "
-        f"influence of H·P = {n_hidden * n_par} numbers, {nbytes / 2**20:.1f} MiB per stream, "
-        f"over max_influence_bytes={max_influence_bytes} ({max_influence_bytes / 2**20:.1f} "
-        f"MiB); each step costs about H²·P = {n_hidden * n_hidden * n_par:.2e} multiply-adds. "
-        f"Use snap1 or uoro, a smaller H, or pass max_influence_bytes={nbytes} (or None) to "
-        f"allow it.")
+      f"exact RTRL at H={n_hidden}, I={n_in} ({n_par} recurrent parameters P) keeps an "
+      f"influence of H·P = {n_hidden * n_par} numbers, {nbytes / 2**20:.1f} MiB per stream, "
+      f"over max_influence_bytes={max_influence_bytes} ({max_influence_bytes / 2**20:.1f} "
+      f"MiB); each step costs about H²·P = {n_hidden * n_hidden * n_par:.2e} multiply-adds. "
+      f"Use snap1 or uoro, a smaller H, or pass max_influence_bytes={nbytes} (or None) to "
+      f"allow it."
+    )
 
 
-def rtrl_init(params: RNNParams, h: Optional[jax.Array] = None, *,
-              max_influence_bytes: Optional[int] = DEFAULT_MAX_INFLUENCE_BYTES) -> RTRLState:
+def rtrl_init(
+  params: RNNParams,
+  h: Optional[jax.Array] = None,
+  *,
+  max_influence_bytes: Optional[int] = DEFAULT_MAX_INFLUENCE_BYTES,
+) -> RTRLState:
   """The state at the start of a stream: ``h_0`` and ``M_0``.
 
   Args:
@@ -112,13 +123,22 @@ def rtrl_init(params: RNNParams, h: Optional[jax.Array] = None, *,
   h0_influence = None
   if params.h0 is not None:
     h0_influence = jnp.eye(n_hidden, dtype=dtype) if h is None else lead(params.h0)
-  return RTRLState(h_start, LayerParams(lead(params.w_xh), lead(params.w_hh), lead(params.b_h),
-                                        h0_influence))
+  return RTRLState(
+    h_start, LayerParams(lead(params.w_xh), lead(params.w_hh), lead(params.b_h), h0_influence)
+  )
 
 
-def rtrl_step(params: RNNParams, state: RTRLState, x: jax.Array, target, *,
-              loss: core.LossLike = "squared_error", activation: ActivationLike = "tanh",
-              mask=None, loss_mask=None):
+def rtrl_step(
+  params: RNNParams,
+  state: RTRLState,
+  x: jax.Array,
+  target,
+  *,
+  loss: core.LossLike = "squared_error",
+  activation: ActivationLike = "tanh",
+  mask=None,
+  loss_mask=None,
+):
   """One step of exact RTRL: ``(h_{t-1}, M_{t-1}) -> (h_t, M_t)`` and ``∂L_t/∂θ``.
 
   Args:
@@ -150,26 +170,32 @@ def rtrl_step(params: RNNParams, state: RTRLState, x: jax.Array, target, *,
     return jnp.tensordot(params.w_hh, leaf, axes=1)
 
   new = LayerParams(
-      propagate(m.w_xh).at[idx, idx].add(x),
-      propagate(m.w_hh).at[idx, idx].add(state.h),
-      propagate(m.b_h).at[idx, idx].add(1),
-      None if m.h0 is None else propagate(m.h0),
+    propagate(m.w_xh).at[idx, idx].add(x),
+    propagate(m.w_hh).at[idx, idx].add(state.h),
+    propagate(m.b_h).at[idx, idx].add(1),
+    None if m.h0 is None else propagate(m.h0),
   )
   new = jax.tree_util.tree_map(
-      lambda leaf: fwd.dsig.reshape((-1,) + (1,) * (leaf.ndim - 1)) * leaf, new)
-  value, g_h, g_why, g_by = core.output_grads(params, fwd.h, target, core.step_loss(loss),
-                                              scored)
+    lambda leaf: fwd.dsig.reshape((-1,) + (1,) * (leaf.ndim - 1)) * leaf, new
+  )
+  value, g_h, g_why, g_by = core.output_grads(params, fwd.h, target, core.step_loss(loss), scored)
   recurrent = jax.tree_util.tree_map(lambda leaf: jnp.tensordot(g_h, leaf, axes=1), new)
   new_state = core.keep_where(valid, RTRLState(fwd.h, new), state)
   return new_state, core.full_grads(params, recurrent, g_why, g_by), value
 
 
-def rtrl_sequence(params: RNNParams, xs: jax.Array, targets, *,
-                  loss: core.LossLike = "squared_error", activation: ActivationLike = "tanh",
-                  mask: Optional[jax.Array] = None, loss_mask: Optional[jax.Array] = None,
-                  h: Optional[jax.Array] = None,
-                  max_influence_bytes: Optional[int] = DEFAULT_MAX_INFLUENCE_BYTES
-                  ) -> core.OnlineResult:
+def rtrl_sequence(
+  params: RNNParams,
+  xs: jax.Array,
+  targets,
+  *,
+  loss: core.LossLike = "squared_error",
+  activation: ActivationLike = "tanh",
+  mask: Optional[jax.Array] = None,
+  loss_mask: Optional[jax.Array] = None,
+  h: Optional[jax.Array] = None,
+  max_influence_bytes: Optional[int] = DEFAULT_MAX_INFLUENCE_BYTES,
+) -> core.OnlineResult:
   """Exact RTRL over a whole sequence: ``Σ_t ∂L_t/∂θ``, equal to BPTT's gradient of ``Σ_t L_t``.
 
   Args:

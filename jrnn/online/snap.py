@@ -28,6 +28,7 @@ first step from a zero influence; otherwise it drops the paths through other uni
 but cheap approximation. Per step and stream: memory ``O(P)`` (the influence has the
 parameters' shapes), time ``O(P)`` beside the forward step's ``O(H² + H·I)``.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple, Optional
@@ -47,6 +48,7 @@ class SnApState(NamedTuple):
   (RTRL's ``M[i, i, k]``), likewise ``w_xh``; ``b_h[i] ≈ ∂h_{t,i}/∂b_h[i]``,
   ``h0[i] ≈ ∂h_{t,i}/∂h0[i]``.
   """
+
   h: jax.Array  # shape=(H,)
   influence: LayerParams  # w_xh (H, I), w_hh (H, H), b_h (H,), h0 (H,) or None
 
@@ -59,13 +61,22 @@ def snap1_init(params: RNNParams, h: Optional[jax.Array] = None) -> SnApState:
   if params.h0 is not None:
     h0_influence = (jnp.ones_like if h is None else jnp.zeros_like)(params.h0)
   zeros = jnp.zeros_like
-  return SnApState(h_start, LayerParams(zeros(params.w_xh), zeros(params.w_hh),
-                                        zeros(params.b_h), h0_influence))
+  return SnApState(
+    h_start, LayerParams(zeros(params.w_xh), zeros(params.w_hh), zeros(params.b_h), h0_influence)
+  )
 
 
-def snap1_step(params: RNNParams, state: SnApState, x: jax.Array, target, *,
-               loss: core.LossLike = "squared_error", activation: ActivationLike = "tanh",
-               mask=None, loss_mask=None):
+def snap1_step(
+  params: RNNParams,
+  state: SnApState,
+  x: jax.Array,
+  target,
+  *,
+  loss: core.LossLike = "squared_error",
+  activation: ActivationLike = "tanh",
+  mask=None,
+  loss_mask=None,
+):
   """One step of SnAp-1: ``(h_{t-1}, \\tilde M_{t-1}) -> (h_t, \\tilde M_t)`` and ``∂L_t/∂θ``.
 
   Arguments and return value as :func:`jrnn.online.rtrl_step`; the gradient of the recurrent
@@ -79,23 +90,33 @@ def snap1_step(params: RNNParams, state: SnApState, x: jax.Array, target, *,
   fwd = core.cell_forward(params, state.h, x, act)
   d, s, m = jnp.diagonal(params.w_hh), fwd.dsig, state.influence
   new = LayerParams(
-      s[:, None] * (d[:, None] * m.w_xh + x[None, :]),
-      s[:, None] * (d[:, None] * m.w_hh + state.h[None, :]),
-      s * (d * m.b_h + 1),
-      None if m.h0 is None else s * d * m.h0,
+    s[:, None] * (d[:, None] * m.w_xh + x[None, :]),
+    s[:, None] * (d[:, None] * m.w_hh + state.h[None, :]),
+    s * (d * m.b_h + 1),
+    None if m.h0 is None else s * d * m.h0,
   )
-  value, g_h, g_why, g_by = core.output_grads(params, fwd.h, target, core.step_loss(loss),
-                                              scored)
-  recurrent = LayerParams(g_h[:, None] * new.w_xh, g_h[:, None] * new.w_hh, g_h * new.b_h,
-                          None if new.h0 is None else g_h * new.h0)
+  value, g_h, g_why, g_by = core.output_grads(params, fwd.h, target, core.step_loss(loss), scored)
+  recurrent = LayerParams(
+    g_h[:, None] * new.w_xh,
+    g_h[:, None] * new.w_hh,
+    g_h * new.b_h,
+    None if new.h0 is None else g_h * new.h0,
+  )
   new_state = core.keep_where(valid, SnApState(fwd.h, new), state)
   return new_state, core.full_grads(params, recurrent, g_why, g_by), value
 
 
-def snap1_sequence(params: RNNParams, xs: jax.Array, targets, *,
-                   loss: core.LossLike = "squared_error", activation: ActivationLike = "tanh",
-                   mask: Optional[jax.Array] = None, loss_mask: Optional[jax.Array] = None,
-                   h: Optional[jax.Array] = None) -> core.OnlineResult:
+def snap1_sequence(
+  params: RNNParams,
+  xs: jax.Array,
+  targets,
+  *,
+  loss: core.LossLike = "squared_error",
+  activation: ActivationLike = "tanh",
+  mask: Optional[jax.Array] = None,
+  loss_mask: Optional[jax.Array] = None,
+  h: Optional[jax.Array] = None,
+) -> core.OnlineResult:
   """SnAp-1 over a whole sequence: ``Σ_t`` of its per-step gradients (as
   :func:`jrnn.online.rtrl_sequence`)."""
   state = snap1_init(params, h)
@@ -110,15 +131,20 @@ def snap1_to_dense(influence: LayerParams) -> LayerParams:
   """SnAp-1's influence in exact RTRL's dense layout (zeros off the pattern), for comparison."""
   n_hidden = influence.b_h.shape[0]
   eye = jnp.eye(n_hidden, dtype=influence.b_h.dtype)
-  return LayerParams(eye[:, :, None] * influence.w_xh[:, None, :],
-                     eye[:, :, None] * influence.w_hh[:, None, :],
-                     eye * influence.b_h[:, None],
-                     None if influence.h0 is None else eye * influence.h0[:, None])
+  return LayerParams(
+    eye[:, :, None] * influence.w_xh[:, None, :],
+    eye[:, :, None] * influence.w_hh[:, None, :],
+    eye * influence.b_h[:, None],
+    None if influence.h0 is None else eye * influence.h0[:, None],
+  )
 
 
 def dense_to_snap1(influence: LayerParams) -> LayerParams:
   """The SnAp-1 pattern of a dense RTRL influence: unit ``i``'s own row, ``M[i, i, …]``."""
   idx = jnp.arange(influence.b_h.shape[0])
-  return LayerParams(influence.w_xh[idx, idx], influence.w_hh[idx, idx],
-                     influence.b_h[idx, idx],
-                     None if influence.h0 is None else influence.h0[idx, idx])
+  return LayerParams(
+    influence.w_xh[idx, idx],
+    influence.w_hh[idx, idx],
+    influence.b_h[idx, idx],
+    None if influence.h0 is None else influence.h0[idx, idx],
+  )

@@ -18,6 +18,7 @@ Masked steps do not enter the window. Per step and stream: memory ``O(τ (H + I)
 Updating the parameters every ``k`` steps with the sum of these gradients is BPTT(k, τ) over
 a stream (with ``k ≤ τ`` each loss term is backpropagated ``τ`` steps).
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple, Optional
@@ -32,6 +33,7 @@ from jrnn.params import RNNParams
 
 class TBPTTState(NamedTuple):
   """Truncated BPTT's online state for one stream: a window of the last ``τ`` inputs."""
+
   h: jax.Array  # shape=(H,): h_t
   h_start: jax.Array  # shape=(H,): the state before the oldest input of the window
   xs: jax.Array  # shape=(τ, I): the window, oldest first
@@ -42,20 +44,25 @@ class TBPTTState(NamedTuple):
 def check_truncation(truncation) -> None:
   """Raises ``ValueError`` unless ``truncation`` (``τ``) is a positive int."""
   if isinstance(truncation, bool) or not isinstance(truncation, int) or truncation < 1:
-    raise ValueError(f"truncation must be a positive int (τ, the steps each gradient goes "
-                     f"back), got {truncation!r}")
+    raise ValueError(
+      f"truncation must be a positive int (τ, the steps each gradient goes "
+      f"back), got {truncation!r}"
+    )
 
 
-def tbptt_init(params: RNNParams, h: Optional[jax.Array] = None, *,
-               truncation: int) -> TBPTTState:
+def tbptt_init(params: RNNParams, h: Optional[jax.Array] = None, *, truncation: int) -> TBPTTState:
   """The state at the start of a stream (``h`` as :func:`jrnn.online.rtrl_init`)."""
   core.check_params(params, "tbptt_init")
   check_truncation(truncation)
   h_start = core.start_state(params, h)
   n_in = params.sizes[0]
-  return TBPTTState(h_start, h_start, jnp.zeros((truncation, n_in), params.w_hh.dtype),
-                    jnp.zeros((truncation,), bool),
-                    jnp.asarray(h is None and params.h0 is not None))
+  return TBPTTState(
+    h_start,
+    h_start,
+    jnp.zeros((truncation, n_in), params.w_hh.dtype),
+    jnp.zeros((truncation,), bool),
+    jnp.asarray(h is None and params.h0 is not None),
+  )
 
 
 def _replay(params, h_start, xs, valid, act):
@@ -67,9 +74,17 @@ def _replay(params, h_start, xs, valid, act):
   return jax.lax.scan(body, h_start, (xs, valid))[0]
 
 
-def tbptt_step(params: RNNParams, state: TBPTTState, x: jax.Array, target, *,
-               loss: core.LossLike = "squared_error", activation: ActivationLike = "tanh",
-               mask=None, loss_mask=None):
+def tbptt_step(
+  params: RNNParams,
+  state: TBPTTState,
+  x: jax.Array,
+  target,
+  *,
+  loss: core.LossLike = "squared_error",
+  activation: ActivationLike = "tanh",
+  mask=None,
+  loss_mask=None,
+):
   """One step of online truncated BPTT(1, τ), ``τ`` the window length of ``state``.
 
   Arguments and return value as :func:`jrnn.online.rtrl_step`. Time ``O(τ (H² + H·I))``.
@@ -82,8 +97,9 @@ def tbptt_step(params: RNNParams, state: TBPTTState, x: jax.Array, target, *,
   loss_fn = core.step_loss(loss)
   # The oldest input leaves the window: h_start moves past it (with the current parameters).
   dropped = state.valid[0]
-  h_start = jnp.where(dropped, core.cell_forward(params, state.h_start, state.xs[0], act).h,
-                      state.h_start)
+  h_start = jnp.where(
+    dropped, core.cell_forward(params, state.h_start, state.xs[0], act).h, state.h_start
+  )
   from_h0 = state.from_h0 & ~dropped
   xs = jnp.concatenate([state.xs[1:], x[None]])
   slots = jnp.concatenate([state.valid[1:], jnp.ones((1,), bool)])
@@ -104,10 +120,18 @@ def tbptt_step(params: RNNParams, state: TBPTTState, x: jax.Array, target, *,
   return new_state, grads, value
 
 
-def tbptt_sequence(params: RNNParams, xs: jax.Array, targets, *, truncation: int,
-                   loss: core.LossLike = "squared_error", activation: ActivationLike = "tanh",
-                   mask: Optional[jax.Array] = None, loss_mask: Optional[jax.Array] = None,
-                   h: Optional[jax.Array] = None) -> core.OnlineResult:
+def tbptt_sequence(
+  params: RNNParams,
+  xs: jax.Array,
+  targets,
+  *,
+  truncation: int,
+  loss: core.LossLike = "squared_error",
+  activation: ActivationLike = "tanh",
+  mask: Optional[jax.Array] = None,
+  loss_mask: Optional[jax.Array] = None,
+  h: Optional[jax.Array] = None,
+) -> core.OnlineResult:
   """Online truncated BPTT(1, τ) over a whole sequence (as :func:`jrnn.online.rtrl_sequence`)."""
   state = tbptt_init(params, h, truncation=truncation)
 

@@ -23,6 +23,7 @@ windows, the state (``h`` and the influence) is never cut: it carries on across 
 windows, computed with whatever parameters were current at each step, which is what makes these
 methods online.
 """
+
 from __future__ import annotations
 
 import functools
@@ -45,6 +46,7 @@ Metrics = Dict[str, jax.Array]
 
 class OnlineMethod(NamedTuple):
   """An online gradient method as pure functions (see the module docstring)."""
+
   name: str
   init: Callable[..., Any]  # (params, h=None, *, key=None) -> state
   step: Callable[..., Any]  # (params, state, x, target, *, key=None, mask=None, loss_mask=None)
@@ -58,16 +60,22 @@ class OnlineBatch(NamedTuple):
   ``loss_mask`` is first so that ``OnlineBatch(*jrnn.training.Batch(xs, targets, mask)[:3])``
   keeps that batch's meaning (its mask scores steps; the recurrence runs over all of them).
   """
+
   xs: jax.Array  # shape=(T, B, I)
   targets: jax.Array  # shape=(T, B, O) float, or (T, B) int labels
   loss_mask: Optional[jax.Array] = None  # shape=(T, B) bool: scored steps; None scores all
   mask: Optional[jax.Array] = None  # shape=(T, B) bool: steps that happen; None: all
 
 
-def online_method(name: str, *, loss: core.LossLike = "squared_error",
-                  activation: ActivationLike = "tanh", truncation: Optional[int] = None,
-                  max_influence_bytes: Optional[int] = rtrl.DEFAULT_MAX_INFLUENCE_BYTES,
-                  eps: float = uoro.DEFAULT_EPS) -> OnlineMethod:
+def online_method(
+  name: str,
+  *,
+  loss: core.LossLike = "squared_error",
+  activation: ActivationLike = "tanh",
+  truncation: Optional[int] = None,
+  max_influence_bytes: Optional[int] = rtrl.DEFAULT_MAX_INFLUENCE_BYTES,
+  eps: float = uoro.DEFAULT_EPS,
+) -> OnlineMethod:
   """Configures one of :data:`METHODS` as an :class:`OnlineMethod`.
 
   Args:
@@ -83,8 +91,10 @@ def online_method(name: str, *, loss: core.LossLike = "squared_error",
   if not isinstance(name, str) or name not in METHODS:
     raise ValueError(f"method must be one of {METHODS}, got {name!r}")
   if (name == "tbptt") != (truncation is not None):
-    raise ValueError("truncation (τ) must be given for method 'tbptt' and only there, got "
-                     f"method={name!r}, truncation={truncation!r}")
+    raise ValueError(
+      "truncation (τ) must be given for method 'tbptt' and only there, got "
+      f"method={name!r}, truncation={truncation!r}"
+    )
   # Every argument is checked now, not at the first step inside a compiled train step.
   core.step_loss(loss)
   get_activation(activation)
@@ -96,37 +106,57 @@ def online_method(name: str, *, loss: core.LossLike = "squared_error",
   cfg = dict(loss=loss, activation=activation)
   if name == "rtrl":
     return OnlineMethod(
-        name,
-        lambda p, h=None, *, key=None: rtrl.rtrl_init(
-            p, h, max_influence_bytes=max_influence_bytes),
-        lambda p, s, x, t, *, key=None, **kw: rtrl.rtrl_step(p, s, x, t, **cfg, **kw),
-        False, lambda p: core.tree_bytes(jax.eval_shape(
-            functools.partial(rtrl.rtrl_init, max_influence_bytes=None), p)))
+      name,
+      lambda p, h=None, *, key=None: rtrl.rtrl_init(p, h, max_influence_bytes=max_influence_bytes),
+      lambda p, s, x, t, *, key=None, **kw: rtrl.rtrl_step(p, s, x, t, **cfg, **kw),
+      False,
+      lambda p: core.tree_bytes(
+        jax.eval_shape(functools.partial(rtrl.rtrl_init, max_influence_bytes=None), p)
+      ),
+    )
   if name == "uoro":
+
     def uoro_step(p, s, x, t, *, key=None, **kw):
       if key is None:
         raise ValueError("the uoro method's step needs key= (its random signs)")
       return uoro.uoro_step(p, s, x, t, key=key, eps=eps, **cfg, **kw)
 
     return OnlineMethod(
-        name, lambda p, h=None, *, key=None: uoro.uoro_init(p, h, key=key), uoro_step, True,
-        lambda p: core.tree_bytes(jax.eval_shape(
-            lambda q: uoro.uoro_init(q, jnp.zeros_like(q.b_h)), p)))
+      name,
+      lambda p, h=None, *, key=None: uoro.uoro_init(p, h, key=key),
+      uoro_step,
+      True,
+      lambda p: core.tree_bytes(
+        jax.eval_shape(lambda q: uoro.uoro_init(q, jnp.zeros_like(q.b_h)), p)
+      ),
+    )
   if name == "snap1":
     return OnlineMethod(
-        name, lambda p, h=None, *, key=None: snap.snap1_init(p, h),
-        lambda p, s, x, t, *, key=None, **kw: snap.snap1_step(p, s, x, t, **cfg, **kw),
-        False, lambda p: core.tree_bytes(jax.eval_shape(snap.snap1_init, p)))
+      name,
+      lambda p, h=None, *, key=None: snap.snap1_init(p, h),
+      lambda p, s, x, t, *, key=None, **kw: snap.snap1_step(p, s, x, t, **cfg, **kw),
+      False,
+      lambda p: core.tree_bytes(jax.eval_shape(snap.snap1_init, p)),
+    )
   return OnlineMethod(
-      f"tbptt{truncation}",
-      lambda p, h=None, *, key=None: tbptt.tbptt_init(p, h, truncation=truncation),
-      lambda p, s, x, t, *, key=None, **kw: tbptt.tbptt_step(p, s, x, t, **cfg, **kw),
-      False, lambda p: core.tree_bytes(jax.eval_shape(
-          functools.partial(tbptt.tbptt_init, truncation=truncation), p)))
+    f"tbptt{truncation}",
+    lambda p, h=None, *, key=None: tbptt.tbptt_init(p, h, truncation=truncation),
+    lambda p, s, x, t, *, key=None, **kw: tbptt.tbptt_step(p, s, x, t, **cfg, **kw),
+    False,
+    lambda p: core.tree_bytes(
+      jax.eval_shape(functools.partial(tbptt.tbptt_init, truncation=truncation), p)
+    ),
+  )
 
 
-def init_streams(method: OnlineMethod, params: RNNParams, n_streams: int, *,
-                 h: Optional[jax.Array] = None, key: Optional[jax.Array] = None):
+def init_streams(
+  method: OnlineMethod,
+  params: RNNParams,
+  n_streams: int,
+  *,
+  h: Optional[jax.Array] = None,
+  key: Optional[jax.Array] = None,
+):
   """``B = n_streams`` fresh states stacked on a leading axis (``h (B, H)`` optional).
 
   ``key`` is split over the streams (UORO with a learnt ``h0`` needs it).
@@ -142,13 +172,13 @@ def init_streams(method: OnlineMethod, params: RNNParams, n_streams: int, *,
 
 
 def make_online_train_step(
-    method: OnlineMethod,
-    optimizer: optax.GradientTransformation,
-    *,
-    every: int = 1,
-    reduction: str = "mean",
-    jit: bool = True,
-    donate: bool = True,
+  method: OnlineMethod,
+  optimizer: optax.GradientTransformation,
+  *,
+  every: int = 1,
+  reduction: str = "mean",
+  jit: bool = True,
+  donate: bool = True,
 ) -> Callable[..., Tuple[Any, Any, Any, Metrics]]:
   """Builds ``train_step(params, opt_state, state, batch, key=None) -> (params, opt_state,
   state, metrics)``.
@@ -169,8 +199,9 @@ def make_online_train_step(
   scored steps), ``"grad_norm"`` (of the last update's gradient), ``"scored"`` (their number).
   """
   if not isinstance(method, OnlineMethod):
-    raise TypeError(f"method must be an OnlineMethod from online_method(), "
-                    f"got {type(method).__name__}")
+    raise TypeError(
+      f"method must be an OnlineMethod from online_method(), got {type(method).__name__}"
+    )
   if isinstance(every, bool) or not isinstance(every, int) or every < 1:
     raise ValueError(f"every must be a positive int (steps between updates), got {every!r}")
   if reduction not in REDUCTIONS:
@@ -189,15 +220,20 @@ def make_online_train_step(
     n_steps, n_streams = jnp.shape(xs)[:2]
     if n_steps % every:
       raise ValueError(f"the window's T={n_steps} must be a multiple of every={every}")
-    for name, m in zip(("batch.loss_mask", "batch.mask"), (batch.loss_mask, batch.mask), strict=True):
+    for name, m in zip(
+      ("batch.loss_mask", "batch.mask"), (batch.loss_mask, batch.mask), strict=True
+    ):
       if m is not None:
         validation.check_shape(name, m, (n_steps, n_streams), "(T, B)")
         validation.check_mask_dtype(m)
-    masks = [jnp.ones((n_steps, n_streams), bool) if m is None else jnp.asarray(m).astype(bool)
-             for m in (batch.loss_mask, batch.mask)]
+    masks = [
+      jnp.ones((n_steps, n_streams), bool) if m is None else jnp.asarray(m).astype(bool)
+      for m in (batch.loss_mask, batch.mask)
+    ]
     seq = (xs, batch.targets, masks[0], masks[1], jnp.arange(n_steps))
     chunks = jax.tree_util.tree_map(
-        lambda a: a.reshape((n_steps // every, every) + a.shape[1:]), seq)
+      lambda a: a.reshape((n_steps // every, every) + a.shape[1:]), seq
+    )
 
     def one_step(p, carry, inp):
       st, gsum, lsum, count = carry
@@ -207,8 +243,7 @@ def make_online_train_step(
       else:
         kt = jax.random.fold_in(key, t)
         keys = jax.vmap(lambda b: jax.random.fold_in(kt, b))(jnp.arange(n_streams))
-      run = lambda s, xb, tb, lb, mb, kb: method.step(p, s, xb, tb, key=kb, mask=mb,
-                                                      loss_mask=lb)
+      run = lambda s, xb, tb, lb, mb, kb: method.step(p, s, xb, tb, key=kb, mask=mb, loss_mask=lb)
       st, g, value = jax.vmap(run)(st, x, tg, lm, m, keys)
       gsum = jax.tree_util.tree_map(lambda a, b: a + jnp.sum(b, 0), gsum, g)
       return (st, gsum, lsum + jnp.sum(value), count + jnp.sum(lm & m, dtype=jnp.int32)), None
@@ -218,8 +253,9 @@ def make_online_train_step(
       zero = jnp.zeros((), p.w_hh.dtype)
       start = (st, core.zeros_grads(p), zero, jnp.zeros((), jnp.int32))
       (st, g, lk, ck), _ = jax.lax.scan(functools.partial(one_step, p), start, chunk)
-      div = {"mean": jnp.maximum(ck, 1).astype(zero.dtype), "batch_mean": n_streams,
-             "sum": 1}[reduction]
+      div = {"mean": jnp.maximum(ck, 1).astype(zero.dtype), "batch_mean": n_streams, "sum": 1}[
+        reduction
+      ]
       g = jax.tree_util.tree_map(lambda a: a / div, g)
       updates, new_o = optimizer.update(g, o, p)
       # No scored step, no update: a zero gradient would still move Adam's or momentum's
@@ -229,7 +265,8 @@ def make_online_train_step(
 
     zero = jnp.zeros((), params.w_hh.dtype)
     (params, opt_state, state, lsum, count, gnorm), _ = jax.lax.scan(
-        one_update, (params, opt_state, state, zero, jnp.zeros((), jnp.int32), zero), chunks)
+      one_update, (params, opt_state, state, zero, jnp.zeros((), jnp.int32), zero), chunks
+    )
     metrics = {"loss": lsum / jnp.maximum(count, 1), "grad_norm": gnorm, "scored": count}
     return params, opt_state, state, metrics
 

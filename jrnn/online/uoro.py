@@ -28,6 +28,7 @@ A learnt ``h0`` has ``M_0 = I``: UORO starts from ``\\tilde h_0 = ν_0``, ``\\ti
 on ``h0`` (zero elsewhere), again unbiased. Per step and stream: memory ``O(H + P)``, time
 ``O(H² + H·I)`` (the cost of the forward step).
 """
+
 from __future__ import annotations
 
 import math
@@ -47,6 +48,7 @@ DEFAULT_EPS = 1e-7
 
 class UOROState(NamedTuple):
   """UORO's online state for one stream: the influence estimate is ``outer(h_tilde, θ̃)``."""
+
   h: jax.Array  # shape=(H,)
   h_tilde: jax.Array  # shape=(H,)
   theta_tilde: LayerParams  # shaped as the recurrent params: w_xh (H, I), w_hh (H, H), b_h (H,)
@@ -60,32 +62,43 @@ def check_key(key, api: str, name: str = "key") -> None:
   """
   if isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
     if key.shape != ():
-      raise TypeError(f"{name} of {api} must be one PRNG key, shape (), got a key array of "
-                      f"shape {key.shape}; vmap over keys, or pass one of them")
+      raise TypeError(
+        f"{name} of {api} must be one PRNG key, shape (), got a key array of "
+        f"shape {key.shape}; vmap over keys, or pass one of them"
+      )
     return
-  got = (f"{jnp.result_type(key)} array of shape {jnp.shape(key)}"
-         if hasattr(key, "dtype") and hasattr(key, "shape") else f"{type(key).__name__} {key!r}")
-  raise TypeError(f"{name} of {api} must be a typed PRNG key from jax.random.key(seed), got "
-                  f"{got}; raw uint32 keys (jax.random.PRNGKey) are not accepted: wrap one "
-                  "with jax.random.wrap_key_data")
+  got = (
+    f"{jnp.result_type(key)} array of shape {jnp.shape(key)}"
+    if hasattr(key, "dtype") and hasattr(key, "shape")
+    else f"{type(key).__name__} {key!r}"
+  )
+  raise TypeError(
+    f"{name} of {api} must be a typed PRNG key from jax.random.key(seed), got "
+    f"{got}; raw uint32 keys (jax.random.PRNGKey) are not accepted: wrap one "
+    "with jax.random.wrap_key_data"
+  )
 
 
 def check_eps(eps, api: str) -> None:
   """Raises unless ``eps`` is a finite positive real number (``ε`` of ``ρ_0, ρ_1``)."""
   if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, numbers.Real):
-    raise TypeError(f"eps of {api} must be a finite positive float (UORO's ε), "
-                    f"got {type(eps).__name__} {eps!r}")
+    raise TypeError(
+      f"eps of {api} must be a finite positive float (UORO's ε), got {type(eps).__name__} {eps!r}"
+    )
   if not (math.isfinite(eps) and eps > 0):
-    raise ValueError(f"eps of {api} must be a finite positive float (UORO's ε, default "
-                     f"{DEFAULT_EPS:g}), got {eps!r}")
+    raise ValueError(
+      f"eps of {api} must be a finite positive float (UORO's ε, default "
+      f"{DEFAULT_EPS:g}), got {eps!r}"
+    )
 
 
 def _signs(key, n: int, dtype) -> jax.Array:
   return jax.random.rademacher(key, (n,), dtype=dtype)
 
 
-def uoro_init(params: RNNParams, h: Optional[jax.Array] = None, *,
-              key: Optional[jax.Array] = None) -> UOROState:
+def uoro_init(
+  params: RNNParams, h: Optional[jax.Array] = None, *, key: Optional[jax.Array] = None
+) -> UOROState:
   """The state at the start of a stream (``h`` as :func:`jrnn.online.rtrl_init`).
 
   ``key`` draws ``ν_0`` for a learnt ``h0`` (needed only then: ``M_0 = I`` is estimated by
@@ -94,15 +107,21 @@ def uoro_init(params: RNNParams, h: Optional[jax.Array] = None, *,
   core.check_params(params, "uoro_init")
   h_start = core.start_state(params, h)
   zeros = jnp.zeros_like
-  theta = LayerParams(zeros(params.w_xh), zeros(params.w_hh), zeros(params.b_h),
-                      None if params.h0 is None else zeros(params.h0))
+  theta = LayerParams(
+    zeros(params.w_xh),
+    zeros(params.w_hh),
+    zeros(params.b_h),
+    None if params.h0 is None else zeros(params.h0),
+  )
   h_tilde = jnp.zeros_like(params.b_h)
   if key is not None:
     check_key(key, "uoro_init")
   if params.h0 is not None and h is None:
     if key is None:
-      raise ValueError("uoro_init needs key= when params.h0 is learnt (the estimate of "
-                       "∂h_0/∂h0 = I starts from random signs); pass key=jax.random.key(…)")
+      raise ValueError(
+        "uoro_init needs key= when params.h0 is learnt (the estimate of "
+        "∂h_0/∂h0 = I starts from random signs); pass key=jax.random.key(…)"
+      )
     nu = _signs(key, params.sizes[1], params.w_hh.dtype)
     h_tilde, theta = nu, theta._replace(h0=nu)
   return UOROState(h_start, h_tilde, theta)
@@ -112,9 +131,19 @@ def _norm(tree) -> jax.Array:
   return jnp.sqrt(sum(jnp.sum(a * a) for a in jax.tree_util.tree_leaves(tree)))
 
 
-def uoro_step(params: RNNParams, state: UOROState, x: jax.Array, target, *, key: jax.Array,
-              loss: core.LossLike = "squared_error", activation: ActivationLike = "tanh",
-              mask=None, loss_mask=None, eps: float = DEFAULT_EPS):
+def uoro_step(
+  params: RNNParams,
+  state: UOROState,
+  x: jax.Array,
+  target,
+  *,
+  key: jax.Array,
+  loss: core.LossLike = "squared_error",
+  activation: ActivationLike = "tanh",
+  mask=None,
+  loss_mask=None,
+  eps: float = DEFAULT_EPS,
+):
   """One step of UORO: the new rank-one estimate and an unbiased estimate of ``∂L_t/∂θ``.
 
   Args:
@@ -138,25 +167,37 @@ def uoro_step(params: RNNParams, state: UOROState, x: jax.Array, target, *, key:
   fwd = core.cell_forward(params, state.h, x, act)
   nu = _signs(key, params.sizes[1], params.w_hh.dtype)
   s = nu * fwd.dsig
-  nu_d = LayerParams(jnp.outer(s, x), jnp.outer(s, state.h), s,
-                     None if state.theta_tilde.h0 is None else jnp.zeros_like(s))
+  nu_d = LayerParams(
+    jnp.outer(s, x),
+    jnp.outer(s, state.h),
+    s,
+    None if state.theta_tilde.h0 is None else jnp.zeros_like(s),
+  )
   j_h = fwd.dsig * (params.w_hh @ state.h_tilde)
   rho0 = jnp.sqrt(_norm(state.theta_tilde) / (_norm(j_h) + eps)) + eps
   rho1 = jnp.sqrt(_norm(nu_d) / (_norm(nu) + eps)) + eps
   h_tilde = rho0 * j_h + rho1 * nu
   theta = jax.tree_util.tree_map(lambda a, b: a / rho0 + b / rho1, state.theta_tilde, nu_d)
-  value, g_h, g_why, g_by = core.output_grads(params, fwd.h, target, core.step_loss(loss),
-                                              scored)
+  value, g_h, g_why, g_by = core.output_grads(params, fwd.h, target, core.step_loss(loss), scored)
   coef = g_h @ h_tilde
   recurrent = jax.tree_util.tree_map(lambda a: coef * a, theta)
   new_state = core.keep_where(valid, UOROState(fwd.h, h_tilde, theta), state)
   return new_state, core.full_grads(params, recurrent, g_why, g_by), value
 
 
-def uoro_sequence(params: RNNParams, xs: jax.Array, targets, *, key: jax.Array,
-                  loss: core.LossLike = "squared_error", activation: ActivationLike = "tanh",
-                  mask: Optional[jax.Array] = None, loss_mask: Optional[jax.Array] = None,
-                  h: Optional[jax.Array] = None, eps: float = DEFAULT_EPS) -> core.OnlineResult:
+def uoro_sequence(
+  params: RNNParams,
+  xs: jax.Array,
+  targets,
+  *,
+  key: jax.Array,
+  loss: core.LossLike = "squared_error",
+  activation: ActivationLike = "tanh",
+  mask: Optional[jax.Array] = None,
+  loss_mask: Optional[jax.Array] = None,
+  h: Optional[jax.Array] = None,
+  eps: float = DEFAULT_EPS,
+) -> core.OnlineResult:
   """UORO over a whole sequence: ``Σ_t`` of its per-step estimates (as
   :func:`jrnn.online.rtrl_sequence`).
 

@@ -23,6 +23,7 @@ change the gradient. Then, as in the sequential loop (:func:`jrnn.loops.reverse_
 
 (rows: ``δ_t W_hh``, or ``λ_1`` itself when step 1 is masked).
 """
+
 from __future__ import annotations
 
 import jax

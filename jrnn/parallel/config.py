@@ -4,6 +4,7 @@ A :class:`Solver` is a hashable ``NamedTuple`` of Python values, so it can be a 
 of ``jax.jit`` and a ``nondiff_argnum`` of a ``custom_vjp``; the strings ``"deer"``,
 ``"quasi_deer"``, ``"elk"``, ``"quasi_elk"`` stand for ``Solver(method=...)`` with the defaults.
 """
+
 from __future__ import annotations
 
 import math
@@ -68,6 +69,7 @@ class Solver(NamedTuple):
       parallel adjoint); checked at trace time, before anything is allocated. ``None``: no
       limit.
   """
+
   method: str = "deer"
   tol: Optional[float] = None
   max_iter: Optional[int] = None
@@ -126,6 +128,7 @@ class SolveInfo(NamedTuple):
   failed and ``on_failure="fallback"`` replaced them (the other fields still describe the
   failed solve).
   """
+
   iterations: jax.Array  # shape=(), int32: linear solves run
   residual: jax.Array  # shape=(), dtype of the states
   converged: jax.Array  # shape=(), bool
@@ -150,49 +153,64 @@ def as_solver(solver: SolverLike, *, argname: str = "solver") -> Solver:
   """
   if isinstance(solver, str):
     if solver not in METHODS:
-      raise ValueError(f"{argname} must be one of {METHODS} or a jrnn.parallel.Solver, "
-                       f"got {solver!r}")
+      raise ValueError(
+        f"{argname} must be one of {METHODS} or a jrnn.parallel.Solver, got {solver!r}"
+      )
     return Solver(method=solver)
   if not isinstance(solver, Solver):
-    raise TypeError(f"{argname} must be a method name or a jrnn.parallel.Solver, "
-                    f"got {type(solver).__name__}")
+    raise TypeError(
+      f"{argname} must be a method name or a jrnn.parallel.Solver, got {type(solver).__name__}"
+    )
   if solver.method not in METHODS:
     raise ValueError(f"{argname}.method must be one of {METHODS}, got {solver.method!r}")
   if solver.adjoint not in ADJOINTS:
     raise ValueError(f"{argname}.adjoint must be one of {ADJOINTS}, got {solver.adjoint!r}")
   if solver.on_failure not in ON_FAILURE:
-    raise ValueError(f"{argname}.on_failure must be one of {ON_FAILURE}, "
-                     f"got {solver.on_failure!r}")
+    raise ValueError(f"{argname}.on_failure must be one of {ON_FAILURE}, got {solver.on_failure!r}")
   if solver.tol is not None:
     if not _is_real(solver.tol):
-      raise TypeError(f"{argname}.tol must be a float in (0, 1) or None (the dtype's default), "
-                      f"got {type(solver.tol).__name__} {solver.tol!r}")
+      raise TypeError(
+        f"{argname}.tol must be a float in (0, 1) or None (the dtype's default), "
+        f"got {type(solver.tol).__name__} {solver.tol!r}"
+      )
     if not (math.isfinite(solver.tol) and 0 < solver.tol < 1):
       # A relative residual of 1 is met by the zero guess of every tanh network: tol >= 1
       # would report convergence after 0 iterations.
-      raise ValueError(f"{argname}.tol must be a finite float in (0, 1) (a relative residual), "
-                       f"got {solver.tol!r}")
+      raise ValueError(
+        f"{argname}.tol must be a finite float in (0, 1) (a relative residual), got {solver.tol!r}"
+      )
   if solver.max_iter is not None:
     if isinstance(solver.max_iter, (bool, np.bool_)) or not isinstance(
-        solver.max_iter, (int, np.integer)):
-      raise TypeError(f"{argname}.max_iter must be a positive int or None (a cap that grows "
-                      f"with T), got {type(solver.max_iter).__name__} {solver.max_iter!r}")
+      solver.max_iter, (int, np.integer)
+    ):
+      raise TypeError(
+        f"{argname}.max_iter must be a positive int or None (a cap that grows "
+        f"with T), got {type(solver.max_iter).__name__} {solver.max_iter!r}"
+      )
     if not 1 <= solver.max_iter <= MAX_ITER_LIMIT:
-      raise ValueError(f"{argname}.max_iter must be an int in [1, {MAX_ITER_LIMIT}] (the "
-                       f"iteration counter is int32) or None, got {solver.max_iter!r}")
+      raise ValueError(
+        f"{argname}.max_iter must be an int in [1, {MAX_ITER_LIMIT}] (the "
+        f"iteration counter is int32) or None, got {solver.max_iter!r}"
+      )
   if not _is_real(solver.damping):
-    raise TypeError(f"{argname}.damping must be a positive float (λ), "
-                    f"got {type(solver.damping).__name__} {solver.damping!r}")
+    raise TypeError(
+      f"{argname}.damping must be a positive float (λ), "
+      f"got {type(solver.damping).__name__} {solver.damping!r}"
+    )
   if not (math.isfinite(solver.damping) and solver.damping > 0):
-    raise ValueError(f"{argname}.damping must be a finite positive float (λ), "
-                     f"got {solver.damping!r}")
+    raise ValueError(
+      f"{argname}.damping must be a finite positive float (λ), got {solver.damping!r}"
+    )
   if solver.adaptive is not None and not isinstance(solver.adaptive, (bool, np.bool_)):
     raise TypeError(f"{argname}.adaptive must be True, False or None, got {solver.adaptive!r}")
   if solver.memory_limit is not None and not (
-      isinstance(solver.memory_limit, (int, np.integer))
-      and not isinstance(solver.memory_limit, (bool, np.bool_)) and solver.memory_limit > 0):
-    raise ValueError(f"{argname}.memory_limit must be a positive int (bytes) or None, "
-                     f"got {solver.memory_limit!r}")
+    isinstance(solver.memory_limit, (int, np.integer))
+    and not isinstance(solver.memory_limit, (bool, np.bool_))
+    and solver.memory_limit > 0
+  ):
+    raise ValueError(
+      f"{argname}.memory_limit must be a positive int (bytes) or None, got {solver.memory_limit!r}"
+    )
   return solver
 
 
@@ -217,14 +235,16 @@ def check_memory(solver: Solver, what: str, shape, dtype, copies: int = 1) -> No
   size = f"T·B·H² = {n_steps}·{n_batch}·{n_hidden}² = {entries:,} entries"
   if what == "adjoint":
     raise ValueError(
-        f"solver adjoint='parallel' stores the transposed Jacobians, {size} ({copies} "
-        f"cop{'y' if copies == 1 else 'ies'}, {need / 2**30:.2f} GiB in {jnp.dtype(dtype).name}), "
-        f"over memory_limit={solver.memory_limit} bytes; use adjoint='sequential' (the hand "
-        "BPTT's loop, T·B·H) or raise Solver.memory_limit")
+      f"solver adjoint='parallel' stores the transposed Jacobians, {size} ({copies} "
+      f"cop{'y' if copies == 1 else 'ies'}, {need / 2**30:.2f} GiB in {jnp.dtype(dtype).name}), "
+      f"over memory_limit={solver.memory_limit} bytes; use adjoint='sequential' (the hand "
+      "BPTT's loop, T·B·H) or raise Solver.memory_limit"
+    )
   quasi = "quasi_" + solver.method
   raise ValueError(
-      f"solver method={solver.method!r} stores full Jacobians, {size} ({copies} "
-      f"cop{'y' if copies == 1 else 'ies'}, {need / 2**30:.2f} GiB in {jnp.dtype(dtype).name}), "
-      f"over memory_limit={solver.memory_limit} bytes; use method={quasi!r} (diagonal "
-      f"Jacobians, T·B·H = {n_steps * n_batch * n_hidden:,} entries) or raise "
-      "Solver.memory_limit")
+    f"solver method={solver.method!r} stores full Jacobians, {size} ({copies} "
+    f"cop{'y' if copies == 1 else 'ies'}, {need / 2**30:.2f} GiB in {jnp.dtype(dtype).name}), "
+    f"over memory_limit={solver.memory_limit} bytes; use method={quasi!r} (diagonal "
+    f"Jacobians, T·B·H = {n_steps * n_batch * n_hidden:,} entries) or raise "
+    "Solver.memory_limit"
+  )

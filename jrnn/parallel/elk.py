@@ -49,6 +49,7 @@ A masked step keeps ``J_t = I``, ``c_t = 0`` and is not damped: it is exactly li
 enters as a hard copy ``h_t = h_{t-1}`` (the identity element of the combine, ``E_{t-1} = I`` in
 the smoother), and a padded sequence converges as its valid prefix does.
 """
+
 from __future__ import annotations
 
 import jax
@@ -78,10 +79,15 @@ def _combine_full(early, late):
   x = _eye_like(c_i) + c_i @ j_j
   rhs = jnp.concatenate([a_i, c_i, (b_i + _mv(c_i, eta_j))[..., None]], axis=-1)
   sol = jnp.linalg.solve(x, rhs)
-  z, xc, xb = sol[..., :n], sol[..., n:2 * n], sol[..., 2 * n]
+  z, xc, xb = sol[..., :n], sol[..., n : 2 * n], sol[..., 2 * n]
   c = a_j @ xc @ _t(a_j) + c_j
-  return (a_j @ z, _mv(a_j, xb) + b_j, 0.5 * (c + _t(c)),
-          _mv(_t(z), eta_j - _mv(j_j, b_i)) + eta_i, _t(z) @ j_j @ a_i + j_i)
+  return (
+    a_j @ z,
+    _mv(a_j, xb) + b_j,
+    0.5 * (c + _t(c)),
+    _mv(_t(z), eta_j - _mv(j_j, b_i)) + eta_i,
+    _t(z) @ j_j @ a_i + j_i,
+  )
 
 
 def _combine_diagonal(early, late):
@@ -89,8 +95,13 @@ def _combine_diagonal(early, late):
   a_j, b_j, c_j, eta_j, j_j = late
   x = 1 + c_i * j_j
   z = a_i / x
-  return (a_j * z, a_j * (b_i + c_i * eta_j) / x + b_j, a_j * a_j * c_i / x + c_j,
-          z * (eta_j - j_j * b_i) + eta_i, z * j_j * a_i + j_i)
+  return (
+    a_j * z,
+    a_j * (b_i + c_i * eta_j) / x + b_j,
+    a_j * a_j * c_i / x + c_j,
+    z * (eta_j - j_j * b_i) + eta_i,
+    z * j_j * a_i + j_i,
+  )
 
 
 def _zero_first(x):
@@ -154,8 +165,7 @@ def elk_step_diagonal(w_hh, mask, hs, lin: Linearisation, damping: float) -> jax
     cov = jnp.where(valid, cov, 0)
   eta = _zero_first(kappa * jac * (hs - c))
   info = _zero_first(kappa * jac * jac)
-  _, means, covs, _, _ = jax.lax.associative_scan(_combine_diagonal, (a, b, cov, eta, info),
-                                                  axis=0)
+  _, means, covs, _, _ = jax.lax.associative_scan(_combine_diagonal, (a, b, cov, eta, info), axis=0)
   j_next = jac[1:]
   gains = covs[:-1] * j_next / (j_next * j_next * covs[:-1] + 1)
   if valid is not None:

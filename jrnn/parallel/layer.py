@@ -18,6 +18,7 @@ loop (:func:`jrnn.loops.states_backward`) or by a reverse associative scan
   a caller of ``jrnn.forward(..., solver=...)`` (which returns only the states) reads the
   iteration count and residual.
 """
+
 from __future__ import annotations
 
 import functools
@@ -47,13 +48,26 @@ def trajectory(w_hh, u, h0, mask, act: Activation, solver: Solver, init=None):
   """
   if solver.full_jacobians:
     check_memory(solver, "forward", u.shape, u.dtype, _FULL_COPIES[solver.method])
-  step = {"deer": newton.deer_step, "quasi_deer": newton.quasi_deer_step,
-          "elk": elk.elk_step_full, "quasi_elk": elk.elk_step_diagonal}[solver.method]
+  step = {
+    "deer": newton.deer_step,
+    "quasi_deer": newton.quasi_deer_step,
+    "elk": elk.elk_step_full,
+    "quasi_elk": elk.elk_step_diagonal,
+  }[solver.method]
   damped = solver.method in ("elk", "quasi_elk")
-  return newton.iterate(step, w_hh, u, h0, mask, act, tol=solver.tolerance(u.dtype),
-                        max_iter=solver.iteration_cap(u.shape[0]), init=init,
-                        damping=solver.damping if damped else None,
-                        adaptive=solver.adaptive_damping)
+  return newton.iterate(
+    step,
+    w_hh,
+    u,
+    h0,
+    mask,
+    act,
+    tol=solver.tolerance(u.dtype),
+    max_iter=solver.iteration_cap(u.shape[0]),
+    init=init,
+    damping=solver.damping if damped else None,
+    adaptive=solver.adaptive_damping,
+  )
 
 
 class SolverError(RuntimeError):
@@ -62,22 +76,26 @@ class SolverError(RuntimeError):
 
 # What to try instead of each method, most useful first (never the method that failed).
 _ALTERNATIVES = {
-    "deer": "method='elk' (damped) for unstable dynamics",
-    "quasi_deer": "method='deer' (full Jacobians) or 'quasi_elk' (damped) for unstable dynamics",
-    "elk": "a larger damping",
-    "quasi_elk": "method='elk' (full Jacobians) or a larger damping",
+  "deer": "method='elk' (damped) for unstable dynamics",
+  "quasi_deer": "method='deer' (full Jacobians) or 'quasi_elk' (damped) for unstable dynamics",
+  "elk": "a larger damping",
+  "quasi_elk": "method='elk' (full Jacobians) or a larger damping",
 }
 
 
-def failure_message(method: str, iterations, residual, diverged, tol: float,
-                    max_iter: int) -> str:
+def failure_message(method: str, iterations, residual, diverged, tol: float, max_iter: int) -> str:
   """The :class:`SolverError` message of a failed solve: what happened and what to change."""
-  why = ("met NaN/Inf (diverged)" if diverged else
-         f"did not reach tol={tol:g} within max_iter={max_iter}")
-  return (f"parallel solver {method!r} {why}: {int(iterations)} iterations, relative residual "
-          f"{float(residual):.3g}. Raise max_iter, try {_ALTERNATIVES[method]}, pass "
-          "Solver(on_failure='fallback') to run the sequential scan instead, or use "
-          "solver='sequential' (Newton needs a contracting RNN: largest Lyapunov exponent < 0)")
+  why = (
+    "met NaN/Inf (diverged)"
+    if diverged
+    else f"did not reach tol={tol:g} within max_iter={max_iter}"
+  )
+  return (
+    f"parallel solver {method!r} {why}: {int(iterations)} iterations, relative residual "
+    f"{float(residual):.3g}. Raise max_iter, try {_ALTERNATIVES[method]}, pass "
+    "Solver(on_failure='fallback') to run the sequential scan instead, or use "
+    "solver='sequential' (Newton needs a contracting RNN: largest Lyapunov exponent < 0)"
+  )
 
 
 def _raise_failed(method, tol, max_iter, failed, iterations, residual, diverged):
@@ -86,14 +104,22 @@ def _raise_failed(method, tol, max_iter, failed, iterations, residual, diverged)
   failed = np.asarray(failed)
   if failed.any():
     i = np.unravel_index(np.argmax(failed), failed.shape) if failed.ndim else ()
-    raise SolverError(failure_message(method, np.asarray(iterations)[i],
-                                      np.asarray(residual)[i], bool(np.asarray(diverged)[i]),
-                                      tol, max_iter))
+    raise SolverError(
+      failure_message(
+        method,
+        np.asarray(iterations)[i],
+        np.asarray(residual)[i],
+        bool(np.asarray(diverged)[i]),
+        tol,
+        max_iter,
+      )
+    )
   return np.ones(failed.shape, bool)
 
 
-def apply_policy(hs, info: SolveInfo, w_hh, u, h0, mask, act: Activation, solver: Solver,
-                 unroll: int = 1):
+def apply_policy(
+  hs, info: SolveInfo, w_hh, u, h0, mask, act: Activation, solver: Solver, unroll: int = 1
+):
   """Applies ``solver.on_failure`` to a solve's result; returns ``(hs, info)`` to use.
 
   ``"raise"``: eagerly (concrete values) a :class:`SolverError` is raised here; traced (under
@@ -106,22 +132,30 @@ def apply_policy(hs, info: SolveInfo, w_hh, u, h0, mask, act: Activation, solver
   """
   failed = ~info.converged
   if solver.on_failure == "raise":
-    check = functools.partial(_raise_failed, solver.method, solver.tolerance(u.dtype),
-                              solver.iteration_cap(u.shape[0]))
+    check = functools.partial(
+      _raise_failed, solver.method, solver.tolerance(u.dtype), solver.iteration_cap(u.shape[0])
+    )
     if not isinstance(failed, jax.core.Tracer):
       check(failed, info.iterations, info.residual, info.diverged)
       return hs, info
 
     def host_check():
-      return jax.pure_callback(check, jax.ShapeDtypeStruct((), jnp.bool_), failed,
-                               info.iterations, info.residual, info.diverged,
-                               vmap_method="broadcast_all")
+      return jax.pure_callback(
+        check,
+        jax.ShapeDtypeStruct((), jnp.bool_),
+        failed,
+        info.iterations,
+        info.residual,
+        info.diverged,
+        vmap_method="broadcast_all",
+      )
 
     ok = jax.lax.cond(failed, host_check, lambda: jnp.ones((), bool))
     return jnp.where(ok, hs, jnp.nan), info
   if solver.on_failure == "fallback":
-    hs = jax.lax.cond(failed, lambda: loops.scan_recurrence(w_hh, u, h0, mask, act, unroll),
-                      lambda: hs)
+    hs = jax.lax.cond(
+      failed, lambda: loops.scan_recurrence(w_hh, u, h0, mask, act, unroll), lambda: hs
+    )
     return hs, info._replace(fell_back=failed)
   return hs, info
 
@@ -132,8 +166,7 @@ def _solve(w_hh, u, h0, mask, init, act, solver, unroll):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
-def parallel_recurrence(w_hh, u, h0, mask, init, act: Activation, solver: Solver,
-                        unroll: int = 1):
+def parallel_recurrence(w_hh, u, h0, mask, init, act: Activation, solver: Solver, unroll: int = 1):
   """``(hs (T, B, H), SolveInfo)`` of the recurrence over ``u (T, B, H)`` (time order), with the
   fixed-point VJP of the module docstring.
 
@@ -176,8 +209,18 @@ def check_adjoint_memory(solver: Solver, shape, dtype) -> None:
     check_memory(solver, "adjoint", shape, dtype, _FULL_COPIES["adjoint"])
 
 
-def run(w_hh, u, h0, mask, act: Activation, solver: SolverLike, *, reverse: bool = False,
-        unroll: int = 1, init=None):
+def run(
+  w_hh,
+  u,
+  h0,
+  mask,
+  act: Activation,
+  solver: SolverLike,
+  *,
+  reverse: bool = False,
+  unroll: int = 1,
+  init=None,
+):
   """:func:`parallel_recurrence` with ``reverse`` handled, ``mask`` made boolean and the solver
   validated: what :mod:`jrnn.engine` calls. Returns ``(hs (T, B, H), SolveInfo)``."""
   solver = as_solver(solver)
@@ -190,15 +233,15 @@ def run(w_hh, u, h0, mask, act: Activation, solver: SolverLike, *, reverse: bool
 
 
 def solve(
-    w_hh: jax.Array,
-    u: jax.Array,
-    h0: jax.Array,
-    mask: Optional[jax.Array] = None,
-    *,
-    activation: ActivationLike = "tanh",
-    solver: SolverLike = "deer",
-    reverse: bool = False,
-    init: Optional[jax.Array] = None,
+  w_hh: jax.Array,
+  u: jax.Array,
+  h0: jax.Array,
+  mask: Optional[jax.Array] = None,
+  *,
+  activation: ActivationLike = "tanh",
+  solver: SolverLike = "deer",
+  reverse: bool = False,
+  init: Optional[jax.Array] = None,
 ):
   """Solves ``h_t = σ(h_{t-1} W_hhᵀ + u_t)`` (a masked step copies the state) in parallel.
 
@@ -242,23 +285,24 @@ def solve(
 class ParallelOutput(NamedTuple):
   """What :func:`parallel_forward` returns beside its :class:`SolveInfo` (as
   :class:`jrnn.RNNOutput`, time-major)."""
+
   ys: Optional[jax.Array]  # shape=(T, B, O); None for LayerParams
   hs: jax.Array  # shape=(T, B, H)
   h_last: jax.Array  # shape=(B, H): the state after each sequence's last valid step
 
 
 def parallel_forward(
-    params: Union[RNNParams, LayerParams],
-    xs: jax.Array,
-    *,
-    h0: Optional[jax.Array] = None,
-    mask: Optional[jax.Array] = None,
-    lengths: Optional[jax.Array] = None,
-    activation: ActivationLike = "tanh",
-    output_activation: Optional[ActivationLike] = None,
-    reverse: bool = False,
-    solver: SolverLike = "deer",
-    init: Optional[jax.Array] = None,
+  params: Union[RNNParams, LayerParams],
+  xs: jax.Array,
+  *,
+  h0: Optional[jax.Array] = None,
+  mask: Optional[jax.Array] = None,
+  lengths: Optional[jax.Array] = None,
+  activation: ActivationLike = "tanh",
+  output_activation: Optional[ActivationLike] = None,
+  reverse: bool = False,
+  solver: SolverLike = "deer",
+  init: Optional[jax.Array] = None,
 ):
   """:func:`jrnn.forward` by a parallel solver, returning the solver's diagnostics too.
 
@@ -306,11 +350,15 @@ def parallel_forward(
     mask = jnp.asarray(mask).astype(bool)
     xs = loops.zero_masked(xs, mask)  # a padded step's input, NaN or not, stays inert
   if h0 is None:
-    h0 = (jnp.zeros((n_batch, n_hidden), dtype) if params.h0 is None
-          else jnp.broadcast_to(params.h0, (n_batch, n_hidden)))
+    h0 = (
+      jnp.zeros((n_batch, n_hidden), dtype)
+      if params.h0 is None
+      else jnp.broadcast_to(params.h0, (n_batch, n_hidden))
+    )
   u = xs @ params.w_xh.T + params.b_h.reshape(1, 1, n_hidden)
-  hs, info = solve(params.w_hh, u, h0, mask, activation=activation, solver=solver,
-                   reverse=reverse, init=init)
+  hs, info = solve(
+    params.w_hh, u, h0, mask, activation=activation, solver=solver, reverse=reverse, init=init
+  )
   h_last = hs[0] if reverse else hs[-1]
   ys = None
   if isinstance(params, RNNParams):

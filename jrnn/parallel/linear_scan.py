@@ -28,6 +28,7 @@ Two forms of ``A_t`` (column convention: ``A_t`` maps a column vector ``x_{t-1}`
 
 ``b`` is ``(T, ..., H)`` in both; ``...`` is any batch shape (jrnn's ``B``).
 """
+
 from __future__ import annotations
 
 import jax
@@ -60,8 +61,7 @@ def solve_full(a: jax.Array, b: jax.Array, *, reverse: bool = False) -> jax.Arra
     ``x (T, ..., H)``.
   """
   if a.shape != b.shape + b.shape[-1:]:
-    raise ValueError(f"a must have shape b.shape + (H,) = {b.shape + b.shape[-1:]}, "
-                     f"got {a.shape}")
+    raise ValueError(f"a must have shape b.shape + (H,) = {b.shape + b.shape[-1:]}, got {a.shape}")
   return jax.lax.associative_scan(_combine_full, (a, b), reverse=reverse, axis=0)[1]
 
 

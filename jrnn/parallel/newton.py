@@ -23,6 +23,7 @@ Gonzalez et al. 2025 show ``O(log T)`` iterations for DEER.
 States are batched as rows, ``(T, B, H)``; ``J_t`` is stored per row as an ``(H, H)`` matrix
 acting on column vectors.
 """
+
 from __future__ import annotations
 
 from typing import Callable, NamedTuple, Optional
@@ -39,6 +40,7 @@ from jrnn.parallel.config import SolveInfo
 
 class Linearisation(NamedTuple):
   """Each step's map about an iterate ``hs``: ``φ_t(h_{t-1})`` and ``σ'(a_t)``."""
+
   prev: jax.Array  # shape=(T, B, H): h_{t-1} of the iterate (h_0 first)
   phi: jax.Array  # shape=(T, B, H): φ_t(h_{t-1}); h_{t-1} itself at a masked step
   gain: jax.Array  # shape=(T, B, H): σ'(a_t) (at a masked step: unused)
@@ -125,9 +127,20 @@ def _merit(hs, lin: Linearisation):
   return 0.5 * jnp.sum((hs - lin.phi) ** 2)
 
 
-def iterate(step: Step, w_hh, u, h0, mask, act: Activation, *, tol: float, max_iter: int,
-            init: Optional[jax.Array] = None, damping: Optional[float] = None,
-            adaptive: bool = True):
+def iterate(
+  step: Step,
+  w_hh,
+  u,
+  h0,
+  mask,
+  act: Activation,
+  *,
+  tol: float,
+  max_iter: int,
+  init: Optional[jax.Array] = None,
+  damping: Optional[float] = None,
+  adaptive: bool = True,
+):
   """Runs ``step`` from ``init`` until the relative residual is ``<= tol``, for at most
   ``max_iter`` steps, or until the residual itself is NaN/Inf.
 
@@ -184,16 +197,27 @@ def iterate(step: Step, w_hh, u, h0, mask, act: Activation, *, tol: float, max_i
     finite = jnp.isfinite(new_res) & jnp.isfinite(new_merit)
     if damped_adaptive:
       accept = finite & (new_merit <= c.merit)
-      lam = jnp.where(accept, jnp.maximum(c.damping * DAMPING_DOWN, DAMPING_MIN),
-                      c.damping * DAMPING_UP)
+      lam = jnp.where(
+        accept, jnp.maximum(c.damping * DAMPING_DOWN, DAMPING_MIN), c.damping * DAMPING_UP
+      )
       stop = lam > DAMPING_MAX
     else:
       accept, lam, stop = finite, c.damping, ~finite
     keep = lambda old, fresh: jax.tree.map(lambda o, f: jnp.where(accept, f, o), old, fresh)
-    hs, lin, res, merit = keep((c.hs, c.lin, c.residual, c.merit),
-                               (new, new_lin, new_res, new_merit))
-    return _Carry(c.iteration + 1, hs, lin, res, merit, lam, c.diverged | stop, stop,
-                  c.resets + overflow.astype(jnp.int32))
+    hs, lin, res, merit = keep(
+      (c.hs, c.lin, c.residual, c.merit), (new, new_lin, new_res, new_merit)
+    )
+    return _Carry(
+      c.iteration + 1,
+      hs,
+      lin,
+      res,
+      merit,
+      lam,
+      c.diverged | stop,
+      stop,
+      c.resets + overflow.astype(jnp.int32),
+    )
 
   zero = jnp.zeros((), jnp.int32)
   merit = _merit(hs, lin) if damped_adaptive else jnp.zeros((), dtype)
@@ -201,6 +225,11 @@ def iterate(step: Step, w_hh, u, h0, mask, act: Activation, *, tol: float, max_i
   # Return φ(h) rather than h: the same point to within the residual, but every state is then
   # an activation's output, so a ReLU unit the sequential scan leaves at exactly 0 is exactly
   # 0 here too (its σ' in the backward pass agrees) and a masked step copies its state exactly.
-  return c.lin.phi, SolveInfo(c.iteration, c.residual,
-                              (c.residual <= tol) & jnp.isfinite(c.residual), c.diverged,
-                              c.resets, jnp.zeros((), bool))
+  return c.lin.phi, SolveInfo(
+    c.iteration,
+    c.residual,
+    (c.residual <= tol) & jnp.isfinite(c.residual),
+    c.diverged,
+    c.resets,
+    jnp.zeros((), bool),
+  )

@@ -9,34 +9,35 @@
 
 Nothing in jrnn's fast path or training code imports this namespace.
 """
+
 from jrnn.reference.bptt import (
-    HandGrads,
-    hand_loss_and_grads,
-    hand_stacked_loss_and_grads,
-    loss_output_grad,
-    seed_formula_grads,
+  HandGrads,
+  hand_loss_and_grads,
+  hand_stacked_loss_and_grads,
+  loss_output_grad,
+  seed_formula_grads,
 )
 from jrnn.reference.jacobians import (
-    Trajectory,
-    check_trajectory,
-    jacobian_jvp,
-    jacobian_products,
-    jacobian_vjp,
-    step_jacobians,
-    trajectory,
+  Trajectory,
+  check_trajectory,
+  jacobian_jvp,
+  jacobian_products,
+  jacobian_vjp,
+  step_jacobians,
+  trajectory,
 )
 
 __all__ = (
-    "HandGrads",
-    "Trajectory",
-    "check_trajectory",
-    "hand_loss_and_grads",
-    "hand_stacked_loss_and_grads",
-    "jacobian_jvp",
-    "jacobian_products",
-    "jacobian_vjp",
-    "loss_output_grad",
-    "seed_formula_grads",
-    "step_jacobians",
-    "trajectory",
+  "HandGrads",
+  "Trajectory",
+  "check_trajectory",
+  "hand_loss_and_grads",
+  "hand_stacked_loss_and_grads",
+  "jacobian_jvp",
+  "jacobian_products",
+  "jacobian_vjp",
+  "loss_output_grad",
+  "seed_formula_grads",
+  "step_jacobians",
+  "trajectory",
 )

@@ -30,6 +30,7 @@ The loss derivative ``∂L/∂y_t`` is derived by hand as well:
 each times the mask and the reduction's constant (``1``, ``1/B`` or ``1/Σ m``; see
 :mod:`jrnn.losses`).
 """
+
 from __future__ import annotations
 
 import functools
@@ -47,6 +48,7 @@ from jrnn.unroll import forward, stacked_forward
 
 class HandGrads(NamedTuple):
   """What :func:`hand_loss_and_grads` and :func:`hand_stacked_loss_and_grads` return."""
+
   loss: jax.Array  # shape=()
   grads: Union[RNNParams, StackedParams]  # ∂L/∂params, same structure; h0 None where not learnt
   d_xs: jax.Array  # shape of xs: ∂L/∂x_t
@@ -159,8 +161,11 @@ def layer_backward(w_xh, w_hh, b_h, xs, h0, hs, mask, g, act: Activation):
   dh0, deltas = jax.lax.scan(body, jnp.zeros_like(h0), (g, dsig, mask), reverse=True)
   n_hidden, n_in = w_xh.shape
   d_rows = deltas.reshape(-1, n_hidden)
-  grads = LayerParams(d_rows.T @ xs.reshape(-1, n_in), d_rows.T @ h_prev.reshape(-1, n_hidden),
-                      jnp.sum(d_rows, axis=0))
+  grads = LayerParams(
+    d_rows.T @ xs.reshape(-1, n_in),
+    d_rows.T @ h_prev.reshape(-1, n_hidden),
+    jnp.sum(d_rows, axis=0),
+  )
   return grads, dh0, deltas @ w_xh
 
 
@@ -179,8 +184,9 @@ def _direction_backward(layer: LayerParams, xs, h0, hs, mask, g, act, reverse: b
   """:func:`layer_backward` for either direction (a reverse one backwards on flipped time)."""
   if not reverse:
     return layer_backward(layer.w_xh, layer.w_hh, layer.b_h, xs, h0, hs, mask, g, act)
-  grads, dh0, dxs = layer_backward(layer.w_xh, layer.w_hh, layer.b_h, _flip(xs), h0, _flip(hs),
-                                   _flip(mask), _flip(g), act)
+  grads, dh0, dxs = layer_backward(
+    layer.w_xh, layer.w_hh, layer.b_h, _flip(xs), h0, _flip(hs), _flip(mask), _flip(g), act
+  )
   return grads, dh0, _flip(dxs)
 
 
@@ -203,19 +209,19 @@ def _caller_h0_grad(h0_arg, dh0):
 
 
 def hand_loss_and_grads(
-    params: RNNParams,
-    xs: jax.Array,
-    targets: jax.Array,
-    *,
-    loss: str = "squared_error",
-    activation: ActivationLike = "tanh",
-    output_activation: Optional[ActivationLike] = None,
-    mask: Optional[jax.Array] = None,
-    lengths: Optional[jax.Array] = None,
-    h0: Optional[jax.Array] = None,
-    reduction: str = "sum",
-    time_major: bool = True,
-    reverse: bool = False,
+  params: RNNParams,
+  xs: jax.Array,
+  targets: jax.Array,
+  *,
+  loss: str = "squared_error",
+  activation: ActivationLike = "tanh",
+  output_activation: Optional[ActivationLike] = None,
+  mask: Optional[jax.Array] = None,
+  lengths: Optional[jax.Array] = None,
+  h0: Optional[jax.Array] = None,
+  reduction: str = "sum",
+  time_major: bool = True,
+  reverse: bool = False,
 ) -> HandGrads:
   """The loss of :func:`jrnn.forward` and all its gradients by the hand-written O(T) recursion.
 
@@ -242,15 +248,26 @@ def hand_loss_and_grads(
     ``d_h0 = ∂L/∂h0`` in the shape of the ``h0`` argument (``None`` without one).
   """
   check_loss(loss, reduction)
-  jax.eval_shape(functools.partial(
-      forward, h0=h0, mask=mask, lengths=lengths, activation=activation,
-      output_activation=output_activation, time_major=time_major), params, xs)  # validates
+  jax.eval_shape(
+    functools.partial(
+      forward,
+      h0=h0,
+      mask=mask,
+      lengths=lengths,
+      activation=activation,
+      output_activation=output_activation,
+      time_major=time_major,
+    ),
+    params,
+    xs,
+  )  # validates
   act = get_activation(activation)
   n_in, n_hidden, n_out = params.sizes
   dtype = jnp.result_type(params.w_hh)
   xs_shape = jnp.shape(xs)
-  x, m, h0_in, layout = prepare(xs, mask, lengths, h0, n_in=n_in, n_hidden=n_hidden,
-                                 dtype=dtype, time_major=time_major)
+  x, m, h0_in, layout = prepare(
+    xs, mask, lengths, h0, n_in=n_in, n_hidden=n_hidden, dtype=dtype, time_major=time_major
+  )
   tg = prepare_targets(targets, xs_shape, layout, n_out, loss, dtype)
   n_steps, n_batch = x.shape[:2]
   m = jnp.ones((n_steps, n_batch), bool) if m is None else m
@@ -269,18 +286,18 @@ def hand_loss_and_grads(
 
 
 def hand_stacked_loss_and_grads(
-    params: StackedParams,
-    xs: jax.Array,
-    targets: jax.Array,
-    *,
-    loss: str = "squared_error",
-    activation: ActivationLike = "tanh",
-    output_activation: Optional[ActivationLike] = None,
-    mask: Optional[jax.Array] = None,
-    lengths: Optional[jax.Array] = None,
-    h0: Optional[jax.Array] = None,
-    reduction: str = "sum",
-    time_major: bool = True,
+  params: StackedParams,
+  xs: jax.Array,
+  targets: jax.Array,
+  *,
+  loss: str = "squared_error",
+  activation: ActivationLike = "tanh",
+  output_activation: Optional[ActivationLike] = None,
+  mask: Optional[jax.Array] = None,
+  lengths: Optional[jax.Array] = None,
+  h0: Optional[jax.Array] = None,
+  reduction: str = "sum",
+  time_major: bool = True,
 ) -> HandGrads:
   """:func:`hand_loss_and_grads` for :func:`jrnn.stacked_forward`: stacked, bidirectional layers.
 
@@ -303,17 +320,35 @@ def hand_stacked_loss_and_grads(
   check_loss(loss, reduction)
   if not isinstance(params, StackedParams) or params.w_hy is None:
     raise ValueError("params must be StackedParams with a readout (w_hy, b_y) to have a loss")
-  jax.eval_shape(functools.partial(
-      stacked_forward, h0=h0, mask=mask, lengths=lengths, activation=activation,
-      output_activation=output_activation, time_major=time_major), params, xs)  # validates
+  jax.eval_shape(
+    functools.partial(
+      stacked_forward,
+      h0=h0,
+      mask=mask,
+      lengths=lengths,
+      activation=activation,
+      output_activation=output_activation,
+      time_major=time_major,
+    ),
+    params,
+    xs,
+  )  # validates
   act = get_activation(activation)
   n_hidden, n_dir = params.hidden_size, params.num_directions
   n_in = params.layers[0][0].w_xh.shape[1]
   dtype = jnp.result_type(params.layers[0][0].w_hh)
   xs_shape = jnp.shape(xs)
-  x, m, h0_in, layout = prepare(xs, mask, lengths, h0, n_in=n_in, n_hidden=n_hidden,
-                                 dtype=dtype, time_major=time_major,
-                                 h0_lead=(params.num_layers * n_dir,))
+  x, m, h0_in, layout = prepare(
+    xs,
+    mask,
+    lengths,
+    h0,
+    n_in=n_in,
+    n_hidden=n_hidden,
+    dtype=dtype,
+    time_major=time_major,
+    h0_lead=(params.num_layers * n_dir,),
+  )
   tg = prepare_targets(targets, xs_shape, layout, params.w_hy.shape[0], loss, dtype)
   n_steps, n_batch = x.shape[:2]
   m = jnp.ones((n_steps, n_batch), bool) if m is None else m
@@ -341,9 +376,10 @@ def hand_stacked_loss_and_grads(
     d_inp = 0
     grads_l = []
     for j, p in enumerate(params.layers[l]):
-      g_j = g[..., j * n_hidden:(j + 1) * n_hidden]
-      lg, dh0, dx = _direction_backward(p, inputs[l], inits[l][j], states[l][j], m, g_j, act,
-                                        reverse=j == 1)
+      g_j = g[..., j * n_hidden : (j + 1) * n_hidden]
+      lg, dh0, dx = _direction_backward(
+        p, inputs[l], inits[l][j], states[l][j], m, g_j, act, reverse=j == 1
+      )
       d_inp = d_inp + dx
       dh0s[l * n_dir + j] = dh0
       grads_l.append(lg._replace(h0=_learnt_h0_grad(p.h0, h0, dh0)))
@@ -354,17 +390,17 @@ def hand_stacked_loss_and_grads(
 
 
 def seed_formula_grads(
-    params: RNNParams,
-    xs: jax.Array,
-    targets: jax.Array,
-    *,
-    loss: str = "squared_error",
-    activation: ActivationLike = "tanh",
-    output_activation: Optional[ActivationLike] = None,
-    mask: Optional[jax.Array] = None,
-    lengths: Optional[jax.Array] = None,
-    reduction: str = "sum",
-    time_major: bool = True,
+  params: RNNParams,
+  xs: jax.Array,
+  targets: jax.Array,
+  *,
+  loss: str = "squared_error",
+  activation: ActivationLike = "tanh",
+  output_activation: Optional[ActivationLike] = None,
+  mask: Optional[jax.Array] = None,
+  lengths: Optional[jax.Array] = None,
+  reduction: str = "sum",
+  time_major: bool = True,
 ) -> RNNParams:
   """The seed's gradient formula, summed literally: O(T²) Jacobian products, for teaching.
 
@@ -393,15 +429,25 @@ def seed_formula_grads(
     :class:`RNNParams` of gradients; ``h0`` is ``∂L/∂params.h0`` when it is learnt, else None.
   """
   check_loss(loss, reduction)
-  jax.eval_shape(functools.partial(
-      forward, mask=mask, lengths=lengths, activation=activation,
-      output_activation=output_activation, time_major=time_major), params, xs)  # validates
+  jax.eval_shape(
+    functools.partial(
+      forward,
+      mask=mask,
+      lengths=lengths,
+      activation=activation,
+      output_activation=output_activation,
+      time_major=time_major,
+    ),
+    params,
+    xs,
+  )  # validates
   act = get_activation(activation)
   n_in, n_hidden, n_out = params.sizes
   dtype = jnp.result_type(params.w_hh)
   xs_shape = jnp.shape(xs)
-  x, m, _, layout = prepare(xs, mask, lengths, None, n_in=n_in, n_hidden=n_hidden,
-                             dtype=dtype, time_major=time_major)
+  x, m, _, layout = prepare(
+    xs, mask, lengths, None, n_in=n_in, n_hidden=n_hidden, dtype=dtype, time_major=time_major
+  )
   tg = prepare_targets(targets, xs_shape, layout, n_out, loss, dtype)
   n_steps, n_batch = x.shape[:2]
   m = jnp.ones((n_steps, n_batch), bool) if m is None else m
@@ -418,8 +464,10 @@ def seed_formula_grads(
 
   # J_t per sequence, (T, B, H, H): diag(σ'(a_t)) W_hh, or I on a masked step.
   eye = jnp.eye(n_hidden, dtype=dtype)
-  jac = (mf[..., None] * (dsig[..., :, None] * params.w_hh[None, None])
-         + (1 - mf[..., None]) * eye[None, None])
+  jac = (
+    mf[..., None] * (dsig[..., :, None] * params.w_hh[None, None])
+    + (1 - mf[..., None]) * eye[None, None]
+  )
 
   dw_hh = jnp.zeros_like(params.w_hh)
   dw_xh = jnp.zeros_like(params.w_xh)

@@ -20,6 +20,7 @@ Everything here works on one sequence; for a batch, ``jax.vmap`` over it, e.g.
 ``jax.vmap(lambda x: jacobian_products(trajectory(params, x)), in_axes=1)(xs)`` for
 time-major ``xs (T, B, I)``.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple, Optional, Union
@@ -37,6 +38,7 @@ from jrnn.recurrence import recurrence
 
 class Trajectory(NamedTuple):
   """What the Jacobians of one sequence depend on: ``W_hh``, the states and ``σ'(a_t)``."""
+
   w_hh: jax.Array  # shape=(H, H)
   hs: jax.Array  # shape=(T+1, H): h_0, h_1, ..., h_T
   gains: jax.Array  # shape=(T, H): gains[t-1] = σ'(a_t), t = 1..T
@@ -49,12 +51,12 @@ class Trajectory(NamedTuple):
 
 
 def trajectory(
-    params: Union[RNNParams, LayerParams],
-    xs: jax.Array,
-    *,
-    h0: Optional[jax.Array] = None,
-    mask: Optional[jax.Array] = None,
-    activation: ActivationLike = "tanh",
+  params: Union[RNNParams, LayerParams],
+  xs: jax.Array,
+  *,
+  h0: Optional[jax.Array] = None,
+  mask: Optional[jax.Array] = None,
+  activation: ActivationLike = "tanh",
 ) -> Trajectory:
   """Runs one sequence and keeps what its Jacobians need.
 
@@ -91,8 +93,9 @@ def trajectory(
   u = add_bias(jnp.asarray(xs) @ params.w_xh.T, params.b_h)
   # The library's own recurrence, so these states are exactly those of jrnn.forward;
   # autodiff mode keeps forward-mode AD (jax.jacfwd) of this function available.
-  hs = recurrence(params.w_hh, u[:, None], jnp.asarray(h0)[None], mask[:, None],
-                  activation=act, grad="autodiff")[:, 0]
+  hs = recurrence(
+    params.w_hh, u[:, None], jnp.asarray(h0)[None], mask[:, None], activation=act, grad="autodiff"
+  )[:, 0]
   hs = jnp.concatenate([jnp.asarray(h0)[None], hs])
   a = hs[:-1] @ params.w_hh.T + u
   return Trajectory(params.w_hh, hs, act.deriv(a, hs[1:]), mask)
@@ -213,11 +216,11 @@ def jacobian_vjp(traj: Trajectory, t, u: jax.Array) -> jax.Array:
 
   def body(g, inp):
     i, gain, valid = inp  # g is the cotangent at step i; produce the one at step i - 1
-    g = jnp.where(i - 1 < t, _apply_jt(traj, gain, valid, g),
-                  jnp.where(i - 1 == t, u, zero))
+    g = jnp.where(i - 1 < t, _apply_jt(traj, gain, valid, g), jnp.where(i - 1 == t, u, zero))
     return g, g
 
   g_last = jnp.where(t == n_steps, u, zero)
-  _, gs = jax.lax.scan(body, g_last, (jnp.arange(1, n_steps + 1), traj.gains, traj.mask),
-                       reverse=True)
+  _, gs = jax.lax.scan(
+    body, g_last, (jnp.arange(1, n_steps + 1), traj.gains, traj.mask), reverse=True
+  )
   return jnp.concatenate([gs, g_last[None]])

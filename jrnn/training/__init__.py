@@ -24,6 +24,7 @@ module                    what it holds
 Every module above is reachable as ``jrnn.training.<module>`` after ``import jrnn``; ``seeds``,
 ``classification`` and the job's modules load on first access (module ``__getattr__``).
 """
+
 import importlib as _importlib
 
 from jrnn.training import checkpoint, sharding
@@ -60,29 +61,30 @@ def __getattr__(name):
 def __dir__():
   return sorted(list(globals()) + list(_LAZY))
 
+
 __all__ = (
-    "Batch",
-    "ClippingState",
-    "LOSSES",
-    "OPTIMIZERS",
-    "SCHEDULES",
-    "TruncatedResult",
-    "bptt_chunk",
-    "checkpoint",
-    "checkpointed_loss",
-    "chunked_bptt",
-    "clip_elementwise",
-    "clip_tree_by_global_norm",
-    "elementwise_clipping",
-    "global_norm",
-    "global_norm_clipping",
-    "make_eval_step",
-    "make_optimizer",
-    "make_schedule",
-    "make_stream_train_step",
-    "make_train_step",
-    "sample_tokens",
-    "sequence_loss",
-    "sharding",
-    "truncated_bptt",
+  "Batch",
+  "ClippingState",
+  "LOSSES",
+  "OPTIMIZERS",
+  "SCHEDULES",
+  "TruncatedResult",
+  "bptt_chunk",
+  "checkpoint",
+  "checkpointed_loss",
+  "chunked_bptt",
+  "clip_elementwise",
+  "clip_tree_by_global_norm",
+  "elementwise_clipping",
+  "global_norm",
+  "global_norm_clipping",
+  "make_eval_step",
+  "make_optimizer",
+  "make_schedule",
+  "make_stream_train_step",
+  "make_train_step",
+  "sample_tokens",
+  "sequence_loss",
+  "sharding",
+  "truncated_bptt",
 )

@@ -30,6 +30,7 @@ optimiser state): pytree structure lives in code, not in the file, and every arr
 against the template's shape and dtype, so a checkpoint from another configuration fails with a
 message naming the array.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -42,8 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 META_KEY = "jrnn"
-_WHAT_TO_DO = ("delete it and resume from an earlier copy, or start a fresh run with a new "
-               "--out")
+_WHAT_TO_DO = "delete it and resume from an earlier copy, or start a fresh run with a new --out"
 
 
 class CheckpointError(ValueError):
@@ -61,8 +61,9 @@ def _flatten(tree: Any) -> Dict[str, Any]:
 
 def _digest(header: Dict[str, Any], arrays: Dict[str, np.ndarray]) -> str:
   """sha256 over the header (without the digest) and every array's name, dtype, shape, bytes."""
-  h = hashlib.sha256(json.dumps({k: header[k] for k in ("metadata", "scalars")},
-                                sort_keys=True).encode())
+  h = hashlib.sha256(
+    json.dumps({k: header[k] for k in ("metadata", "scalars")}, sort_keys=True).encode()
+  )
   for name in sorted(arrays):
     a = np.ascontiguousarray(arrays[name])
     h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
@@ -79,13 +80,15 @@ def save(path: str, tree: Any, metadata: Dict[str, Any], *, allow_nonfinite: boo
       nothing is written then.
   """
   from safetensors.numpy import save as st_save  # pylint: disable=import-outside-toplevel
+
   arrays, scalars = {}, []
   for name, leaf in _flatten(tree).items():
     if _is_key(leaf):
       leaf = jax.random.key_data(leaf)
     leaf = np.asarray(leaf)
-    if (not allow_nonfinite and np.issubdtype(leaf.dtype, np.inexact)
-        and not np.isfinite(leaf).all()):
+    if (
+      not allow_nonfinite and np.issubdtype(leaf.dtype, np.inexact) and not np.isfinite(leaf).all()
+    ):
       raise FloatingPointError(f"refusing to write checkpoint {path}: {name} holds NaN or inf")
     if leaf.ndim == 0:
       scalars.append(name)
@@ -116,21 +119,29 @@ def _reason(e: Exception) -> str:
 
 def _header(path: str) -> Dict[str, Any]:
   from safetensors import safe_open  # pylint: disable=import-outside-toplevel
+
   if not os.path.isfile(path):
     raise FileNotFoundError(f"no checkpoint at {path}")
   try:
     with safe_open(path, framework="numpy") as f:
       meta = f.metadata() or {}
   except Exception as e:  # pylint: disable=broad-except  # the parser's errors vary by version
-    raise CheckpointError(f"{path} is not a readable checkpoint (truncated, corrupted or not a "
-                          f"safetensors file; {_reason(e)}): {_WHAT_TO_DO}") from None
+    raise CheckpointError(
+      f"{path} is not a readable checkpoint (truncated, corrupted or not a "
+      f"safetensors file; {_reason(e)}): {_WHAT_TO_DO}"
+    ) from None
   if META_KEY not in meta:
-    raise CheckpointError(f"{path} is a safetensors file but not a jrnn checkpoint (no "
-                          f"{META_KEY!r} metadata): {_WHAT_TO_DO}")
+    raise CheckpointError(
+      f"{path} is a safetensors file but not a jrnn checkpoint (no "
+      f"{META_KEY!r} metadata): {_WHAT_TO_DO}"
+    )
   try:
     header = json.loads(meta[META_KEY])
-    if not (isinstance(header, dict) and isinstance(header.get("metadata"), dict)
-            and isinstance(header.get("scalars"), list)):
+    if not (
+      isinstance(header, dict)
+      and isinstance(header.get("metadata"), dict)
+      and isinstance(header.get("scalars"), list)
+    ):
       raise ValueError("missing fields")
   except ValueError as e:
     raise CheckpointError(f"{path} has a corrupted header ({_reason(e)}): {_WHAT_TO_DO}") from None
@@ -148,21 +159,26 @@ UNVERIFIED_FLAG = "--allow-unverified-checkpoint"
 def _read_checked(path: str, allow_unverified: bool) -> Tuple[Dict[str, Any], Dict[str, Any]]:
   """``(header, arrays)`` of ``path`` after checking the sha256 (or that it may be absent)."""
   from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
+
   header = _header(path)
   try:
     stored = load_file(path)
   except Exception as e:  # pylint: disable=broad-except
-    raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupted; "
-                          f"{_reason(e)}): {_WHAT_TO_DO}") from None
+    raise CheckpointError(
+      f"{path} is not a readable checkpoint (truncated or corrupted; {_reason(e)}): {_WHAT_TO_DO}"
+    ) from None
   if "sha256" not in header:
     if not allow_unverified:
       raise CheckpointError(
-          f"{path} has no sha256, so it cannot be checked for corruption or edits (written "
-          f"before checkpoints carried one, or its digest was removed); pass {UNVERIFIED_FLAG} "
-          "to use it anyway, or start a fresh run with a new --out")
+        f"{path} has no sha256, so it cannot be checked for corruption or edits (written "
+        f"before checkpoints carried one, or its digest was removed); pass {UNVERIFIED_FLAG} "
+        "to use it anyway, or start a fresh run with a new --out"
+      )
   elif _digest(header, stored) != header["sha256"]:
-    raise CheckpointError(f"{path} is corrupted: its contents do not match the sha256 written "
-                          f"with them (damaged or edited since); {_WHAT_TO_DO}")
+    raise CheckpointError(
+      f"{path} is corrupted: its contents do not match the sha256 written "
+      f"with them (damaged or edited since); {_WHAT_TO_DO}"
+    )
   return header, stored
 
 
@@ -182,9 +198,12 @@ def same_state(path_a: str, path_b: str, *, ignore: Tuple[str, ...] = ("run_id",
   ``ignore`` aside: how a resumed run is compared with an uninterrupted one in another
   directory (each run directory has its own run id, so the files differ in those bytes)."""
   from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
+
   a, b = load_file(path_a), load_file(path_b)
-  if sorted(a) != sorted(b) or any(a[k].dtype != b[k].dtype or a[k].shape != b[k].shape
-                                   or a[k].tobytes() != b[k].tobytes() for k in a):
+  if sorted(a) != sorted(b) or any(
+    a[k].dtype != b[k].dtype or a[k].shape != b[k].shape or a[k].tobytes() != b[k].tobytes()
+    for k in a
+  ):
     return False
   meta_a, meta_b = (_header(p) for p in (path_a, path_b))
   for h in (meta_a, meta_b):
@@ -194,8 +213,7 @@ def same_state(path_a: str, path_b: str, *, ignore: Tuple[str, ...] = ("run_id",
   return meta_a == meta_b
 
 
-def load(path: str, template: Any, *,
-         allow_unverified: bool = False) -> Tuple[Any, Dict[str, Any]]:
+def load(path: str, template: Any, *, allow_unverified: bool = False) -> Tuple[Any, Dict[str, Any]]:
   """Reads ``(tree, metadata)`` from ``path``, ``tree`` shaped like ``template``.
 
   Args:
@@ -213,26 +231,32 @@ def load(path: str, template: Any, *,
   metadata = header["metadata"]
   for name in header["scalars"]:
     if name not in stored:
-      raise CheckpointError(f"{path} has a corrupted header (scalar {name} has no array): "
-                            f"{_WHAT_TO_DO}")
+      raise CheckpointError(
+        f"{path} has a corrupted header (scalar {name} has no array): {_WHAT_TO_DO}"
+      )
     stored[name] = stored[name].reshape(())
   leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
   out = []
   for key_path, leaf in leaves:
     name = jax.tree_util.keystr(key_path)
     if name not in stored:
-      raise CheckpointError(f"checkpoint {path} has no array {name}; it was written for "
-                            "another model or optimiser configuration")
+      raise CheckpointError(
+        f"checkpoint {path} has no array {name}; it was written for "
+        "another model or optimiser configuration"
+      )
     want = jax.random.key_data(leaf) if _is_key(leaf) else leaf
     got = stored.pop(name)
     if got.shape != np.shape(want) or got.dtype != np.asarray(want).dtype:
       raise CheckpointError(
-          f"checkpoint {path}: {name} has shape {got.shape} and dtype {got.dtype}, but this "
-          f"configuration expects {np.shape(want)} and {np.asarray(want).dtype}")
+        f"checkpoint {path}: {name} has shape {got.shape} and dtype {got.dtype}, but this "
+        f"configuration expects {np.shape(want)} and {np.asarray(want).dtype}"
+      )
     arr = jnp.asarray(got)
-    out.append(jax.random.wrap_key_data(arr, impl=jax.random.key_impl(leaf)) if _is_key(leaf)
-               else arr)
+    out.append(
+      jax.random.wrap_key_data(arr, impl=jax.random.key_impl(leaf)) if _is_key(leaf) else arr
+    )
   if stored:
-    raise CheckpointError(f"checkpoint {path} holds arrays this configuration does not: "
-                     f"{sorted(stored)[:5]}")
+    raise CheckpointError(
+      f"checkpoint {path} holds arrays this configuration does not: {sorted(stored)[:5]}"
+    )
   return jax.tree_util.tree_unflatten(treedef, out), metadata

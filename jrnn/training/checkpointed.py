@@ -23,6 +23,7 @@ input projection of the whole sequence is ever held at once: a segment reads its
 segments of a ``jax.checkpoint``-ed segment function; inside a segment the recurrence is
 differentiated by ``grad`` (the hand-derived VJP by default).
 """
+
 from __future__ import annotations
 
 import functools
@@ -46,22 +47,22 @@ def default_segment_length(n_steps: int) -> int:
 
 
 def checkpointed_loss(
-    params: RNNParams,
-    xs: jax.Array,
-    targets: jax.Array,
-    *,
-    segment_length: Optional[int] = None,
-    loss: str = "squared_error",
-    activation: ActivationLike = "tanh",
-    output_activation: Optional[ActivationLike] = None,
-    mask: Optional[jax.Array] = None,
-    lengths: Optional[jax.Array] = None,
-    h0: Optional[jax.Array] = None,
-    reduction: str = "sum",
-    time_major: bool = True,
-    unroll: int = 1,
-    grad: str = "hand",
-    kernel: str = "auto",
+  params: RNNParams,
+  xs: jax.Array,
+  targets: jax.Array,
+  *,
+  segment_length: Optional[int] = None,
+  loss: str = "squared_error",
+  activation: ActivationLike = "tanh",
+  output_activation: Optional[ActivationLike] = None,
+  mask: Optional[jax.Array] = None,
+  lengths: Optional[jax.Array] = None,
+  h0: Optional[jax.Array] = None,
+  reduction: str = "sum",
+  time_major: bool = True,
+  unroll: int = 1,
+  grad: str = "hand",
+  kernel: str = "auto",
 ) -> jax.Array:
   """The loss of :func:`jrnn.forward` plus a readout loss, with a checkpointed backward pass.
 
@@ -87,13 +88,26 @@ def checkpointed_loss(
     The scalar loss.
   """
   check_loss(loss, reduction)
-  jax.eval_shape(functools.partial(
-      forward, h0=h0, mask=mask, lengths=lengths, activation=activation,
-      output_activation=output_activation, time_major=time_major, grad=grad, kernel=kernel), params, xs)
+  jax.eval_shape(
+    functools.partial(
+      forward,
+      h0=h0,
+      mask=mask,
+      lengths=lengths,
+      activation=activation,
+      output_activation=output_activation,
+      time_major=time_major,
+      grad=grad,
+      kernel=kernel,
+    ),
+    params,
+    xs,
+  )
   n_in, n_hidden, n_out = params.sizes
   dtype = jnp.result_type(params.w_hh)
-  x, m, h0_in, layout = prepare(xs, mask, lengths, h0, n_in=n_in, n_hidden=n_hidden,
-                                 dtype=dtype, time_major=time_major)
+  x, m, h0_in, layout = prepare(
+    xs, mask, lengths, h0, n_in=n_in, n_hidden=n_hidden, dtype=dtype, time_major=time_major
+  )
   tg = prepare_targets(targets, jnp.shape(xs), layout, n_out, loss, dtype)
   n_steps, n_batch = x.shape[:2]
   k = default_segment_length(n_steps) if segment_length is None else segment_length
@@ -118,8 +132,9 @@ def checkpointed_loss(
   # intermediates after all; inside a scan it is safe to turn off (the jax.checkpoint docs).
   @functools.partial(jax.checkpoint, prevent_cse=False)
   def segment(p, h, x_s, tg_s, m_s):
-    hs = layer_forward(p.layer, x_s, h0=h, mask=m_s, activation=activation, unroll=unroll,
-                       grad=grad, kernel=kernel)
+    hs = layer_forward(
+      p.layer, x_s, h0=h, mask=m_s, activation=activation, unroll=unroll, grad=grad, kernel=kernel
+    )
     ys = readout(p.w_hy, p.b_y, hs, output_activation)
     return hs[-1], loss_value(ys, tg_s, m_s, loss, "sum")
 
@@ -128,6 +143,7 @@ def checkpointed_loss(
     h, value = segment(params, h, *inp)
     return (h, total + value), None
 
-  (_, total), _ = jax.lax.scan(body, (h0_in, jnp.zeros((), dtype)),
-                               (segments(x), segments(tg), segments(m)))
+  (_, total), _ = jax.lax.scan(
+    body, (h0_in, jnp.zeros((), dtype)), (segments(x), segments(tg), segments(m))
+  )
   return total / reduction_divisor(m, n_steps, n_batch, reduction)

@@ -16,6 +16,7 @@ steps touch neither the loss nor its gradient. The readout of the other steps is
   :mod:`jrnn.training.steps` and :mod:`jrnn.training.seeds`;
 * :func:`accuracy` is the fraction of sequences whose largest logit is the label.
 """
+
 from __future__ import annotations
 
 from typing import Callable, NamedTuple, Optional
@@ -32,14 +33,22 @@ from jrnn.unroll import forward, stacked_forward
 
 class LabelledBatch(NamedTuple):
   """Time-major sequences with one integer label each."""
+
   xs: jax.Array  # shape=(T, B, I), float
   labels: jax.Array  # shape=(B,), int in [0, O)
   lengths: Optional[jax.Array] = None  # shape=(B,), int in [0, T]; None: every step is valid
 
 
-def last_step_logits(params, xs: jax.Array, *, lengths: Optional[jax.Array] = None,
-                     activation: ActivationLike = "tanh", unroll: int = 1, grad: str = "hand",
-                     kernel: str = "auto") -> jax.Array:
+def last_step_logits(
+  params,
+  xs: jax.Array,
+  *,
+  lengths: Optional[jax.Array] = None,
+  activation: ActivationLike = "tanh",
+  unroll: int = 1,
+  grad: str = "hand",
+  kernel: str = "auto",
+) -> jax.Array:
   """``z = W_hy h_{n_b} + b_y``: the readout of each sequence's state after its last valid step.
 
   Args:
@@ -58,8 +67,10 @@ def last_step_logits(params, xs: jax.Array, *, lengths: Optional[jax.Array] = No
   kwargs = dict(lengths=lengths, activation=activation, unroll=unroll, grad=grad, kernel=kernel)
   if isinstance(params, StackedParams):
     if params.w_hy is None or params.num_directions != 1:
-      raise ValueError("last_step_logits needs unidirectional StackedParams with a readout "
-                       "(a reverse direction has no last step to read)")
+      raise ValueError(
+        "last_step_logits needs unidirectional StackedParams with a readout "
+        "(a reverse direction has no last step to read)"
+      )
     h_last = stacked_forward(params, xs, **kwargs).h_last[-1]
   elif isinstance(params, RNNParams):
     h_last = forward(params, xs, **kwargs).h_last
@@ -68,27 +79,42 @@ def last_step_logits(params, xs: jax.Array, *, lengths: Optional[jax.Array] = No
   return readout(params.w_hy, params.b_y, h_last)
 
 
-def classification_loss(*, activation: ActivationLike = "tanh", unroll: int = 1,
-                        grad: str = "hand", kernel: str = "auto"
-                        ) -> Callable[..., jax.Array]:
+def classification_loss(
+  *, activation: ActivationLike = "tanh", unroll: int = 1, grad: str = "hand", kernel: str = "auto"
+) -> Callable[..., jax.Array]:
   """``loss(params, batch: LabelledBatch)``: mean softmax cross-entropy of the last-step logits.
 
   Arguments are passed to :func:`last_step_logits`. The loss is a scalar (no ``aux``): pass it to
   :func:`jrnn.training.make_train_step` with ``has_aux=False``.
   """
+
   def loss(params, batch: LabelledBatch) -> jax.Array:
-    logits = last_step_logits(params, batch.xs, lengths=batch.lengths, activation=activation,
-                              unroll=unroll, grad=grad, kernel=kernel)
+    logits = last_step_logits(
+      params,
+      batch.xs,
+      lengths=batch.lengths,
+      activation=activation,
+      unroll=unroll,
+      grad=grad,
+      kernel=kernel,
+    )
     return softmax_cross_entropy(logits, batch.labels, reduction="mean")
 
   return loss
 
 
-def accuracy(params, batch: LabelledBatch, *, activation: ActivationLike = "tanh",
-             unroll: int = 1, kernel: str = "auto") -> jax.Array:
+def accuracy(
+  params,
+  batch: LabelledBatch,
+  *,
+  activation: ActivationLike = "tanh",
+  unroll: int = 1,
+  kernel: str = "auto",
+) -> jax.Array:
   """Fraction of sequences whose largest last-step logit is the label (a scalar in ``[0, 1]``)."""
-  logits = last_step_logits(params, batch.xs, lengths=batch.lengths, activation=activation,
-                            unroll=unroll, kernel=kernel)
+  logits = last_step_logits(
+    params, batch.xs, lengths=batch.lengths, activation=activation, unroll=unroll, kernel=kernel
+  )
   return jnp.mean((jnp.argmax(logits, axis=-1) == batch.labels).astype(logits.dtype))
 
 

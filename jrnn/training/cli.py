@@ -47,6 +47,7 @@ few epochs; what helped most, in order: a running average of the parameters for 
 step count), and small batches (more updates per epoch). Weight decay and readout dropout
 did not help within the budget; wider single layers (384, 512) over-fit sooner.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -79,47 +80,71 @@ def build_parser() -> argparse.ArgumentParser:
 
   Choices (tasks, solvers, kernels…) are read now, so ones registered after import count."""
   p = _Parser(
-      prog="jrnn-train", description="Train an Elman RNN with jrnn. With no flags: the "
-      "character-level language model on pydoc_data.topics, in under 5 minutes on 2 CPU "
-      "cores.", argument_default=argparse.SUPPRESS,
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    prog="jrnn-train",
+    description="Train an Elman RNN with jrnn. With no flags: the "
+    "character-level language model on pydoc_data.topics, in under 5 minutes on 2 CPU "
+    "cores.",
+    argument_default=argparse.SUPPRESS,
+    formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+  )
   d, allowed = Config(), choices()
   for field in dataclasses.fields(Config):
     default = getattr(d, field.name)
     text = HELP.get(field.name)
-    kwargs = {"type": type(default),
-              "help": f"{text} (default {default})" if text else f"(default {default})"}
+    kwargs = {
+      "type": type(default),
+      "help": f"{text} (default {default})" if text else f"(default {default})",
+    }
     if field.name in allowed:
       kwargs["choices"] = tuple(allowed[field.name])
     p.add_argument(flag(field.name), dest=field.name, **kwargs)
   p.add_argument("--out", help="output directory (default runs/<task>, or the --resume DIR)")
   p.add_argument("--resume", metavar="DIR", help="continue the run checkpointed in DIR")
-  p.add_argument("--overwrite", action="store_true",
-                 help="replace the run already in --out (its checkpoint and metrics are lost)")
-  p.add_argument("--time-budget", type=float, metavar="SECONDS",
-                 help="stop (and checkpoint) at the first log step after this many seconds")
+  p.add_argument(
+    "--overwrite",
+    action="store_true",
+    help="replace the run already in --out (its checkpoint and metrics are lost)",
+  )
+  p.add_argument(
+    "--time-budget",
+    type=float,
+    metavar="SECONDS",
+    help="stop (and checkpoint) at the first log step after this many seconds",
+  )
   p.add_argument("--no-progress", action="store_true", help="no progress bar")
-  p.add_argument(checkpoint.UNVERIFIED_FLAG, action="store_true",
-                 help="with --resume: accept a checkpoint that has no sha256 (written before "
-                 "checksums existed); nothing then detects a corrupted or edited file")
+  p.add_argument(
+    checkpoint.UNVERIFIED_FLAG,
+    action="store_true",
+    help="with --resume: accept a checkpoint that has no sha256 (written before "
+    "checksums existed); nothing then detects a corrupted or edited file",
+  )
   g = p.add_argument_group("several processes (jax.distributed)")
-  g.add_argument("--coordinator", metavar="HOST:PORT",
-                 help="address of process 0, which coordinates the group")
+  g.add_argument(
+    "--coordinator", metavar="HOST:PORT", help="address of process 0, which coordinates the group"
+  )
   g.add_argument("--num-processes", type=int, metavar="N", help="processes in the group")
   g.add_argument("--process-id", type=int, metavar="I", help="this process's index, 0 to N-1")
-  g.add_argument("--coordinator-timeout", type=float, metavar="SECONDS",
-                 help="how long to wait for the coordinator and the group to form (default "
-                 f"{distributed.DEFAULT_TIMEOUT:g})")
-  g.add_argument("--distributed", action="store_true",
-                 help="join the group the cluster's environment describes (SLURM, Open MPI, "
-                 "JAX_COORDINATOR_ADDRESS/JAX_NUM_PROCESSES/JAX_PROCESS_ID)")
+  g.add_argument(
+    "--coordinator-timeout",
+    type=float,
+    metavar="SECONDS",
+    help="how long to wait for the coordinator and the group to form (default "
+    f"{distributed.DEFAULT_TIMEOUT:g})",
+  )
+  g.add_argument(
+    "--distributed",
+    action="store_true",
+    help="join the group the cluster's environment describes (SLURM, Open MPI, "
+    "JAX_COORDINATOR_ADDRESS/JAX_NUM_PROCESSES/JAX_PROCESS_ID)",
+  )
   return p
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
   """Flags given override the defaults, or with ``--resume`` the checkpoint's config."""
-  given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
-           if hasattr(args, f.name)}
+  given = {
+    f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if hasattr(args, f.name)
+  }
   base = dataclasses.asdict(Config())
   resume = getattr(args, "resume", None)
   if resume is not None:
@@ -127,18 +152,22 @@ def config_from_args(args: argparse.Namespace) -> Config:
     if not os.path.exists(path):
       loop.check_resumable(Config(), resume)  # raises the message that fits the directory
     # Verified first: an edited config is reported as a modified file, not taken as the run's.
-    saved = checkpoint.verify(path, allow_unverified=getattr(
-        args, "allow_unverified_checkpoint", False)).get("config")
+    saved = checkpoint.verify(
+      path, allow_unverified=getattr(args, "allow_unverified_checkpoint", False)
+    ).get("config")
     if not isinstance(saved, dict):
-      raise checkpoint.CheckpointError(f"{path} has no config in its metadata: it was not "
-                                       "written by jrnn-train")
+      raise checkpoint.CheckpointError(
+        f"{path} has no config in its metadata: it was not written by jrnn-train"
+      )
     base.update(saved)
   base.update(given)
   names = {f.name for f in dataclasses.fields(Config)}
   unknown = sorted(set(base) - names)
   if unknown:
-    raise ValueError(f"checkpoint config has unknown fields {unknown}: it was written by "
-                     "another version of jrnn-train")
+    raise ValueError(
+      f"checkpoint config has unknown fields {unknown}: it was written by "
+      "another version of jrnn-train"
+    )
   return Config(**base)
 
 
@@ -173,9 +202,12 @@ def _joins_group(args: argparse.Namespace) -> bool:
 def _join_group(args: argparse.Namespace) -> None:
   if not _joins_group(args):
     return
-  distributed.initialize(getattr(args, "coordinator", None),
-                         getattr(args, "num_processes", None), getattr(args, "process_id", None),
-                         timeout=getattr(args, "coordinator_timeout", distributed.DEFAULT_TIMEOUT))
+  distributed.initialize(
+    getattr(args, "coordinator", None),
+    getattr(args, "num_processes", None),
+    getattr(args, "process_id", None),
+    timeout=getattr(args, "coordinator_timeout", distributed.DEFAULT_TIMEOUT),
+  )
 
 
 # Optional packages a task imports, and the extra that installs each.
@@ -188,11 +220,14 @@ def _missing_package(e: ImportError) -> str:
   text = " ".join(str(x) for x in (e, e.__cause__) if x is not None)
   for module, extra in _EXTRAS.items():
     if module in names or module in text:
-      return (f"--task {module} needs the optional package {module!r}, which is not installed "
-              f'here: pip install "jrnn[{extra}]"')
+      return (
+        f"--task {module} needs the optional package {module!r}, which is not installed "
+        f'here: pip install "jrnn[{extra}]"'
+      )
   name = next((n for n in names if n), None)
-  return (f"a package jrnn-train needs is missing ({name or _one_line(e)}): install it, or "
-          "reinstall jrnn")
+  return (
+    f"a package jrnn-train needs is missing ({name or _one_line(e)}): install it, or reinstall jrnn"
+  )
 
 
 def _solver_failure(solver: str, text: str) -> str:
@@ -200,8 +235,10 @@ def _solver_failure(solver: str, text: str) -> str:
   text = text.rsplit("SolverError:", 1)[-1]
   first = " ".join(text.split()).split(". ")[0][:200]
   others = " or ".join(f"--solver {s}" for s in ("sequential", "elk") if s != solver)
-  return (f"--solver {solver}: the parallel solve failed during training ({first}); train with "
-          f"{others} (sequential is exact and always converges)")
+  return (
+    f"--solver {solver}: the parallel solve failed during training ({first}); train with "
+    f"{others} (sequential is exact and always converges)"
+  )
 
 
 class _DropSolverTracebacks(logging.Filter):
@@ -238,32 +275,48 @@ def train_from_args(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     _join_group(args)  # before any other JAX call
     cfg = config_from_args(args)
     solver = cfg.solver
-    out = getattr(args, "out", None) or getattr(args, "resume", None) or os.path.join(
-        "runs", cfg.task)
+    out = (
+      getattr(args, "out", None) or getattr(args, "resume", None) or os.path.join("runs", cfg.task)
+    )
     with _quiet_solver_errors():
-      return loop.run(cfg, out, resume=getattr(args, "resume", None),
-                      overwrite=getattr(args, "overwrite", False),
-                      time_budget=getattr(args, "time_budget", None),
-                      progress=not getattr(args, "no_progress", False),
-                      allow_unverified=getattr(args, "allow_unverified_checkpoint", False))
+      return loop.run(
+        cfg,
+        out,
+        resume=getattr(args, "resume", None),
+        overwrite=getattr(args, "overwrite", False),
+        time_budget=getattr(args, "time_budget", None),
+        progress=not getattr(args, "no_progress", False),
+        allow_unverified=getattr(args, "allow_unverified_checkpoint", False),
+      )
   except SolverError as e:  # raised eagerly (outside jit)
     parser.exit(2, f"jrnn-train: error: {_solver_failure(solver, str(e))}\n")
   except ImportError as e:
     parser.exit(2, f"jrnn-train: error: {_missing_package(e)}\n")
-  except (ValueError, TypeError, OSError, FloatingPointError, MemoryError,
-          jax.errors.JaxRuntimeError) as e:
+  except (
+    ValueError,
+    TypeError,
+    OSError,
+    FloatingPointError,
+    MemoryError,
+    jax.errors.JaxRuntimeError,
+  ) as e:
     text = _one_line(e)
     if "SolverError:" in text:  # raised in a host callback; the runtime re-raises it wrapped
       parser.exit(2, f"jrnn-train: error: {_solver_failure(solver, str(e))}\n")
     if not isinstance(e, jax.errors.JaxRuntimeError):
       parser.exit(2, f"jrnn-train: error: {text}\n")
     if "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower():
-      text = ("out of memory on the device; lower --hidden, --layers, --batch-size or "
-              f"--seq-len ({text[:200]})")
+      text = (
+        "out of memory on the device; lower --hidden, --layers, --batch-size or "
+        f"--seq-len ({text[:200]})"
+      )
     parser.exit(2, f"jrnn-train: error: {text}\n")
   except KeyboardInterrupt:
-    parser.exit(130, "jrnn-train: interrupted before training started (or by a second "
-                "signal); the last checkpoint written, if any, is intact\n")
+    parser.exit(
+      130,
+      "jrnn-train: interrupted before training started (or by a second "
+      "signal); the last checkpoint written, if any, is intact\n",
+    )
   return {}  # unreachable: parser.exit raises
 
 

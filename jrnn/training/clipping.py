@@ -18,6 +18,7 @@
 The optax transforms are stateless apart from a record of the norm, for logging; chain them
 before the optimiser: ``optax.chain(jrnn.training.global_norm_clipping(1.0), optax.adam(1e-3))``.
 """
+
 from __future__ import annotations
 
 from typing import Any, NamedTuple, Tuple
@@ -68,6 +69,7 @@ def clip_elementwise(tree: Any, limit: float = 5.0) -> Any:
 
 class ClippingState(NamedTuple):
   """What the clipping transforms remember, for logging only."""
+
   norm: jax.Array  # shape=(): global norm of the last incoming update, before clipping
   clipped: jax.Array  # shape=(), int32: how many updates have been clipped so far
 
@@ -98,10 +100,12 @@ def elementwise_clipping(limit: float = 5.0) -> optax.GradientTransformation:
   def update(updates, state, params=None):
     del params
     norm = global_norm(updates)
-    over = jax.tree_util.tree_leaves(jax.tree_util.tree_map(
-        lambda g: jnp.any(jnp.abs(g) > limit), updates))
+    over = jax.tree_util.tree_leaves(
+      jax.tree_util.tree_map(lambda g: jnp.any(jnp.abs(g) > limit), updates)
+    )
     hit = jnp.any(jnp.stack(over)).astype(jnp.int32) if over else jnp.zeros((), jnp.int32)
-    return clip_elementwise(updates, limit), ClippingState(norm.astype(state.norm.dtype),
-                                                       state.clipped + hit)
+    return clip_elementwise(updates, limit), ClippingState(
+      norm.astype(state.norm.dtype), state.clipped + hit
+    )
 
   return optax.GradientTransformation(_init, update)

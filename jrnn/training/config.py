@@ -11,6 +11,7 @@ window (:func:`jrnn.training.make_stream_train_step`); ``"rtrl"``, ``"uoro"`` an
 are :mod:`jrnn.online`'s online methods, which carry their influence across windows and update
 the parameters every ``online_every`` steps of the stream.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,6 +31,7 @@ DEFAULT_ONLINE_MAX_BYTES = 2**28  # 256 MiB: the online state of all --batch-siz
 @dataclasses.dataclass(frozen=True)
 class Config:
   """Everything that defines a run. Defaults: the main job (char-LM in under 5 minutes)."""
+
   task: str = "charlm"
   hidden: int = 256
   layers: int = 2  # stacked Elman layers; 1 is the seed's single-layer RNN
@@ -69,16 +71,16 @@ FREE_ON_RESUME = ("log_every", "ckpt_every", "sample_len", "temperature", "onlin
 
 # What ``--help`` says of a field beyond its default (the others are named by their flag).
 HELP = {
-    "online": "gradient method on a streaming task (charlm): none = truncated BPTT over each "
-              "--seq-len window; rtrl = exact real-time recurrent learning (O(H^4) time per "
-              "step); uoro = unbiased rank-one estimate; snap1 = SnAp-1. The online methods "
-              "carry their state across windows; they need --layers 1 and default --grad, "
-              "--kernel, --solver, and no --dropout (see docs/online.md)",
-    "online_every": "with --online: update the parameters every K steps of the stream; K must "
-                    "divide --seq-len; 0 means --seq-len (one update per window)",
-    "online_max_bytes": "with --online: refuse to start when the online state of all "
-                        "--batch-size streams needs more bytes (exact RTRL's is B*H*P floats); "
-                        "0: no limit",
+  "online": "gradient method on a streaming task (charlm): none = truncated BPTT over each "
+  "--seq-len window; rtrl = exact real-time recurrent learning (O(H^4) time per "
+  "step); uoro = unbiased rank-one estimate; snap1 = SnAp-1. The online methods "
+  "carry their state across windows; they need --layers 1 and default --grad, "
+  "--kernel, --solver, and no --dropout (see docs/online.md)",
+  "online_every": "with --online: update the parameters every K steps of the stream; K must "
+  "divide --seq-len; 0 means --seq-len (one update per window)",
+  "online_max_bytes": "with --online: refuse to start when the online state of all "
+  "--batch-size streams needs more bytes (exact RTRL's is B*H*P floats); "
+  "0: no limit",
 }
 
 
@@ -91,9 +93,17 @@ def choices() -> Dict[str, Iterable[str]]:
   """The allowed values of the fields that name something, read now (not at import time), so a
   solver or task registered later by another module is accepted."""
   from jrnn.training import tasks  # pylint: disable=import-outside-toplevel
-  return {"task": tuple(tasks.BUILDERS), "optimizer": optimizers.OPTIMIZERS,
-          "schedule": optimizers.SCHEDULES, "init": SCHEMES, "grad": engine.GRADS,
-          "kernel": kernels.KERNELS, "solver": engine.SOLVERS, "online": ONLINE_METHODS}
+
+  return {
+    "task": tuple(tasks.BUILDERS),
+    "optimizer": optimizers.OPTIMIZERS,
+    "schedule": optimizers.SCHEDULES,
+    "init": SCHEMES,
+    "grad": engine.GRADS,
+    "kernel": kernels.KERNELS,
+    "solver": engine.SOLVERS,
+    "online": ONLINE_METHODS,
+  }
 
 
 def check_config(cfg: Config, n_devices: int = 1) -> None:
@@ -101,18 +111,29 @@ def check_config(cfg: Config, n_devices: int = 1) -> None:
 
   ``n_devices``: the devices the global batch is split over (all processes together).
   """
+
   def positive_int(name):
     v = getattr(cfg, name)
     if isinstance(v, bool) or not isinstance(v, int) or v < 1:
       raise ValueError(f"{flag(name)} must be a positive integer, got {v!r}")
 
-  for name in ("hidden", "layers", "seq_len", "batch_size", "steps", "unroll", "log_every",
-               "ckpt_every", "val_batch"):
+  for name in (
+    "hidden",
+    "layers",
+    "seq_len",
+    "batch_size",
+    "steps",
+    "unroll",
+    "log_every",
+    "ckpt_every",
+    "val_batch",
+  ):
     positive_int(name)
   for name, allowed in choices().items():
     if getattr(cfg, name) not in allowed:
-      raise ValueError(f"{flag(name)} must be one of {', '.join(allowed)}; "
-                       f"got {getattr(cfg, name)!r}")
+      raise ValueError(
+        f"{flag(name)} must be one of {', '.join(allowed)}; got {getattr(cfg, name)!r}"
+      )
   try:
     engine.check_choices(cfg.grad, cfg.kernel, cfg.solver)
   except ValueError as e:
@@ -135,45 +156,64 @@ def check_config(cfg: Config, n_devices: int = 1) -> None:
     raise ValueError(f"--warmup must be >= 0 and below --steps={cfg.steps}, got {cfg.warmup}")
   if cfg.task == "copy":
     if cfg.n_symbols < 2 or cfg.copy_len < 1 or cfg.delay < 0:
-      raise ValueError("the copy task needs --n-symbols >= 2, --copy-len >= 1, --delay >= 0; "
-                       f"got {cfg.n_symbols}, {cfg.copy_len}, {cfg.delay}")
+      raise ValueError(
+        "the copy task needs --n-symbols >= 2, --copy-len >= 1, --delay >= 0; "
+        f"got {cfg.n_symbols}, {cfg.copy_len}, {cfg.delay}"
+      )
   check_online_config(cfg)
   if cfg.batch_size % n_devices:
-    raise ValueError(f"--batch-size={cfg.batch_size} must be divisible by the {n_devices} "
-                     "devices it is split over")
+    raise ValueError(
+      f"--batch-size={cfg.batch_size} must be divisible by the {n_devices} devices it is split over"
+    )
 
 
 def check_online_config(cfg: Config) -> None:
   """Raises ``ValueError`` for an ``--online`` combination that cannot run or would ignore a
   flag (the checks that need the task, such as the state's size, are
   :func:`jrnn.training.loop.check_online`'s)."""
-  if isinstance(cfg.online_every, bool) or not isinstance(cfg.online_every, int) \
-      or cfg.online_every < 0:
+  if (
+    isinstance(cfg.online_every, bool)
+    or not isinstance(cfg.online_every, int)
+    or cfg.online_every < 0
+  ):
     raise ValueError(f"--online-every must be >= 0 (0: --seq-len), got {cfg.online_every!r}")
-  if isinstance(cfg.online_max_bytes, bool) or not isinstance(cfg.online_max_bytes, int) \
-      or cfg.online_max_bytes < 0:
-    raise ValueError(f"--online-max-bytes must be >= 0 (0: no limit), got "
-                     f"{cfg.online_max_bytes!r}")
+  if (
+    isinstance(cfg.online_max_bytes, bool)
+    or not isinstance(cfg.online_max_bytes, int)
+    or cfg.online_max_bytes < 0
+  ):
+    raise ValueError(f"--online-max-bytes must be >= 0 (0: no limit), got {cfg.online_max_bytes!r}")
   if cfg.online == "none":
     if cfg.online_every:
-      raise ValueError(f"--online-every {cfg.online_every} applies only with --online "
-                       f"{{{','.join(ONLINE_METHODS[1:])}}}; add --online or drop it")
+      raise ValueError(
+        f"--online-every {cfg.online_every} applies only with --online "
+        f"{{{','.join(ONLINE_METHODS[1:])}}}; add --online or drop it"
+      )
     return
   what = f"--online {cfg.online}"
   if cfg.layers != 1:
-    raise ValueError(f"{what} trains one Elman layer (jrnn.online has no stacked form); got "
-                     f"--layers {cfg.layers}: pass --layers 1")
+    raise ValueError(
+      f"{what} trains one Elman layer (jrnn.online has no stacked form); got "
+      f"--layers {cfg.layers}: pass --layers 1"
+    )
   if cfg.dropout:
     raise ValueError(f"{what} runs without dropout; got --dropout {cfg.dropout}: drop it")
   d = Config()
-  ignored = [f"{flag(k)} {getattr(cfg, k)}" for k in ("grad", "kernel", "solver")
-             if getattr(cfg, k) != getattr(d, k)]
+  ignored = [
+    f"{flag(k)} {getattr(cfg, k)}"
+    for k in ("grad", "kernel", "solver")
+    if getattr(cfg, k) != getattr(d, k)
+  ]
   if ignored:
-    raise ValueError(f"{what} computes its gradient forward in time, so {', '.join(ignored)} "
-                     "(BPTT's choices) would be ignored: drop them")
+    raise ValueError(
+      f"{what} computes its gradient forward in time, so {', '.join(ignored)} "
+      "(BPTT's choices) would be ignored: drop them"
+    )
   if cfg.online_every and cfg.seq_len % cfg.online_every:
-    raise ValueError(f"--online-every {cfg.online_every} must divide --seq-len {cfg.seq_len} "
-                     "(the parameters are updated every K steps of each window)")
+    raise ValueError(
+      f"--online-every {cfg.online_every} must divide --seq-len {cfg.seq_len} "
+      "(the parameters are updated every K steps of each window)"
+    )
 
 
 def changed_fields(cfg: Config, saved: Dict[str, Any]) -> List[str]:
@@ -187,8 +227,10 @@ def changed_fields(cfg: Config, saved: Dict[str, Any]) -> List[str]:
 
 def differences(cfg: Config, saved: Dict[str, Any]) -> List[str]:
   """:func:`changed_fields` as ``"--flag OLD (this run asks NEW)"``."""
-  return [f"{flag(k)} {saved[k]!r} (this run asks {getattr(cfg, k)!r})"
-          for k in changed_fields(cfg, saved)]
+  return [
+    f"{flag(k)} {saved[k]!r} (this run asks {getattr(cfg, k)!r})"
+    for k in changed_fields(cfg, saved)
+  ]
 
 
 def from_dict(values: Dict[str, Any]) -> Config:
@@ -197,6 +239,8 @@ def from_dict(values: Dict[str, Any]) -> Config:
   names = {f.name for f in dataclasses.fields(Config)}
   unknown = sorted(set(values) - names)
   if unknown:
-    raise ValueError(f"unknown config fields {unknown}: the checkpoint was written by another "
-                     "version of jrnn-train")
+    raise ValueError(
+      f"unknown config fields {unknown}: the checkpoint was written by another "
+      "version of jrnn-train"
+    )
   return Config(**values)

@@ -9,6 +9,7 @@ collective; on CPU it goes over Gloo, on GPU over NCCL). Only process 0 writes f
 In one process every function here is the identity or a no-op, so the training loop has one
 code path.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -48,14 +49,20 @@ def wait_for_coordinator(coordinator: str, timeout: float) -> None:
       reason = " ".join(str(e).split()) or type(e).__name__
     if time.monotonic() >= deadline:
       raise ValueError(
-          f"cannot reach the coordinator at host {host} port {port} (--coordinator "
-          f"{coordinator}) within {timeout:g} s: {reason}. Start process 0 first, check the "
-          "address and that the port is open, or raise --coordinator-timeout")
+        f"cannot reach the coordinator at host {host} port {port} (--coordinator "
+        f"{coordinator}) within {timeout:g} s: {reason}. Start process 0 first, check the "
+        "address and that the port is open, or raise --coordinator-timeout"
+      )
     time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
 
 
-def initialize(coordinator: Optional[str] = None, num_processes: Optional[int] = None,
-               process_id: Optional[int] = None, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+def initialize(
+  coordinator: Optional[str] = None,
+  num_processes: Optional[int] = None,
+  process_id: Optional[int] = None,
+  *,
+  timeout: float = DEFAULT_TIMEOUT,
+) -> None:
   """Joins this process to the others: ``jax.distributed.initialize`` with these arguments.
 
   Call it before any other JAX call. Arguments left ``None`` are read by JAX from the
@@ -75,28 +82,36 @@ def initialize(coordinator: Optional[str] = None, num_processes: Optional[int] =
   if num_processes is not None and num_processes < 1:
     raise ValueError(f"--num-processes must be >= 1, got {num_processes}")
   if process_id is not None and num_processes is not None and not 0 <= process_id < num_processes:
-    raise ValueError(f"--process-id must lie in [0, --num-processes={num_processes}), "
-                     f"got {process_id}")
-  if coordinator is not None and (":" not in coordinator
-                                  or not coordinator.rsplit(":", 1)[1].isdigit()
-                                  or not _host_port(coordinator)[0]):
+    raise ValueError(
+      f"--process-id must lie in [0, --num-processes={num_processes}), got {process_id}"
+    )
+  if coordinator is not None and (
+    ":" not in coordinator
+    or not coordinator.rsplit(":", 1)[1].isdigit()
+    or not _host_port(coordinator)[0]
+  ):
     raise ValueError(f"--coordinator must be HOST:PORT, got {coordinator!r}")
-  if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
-      or not (math.isfinite(timeout) and timeout > 0):
-    raise ValueError(f"--coordinator-timeout must be a positive number of seconds, got "
-                     f"{timeout!r}")
+  if (
+    isinstance(timeout, bool)
+    or not isinstance(timeout, (int, float))
+    or not (math.isfinite(timeout) and timeout > 0)
+  ):
+    raise ValueError(f"--coordinator-timeout must be a positive number of seconds, got {timeout!r}")
   if coordinator is not None and process_id is not None and process_id != 0:
     wait_for_coordinator(coordinator, timeout)
   kwargs = {}
   if "initialization_timeout" in inspect.signature(jax.distributed.initialize).parameters:
     kwargs["initialization_timeout"] = max(1, math.ceil(timeout))  # JAX wants whole seconds
   try:
-    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
-                               process_id=process_id, **kwargs)
+    jax.distributed.initialize(
+      coordinator_address=coordinator, num_processes=num_processes, process_id=process_id, **kwargs
+    )
   except (RuntimeError, ValueError) as e:  # JAX reports a failed join as either
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    raise ValueError(f"could not join the process group (--coordinator {coordinator}, "
-                     f"--num-processes {num_processes}, --process-id {process_id}): {first}") from e
+    raise ValueError(
+      f"could not join the process group (--coordinator {coordinator}, "
+      f"--num-processes {num_processes}, --process-id {process_id}): {first}"
+    ) from e
 
 
 def is_writer() -> bool:
@@ -113,15 +128,18 @@ def local_columns(tree: Any, batch_axis: int = 1) -> Any:
     return tree
 
   def part(x):
-    if x is None or (isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype,
-                                                                       jax.dtypes.prng_key)):
+    if x is None or (
+      isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+    ):
       return x
     if np.ndim(x) <= batch_axis:
       return x
     size = np.shape(x)[batch_axis]
     if size % n:
-      raise ValueError(f"the global batch of {size} (axis {batch_axis} of shape {np.shape(x)}) "
-                       f"must be divisible by the {n} processes; change --batch-size")
+      raise ValueError(
+        f"the global batch of {size} (axis {batch_axis} of shape {np.shape(x)}) "
+        f"must be divisible by the {n} processes; change --batch-size"
+      )
     k = size // n
     index = (slice(None),) * batch_axis + (slice(p * k, (p + 1) * k),)
     return np.asarray(x)[index]
@@ -135,6 +153,7 @@ def agree(flag: bool) -> bool:
   if jax.process_count() == 1:
     return bool(flag)
   from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+
   flags = multihost_utils.process_allgather(np.asarray(int(bool(flag)), np.int32))
   return bool(np.max(flags))
 
@@ -143,6 +162,7 @@ def barrier(name: str) -> None:
   """Waits until every process reaches the barrier ``name``; nothing in one process."""
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+
     multihost_utils.sync_global_devices(name)
 
 
@@ -150,12 +170,14 @@ def to_host(tree: Any) -> Any:
   """Every array of ``tree`` as a NumPy array holding its *global* value (PRNG keys and
   non-arrays are left alone). Arrays split across processes are gathered, which every process
   must take part in: call it on all processes at the same point."""
+
   def fetch(x):
     if not isinstance(x, jax.Array) or jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
       return x
     if x.is_fully_addressable or x.is_fully_replicated:
       return np.asarray(x)
     from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
   return jax.tree_util.tree_map(fetch, tree)

@@ -33,6 +33,7 @@ What a run guarantees (docs/reliability.md lists the faults tried):
   mesh spans every device, only process 0 writes, and processes agree at log and checkpoint
   steps on whether to stop (so a signal is acted on at the next such step).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -73,6 +74,7 @@ RUN_FILES = (CKPT_NAME, METRICS_NAME, CONFIG_NAME)  # any of them: the directory
 
 class RunState(NamedTuple):
   """Everything a checkpoint holds besides the step and config."""
+
   params: Any
   opt_state: Any
   carry: Any  # shape=(B, H) or (L, B, H): the hidden state carried into the next batch; with
@@ -83,6 +85,7 @@ class RunState(NamedTuple):
 
 class TrainState(NamedTuple):
   """The device state one compiled loop step updates (donated each step)."""
+
   params: Any
   opt_state: Any
   carry: Any  # shape=(B, H) or (L, B, H), or --online's state, split over devices along B
@@ -95,9 +98,15 @@ class Diverged(FloatingPointError):
 
 
 def make_optimizer(cfg: Config):
-  return optimizers.make_optimizer(cfg.optimizer, cfg.lr, clip_norm=cfg.clip or None,
-                                   schedule=cfg.schedule, total_steps=cfg.steps,
-                                   warmup_steps=cfg.warmup, weight_decay=cfg.weight_decay)
+  return optimizers.make_optimizer(
+    cfg.optimizer,
+    cfg.lr,
+    clip_norm=cfg.clip or None,
+    schedule=cfg.schedule,
+    total_steps=cfg.steps,
+    warmup_steps=cfg.warmup,
+    weight_decay=cfg.weight_decay,
+  )
 
 
 def carry_axis(cfg: Config) -> int:
@@ -115,13 +124,13 @@ def make_online_method(cfg: Config, task: Task) -> Optional[online.OnlineMethod]
   streams together before anything is allocated."""
   if cfg.online == "none":
     return None
-  return online.online_method(cfg.online, loss=task.online_loss, activation="tanh",
-                              max_influence_bytes=None)
+  return online.online_method(
+    cfg.online, loss=task.online_loss, activation="tanh", max_influence_bytes=None
+  )
 
 
 def _param_shapes(cfg: Config, task: Task):
-  return jax.eval_shape(lambda: init_params(jax.random.key(0), task.n_in, cfg.hidden,
-                                            task.n_out))
+  return jax.eval_shape(lambda: init_params(jax.random.key(0), task.n_in, cfg.hidden, task.n_out))
 
 
 def online_state_bytes(cfg: Config, task: Task) -> int:
@@ -139,33 +148,47 @@ def check_online(cfg: Config, task: Task) -> None:
   if cfg.online == "none":
     return
   if not task.stateful or task.online_loss is None:
-    raise ValueError(f"--online {cfg.online} learns along a stream, and --task {cfg.task} is "
-                     "not one (its batches are fresh sequences, no state carries between "
-                     "them); use a streaming task (--task charlm) or drop --online")
+    raise ValueError(
+      f"--online {cfg.online} learns along a stream, and --task {cfg.task} is "
+      "not one (its batches are fresh sequences, no state carries between "
+      "them); use a streaming task (--task charlm) or drop --online"
+    )
   need = online_state_bytes(cfg, task)
   if cfg.online_max_bytes and need > cfg.online_max_bytes:
     h, n_rec = cfg.hidden, online.num_recurrent_params(_param_shapes(cfg, task))
-    cost = (f"exact RTRL keeps H*P = {h}*{n_rec} numbers a stream and costs O(H^2*P) = "
-            f"{h * h * n_rec:.3g} multiply-adds a step; " if cfg.online == "rtrl" else "")
+    cost = (
+      f"exact RTRL keeps H*P = {h}*{n_rec} numbers a stream and costs O(H^2*P) = "
+      f"{h * h * n_rec:.3g} multiply-adds a step; "
+      if cfg.online == "rtrl"
+      else ""
+    )
     raise ValueError(
-        f"--online {cfg.online}: the online state of {cfg.batch_size} streams needs about "
-        f"{need} bytes ({need / 2**20:.1f} MiB), above --online-max-bytes={cfg.online_max_bytes}"
-        f"; {cost}use --online snap1 or uoro, lower --hidden or --batch-size, or raise "
-        "--online-max-bytes (0: no limit)")
+      f"--online {cfg.online}: the online state of {cfg.batch_size} streams needs about "
+      f"{need} bytes ({need / 2**20:.1f} MiB), above --online-max-bytes={cfg.online_max_bytes}"
+      f"; {cost}use --online snap1 or uoro, lower --hidden or --batch-size, or raise "
+      "--online-max-bytes (0: no limit)"
+    )
 
 
 def initial_state(cfg: Config, task: Task, optimizer) -> RunState:
   key = jax.random.key(cfg.seed)
   method = make_online_method(cfg, task)
   if cfg.layers == 1:
-    params = init_params(jax.random.fold_in(key, 0), task.n_in, cfg.hidden, task.n_out,
-                         scheme=cfg.init)
+    params = init_params(
+      jax.random.fold_in(key, 0), task.n_in, cfg.hidden, task.n_out, scheme=cfg.init
+    )
     carry = jnp.zeros((cfg.batch_size, cfg.hidden), jnp.float32)
     if method is not None:
       carry = online.init_streams(method, params, cfg.batch_size)
   else:
-    params = init_stacked(jax.random.fold_in(key, 0), task.n_in, cfg.hidden, task.n_out,
-                          num_layers=cfg.layers, scheme=cfg.init)
+    params = init_stacked(
+      jax.random.fold_in(key, 0),
+      task.n_in,
+      cfg.hidden,
+      task.n_out,
+      num_layers=cfg.layers,
+      scheme=cfg.init,
+    )
     carry = jnp.zeros((cfg.layers, cfg.batch_size, cfg.hidden), jnp.float32)
   ema = jax.tree_util.tree_map(jnp.copy, params) if cfg.ema else None
   return RunState(params, optimizer.init(params), carry, key, ema)
@@ -182,7 +205,7 @@ def estimate_memory(cfg: Config, task: Task, n_devices: int = 1) -> Dict[str, in
   and ``activations`` (one training step on its ``B/n_devices`` sequences, and one validation
   pass), float32 throughout."""
   h, layers, n_in, n_out = cfg.hidden, cfg.layers, task.n_in, task.n_out
-  n_params = (h * n_in + h * h + h + (layers - 1) * (2 * h * h + h) + n_out * h + n_out)
+  n_params = h * n_in + h * h + h + (layers - 1) * (2 * h * h + h) + n_out * h + n_out
   copies = 2 + _OPT_COPIES[cfg.optimizer] + (1 if cfg.ema else 0)  # params, gradient, …
   n_steps = task.tokens_per_step // cfg.batch_size
   width = 3 * layers * h + n_in + 2 * n_out  # per (step, sequence): states, inputs, logits
@@ -225,9 +248,10 @@ def check_memory(cfg: Config, task: Task, n_devices: int) -> None:
     if task.vocab is None:
       lower += " (and --val-batch)"
     raise MemoryError(
-        f"the model needs about {total} bytes per device ({need['state']} for parameters, "
-        f"gradient and optimiser state, {need['activations']} for activations) but "
-        f"{have} bytes are available; lower {lower}")
+      f"the model needs about {total} bytes per device ({need['state']} for parameters, "
+      f"gradient and optimiser state, {need['activations']} for activations) but "
+      f"{have} bytes are available; lower {lower}"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -242,8 +266,9 @@ def _cached_loop_step(task: Task, optimizer, cfg: Config, mesh) -> Callable[...,
   it (seed, logging, validation size, ``steps`` of a constant schedule): a process running
   several runs (a notebook, a resumed run, the tests) then compiles each step once. A task's
   loss and ``stateful`` are functions of the config alone, which is what makes this sound."""
-  neutral = dataclasses.replace(cfg, seed=0, log_every=1, ckpt_every=1, sample_len=0,
-                                temperature=1.0, val_batch=1)
+  neutral = dataclasses.replace(
+    cfg, seed=0, log_every=1, ckpt_every=1, sample_len=0, temperature=1.0, val_batch=1
+  )
   if cfg.schedule == "constant":
     neutral = dataclasses.replace(neutral, steps=1)
   key = (neutral, tuple(d.id for d in mesh.devices.flat), jax.process_count())
@@ -274,18 +299,25 @@ def make_loop_step(task: Task, optimizer, cfg: Config, mesh) -> Callable[..., An
   method = make_online_method(cfg, task)
   if method is not None:
     every = cfg.online_every or cfg.seq_len
-    online_step = online.make_online_train_step(method, optimizer, every=every,
-                                                reduction="mean", jit=False, donate=False)
+    online_step = online.make_online_train_step(
+      method, optimizer, every=every, reduction="mean", jit=False, donate=False
+    )
 
     def inner(params, opt_state, carry, batch, key):
       xs = batch.xs
       if task.one_hot is not None:
         xs = jax.nn.one_hot(xs, task.one_hot, dtype=params.w_hh.dtype)
       window = online.OnlineBatch(xs, batch.targets, batch.mask)
-      params, opt_state, carry, m = online_step(params, opt_state, carry, window,
-                                                key if method.needs_key else None)
-      ok = (jnp.isfinite(m["loss"]) & jnp.isfinite(m["grad_norm"]) & jtrain.all_finite(params)
-            & jtrain.all_finite(opt_state) & jtrain.all_finite(carry))
+      params, opt_state, carry, m = online_step(
+        params, opt_state, carry, window, key if method.needs_key else None
+      )
+      ok = (
+        jnp.isfinite(m["loss"])
+        & jnp.isfinite(m["grad_norm"])
+        & jtrain.all_finite(params)
+        & jtrain.all_finite(opt_state)
+        & jtrain.all_finite(carry)
+      )
       return params, opt_state, carry, dict(m, ok=ok)
   elif task.stateful:
     inner = jtrain.make_stream_train_step(task.loss, optimizer, jit=False, guard=True)
@@ -297,8 +329,9 @@ def make_loop_step(task: Task, optimizer, cfg: Config, mesh) -> Callable[..., An
       n_streams = jax.tree_util.tree_leaves(state.carry)[0].shape[0]
       fresh = online.init_streams(method, state.params, n_streams)
       carry = jtrain.select_tree(reset, fresh, state.carry)
-      params, opt_state, carry, m = inner(state.params, state.opt_state, carry, batch,
-                                          jax.random.fold_in(key, index))
+      params, opt_state, carry, m = inner(
+        state.params, state.opt_state, carry, batch, jax.random.fold_in(key, index)
+      )
     elif task.stateful:
       carry = jnp.where(reset, jnp.zeros_like(state.carry), state.carry)
       params, opt_state, carry, m = inner(state.params, state.opt_state, carry, batch)
@@ -311,13 +344,15 @@ def make_loop_step(task: Task, optimizer, cfg: Config, mesh) -> Callable[..., An
     healthy = state.first_bad < 0
     ok = m["ok"] & healthy
     params, opt_state, carry, ema = jtrain.select_tree(
-        ok, (params, opt_state, carry, ema), state[:4])
+      ok, (params, opt_state, carry, ema), state[:4]
+    )
     first_bad = jnp.where(healthy & ~m["ok"], index, state.first_bad).astype(jnp.int32)
     return TrainState(params, opt_state, carry, ema, first_bad), m
 
   rep = sharding.replicated(mesh)
-  state_sharding = TrainState(rep, rep, sharding.batch_sharding(mesh, carry_axis(cfg)),
-                              rep if cfg.ema else None, rep)
+  state_sharding = TrainState(
+    rep, rep, sharding.batch_sharding(mesh, carry_axis(cfg)), rep if cfg.ema else None, rep
+  )
   return jax.jit(loop_step, donate_argnums=0, out_shardings=(state_sharding, rep))
 
 
@@ -347,8 +382,10 @@ def check_out(out: str, cfg: Config, *, resume: Optional[str], overwrite: bool) 
     return
   if overwrite or not any(os.path.exists(os.path.join(out, n)) for n in RUN_FILES):
     return
-  raise ValueError(f"--out {out} already holds a run ({_describe_run(out, cfg)}); continue it "
-                   f"with --resume {out}, pick a fresh --out, or pass --overwrite to replace it")
+  raise ValueError(
+    f"--out {out} already holds a run ({_describe_run(out, cfg)}); continue it "
+    f"with --resume {out}, pick a fresh --out, or pass --overwrite to replace it"
+  )
 
 
 def new_run_id() -> str:
@@ -365,14 +402,20 @@ def _check_progress(path: str, meta: Dict[str, Any], resume: str) -> None:
   step, pending = meta.get("step"), meta.get("pending_losses", [])
   bad = f"{path} is not a usable checkpoint"
   if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-    raise checkpoint.CheckpointError(f"{bad}: its step must be an integer >= 0, got {step!r}; "
-                                     "start a fresh run with a new --out")
-  if not (isinstance(pending, list) and len(pending) <= step and all(
-      isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-      for x in pending)):
     raise checkpoint.CheckpointError(
-        f"{bad}: pending_losses must be at most step={step} finite numbers, got "
-        f"{str(pending)[:80]}; start a fresh run with a new --out")
+      f"{bad}: its step must be an integer >= 0, got {step!r}; start a fresh run with a new --out"
+    )
+  if not (
+    isinstance(pending, list)
+    and len(pending) <= step
+    and all(
+      isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in pending
+    )
+  ):
+    raise checkpoint.CheckpointError(
+      f"{bad}: pending_losses must be at most step={step} finite numbers, got "
+      f"{str(pending)[:80]}; start a fresh run with a new --out"
+    )
   if "pending_losses" not in meta:
     return  # written before the checkpoint recorded them: nothing to compare
   metrics = os.path.join(resume, METRICS_NAME)
@@ -386,12 +429,14 @@ def _check_progress(path: str, meta: Dict[str, Any], resume: str) -> None:
     elif logged != last_log:
       what = f"its last row at or before step {step} is step {logged}"
     else:
-      what = (f"its row at step {logged} has train_loss {loss!r}, the checkpoint recorded "
-              f"{recorded!r}")
+      what = (
+        f"its row at step {logged} has train_loss {loss!r}, the checkpoint recorded {recorded!r}"
+      )
     raise checkpoint.CheckpointError(
-        f"{path} (step {step}, last logged step {last_log}) does not match {metrics} ({what}): "
-        "the checkpoint or the metrics come from another run or another point of this one; "
-        "put this run's files back, or start a fresh run with a new --out")
+      f"{path} (step {step}, last logged step {last_log}) does not match {metrics} ({what}): "
+      "the checkpoint or the metrics come from another run or another point of this one; "
+      "put this run's files back, or start a fresh run with a new --out"
+    )
 
 
 def check_resumable(cfg: Config, resume: str, *, allow_unverified: bool = False) -> Dict[str, Any]:
@@ -405,43 +450,55 @@ def check_resumable(cfg: Config, resume: str, *, allow_unverified: bool = False)
   """
   path = os.path.join(resume, CKPT_NAME)
   if not os.path.exists(path) and os.path.exists(os.path.join(resume, CONFIG_NAME)):
-    raise ValueError(f"no checkpoint at {path}: that run stopped before its first checkpoint; "
-                     f"start it again with --out {resume} --overwrite")
+    raise ValueError(
+      f"no checkpoint at {path}: that run stopped before its first checkpoint; "
+      f"start it again with --out {resume} --overwrite"
+    )
   meta = checkpoint.verify(path, allow_unverified=allow_unverified)
   saved = meta.get("config")
   if not isinstance(saved, dict) or not isinstance(meta.get("step"), int):
-    raise checkpoint.CheckpointError(f"{path} has no config or step in its metadata: it was not "
-                                     "written by jrnn-train; start a fresh run with a new --out")
+    raise checkpoint.CheckpointError(
+      f"{path} has no config or step in its metadata: it was not "
+      "written by jrnn-train; start a fresh run with a new --out"
+    )
   _check_progress(path, meta, resume)
   diffs = differences(cfg, saved)
   if diffs:
-    raise ValueError(f"checkpoint {path} was written by another configuration: it used "
-                     + "; ".join(diffs) + ". Drop those flags to resume it, or start a new run "
-                     "with a fresh --out.")
+    raise ValueError(
+      f"checkpoint {path} was written by another configuration: it used "
+      + "; ".join(diffs)
+      + ". Drop those flags to resume it, or start a new run "
+      "with a fresh --out."
+    )
   recorded = report.read_config(os.path.join(resume, CONFIG_NAME))
   if recorded:
     try:
-      foreign = [f"{flag(k)} {saved[k]!r} in the checkpoint, {recorded.get(k)!r} in "
-                 f"{CONFIG_NAME}" for k in changed_fields(from_dict(recorded), saved)]
+      foreign = [
+        f"{flag(k)} {saved[k]!r} in the checkpoint, {recorded.get(k)!r} in {CONFIG_NAME}"
+        for k in changed_fields(from_dict(recorded), saved)
+      ]
     except (TypeError, ValueError):
       foreign = [f"{CONFIG_NAME} is not a jrnn-train config"]
     if foreign:
       raise checkpoint.CheckpointError(
-          f"{path} belongs to another configuration than the run in {resume} "
-          f"({'; '.join(foreign[:3])}): it was copied from another run; put this run's "
-          "checkpoint back, or resume the other run from its own directory")
+        f"{path} belongs to another configuration than the run in {resume} "
+        f"({'; '.join(foreign[:3])}): it was copied from another run; put this run's "
+        "checkpoint back, or resume the other run from its own directory"
+      )
   if os.path.exists(os.path.join(resume, CONFIG_NAME)):
     ids = meta.get("run_id"), report.read_config(os.path.join(resume, CONFIG_NAME), "run_id")
     if ids[0] != ids[1]:
       raise checkpoint.CheckpointError(
-          f"{path} belongs to another run than the one in {resume} (run id {ids[0]} in the "
-          f"checkpoint, {ids[1]} in {CONFIG_NAME}): it was copied from another run; put this "
-          "run's checkpoint back, or resume the other run from its own directory")
+        f"{path} belongs to another run than the one in {resume} (run id {ids[0]} in the "
+        f"checkpoint, {ids[1]} in {CONFIG_NAME}): it was copied from another run; put this "
+        "run's checkpoint back, or resume the other run from its own directory"
+      )
   return meta
 
 
-def _prepare_out(out: str, cfg: Config, rows: List[Dict[str, Any]], *, fresh: bool,
-                 run_id: str) -> None:
+def _prepare_out(
+  out: str, cfg: Config, rows: List[Dict[str, Any]], *, fresh: bool, run_id: str
+) -> None:
   os.makedirs(out, exist_ok=True)
   if fresh:  # --overwrite: no file of the old run may outlive the new run's start
     for name in RUN_FILES + (PLOT_NAME, TEST_NAME):
@@ -483,10 +540,18 @@ class _Signals:
 # The run.
 
 
-def run(cfg: Config, out: str, *, resume: Optional[str] = None, overwrite: bool = False,
-        time_budget: Optional[float] = None, progress: bool = True,
-        log: Callable[[str], None] = print, handle_signals: bool = True,
-        allow_unverified: bool = False) -> Dict[str, Any]:
+def run(
+  cfg: Config,
+  out: str,
+  *,
+  resume: Optional[str] = None,
+  overwrite: bool = False,
+  time_budget: Optional[float] = None,
+  progress: bool = True,
+  log: Callable[[str], None] = print,
+  handle_signals: bool = True,
+  allow_unverified: bool = False,
+) -> Dict[str, Any]:
   """Trains ``cfg`` writing to ``out``; returns the last logged metrics and the final state.
 
   Args:
@@ -528,8 +593,10 @@ def run(cfg: Config, out: str, *, resume: Optional[str] = None, overwrite: bool 
     pending = [np.float32(x) for x in meta.get("pending_losses", [])]
     task = make_task(cfg, jax.random.fold_in(state.key, 1))  # randomness from the saved key
     if start > cfg.steps:
-      raise ValueError(f"checkpoint {ckpt_in} is at step {start}, past --steps={cfg.steps}; "
-                       "raise --steps to continue it")
+      raise ValueError(
+        f"checkpoint {ckpt_in} is at step {start}, past --steps={cfg.steps}; "
+        "raise --steps to continue it"
+      )
     rows, torn = report.read_rows(os.path.join(resume, METRICS_NAME), start)
     if torn:
       say(f"{os.path.join(resume, METRICS_NAME)}: dropped a half-written last line")
@@ -537,8 +604,13 @@ def run(cfg: Config, out: str, *, resume: Optional[str] = None, overwrite: bool 
   error = None
   if writer:
     try:
-      _prepare_out(out, cfg, rows, fresh=resume is None or os.path.realpath(out)
-                   != os.path.realpath(resume), run_id=run_id)
+      _prepare_out(
+        out,
+        cfg,
+        rows,
+        fresh=resume is None or os.path.realpath(out) != os.path.realpath(resume),
+        run_id=run_id,
+      )
     except OSError as e:
       error = e
   if distributed.agree(error is not None):
@@ -552,37 +624,60 @@ def run(cfg: Config, out: str, *, resume: Optional[str] = None, overwrite: bool 
   carry = sharding.shard_batch(distributed.local_columns(state.carry, axis), mesh, batch_axis=axis)
   train = TrainState(params, opt_state, carry, ema, sharding.replicate(np.int32(-1), mesh))
   # --online's keys: fold_in(online_key, step) for the window of that step (UORO's signs).
-  online_key = (sharding.replicate(jax.random.fold_in(state.key, ONLINE_KEY), mesh)
-                if cfg.online != "none" else None)
+  online_key = (
+    sharding.replicate(jax.random.fold_in(state.key, ONLINE_KEY), mesh)
+    if cfg.online != "none"
+    else None
+  )
 
   def save(step: int, losses_pending: List[Any]) -> None:
     host = distributed.to_host(train[:4])  # every process takes part; process 0 writes
     if writer:
-      checkpoint.save(ckpt_path, RunState(host[0], host[1], host[2], state.key, host[3]), {
-          "config": dataclasses.asdict(cfg), "step": step, "data_position": task.position(step),
-          "vocab": task.vocab, "metric": task.metric,
-          "pending_losses": [float(x) for x in losses_pending], "run_id": run_id,
-          "last_train_loss": rows[-1]["train_loss"] if rows else None})
+      checkpoint.save(
+        ckpt_path,
+        RunState(host[0], host[1], host[2], state.key, host[3]),
+        {
+          "config": dataclasses.asdict(cfg),
+          "step": step,
+          "data_position": task.position(step),
+          "vocab": task.vocab,
+          "metric": task.metric,
+          "pending_losses": [float(x) for x in losses_pending],
+          "run_id": run_id,
+          "last_train_loss": rows[-1]["train_loss"] if rows else None,
+        },
+      )
 
   def stop_if_diverged() -> None:
     bad = int(np.asarray(train.first_bad))
     if bad < 0:
       return
     # Steps bad, bad + 1, … left the state alone: it is the state after `bad` steps.
-    save(bad, losses[:bad - log_start])
+    save(bad, losses[: bad - log_start])
     m = recent[bad]
     loss, norm = float(np.asarray(m["loss"])), float(np.asarray(m["grad_norm"]))
-    what = (f"loss {loss:g}, gradient norm {norm:g}" if not (math.isfinite(loss)
-            and math.isfinite(norm)) else f"the update overflowed (loss {loss:g}, gradient "
-            f"norm {norm:g})")
-    raise Diverged(f"training diverged at step {bad + 1}: {what}; the last finite state (step "
-                   f"{bad}) is saved in {ckpt_path}. Lower --lr (now {cfg.lr:g}) or set a "
-                   f"smaller --clip (now {cfg.clip:g}; 0 is off), and start again with a fresh "
-                   "--out")
+    what = (
+      f"loss {loss:g}, gradient norm {norm:g}"
+      if not (math.isfinite(loss) and math.isfinite(norm))
+      else f"the update overflowed (loss {loss:g}, gradient norm {norm:g})"
+    )
+    raise Diverged(
+      f"training diverged at step {bad + 1}: {what}; the last finite state (step "
+      f"{bad}) is saved in {ckpt_path}. Lower --lr (now {cfg.lr:g}) or set a "
+      f"smaller --clip (now {cfg.clip:g}; 0 is off), and start again with a fresh "
+      "--out"
+    )
 
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
-  bar = tqdm(total=cfg.steps, initial=start, disable=not (progress and writer), unit="step",
-             dynamic_ncols=True, file=sys.stderr)
+
+  bar = tqdm(
+    total=cfg.steps,
+    initial=start,
+    disable=not (progress and writer),
+    unit="step",
+    dynamic_ncols=True,
+    file=sys.stderr,
+  )
   t0 = t_log = time.monotonic()
   losses, log_start, n_timed = pending, start - len(pending), 0  # losses since the last log
   recent: Dict[int, Any] = {}  # step -> metrics, since the last log, for Diverged's message
@@ -594,8 +689,9 @@ def run(cfg: Config, out: str, *, resume: Optional[str] = None, overwrite: bool 
       batch = sharding.shard_batch(distributed.local_columns(task.batch(step)), mesh)
       reset = task.stateful and task.position(step)["window"] == 0  # the streams restart
       decay = min(cfg.ema, (1 + step) / (10 + step)) if cfg.ema else 0.0  # forgets the init
-      train, m = loop_step(train, batch, np.int32(step), np.float32(decay), np.bool_(reset),
-                           online_key)
+      train, m = loop_step(
+        train, batch, np.int32(step), np.float32(decay), np.bool_(reset), online_key
+      )
       losses.append(m["loss"])
       recent[step] = m
       step += 1
@@ -612,23 +708,35 @@ def run(cfg: Config, out: str, *, resume: Optional[str] = None, overwrite: bool 
       if log_now:
         train_loss = float(jnp.mean(jnp.stack(losses)))
         now = time.monotonic()
-        values = task.evaluate(distributed.to_host(train.ema if cfg.ema else train.params)) \
-            if writer else {}
+        values = (
+          task.evaluate(distributed.to_host(train.ema if cfg.ema else train.params))
+          if writer
+          else {}
+        )
         bad_value = [f"{k} {v}" for k, v in values.items() if not math.isfinite(v)]
         if distributed.agree(bool(bad_value)):
           what = ", ".join(bad_value) or "see process 0"
-          raise Diverged(f"validation diverged at step {step}: {what}; the checkpoint on disk "
-                         f"is the last good one. Lower --lr (now {cfg.lr:g}) or set a smaller "
-                         f"--clip (now {cfg.clip:g}), and start again with a fresh --out")
-        row = {"step": step, "train_loss": train_loss, **values,
-               "elapsed_s": round(now - t0, 3),
-               "tokens_per_s": round(n_timed * task.tokens_per_step / (now - t_log), 1)}
+          raise Diverged(
+            f"validation diverged at step {step}: {what}; the checkpoint on disk "
+            f"is the last good one. Lower --lr (now {cfg.lr:g}) or set a smaller "
+            f"--clip (now {cfg.clip:g}), and start again with a fresh --out"
+          )
+        row = {
+          "step": step,
+          "train_loss": train_loss,
+          **values,
+          "elapsed_s": round(now - t0, 3),
+          "tokens_per_s": round(n_timed * task.tokens_per_step / (now - t_log), 1),
+        }
         losses, log_start, n_timed, recent, t_log, last = [], step, 0, {}, time.monotonic(), row
         if writer:
           report.append_row(metrics_path, row)
           rows.append(row)
-          bar.set_postfix(loss=f"{train_loss:.3f}", **{task.metric: f"{row[task.metric]:.3f}"},
-                          tok_s=f"{row['tokens_per_s']:.0f}")
+          bar.set_postfix(
+            loss=f"{train_loss:.3f}",
+            **{task.metric: f"{row[task.metric]:.3f}"},
+            tok_s=f"{row['tokens_per_s']:.0f}",
+          )
         if time_budget is not None and distributed.agree(now - t0 > time_budget):
           say(f"time budget of {time_budget:g} s reached at step {step}")
           break
@@ -643,37 +751,67 @@ def run(cfg: Config, out: str, *, resume: Optional[str] = None, overwrite: bool 
   if writer and rows:
     report.plot(rows, task.metric, os.path.join(out, PLOT_NAME))
   summary = {"step": step, "elapsed_s": round(time.monotonic() - t0, 1), **last}
-  say(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in last.items()
-                                   if k not in ("step",) and isinstance(v, float)))
+  say(
+    f"step {step}: "
+    + ", ".join(
+      f"{k} {v:.4g}" for k, v in last.items() if k not in ("step",) and isinstance(v, float)
+    )
+  )
   final = RunState(train.params, train.opt_state, train.carry, state.key, train.ema)
   if stopped_by is not None:
     name = signal.Signals(stopped_by).name
-    say(f"{name}: stopped at step {step} of {cfg.steps}; checkpoint saved to {ckpt_path}. "
-        f"Continue with: jrnn-train --resume {out}")
+    say(
+      f"{name}: stopped at step {step} of {cfg.steps}; checkpoint saved to {ckpt_path}. "
+      f"Continue with: jrnn-train --resume {out}"
+    )
     return dict(summary, signal=int(stopped_by), state=final)
   if writer and task.test is not None and step == cfg.steps:
-    summary["test"] = {"step": step, **task.test(
-        distributed.to_host(final.ema if cfg.ema else final.params))}
+    summary["test"] = {
+      "step": step,
+      **task.test(distributed.to_host(final.ema if cfg.ema else final.params)),
+    }
     report.write_atomically(os.path.join(out, TEST_NAME), json.dumps(summary["test"]) + "\n")
-    say("test split (read once, at the end): " + ", ".join(
-        f"{k} {v:.4g}" for k, v in summary["test"].items() if k != "step"))
+    say(
+      "test split (read once, at the end): "
+      + ", ".join(f"{k} {v:.4g}" for k, v in summary["test"].items() if k != "step")
+    )
   if writer and task.vocab is not None and cfg.sample_len > 0:
     from jrnn.data import charlm  # pylint: disable=import-outside-toplevel
     from jrnn.training.sample import sample_tokens  # pylint: disable=import-outside-toplevel
+
     vocab = charlm.Vocab(task.vocab)
     prime = "The "
-    tokens = sample_tokens(distributed.to_host(final.ema if cfg.ema else final.params),
-                           jax.random.fold_in(state.key, 2),
-                           jnp.asarray(charlm.encode(vocab, prime)), cfg.sample_len,
-                           temperature=cfg.temperature)
+    tokens = sample_tokens(
+      distributed.to_host(final.ema if cfg.ema else final.params),
+      jax.random.fold_in(state.key, 2),
+      jnp.asarray(charlm.encode(vocab, prime)),
+      cfg.sample_len,
+      temperature=cfg.temperature,
+    )
     summary["sample"] = prime + charlm.decode(vocab, tokens)
     say(f"sample (temperature {cfg.temperature:g}):\n{summary['sample']}")
   summary["state"] = final
   return summary
 
 
-__all__ = ("CKPT_NAME", "CONFIG_NAME", "Diverged", "METRICS_NAME", "RunState", "TEST_NAME",
-           "TrainState",
-           "check_memory", "check_online", "check_out", "check_resumable", "estimate_memory",
-           "initial_state", "make_loop_step", "make_online_method", "make_optimizer",
-           "new_run_id", "online_state_bytes", "run")
+__all__ = (
+  "CKPT_NAME",
+  "CONFIG_NAME",
+  "Diverged",
+  "METRICS_NAME",
+  "RunState",
+  "TEST_NAME",
+  "TrainState",
+  "check_memory",
+  "check_online",
+  "check_out",
+  "check_resumable",
+  "estimate_memory",
+  "initial_state",
+  "make_loop_step",
+  "make_online_method",
+  "make_optimizer",
+  "new_run_id",
+  "online_state_bytes",
+  "run",
+)

@@ -3,6 +3,7 @@
 :func:`make_optimizer` names the optimisers (SGD, momentum, Adam, Adagrad, RMSProp) with an
 optional schedule (:func:`make_schedule`), weight decay and global-norm clipping.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,9 +24,14 @@ def check_positive(name: str, value, kind=float) -> None:
     raise ValueError(f"{name} must be {what}, got {value!r}")
 
 
-def make_schedule(learning_rate: float, *, schedule: str = "constant", total_steps:
-                  Optional[int] = None, warmup_steps: int = 0,
-                  final_fraction: float = 0.1) -> optax.Schedule:
+def make_schedule(
+  learning_rate: float,
+  *,
+  schedule: str = "constant",
+  total_steps: Optional[int] = None,
+  warmup_steps: int = 0,
+  final_fraction: float = 0.1,
+) -> optax.Schedule:
   """A learning-rate schedule ``η(step)``.
 
   * ``"constant"``: ``η(s) = η₀``;
@@ -46,8 +52,10 @@ def make_schedule(learning_rate: float, *, schedule: str = "constant", total_ste
     main = optax.constant_schedule(learning_rate)
   else:
     if total_steps is None or total_steps <= warmup_steps:
-      raise ValueError(f"schedule={schedule!r} needs total_steps > warmup_steps="
-                       f"{warmup_steps}, got total_steps={total_steps!r}")
+      raise ValueError(
+        f"schedule={schedule!r} needs total_steps > warmup_steps="
+        f"{warmup_steps}, got total_steps={total_steps!r}"
+      )
     n = total_steps - warmup_steps
     if schedule == "cosine":
       main = optax.cosine_decay_schedule(learning_rate, n, alpha=final_fraction)
@@ -60,16 +68,16 @@ def make_schedule(learning_rate: float, *, schedule: str = "constant", total_ste
 
 
 def make_optimizer(
-    name: str = "adam",
-    learning_rate: float = 1e-3,
-    *,
-    clip_norm: Optional[float] = None,
-    momentum: float = 0.9,
-    schedule: str = "constant",
-    total_steps: Optional[int] = None,
-    warmup_steps: int = 0,
-    final_fraction: float = 0.1,
-    weight_decay: float = 0.0,
+  name: str = "adam",
+  learning_rate: float = 1e-3,
+  *,
+  clip_norm: Optional[float] = None,
+  momentum: float = 0.9,
+  schedule: str = "constant",
+  total_steps: Optional[int] = None,
+  warmup_steps: int = 0,
+  final_fraction: float = 0.1,
+  weight_decay: float = 0.0,
 ) -> optax.GradientTransformation:
   """An optax optimiser by name, with an optional schedule, weight decay and clipping.
 
@@ -89,8 +97,13 @@ def make_optimizer(
   """
   if name not in OPTIMIZERS:
     raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
-  lr = make_schedule(learning_rate, schedule=schedule, total_steps=total_steps,
-                     warmup_steps=warmup_steps, final_fraction=final_fraction)
+  lr = make_schedule(
+    learning_rate,
+    schedule=schedule,
+    total_steps=total_steps,
+    warmup_steps=warmup_steps,
+    final_fraction=final_fraction,
+  )
   if name == "sgd":
     opt = optax.sgd(lr)
   elif name == "momentum":

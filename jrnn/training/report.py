@@ -6,6 +6,7 @@ half-written; :func:`read_rows` drops such a line (the checkpoint the run resume
 it, and the resumed run writes it again), while a damaged line anywhere else is an error naming
 the file and the line.
 """
+
 from __future__ import annotations
 
 import json
@@ -45,8 +46,9 @@ def read_rows(path: str, upto: int) -> Tuple[List[Dict[str, Any]], bool]:
       if i == len(lines) - 1:
         torn = True  # the write a crash interrupted
         break
-      raise ValueError(f"{path}: line {i + 1} is not a metrics row; delete that line (or the "
-                       "file) to resume") from None
+      raise ValueError(
+        f"{path}: line {i + 1} is not a metrics row; delete that line (or the file) to resume"
+      ) from None
     rows.append(row)
   return [r for r in rows if r["step"] <= upto], torn
 
@@ -88,14 +90,18 @@ def plot(rows: List[Dict[str, Any]], metric: str, path: str) -> None:
   # pylint: disable=import-outside-toplevel
   from matplotlib.backends.backend_agg import FigureCanvasAgg
   from matplotlib.figure import Figure
+
   fig = Figure(figsize=(7, 4))
   FigureCanvasAgg(fig)
   ax = fig.subplots()
   steps = [r["step"] for r in rows]
   ax.plot(steps, [r["train_loss"] for r in rows], label="train loss (mean per step, nats)")
   if any(metric in r for r in rows):
-    ax.plot([r["step"] for r in rows if metric in r], [r[metric] for r in rows if metric in r],
-            label=metric)
+    ax.plot(
+      [r["step"] for r in rows if metric in r],
+      [r[metric] for r in rows if metric in r],
+      label=metric,
+    )
   ax.set_xlabel("step")
   ax.legend()
   ax.grid(alpha=0.3)

@@ -10,6 +10,7 @@ After a prime ``c_1 … c_n`` has set the state, each step draws
 with temperature ``τ > 0``: ``τ = 1`` samples the model's distribution, ``τ → 0`` approaches
 greedy decoding, ``τ > 1`` flattens it.
 """
+
 from __future__ import annotations
 
 import functools
@@ -25,8 +26,15 @@ from jrnn.unroll import forward, stacked_forward
 from jrnn.validation import from_nested
 
 
-def sample_tokens(params: Union[RNNParams, StackedParams], key: jax.Array, prime: jax.Array,
-                  length: int, *, temperature: float = 1.0, activation: str = "tanh") -> jax.Array:
+def sample_tokens(
+  params: Union[RNNParams, StackedParams],
+  key: jax.Array,
+  prime: jax.Array,
+  length: int,
+  *,
+  temperature: float = 1.0,
+  activation: str = "tanh",
+) -> jax.Array:
   """Draws ``length`` tokens following ``prime``.
 
   Args:
@@ -61,13 +69,17 @@ def sample_tokens(params: Union[RNNParams, StackedParams], key: jax.Array, prime
   else:
     raise TypeError(f"params must be RNNParams or StackedParams, got {type(params).__name__}")
   if n_in != n_out:
-    raise ValueError(f"sampling needs params with I == O (tokens in and out), got I={n_in}, "
-                     f"O={n_out}")
+    raise ValueError(
+      f"sampling needs params with I == O (tokens in and out), got I={n_in}, O={n_out}"
+    )
   check_key("key", key)
   if isinstance(length, bool) or not isinstance(length, int) or length < 0:
     raise ValueError(f"length must be an int >= 0, got {length!r}")
-  if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not (
-      0 < temperature < float("inf")):
+  if (
+    isinstance(temperature, bool)
+    or not isinstance(temperature, numbers.Real)
+    or not (0 < temperature < float("inf"))
+  ):
     raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
   prime = from_nested(prime)
   if jnp.ndim(prime) != 1 or jnp.shape(prime)[0] < 1:
@@ -77,15 +89,21 @@ def sample_tokens(params: Union[RNNParams, StackedParams], key: jax.Array, prime
   if not isinstance(prime, jax.core.Tracer):
     low, high = int(jnp.min(prime)), int(jnp.max(prime))
     if low < 0 or high >= n_in:
-      raise ValueError(f"prime must hold tokens in [0, V={n_in}) (the vocabulary the params "
-                       f"read), got tokens from {low} to {high}")
+      raise ValueError(
+        f"prime must hold tokens in [0, V={n_in}) (the vocabulary the params "
+        f"read), got tokens from {low} to {high}"
+      )
   leaves = jax.tree_util.tree_flatten_with_path(params)[0]
   if not any(isinstance(leaf, jax.core.Tracer) for _, leaf in leaves):
     finite = jax.device_get([jnp.all(jnp.isfinite(leaf)) for _, leaf in leaves])
-    bad = [jax.tree_util.keystr(path) for (path, _), ok in zip(leaves, finite, strict=True) if not ok]
+    bad = [
+      jax.tree_util.keystr(path) for (path, _), ok in zip(leaves, finite, strict=True) if not ok
+    ]
     if bad:
-      raise ValueError(f"params must be finite to sample from, but params{bad[0]} holds NaN or "
-                       f"inf ({len(bad)} array(s): {', '.join(bad)})")
+      raise ValueError(
+        f"params must be finite to sample from, but params{bad[0]} holds NaN or "
+        f"inf ({len(bad)} array(s): {', '.join(bad)})"
+      )
   return _sample(params, key, prime, length, temperature=temperature, activation=activation)
 
 
@@ -101,8 +119,9 @@ def _sample(params, key, prime, length, *, temperature, activation):
   def draw(carry, k):
     h, logits = carry
     c = jax.random.categorical(k, logits / temperature).astype(jnp.int32)
-    step = run(params, jax.nn.one_hot(c, n_in, dtype=dtype)[None, None], h0=h,
-               activation=activation)
+    step = run(
+      params, jax.nn.one_hot(c, n_in, dtype=dtype)[None, None], h0=h, activation=activation
+    )
     return (step.h_last, step.ys[0, 0]), c
 
   _, tokens = jax.lax.scan(draw, (out.h_last, out.ys[-1, 0]), jax.random.split(key, length))

@@ -32,6 +32,7 @@ Example::
   >>> chunk = make_multi_seed_train_chunk(loss_fn, opt, make_batch, steps=100)
   >>> params, opt_state, metrics = chunk(params, opt_state, data_keys, 0)  # metrics: (5, 100)
 """
+
 from __future__ import annotations
 
 import numbers
@@ -45,7 +46,7 @@ import optax
 from jrnn import validation
 from jrnn.training.steps import Metrics, make_train_step
 
-_INT64 = (-2 ** 63, 2 ** 63)  # the seeds jax.random.key takes
+_INT64 = (-(2**63), 2**63)  # the seeds jax.random.key takes
 
 
 def seed_keys(seeds: Union[Sequence[int], jax.Array], n: Optional[int] = None) -> jax.Array:
@@ -76,21 +77,25 @@ def seed_keys(seeds: Union[Sequence[int], jax.Array], n: Optional[int] = None) -
   if n is not None:
     raise ValueError("n is only for splitting a key; with integer seeds leave it None")
   if isinstance(seeds, (numbers.Integral, np.integer)) and not isinstance(seeds, bool):
-    raise TypeError(f"seeds must be a sequence of ints, got the int {seeds}; pass [{seeds}] for "
-                    f"that one seed or range({seeds}) for seeds 0..{seeds - 1}")
+    raise TypeError(
+      f"seeds must be a sequence of ints, got the int {seeds}; pass [{seeds}] for "
+      f"that one seed or range({seeds}) for seeds 0..{seeds - 1}"
+    )
   if isinstance(seeds, (str, bytes)):
     raise TypeError(f"seeds must be a sequence of ints, got the string {seeds!r}")
   if isinstance(seeds, (np.ndarray, jax.Array)):
     if seeds.ndim != 1 or not jnp.issubdtype(seeds.dtype, jnp.integer):
-      raise ValueError(f"seeds must be a 1-D array of ints, got {seeds.dtype} of shape "
-                       f"{seeds.shape}")
+      raise ValueError(
+        f"seeds must be a 1-D array of ints, got {seeds.dtype} of shape {seeds.shape}"
+      )
     seeds = np.asarray(seeds).tolist()
   try:
     seeds = list(seeds)
   except TypeError:
     raise TypeError(f"seeds must be a sequence of ints, got {type(seeds).__name__}") from None
-  if not seeds or any(isinstance(s, (bool, np.bool_)) or not isinstance(s, (int, np.integer))
-                      for s in seeds):
+  if not seeds or any(
+    isinstance(s, (bool, np.bool_)) or not isinstance(s, (int, np.integer)) for s in seeds
+  ):
     raise ValueError(f"seeds must be a non-empty sequence of ints, got {seeds!r}")
   seeds = [int(s) for s in seeds]
   bad = [s for s in seeds if not _INT64[0] <= s < _INT64[1]]
@@ -102,8 +107,9 @@ def seed_keys(seeds: Union[Sequence[int], jax.Array], n: Optional[int] = None) -
   return jnp.stack([jax.random.key(s) for s in seeds])
 
 
-def init_seeds(init_fn: Callable[[jax.Array], Any], optimizer: optax.GradientTransformation,
-               keys: jax.Array) -> Tuple[Any, Any]:
+def init_seeds(
+  init_fn: Callable[[jax.Array], Any], optimizer: optax.GradientTransformation, keys: jax.Array
+) -> Tuple[Any, Any]:
   """Stacked ``(params, opt_state)``: ``init_fn(keys[s])`` and its optimiser state per seed.
 
   Args:
@@ -118,9 +124,11 @@ def init_seeds(init_fn: Callable[[jax.Array], Any], optimizer: optax.GradientTra
   if not callable(init_fn):
     raise TypeError(f"init_fn must be a function key -> params, got {type(init_fn).__name__}")
   if not (isinstance(keys, jax.Array) and jnp.issubdtype(keys.dtype, jax.dtypes.prng_key)):
-    raise TypeError(f"keys must be typed PRNG keys of shape (S,) (seed_keys), got "
-                    f"{type(keys).__name__} of dtype {jnp.result_type(keys)} and shape "
-                    f"{jnp.shape(keys)}")
+    raise TypeError(
+      f"keys must be typed PRNG keys of shape (S,) (seed_keys), got "
+      f"{type(keys).__name__} of dtype {jnp.result_type(keys)} and shape "
+      f"{jnp.shape(keys)}"
+    )
   if jnp.ndim(keys) != 1:
     raise ValueError(f"keys must have shape (S,), got {jnp.shape(keys)}")
 
@@ -143,20 +151,30 @@ def take_seed(tree: Any, s: int) -> Any:
   n_seeds = _seed_count("tree", tree)
   if isinstance(s, jax.core.Tracer):
     if jnp.ndim(s) != 0 or not jnp.issubdtype(jnp.result_type(s), jnp.integer):
-      raise TypeError(f"s must be an integer scalar, got {jnp.result_type(s)} of shape "
-                      f"{jnp.shape(s)}")
-  elif isinstance(s, (bool, np.bool_)) or not isinstance(s, (int, np.integer)) and not (
-      isinstance(s, (np.ndarray, jax.Array)) and s.ndim == 0
-      and jnp.issubdtype(s.dtype, jnp.integer)):
+      raise TypeError(
+        f"s must be an integer scalar, got {jnp.result_type(s)} of shape {jnp.shape(s)}"
+      )
+  elif (
+    isinstance(s, (bool, np.bool_))
+    or not isinstance(s, (int, np.integer))
+    and not (
+      isinstance(s, (np.ndarray, jax.Array))
+      and s.ndim == 0
+      and jnp.issubdtype(s.dtype, jnp.integer)
+    )
+  ):
     raise TypeError(f"s must be an int seed index, got {s!r}")
   elif n_seeds is not None and not -n_seeds <= int(s) < n_seeds:
-    raise IndexError(f"seed index s={int(s)} is out of range for {n_seeds} seeds (the leading "
-                     f"axis): use 0..{n_seeds - 1}, or -{n_seeds}..-1 from the end")
+    raise IndexError(
+      f"seed index s={int(s)} is out of range for {n_seeds} seeds (the leading "
+      f"axis): use 0..{n_seeds - 1}, or -{n_seeds}..-1 from the end"
+    )
   return jax.tree_util.tree_map(lambda x: x[s], tree)
 
 
-def _seed_count(name: str, tree: Any, expected: Optional[int] = None,
-               expected_from: str = "params") -> Optional[int]:
+def _seed_count(
+  name: str, tree: Any, expected: Optional[int] = None, expected_from: str = "params"
+) -> Optional[int]:
   """``S``, the leading (seed) axis every array leaf of ``tree`` shares; ``None`` for no leaves.
 
   Raises ``ValueError`` naming the leaf (``name`` and its path) for a leaf without a leading
@@ -172,19 +190,21 @@ def _seed_count(name: str, tree: Any, expected: Optional[int] = None,
       expected, first = shape[0], where
     elif shape[0] != expected:
       source = first or expected_from
-      raise ValueError(f"{where} has {shape[0]} on its leading (seed) axis, but {source} has "
-                       f"S={expected} seeds; every leaf needs the leading seed axis (S, ...)")
+      raise ValueError(
+        f"{where} has {shape[0]} on its leading (seed) axis, but {source} has "
+        f"S={expected} seeds; every leaf needs the leading seed axis (S, ...)"
+      )
   return expected
 
 
 def make_multi_seed_train_step(
-    loss_fn: Callable[..., Any],
-    optimizer: optax.GradientTransformation,
-    *,
-    has_aux: bool = False,
-    batch_axis: Optional[int] = 0,
-    jit: bool = True,
-    donate: bool = True,
+  loss_fn: Callable[..., Any],
+  optimizer: optax.GradientTransformation,
+  *,
+  has_aux: bool = False,
+  batch_axis: Optional[int] = 0,
+  jit: bool = True,
+  donate: bool = True,
 ) -> Callable[[Any, Any, Any], Tuple[Any, Any, Metrics]]:
   """:func:`jrnn.training.make_train_step`, ``vmap``-ed over a leading seed axis.
 
@@ -219,22 +239,23 @@ def make_multi_seed_train_step(
       try:
         _seed_count("batch", batch, n_seeds)
       except ValueError as e:
-        raise ValueError(f"{e}. For one batch shared by every seed, build the step with "
-                         "batch_axis=None") from None
+        raise ValueError(
+          f"{e}. For one batch shared by every seed, build the step with batch_axis=None"
+        ) from None
     return step(params, opt_state, batch)
 
   return checked
 
 
 def make_multi_seed_train_chunk(
-    loss_fn: Callable[..., Any],
-    optimizer: optax.GradientTransformation,
-    make_batch: Callable[[jax.Array, jax.Array], Any],
-    *,
-    steps: int,
-    has_aux: bool = False,
-    jit: bool = True,
-    donate: bool = True,
+  loss_fn: Callable[..., Any],
+  optimizer: optax.GradientTransformation,
+  make_batch: Callable[[jax.Array, jax.Array], Any],
+  *,
+  steps: int,
+  has_aux: bool = False,
+  jit: bool = True,
+  donate: bool = True,
 ) -> Callable[[Any, Any, jax.Array, Any], Tuple[Any, Any, Metrics]]:
   """``steps`` training steps of every seed as one compiled ``lax.scan``.
 
@@ -262,8 +283,9 @@ def make_multi_seed_train_chunk(
   if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
     raise ValueError(f"steps must be a positive int, got {steps!r}")
   if not callable(make_batch):
-    raise TypeError(f"make_batch must be a function (data_key, step) -> batch, got "
-                    f"{type(make_batch).__name__}")
+    raise TypeError(
+      f"make_batch must be a function (data_key, step) -> batch, got {type(make_batch).__name__}"
+    )
   validation.check_bool("jit", jit)
   validation.check_bool("donate", donate)
   one_step = make_train_step(loss_fn, optimizer, has_aux=has_aux, jit=False)
@@ -271,12 +293,12 @@ def make_multi_seed_train_chunk(
   def one_seed(params, opt_state, data_key, start):
     def body(carry, k):
       params, opt_state = carry
-      params, opt_state, metrics = one_step(params, opt_state,
-                                            make_batch(data_key, k))
+      params, opt_state, metrics = one_step(params, opt_state, make_batch(data_key, k))
       return (params, opt_state), metrics
 
-    (params, opt_state), metrics = jax.lax.scan(body, (params, opt_state),
-                                                start + jnp.arange(steps))
+    (params, opt_state), metrics = jax.lax.scan(
+      body, (params, opt_state), start + jnp.arange(steps)
+    )
     return params, opt_state, metrics
 
   chunk = jax.vmap(one_seed, in_axes=(0, 0, 0, None))
@@ -287,8 +309,10 @@ def make_multi_seed_train_chunk(
     n_seeds = _seed_count("params", params)
     _seed_count("opt_state", opt_state, n_seeds)
     if jnp.ndim(data_keys) < 1:
-      raise ValueError(f"data_keys must have shape (S,) with S={n_seeds} (one key per seed), "
-                       f"got {jnp.shape(data_keys)}")
+      raise ValueError(
+        f"data_keys must have shape (S,) with S={n_seeds} (one key per seed), "
+        f"got {jnp.shape(data_keys)}"
+      )
     _seed_count("data_keys", data_keys, n_seeds)
     _check_start(start, steps)
     return chunk(params, opt_state, data_keys, start)
@@ -296,7 +320,7 @@ def make_multi_seed_train_chunk(
   return checked
 
 
-_INT32_MAX = 2 ** 31 - 1
+_INT32_MAX = 2**31 - 1
 
 
 def _check_start(start, steps: int) -> None:
@@ -304,21 +328,25 @@ def _check_start(start, steps: int) -> None:
   are range-checked, a traced integer scalar only for its type."""
   if isinstance(start, (jax.core.Tracer, np.ndarray, np.generic, jax.Array)):
     if jnp.ndim(start) != 0 or not jnp.issubdtype(jnp.result_type(start), jnp.integer):
-      raise TypeError(f"start must be an int step index >= 0, got {jnp.result_type(start)} of "
-                      f"shape {jnp.shape(start)}")
+      raise TypeError(
+        f"start must be an int step index >= 0, got {jnp.result_type(start)} of "
+        f"shape {jnp.shape(start)}"
+      )
     if isinstance(start, jax.core.Tracer):
       return
   elif isinstance(start, (bool, np.bool_)) or not isinstance(start, (int, np.integer)):
     raise TypeError(f"start must be an int step index >= 0, got {start!r}")
   if not 0 <= int(start) <= _INT32_MAX - steps:
-    raise ValueError(f"start must be an int in [0, {_INT32_MAX - steps}] (step indices are "
-                     f"int32; this chunk runs {steps} steps), got {int(start)}")
+    raise ValueError(
+      f"start must be an int in [0, {_INT32_MAX - steps}] (step indices are "
+      f"int32; this chunk runs {steps} steps), got {int(start)}"
+    )
 
 
 __all__ = (
-    "init_seeds",
-    "make_multi_seed_train_chunk",
-    "make_multi_seed_train_step",
-    "seed_keys",
-    "take_seed",
+  "init_seeds",
+  "make_multi_seed_train_chunk",
+  "make_multi_seed_train_step",
+  "seed_keys",
+  "take_seed",
 )

@@ -24,6 +24,7 @@ Everything else is unchanged (``jrnn-train --coordinator …`` does all of this;
 On CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=4`` (set before JAX starts) gives
 four devices to try it.
 """
+
 from __future__ import annotations
 
 from typing import Any, Optional, Sequence
@@ -61,8 +62,9 @@ def _global_replica(x, mesh: Mesh) -> jax.Array:
   """``x`` (the same value in every process) as one array replicated over a mesh that spans
   several processes, where ``device_put`` cannot reach the other processes' devices."""
   if _is_key(x):
-    return jax.random.wrap_key_data(_global_replica(jax.random.key_data(x), mesh),
-                                    impl=jax.random.key_impl(x))
+    return jax.random.wrap_key_data(
+      _global_replica(jax.random.key_data(x), mesh), impl=jax.random.key_impl(x)
+    )
   host = np.asarray(x)
   return jax.make_array_from_callback(host.shape, replicated(mesh), lambda index: host[index])
 
@@ -101,8 +103,9 @@ def shard_batch(batch: Any, mesh: Mesh, batch_axis: int = 1) -> Any:
       raise ValueError(f"batch arrays need an axis {batch_axis} to split, got shape {x.shape}")
     if x.shape[batch_axis] % n_local:
       raise ValueError(
-          f"batch size {x.shape[batch_axis]} (axis {batch_axis} of shape {x.shape}) must be "
-          f"divisible by the {n_local} local devices; change the batch size")
+        f"batch size {x.shape[batch_axis]} (axis {batch_axis} of shape {x.shape}) must be "
+        f"divisible by the {n_local} local devices; change the batch size"
+      )
     return jax.make_array_from_process_local_data(sharding, x)
 
   return jax.tree_util.tree_map(put, batch)

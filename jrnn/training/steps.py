@@ -30,6 +30,7 @@ with the device (e.g. at a log step), so no step waits for the host.
 
 Batches are time-major, ``(T, B, …)``, as :func:`jrnn.forward`'s default layout.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
@@ -59,6 +60,7 @@ class Batch(NamedTuple):
   the recurrence, which runs over every step of ``xs``. ``key`` feeds dropout in training
   (derive it per step, e.g. ``fold_in(key, step)``); ``None`` turns dropout off (evaluation).
   """
+
   xs: jax.Array  # shape=(T, B, I) float, or (T, B) int tokens with sequence_loss(one_hot=I)
   targets: jax.Array  # shape=(T, B) int labels, or (T, B, O) float targets
   mask: Optional[jax.Array] = None  # shape=(T, B), bool; None scores every step
@@ -66,16 +68,16 @@ class Batch(NamedTuple):
 
 
 def sequence_loss(
-    kind: str = "cross_entropy",
-    *,
-    one_hot: Optional[int] = None,
-    reduction: str = "mean",
-    activation: ActivationLike = "tanh",
-    unroll: int = 1,
-    grad: str = "hand",
-    kernel: str = "auto",
-    solver: str = "sequential",
-    dropout: float = 0.0,
+  kind: str = "cross_entropy",
+  *,
+  one_hot: Optional[int] = None,
+  reduction: str = "mean",
+  activation: ActivationLike = "tanh",
+  unroll: int = 1,
+  grad: str = "hand",
+  kernel: str = "auto",
+  solver: str = "sequential",
+  dropout: float = 0.0,
 ) -> Callable[..., Tuple[jax.Array, jax.Array]]:
   """The loss of :func:`jrnn.forward` on a :class:`Batch`, as ``loss(params, batch, h0=None)``.
 
@@ -112,19 +114,31 @@ def sequence_loss(
     xs = batch.xs
     if one_hot is not None:
       if not jnp.issubdtype(jnp.result_type(xs), jnp.integer):
-        raise TypeError(f"batch.xs must hold integer tokens with one_hot={one_hot}, "
-                        f"got dtype {jnp.result_type(xs)}")
+        raise TypeError(
+          f"batch.xs must hold integer tokens with one_hot={one_hot}, "
+          f"got dtype {jnp.result_type(xs)}"
+        )
       dtype = jnp.result_type(jax.tree_util.tree_leaves(params)[0])
       valid = (xs >= 0) & (xs < one_hot)
       if not isinstance(xs, jax.core.Tracer) and not jnp.all(valid):
-        raise ValueError(f"batch.xs must hold tokens in [0, one_hot={one_hot}), got tokens from "
-                         f"{int(jnp.min(xs))} to {int(jnp.max(xs))}")
+        raise ValueError(
+          f"batch.xs must hold tokens in [0, one_hot={one_hot}), got tokens from "
+          f"{int(jnp.min(xs))} to {int(jnp.max(xs))}"
+        )
       # Traced tokens cannot be checked: one out of range makes its input NaN (not the zero
       # vector one_hot would give), so the loss and gradients are NaN, never quietly wrong.
       xs = jnp.where(valid[..., None], jax.nn.one_hot(xs, one_hot, dtype=dtype), jnp.nan)
     run = stacked_forward if isinstance(params, StackedParams) else forward
-    out = run(params, xs, h0=h0, activation=activation, unroll=unroll, grad=grad,
-              kernel=kernel, solver=solver)
+    out = run(
+      params,
+      xs,
+      h0=h0,
+      activation=activation,
+      unroll=unroll,
+      grad=grad,
+      kernel=kernel,
+      solver=solver,
+    )
     ys = out.ys
     if dropout and batch.key is not None:
       check_key("batch.key", batch.key)
@@ -142,8 +156,11 @@ def sequence_loss(
 
 def all_finite(tree: Any) -> jax.Array:
   """``True`` (a device bool, shape ``()``) when every floating leaf of ``tree`` is finite."""
-  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)
-            if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+  leaves = [
+    jnp.all(jnp.isfinite(x))
+    for x in jax.tree_util.tree_leaves(tree)
+    if jnp.issubdtype(jnp.result_type(x), jnp.inexact)
+  ]
   return jnp.stack(leaves).all() if leaves else jnp.asarray(True)
 
 
@@ -159,8 +176,13 @@ def _update(loss_and_grad, optimizer, params, opt_state, *args, guard=False):
   metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
   if not guard:
     return new_params, new_opt_state, aux, metrics
-  ok = (jnp.isfinite(loss) & jnp.isfinite(metrics["grad_norm"]) & all_finite(new_params)
-        & all_finite(new_opt_state) & all_finite(aux))
+  ok = (
+    jnp.isfinite(loss)
+    & jnp.isfinite(metrics["grad_norm"])
+    & all_finite(new_params)
+    & all_finite(new_opt_state)
+    & all_finite(aux)
+  )
   new_params, new_opt_state = select_tree(ok, (new_params, new_opt_state), (params, opt_state))
   return new_params, new_opt_state, aux, dict(metrics, ok=ok)
 
@@ -177,48 +199,61 @@ def _jit(fn, jit, donate, out_shardings):
 def _check_step_args(builder: str, loss_fn, optimizer=None, **flags) -> None:
   """At construction: a callable loss, an optax-like optimiser, boolean flags."""
   if not callable(loss_fn):
-    raise TypeError(f"{builder}: loss_fn must be callable, loss_fn(params, batch, ...), got "
-                    f"{type(loss_fn).__name__} {loss_fn!r:.60}")
-  if optimizer is not None and not (callable(getattr(optimizer, "init", None))
-                                    and callable(getattr(optimizer, "update", None))):
-    raise TypeError(f"{builder}: optimizer must be an optax.GradientTransformation (init and "
-                    f"update), got {type(optimizer).__name__}")
+    raise TypeError(
+      f"{builder}: loss_fn must be callable, loss_fn(params, batch, ...), got "
+      f"{type(loss_fn).__name__} {loss_fn!r:.60}"
+    )
+  if optimizer is not None and not (
+    callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))
+  ):
+    raise TypeError(
+      f"{builder}: optimizer must be an optax.GradientTransformation (init and "
+      f"update), got {type(optimizer).__name__}"
+    )
   for name, value in flags.items():
     validation.check_bool(name, value)
 
 
-def _split_loss(builder: str, out, has_aux: bool, fix: str = "pass has_aux=False for a loss "
-                "that returns a scalar", scalar: bool = True):
+def _split_loss(
+  builder: str,
+  out,
+  has_aux: bool,
+  fix: str = "pass has_aux=False for a loss that returns a scalar",
+  scalar: bool = True,
+):
   """``(loss, aux)`` from what ``loss_fn`` returned, at trace time; one-line errors for a pair
   given without ``has_aux=True``, a scalar with it, or a loss that is not a float scalar."""
   is_pair = isinstance(out, (tuple, list))
   if is_pair and not has_aux:
-    raise TypeError(f"{builder}: loss_fn returned a {type(out).__name__} of {len(out)}, not a "
-                    "scalar; for a loss that returns (loss, aux), such as sequence_loss's "
-                    "(L, h_last), pass has_aux=True")
+    raise TypeError(
+      f"{builder}: loss_fn returned a {type(out).__name__} of {len(out)}, not a "
+      "scalar; for a loss that returns (loss, aux), such as sequence_loss's "
+      "(L, h_last), pass has_aux=True"
+    )
   if has_aux and not (is_pair and len(out) == 2):
-    got = (f"a {type(out).__name__} of {len(out)}" if is_pair
-           else f"one value of shape {jnp.shape(out)}")
-    raise TypeError(f"{builder}: loss_fn must return a pair (loss, aux) here, got "
-                    f"{got}; {fix}")
+    got = (
+      f"a {type(out).__name__} of {len(out)}" if is_pair else f"one value of shape {jnp.shape(out)}"
+    )
+    raise TypeError(f"{builder}: loss_fn must return a pair (loss, aux) here, got {got}; {fix}")
   loss, aux = out if has_aux else (out, None)
-  if scalar and (jnp.shape(loss) != () or not jnp.issubdtype(jnp.result_type(loss),
-                                                             jnp.floating)):
-    raise TypeError(f"{builder}: loss_fn's loss must be a float scalar (shape ()), got shape "
-                    f"{jnp.shape(loss)} and dtype {jnp.result_type(loss)}; reduce it over the "
-                    "batch and steps (e.g. reduction='mean')")
+  if scalar and (jnp.shape(loss) != () or not jnp.issubdtype(jnp.result_type(loss), jnp.floating)):
+    raise TypeError(
+      f"{builder}: loss_fn's loss must be a float scalar (shape ()), got shape "
+      f"{jnp.shape(loss)} and dtype {jnp.result_type(loss)}; reduce it over the "
+      "batch and steps (e.g. reduction='mean')"
+    )
   return loss, aux
 
 
 def make_train_step(
-    loss_fn: Callable[..., Any],
-    optimizer: optax.GradientTransformation,
-    *,
-    has_aux: bool = False,
-    jit: bool = True,
-    donate: bool = True,
-    mesh: Optional[jax.sharding.Mesh] = None,
-    guard: bool = False,
+  loss_fn: Callable[..., Any],
+  optimizer: optax.GradientTransformation,
+  *,
+  has_aux: bool = False,
+  jit: bool = True,
+  donate: bool = True,
+  mesh: Optional[jax.sharding.Mesh] = None,
+  guard: bool = False,
 ) -> Callable[[Any, Any, Any], Tuple[Any, Any, Metrics]]:
   """Builds ``train_step(params, opt_state, batch) -> (params, opt_state, metrics)``.
 
@@ -255,26 +290,28 @@ def make_train_step(
   grad_fn = jax.value_and_grad(scalar_loss, has_aux=True)
 
   def train_step(params, opt_state, batch):
-    params, opt_state, _, metrics = _update(grad_fn, optimizer, params, opt_state, batch,
-                                            guard=guard)
+    params, opt_state, _, metrics = _update(
+      grad_fn, optimizer, params, opt_state, batch, guard=guard
+    )
     return params, opt_state, metrics
 
   shardings = None
   if mesh is not None:
     from jrnn.training import sharding  # pylint: disable=import-outside-toplevel
+
     shardings = sharding.replicated(mesh)
   return _jit(train_step, jit, (0, 1) if donate else (), shardings)
 
 
 def make_stream_train_step(
-    loss_fn: Callable[..., Tuple[jax.Array, jax.Array]],
-    optimizer: optax.GradientTransformation,
-    *,
-    jit: bool = True,
-    donate: bool = True,
-    mesh: Optional[jax.sharding.Mesh] = None,
-    carry_axis: int = 0,
-    guard: bool = False,
+  loss_fn: Callable[..., Tuple[jax.Array, jax.Array]],
+  optimizer: optax.GradientTransformation,
+  *,
+  jit: bool = True,
+  donate: bool = True,
+  mesh: Optional[jax.sharding.Mesh] = None,
+  carry_axis: int = 0,
+  guard: bool = False,
 ) -> Callable[[Any, Any, jax.Array, Any], Tuple[Any, Any, jax.Array, Metrics]]:
   """Builds the truncated-BPTT step ``(params, opt_state, h, batch) -> (params, opt_state, h',
   metrics)``.
@@ -295,16 +332,20 @@ def make_stream_train_step(
   _check_step_args("make_stream_train_step", loss_fn, optimizer)
 
   def pair_loss(params, batch, h):
-    return _split_loss("make_stream_train_step", loss_fn(params, batch, h), True,
-                       "a stream step's loss_fn(params, batch, h0) returns (loss, h_last), as "
-                       "sequence_loss does")
+    return _split_loss(
+      "make_stream_train_step",
+      loss_fn(params, batch, h),
+      True,
+      "a stream step's loss_fn(params, batch, h0) returns (loss, h_last), as sequence_loss does",
+    )
 
   grad_fn = jax.value_and_grad(pair_loss, has_aux=True)
 
   def stream_step(params, opt_state, h, batch):
     h = jax.lax.stop_gradient(h)
-    params, opt_state, h_last, metrics = _update(grad_fn, optimizer, params, opt_state, batch, h,
-                                                 guard=guard)
+    params, opt_state, h_last, metrics = _update(
+      grad_fn, optimizer, params, opt_state, batch, h, guard=guard
+    )
     h_last = jax.lax.stop_gradient(h_last)
     if guard:
       h_last = jnp.where(metrics["ok"], h_last, h)
@@ -313,13 +354,15 @@ def make_stream_train_step(
   shardings = None
   if mesh is not None:
     from jrnn.training import sharding  # pylint: disable=import-outside-toplevel
+
     rep, state = sharding.replicated(mesh), sharding.batch_sharding(mesh, carry_axis)
     shardings = (rep, rep, state, rep)
   return _jit(stream_step, jit, (0, 1, 2) if donate else (), shardings)
 
 
-def make_eval_step(loss_fn: Callable[..., Any], *, has_aux: bool = False,
-                   jit: bool = True) -> Callable[..., Metrics]:
+def make_eval_step(
+  loss_fn: Callable[..., Any], *, has_aux: bool = False, jit: bool = True
+) -> Callable[..., Metrics]:
   """Builds ``eval_step(params, batch, *rest) -> {"loss": …}`` (no gradient, no update).
 
   Extra arguments (e.g. ``h0`` for :func:`sequence_loss`) are passed on to ``loss_fn``. With

@@ -25,6 +25,7 @@ The compiled pieces (batch makers, evaluations, the loss) are module-level funct
 sizes as static arguments, so a process that builds the same task twice (a resumed run, the
 tests) compiles them once.
 """
+
 from __future__ import annotations
 
 import functools
@@ -46,6 +47,7 @@ from jrnn.unroll import forward, stacked_forward
 class Task(NamedTuple):
   """What the training loop needs to know about a task. ``loss`` and ``stateful`` must depend
   on the config alone (the loop reuses its compiled step across runs of one config)."""
+
   n_in: int
   n_out: int
   loss: Callable[..., Any]  # sequence_loss(...): (params, Batch, h0) -> (loss, h_last)
@@ -68,13 +70,14 @@ class Task(NamedTuple):
 
 def _renamed(metrics: Dict[str, Any], prefix: str) -> Dict[str, float]:
   """``{"val_x": v}`` -> ``{prefix + "x": float(v)}``."""
-  return {prefix + k[len("val_"):]: float(v) for k, v in metrics.items()}
+  return {prefix + k[len("val_") :]: float(v) for k, v in metrics.items()}
 
 
 @functools.lru_cache(maxsize=32)
 def _cached_loss(kind, one_hot, unroll, dropout, grad, kernel, solver):
-  return jtrain.sequence_loss(kind, one_hot=one_hot, unroll=unroll, dropout=dropout, grad=grad,
-                              kernel=kernel, solver=solver)
+  return jtrain.sequence_loss(
+    kind, one_hot=one_hot, unroll=unroll, dropout=dropout, grad=grad, kernel=kernel, solver=solver
+  )
 
 
 def _loss(cfg, kind: str, one_hot: Optional[int] = None):
@@ -110,12 +113,20 @@ def charlm(cfg, key) -> Task:
     return jtrain.Batch(x, y, key=jax.random.fold_in(key, step) if cfg.dropout else None)
 
   return Task(
-      n_in=v, n_out=v, loss=loss, stateful=True, tokens_per_step=cfg.seq_len * cfg.batch_size,
-      batch=batch, position=lambda s: {"epoch": s // n_win, "window": s % n_win},
-      evaluate=lambda p: {"val_bpc": charlm_data.bits_per_char(_mean_loss(loss, p, val_x,
-                                                                          val_y))},
-      metric="val_bpc", vocab=data.vocab.chars, eval_positions=val_x.size,
-      online_loss="cross_entropy", one_hot=v)
+    n_in=v,
+    n_out=v,
+    loss=loss,
+    stateful=True,
+    tokens_per_step=cfg.seq_len * cfg.batch_size,
+    batch=batch,
+    position=lambda s: {"epoch": s // n_win, "window": s % n_win},
+    evaluate=lambda p: {"val_bpc": charlm_data.bits_per_char(_mean_loss(loss, p, val_x, val_y))},
+    metric="val_bpc",
+    vocab=data.vocab.chars,
+    eval_positions=val_x.size,
+    online_loss="cross_entropy",
+    one_hot=v,
+  )
 
 
 def _synthetic(cfg, key, make, n_in, n_out, kind, evaluate) -> Task:
@@ -128,22 +139,30 @@ def _synthetic(cfg, key, make, n_in, n_out, kind, evaluate) -> Task:
 
   def batch(step):
     k = jax.random.fold_in(train_key, step)
-    return jtrain.Batch(*make(k, cfg.batch_size, jit=True),
-                        key=jax.random.fold_in(drop_key, step) if cfg.dropout else None)
+    return jtrain.Batch(
+      *make(k, cfg.batch_size, jit=True),
+      key=jax.random.fold_in(drop_key, step) if cfg.dropout else None,
+    )
 
   n_steps = make(val_key, 1)[0].shape[0]
-  return Task(n_in=n_in, n_out=n_out, loss=_loss(cfg, kind), stateful=False,
-              tokens_per_step=n_steps * cfg.batch_size, batch=batch,
-              position=lambda s: {"batch": s},
-              evaluate=lambda p: {k: float(v) for k, v in evaluate(p, val, cfg.unroll).items()},
-              metric="val_accuracy" if kind == "cross_entropy" else "val_mse",
-              eval_positions=n_steps * cfg.val_batch,
-              test=lambda p: _renamed(evaluate(p, make(test_key, cfg.val_batch), cfg.unroll),
-                                      "test_"))
+  return Task(
+    n_in=n_in,
+    n_out=n_out,
+    loss=_loss(cfg, kind),
+    stateful=False,
+    tokens_per_step=n_steps * cfg.batch_size,
+    batch=batch,
+    position=lambda s: {"batch": s},
+    evaluate=lambda p: {k: float(v) for k, v in evaluate(p, val, cfg.unroll).items()},
+    metric="val_accuracy" if kind == "cross_entropy" else "val_mse",
+    eval_positions=n_steps * cfg.val_batch,
+    test=lambda p: _renamed(evaluate(p, make(test_key, cfg.val_batch), cfg.unroll), "test_"),
+  )
 
 
-_copy_batch = jax.jit(copy_data.batch, static_argnums=1,
-                      static_argnames=("n_symbols", "length", "delay"))
+_copy_batch = jax.jit(
+  copy_data.batch, static_argnums=1, static_argnames=("n_symbols", "length", "delay")
+)
 
 
 @functools.partial(jax.jit, static_argnums=2)
@@ -155,12 +174,15 @@ def _copy_accuracy(params, val, unroll):
 
 def copy(cfg, key) -> Task:
   """Recall ``copy_len`` symbols after ``delay`` blank steps (:mod:`jrnn.data.copy_task`)."""
+
   def make(k, b, jit=False):
     return (_copy_batch if jit else copy_data.batch)(
-        k, b, n_symbols=cfg.n_symbols, length=cfg.copy_len, delay=cfg.delay)
+      k, b, n_symbols=cfg.n_symbols, length=cfg.copy_len, delay=cfg.delay
+    )
 
-  return _synthetic(cfg, key, make, cfg.n_symbols + 2, cfg.n_symbols, "cross_entropy",
-                    _copy_accuracy)
+  return _synthetic(
+    cfg, key, make, cfg.n_symbols + 2, cfg.n_symbols, "cross_entropy", _copy_accuracy
+  )
 
 
 _sine_batch = jax.jit(sine_data.batch, static_argnums=(1, 2))
@@ -174,6 +196,7 @@ def _sine_mse(params, val, unroll):
 
 def sine(cfg, key) -> Task:
   """Predict the next value of a sine wave of random phase (:mod:`jrnn.data.sine`)."""
+
   def make(k, b, jit=False):
     return (_sine_batch if jit else sine_data.batch)(k, b, cfg.seq_len)
 
@@ -200,6 +223,7 @@ def _adding_mse(params, val, unroll):
 def adding(cfg, key) -> Task:
   """The adding problem: the sum of the two marked numbers, read at the last step
   (:mod:`jrnn.data.adding`)."""
+
   def make(k, b, jit=False):
     return (_adding_batch if jit else _adding_arrays)(k, b, cfg.seq_len)
 
@@ -237,20 +261,33 @@ def mnist1d(cfg, key) -> Task:
   per_epoch = len(data.y_train) // cfg.batch_size
 
   def batch(step):
-    return jtrain.Batch(*_mnist1d_batch(train_key, step, x, y, cfg.batch_size),
-                        key=jax.random.fold_in(drop_key, step) if cfg.dropout else None)
+    return jtrain.Batch(
+      *_mnist1d_batch(train_key, step, x, y, cfg.batch_size),
+      key=jax.random.fold_in(drop_key, step) if cfg.dropout else None,
+    )
 
-  return Task(n_in=1, n_out=mnist1d_data.N_CLASSES, loss=_loss(cfg, "cross_entropy"),
-              stateful=False, tokens_per_step=mnist1d_data.SEQ_LEN * cfg.batch_size,
-              batch=batch, position=lambda s: {"epoch": s // per_epoch, "batch": s % per_epoch},
-              evaluate=lambda p: {k: float(v) for k, v in
-                                  _mnist1d_accuracy(p, val, cfg.unroll).items()},
-              metric="val_accuracy", eval_positions=int(test[0].shape[0] * test[0].shape[1]),
-              test=lambda p: _renamed(_mnist1d_accuracy(p, test, cfg.unroll), "test_"))
+  return Task(
+    n_in=1,
+    n_out=mnist1d_data.N_CLASSES,
+    loss=_loss(cfg, "cross_entropy"),
+    stateful=False,
+    tokens_per_step=mnist1d_data.SEQ_LEN * cfg.batch_size,
+    batch=batch,
+    position=lambda s: {"epoch": s // per_epoch, "batch": s % per_epoch},
+    evaluate=lambda p: {k: float(v) for k, v in _mnist1d_accuracy(p, val, cfg.unroll).items()},
+    metric="val_accuracy",
+    eval_positions=int(test[0].shape[0] * test[0].shape[1]),
+    test=lambda p: _renamed(_mnist1d_accuracy(p, test, cfg.unroll), "test_"),
+  )
 
 
-BUILDERS: Dict[str, Callable[..., Task]] = {"charlm": charlm, "copy": copy, "sine": sine,
-                                           "adding": adding, "mnist1d": mnist1d}
+BUILDERS: Dict[str, Callable[..., Task]] = {
+  "charlm": charlm,
+  "copy": copy,
+  "sine": sine,
+  "adding": adding,
+  "mnist1d": mnist1d,
+}
 TASKS = tuple(BUILDERS)
 
 

@@ -25,6 +25,7 @@ extra batch row (one forward pass for the frozen states, one for the windows).
 residuals alive (memory ``O(k)`` instead of ``O(T)``). :func:`bptt_chunk` is one such chunk for
 streaming training, where the caller updates the parameters between chunks.
 """
+
 from __future__ import annotations
 
 import functools
@@ -43,6 +44,7 @@ from jrnn.unroll import forward
 
 class TruncatedResult(NamedTuple):
   """Loss, truncated gradients, and the state to carry on from."""
+
   loss: jax.Array  # shape=()
   grads: RNNParams  # h0 None unless learnt
   h_last: jax.Array  # shape=(B, H), or (H,) unbatched: the state after the last valid step
@@ -53,48 +55,80 @@ def _check_window(name: str, k) -> None:
     raise ValueError(f"{name} must be a positive int, got {k!r}")
 
 
-def _setup(params, xs, targets, *, loss, reduction, mask, lengths, h0, time_major, activation,
-           output_activation):
+def _setup(
+  params,
+  xs,
+  targets,
+  *,
+  loss,
+  reduction,
+  mask,
+  lengths,
+  h0,
+  time_major,
+  activation,
+  output_activation,
+):
   """Validates like :func:`jrnn.forward`; returns time-major arrays and the layout."""
   check_loss(loss, reduction)
-  jax.eval_shape(functools.partial(
-      forward, h0=h0, mask=mask, lengths=lengths, activation=activation,
-      output_activation=output_activation, time_major=time_major), params, xs)
+  jax.eval_shape(
+    functools.partial(
+      forward,
+      h0=h0,
+      mask=mask,
+      lengths=lengths,
+      activation=activation,
+      output_activation=output_activation,
+      time_major=time_major,
+    ),
+    params,
+    xs,
+  )
   n_in, n_hidden, n_out = params.sizes
   dtype = jnp.result_type(params.w_hh)
-  x, m, h0_in, layout = prepare(xs, mask, lengths, h0, n_in=n_in, n_hidden=n_hidden,
-                                 dtype=dtype, time_major=time_major)
+  x, m, h0_in, layout = prepare(
+    xs, mask, lengths, h0, n_in=n_in, n_hidden=n_hidden, dtype=dtype, time_major=time_major
+  )
   tg = prepare_targets(targets, jnp.shape(xs), layout, n_out, loss, dtype)
   m = jnp.ones(x.shape[:2], bool) if m is None else m
   return x, tg, m, h0_in, layout
 
 
-def _summed_loss(params, x, h_start, run_mask, loss_mask, tg, *, loss, activation,
-                 output_activation, grad, kernel):
+def _summed_loss(
+  params, x, h_start, run_mask, loss_mask, tg, *, loss, activation, output_activation, grad, kernel
+):
   """``Σ L_t`` over ``loss_mask`` of the recurrence run from ``h_start``; also its final state."""
-  out = forward(params, x, h0=h_start, mask=run_mask, activation=activation,
-                output_activation=output_activation, grad=grad, kernel=kernel)
+  out = forward(
+    params,
+    x,
+    h0=h_start,
+    mask=run_mask,
+    activation=activation,
+    output_activation=output_activation,
+    grad=grad,
+    kernel=kernel,
+  )
   value = loss_value(out.ys, tg, loss_mask, loss, "sum")
   return value, out.h_last
 
 
 def truncated_bptt(
-    params: RNNParams,
-    xs: jax.Array,
-    targets: jax.Array,
-    *,
-    k1: int,
-    k2: Optional[int] = None,
-    loss: str = "squared_error",
-    activation: ActivationLike = "tanh",
-    output_activation: Optional[ActivationLike] = None,
-    mask: Optional[jax.Array] = None,
-    lengths: Optional[jax.Array] = None,
-    h0: Optional[jax.Array] = None,
-    reduction: str = "sum",
-    time_major: bool = True,
-    grad: str = "hand",
-    kernel: str = "auto",
+  params: RNNParams,
+  xs: jax.Array,
+  targets: jax.Array,
+  *,
+  k1: int,
+  k2: Optional[int] = None,
+  loss: str = "squared_error",
+  activation: ActivationLike = "tanh",
+  output_activation: Optional[ActivationLike] = None,
+  mask: Optional[jax.Array] = None,
+  lengths: Optional[jax.Array] = None,
+  h0: Optional[jax.Array] = None,
+  reduction: str = "sum",
+  time_major: bool = True,
+  grad: str = "hand",
+  kernel: str = "auto",
 ) -> TruncatedResult:
   """BPTT(k1, k2): every ``k1`` steps, backpropagate the last ``k1`` losses through ``k2`` steps.
 
@@ -118,12 +152,26 @@ def truncated_bptt(
   _check_window("k1", k1)
   _check_window("k2", k2)
   if k2 < k1:
-    raise ValueError(f"k2 must be at least k1 (each loss term is backpropagated through its own "
-                     f"window), got k1={k1}, k2={k2}")
-  cfg = dict(loss=loss, activation=activation, output_activation=output_activation, grad=grad, kernel=kernel)
-  x, tg, m, h0_in, layout = _setup(params, xs, targets, loss=loss, reduction=reduction,
-                                   mask=mask, lengths=lengths, h0=h0, time_major=time_major,
-                                   activation=activation, output_activation=output_activation)
+    raise ValueError(
+      f"k2 must be at least k1 (each loss term is backpropagated through its own "
+      f"window), got k1={k1}, k2={k2}"
+    )
+  cfg = dict(
+    loss=loss, activation=activation, output_activation=output_activation, grad=grad, kernel=kernel
+  )
+  x, tg, m, h0_in, layout = _setup(
+    params,
+    xs,
+    targets,
+    loss=loss,
+    reduction=reduction,
+    mask=mask,
+    lengths=lengths,
+    h0=h0,
+    time_major=time_major,
+    activation=activation,
+    output_activation=output_activation,
+  )
   n_steps, n_batch = m.shape
   n_win = math.ceil(n_steps / k1)
   ends = k1 * (jnp.arange(n_win) + 1)  # t_n: one past each window, 0-based
@@ -145,8 +193,17 @@ def truncated_bptt(
   from_h0 = jnp.repeat(starts <= 0, n_batch)[:, None]
   norm = reduction_divisor(m, m.shape[0], m.shape[1], reduction)
   # The states the windows start from, computed once and held constant (no gradient).
-  hs = jax.lax.stop_gradient(forward(params, x, h0=initial_state(params.layer, n_batch, h0_in), mask=m,
-                                     activation=activation, grad=grad, kernel=kernel).hs)
+  hs = jax.lax.stop_gradient(
+    forward(
+      params,
+      x,
+      h0=initial_state(params.layer, n_batch, h0_in),
+      mask=m,
+      activation=activation,
+      grad=grad,
+      kernel=kernel,
+    ).hs
+  )
   frozen = hs[jnp.clip(starts - 1, 0, n_steps - 1)].reshape(n_win * n_batch, -1)
 
   def total(p):
@@ -160,20 +217,20 @@ def truncated_bptt(
 
 
 def bptt_chunk(
-    params: RNNParams,
-    xs: jax.Array,
-    targets: jax.Array,
-    *,
-    h0: Optional[jax.Array] = None,
-    loss: str = "squared_error",
-    activation: ActivationLike = "tanh",
-    output_activation: Optional[ActivationLike] = None,
-    mask: Optional[jax.Array] = None,
-    lengths: Optional[jax.Array] = None,
-    reduction: str = "sum",
-    time_major: bool = True,
-    grad: str = "hand",
-    kernel: str = "auto",
+  params: RNNParams,
+  xs: jax.Array,
+  targets: jax.Array,
+  *,
+  h0: Optional[jax.Array] = None,
+  loss: str = "squared_error",
+  activation: ActivationLike = "tanh",
+  output_activation: Optional[ActivationLike] = None,
+  mask: Optional[jax.Array] = None,
+  lengths: Optional[jax.Array] = None,
+  reduction: str = "sum",
+  time_major: bool = True,
+  grad: str = "hand",
+  kernel: str = "auto",
 ) -> TruncatedResult:
   """One chunk of streaming truncated BPTT: loss and gradients from a state carried in frozen.
 
@@ -193,16 +250,37 @@ def bptt_chunk(
   Returns:
     :class:`TruncatedResult` for the chunk.
   """
-  x, tg, m, h_in, layout = _setup(params, xs, targets, loss=loss, reduction=reduction,
-                                  mask=mask, lengths=lengths, h0=h0, time_major=time_major,
-                                  activation=activation, output_activation=output_activation)
+  x, tg, m, h_in, layout = _setup(
+    params,
+    xs,
+    targets,
+    loss=loss,
+    reduction=reduction,
+    mask=mask,
+    lengths=lengths,
+    h0=h0,
+    time_major=time_major,
+    activation=activation,
+    output_activation=output_activation,
+  )
   h_in = None if h_in is None else jax.lax.stop_gradient(h_in)
   norm = reduction_divisor(m, m.shape[0], m.shape[1], reduction)
 
   def total(p):
     h_start = initial_state(p.layer, m.shape[1], h_in)
-    value, h_last = _summed_loss(p, x, h_start, m, m, tg, loss=loss, activation=activation,
-                                 output_activation=output_activation, grad=grad, kernel=kernel)
+    value, h_last = _summed_loss(
+      p,
+      x,
+      h_start,
+      m,
+      m,
+      tg,
+      loss=loss,
+      activation=activation,
+      output_activation=output_activation,
+      grad=grad,
+      kernel=kernel,
+    )
     return value / norm, h_last
 
   (value, h_last), grads = jax.value_and_grad(total, has_aux=True)(params)
@@ -210,21 +288,21 @@ def bptt_chunk(
 
 
 def chunked_bptt(
-    params: RNNParams,
-    xs: jax.Array,
-    targets: jax.Array,
-    *,
-    chunk_length: int,
-    loss: str = "squared_error",
-    activation: ActivationLike = "tanh",
-    output_activation: Optional[ActivationLike] = None,
-    mask: Optional[jax.Array] = None,
-    lengths: Optional[jax.Array] = None,
-    h0: Optional[jax.Array] = None,
-    reduction: str = "sum",
-    time_major: bool = True,
-    grad: str = "hand",
-    kernel: str = "auto",
+  params: RNNParams,
+  xs: jax.Array,
+  targets: jax.Array,
+  *,
+  chunk_length: int,
+  loss: str = "squared_error",
+  activation: ActivationLike = "tanh",
+  output_activation: Optional[ActivationLike] = None,
+  mask: Optional[jax.Array] = None,
+  lengths: Optional[jax.Array] = None,
+  h0: Optional[jax.Array] = None,
+  reduction: str = "sum",
+  time_major: bool = True,
+  grad: str = "hand",
+  kernel: str = "auto",
 ) -> TruncatedResult:
   """Truncated BPTT with ``k1 = k2 = chunk_length``, as a ``lax.scan`` over chunks.
 
@@ -247,9 +325,19 @@ def chunked_bptt(
     :class:`TruncatedResult` ``(loss, grads, h_last)`` over the whole sequence.
   """
   _check_window("chunk_length", chunk_length)
-  x, tg, m, h0_in, layout = _setup(params, xs, targets, loss=loss, reduction=reduction,
-                                   mask=mask, lengths=lengths, h0=h0, time_major=time_major,
-                                   activation=activation, output_activation=output_activation)
+  x, tg, m, h0_in, layout = _setup(
+    params,
+    xs,
+    targets,
+    loss=loss,
+    reduction=reduction,
+    mask=mask,
+    lengths=lengths,
+    h0=h0,
+    time_major=time_major,
+    activation=activation,
+    output_activation=output_activation,
+  )
   n_steps, n_batch = m.shape
   n_chunks = math.ceil(n_steps / chunk_length)
   pad = n_chunks * chunk_length - n_steps
@@ -259,7 +347,9 @@ def chunked_bptt(
     return a.reshape((n_chunks, chunk_length) + a.shape[1:])
 
   norm = reduction_divisor(m, m.shape[0], m.shape[1], reduction)
-  cfg = dict(loss=loss, activation=activation, output_activation=output_activation, grad=grad, kernel=kernel)
+  cfg = dict(
+    loss=loss, activation=activation, output_activation=output_activation, grad=grad, kernel=kernel
+  )
 
   def chunk_loss(p, h, first, x_c, tg_c, m_c):
     # Only the first chunk starts from h_0, which a learnt params.h0 differentiates through.
@@ -278,5 +368,6 @@ def chunked_bptt(
   h_init = jax.lax.stop_gradient(initial_state(params.layer, n_batch, h0_in))
   firsts = jnp.arange(n_chunks) == 0
   (h_last, value, grads), _ = jax.lax.scan(
-      body, (h_init, jnp.zeros((), dtype), zeros), (firsts, chunks(x), chunks(tg), chunks(m)))
+    body, (h_init, jnp.zeros((), dtype), zeros), (firsts, chunks(x), chunks(tg), chunks(m))
+  )
   return TruncatedResult(value, grads, layout.restore(h_last, False))
