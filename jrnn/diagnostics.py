@@ -405,6 +405,20 @@ def pascanu_conditions(
   )
 
 
+def _start_basis(n_hidden: int, n: int, dtype) -> jax.Array:
+  """The first ``n`` columns of the orthonormal DCT-II basis of ``R^H``, ``(H, n)``.
+
+  Column ``j`` is ``c_j cos(π (i + ½) j / H)`` over units ``i``, with ``c_0 = 1/√H`` and
+  ``c_j = √(2/H)``: every column but the constant one mixes all units with signs that differ,
+  and none is a coordinate axis. Deterministic: no PRNG key.
+  """
+  i = np.arange(n_hidden)[:, None] + 0.5
+  j = np.arange(n)[None, :]
+  basis = np.cos(np.pi * i * j / n_hidden) * np.sqrt(2.0 / n_hidden)
+  basis[:, 0] = 1.0 / np.sqrt(n_hidden)
+  return jnp.asarray(basis, dtype)
+
+
 def lyapunov_exponents(
   traj: Trajectory, *, num_exponents: Optional[int] = None, burn_in: int = 0
 ) -> jax.Array:
@@ -414,7 +428,10 @@ def lyapunov_exponents(
 
      J_t Q_{t-1} = Q_t R_t, \\qquad λ_i = \\frac{1}{N} \\sum_{t} \\log |(R_t)_{ii}|
 
-  ``Q_0`` is the first ``n`` columns of ``I``; the sum runs over the ``N`` valid steps after the
+  ``Q_0`` is the first ``n`` columns of the orthonormal DCT-II basis (:func:`_start_basis`): a
+  fixed basis in general position, so that even one exponent is the largest one when ``W_hh``
+  leaves coordinate subspaces invariant (``W_hh = r·I`` or any diagonal ``W_hh``, where columns of
+  ``I`` would only ever see their own units). The sum runs over the ``N`` valid steps after the
   first ``burn_in`` steps (which only align ``Q``). ``λ_1`` is the average per-step log-growth of
   the Jacobian products along the trajectory, so ``e^{λ_1}`` is the asymptotic version of the
   per-lag rate of :func:`fit_rate`; ``Σ_i λ_i`` (all ``H``) is the mean ``log|det J_t|``. For a
@@ -444,7 +461,7 @@ def lyapunov_exponents(
     logs = jnp.where(use, jnp.log(jnp.abs(jnp.diagonal(r))), 0)
     return jnp.where(valid, q_new, q), logs
 
-  q0 = jnp.eye(n_hidden, n, dtype=traj.w_hh.dtype)
+  q0 = _start_basis(n_hidden, n, traj.w_hh.dtype)
   ts = jnp.arange(1, n_steps + 1)
   _, logs = jax.lax.scan(body, q0, (ts, traj.gains, traj.mask))
   count = jnp.sum((traj.mask & (ts > burn_in)).astype(logs.dtype))

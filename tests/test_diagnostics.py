@@ -280,6 +280,24 @@ def test_lyapunov_of_linear_rnn_is_log_eigenvalue_moduli():
                              np.sort(np.log(np.abs(np.linalg.eigvals(w))))[::-1], atol=2e-3)
 
 
+def test_top_lyapunov_exponent_of_a_diagonal_w_hh_is_its_largest_entry():
+  """W_hh = diag(d) leaves every coordinate axis invariant: a start on e_1 would only ever see
+  unit 1 (log|d_1|). The DCT start mixes every unit, so one exponent is the largest."""
+  d = np.array([0.5, -0.6, 0.95, 0.7, 0.8, -0.4])
+  params = jrnn.RNNParams(jnp.ones((6, 1)), jnp.asarray(np.diag(d)), jnp.zeros(6),
+                          jnp.zeros((1, 6)), jnp.zeros(1))
+  traj = jrnn.reference.trajectory(params, jnp.zeros((200, 1)), activation="identity")
+  top = jrnn.diagnostics.lyapunov_exponents(traj, num_exponents=1, burn_in=20)
+  np.testing.assert_allclose(top, [np.log(0.95)], atol=1e-3)
+  two = jrnn.diagnostics.lyapunov_exponents(traj, num_exponents=2, burn_in=20)
+  np.testing.assert_allclose(two, np.log([0.95, 0.8]), atol=1e-2)
+  # r·I: every exponent is log r, whichever start.
+  traj = jrnn.reference.trajectory(params._replace(w_hh=0.9 * jnp.eye(6)), jnp.zeros((50, 1)),
+                                   activation="identity")
+  np.testing.assert_allclose(jrnn.diagnostics.lyapunov_exponents(traj, num_exponents=1),
+                             [np.log(0.9)], rtol=1e-10)
+
+
 def test_lyapunov_sum_is_mean_log_det_and_mask_skips_steps():
   params, xs, mask = make(12, 40, 4, radius=1.4, mask_p=0.3)
   traj = jrnn.reference.trajectory(params, xs, mask=mask)
