@@ -16,10 +16,8 @@ Draws: every setting is measured on ``--draws`` independent weight draws (draw `
 the full record (lag profile, bounds, heat map: the plots use it); every draw adds ``ρ̂``,
 ``exp(λ₁)``, ``‖W_hh‖`` and whether the bound held, summarised by median, min and max.
 
-``λ₁`` is the top exponent of the full QR iteration (all ``H`` exponents, ``Q₀ = I``), averaged
-over the sequences. The one-column iteration starts from ``e₁``, and for ``W_hh = r·I`` (diagonal
-Jacobians, no unit reads another) it never leaves unit 1's axis, so it gives unit 1's rate, not
-the fastest unit's; draw 0 records that value too (``lyapunov_growth_factor_e1``).
+``λ₁`` is the top exponent of the full QR iteration (all ``H`` exponents,
+``jrnn.diagnostics.lyapunov_exponents`` with its default start), averaged over the sequences.
 
 ``agree`` (per setting): ``|exp(λ₁) - ρ̂| <= AGREE_RTOL · ρ̂`` on every draw (``AGREE_RTOL`` 0.05).
 
@@ -159,9 +157,8 @@ def make_params(key, cfg, family: str, radius: float) -> jrnn.RNNParams:
 def measure(params, xs, activation: str):
   """Norms and bounds for a batch of sequences ``xs (B, T, I)``: one jitted computation.
 
-  Returns the norms ``(B, T+1, T+1)``, their lag profile, the largest |σ'| met, and ``λ₁``
-  averaged over the sequences twice: from the full QR iteration (all ``H`` exponents) and from
-  the one-column iteration started at ``e₁``.
+  Returns the norms ``(B, T+1, T+1)``, their lag profile, the largest |σ'| met, and ``λ₁`` of
+  the full QR iteration (all ``H`` exponents) averaged over the sequences.
   """
   burn_in = min(10, xs.shape[1] - 1)
 
@@ -171,17 +168,10 @@ def measure(params, xs, activation: str):
       jrnn.diagnostics.jacobian_norms(traj),
       jrnn.diagnostics.trajectory_gamma(traj),
       jrnn.diagnostics.lyapunov_exponents(traj, burn_in=burn_in)[0],
-      jrnn.diagnostics.lyapunov_exponents(traj, num_exponents=1, burn_in=burn_in)[0],
     )
 
-  norms, gammas, lyap, lyap_e1 = jax.vmap(one)(xs)
-  return (
-    norms,
-    jrnn.diagnostics.lag_profile(norms),
-    jnp.max(gammas),
-    jnp.mean(lyap),
-    jnp.mean(lyap_e1),
-  )
+  norms, gammas, lyap = jax.vmap(one)(xs)
+  return norms, jrnn.diagnostics.lag_profile(norms), jnp.max(gammas), jnp.mean(lyap)
 
 
 def regime(rate: float, tol: float = 5e-3) -> str:
@@ -227,7 +217,7 @@ def spread(values) -> dict:
 
 def measure_draw(params, xs, act, measure_jit, lags, *, full: bool, heatmap: bool) -> dict:
   """One weight draw of one setting; ``full`` keeps the lag profile, bounds and verdict."""
-  norms, prof, gamma_traj, lyap, lyap_e1 = measure_jit(params, xs, act)
+  norms, prof, gamma_traj, lyap = measure_jit(params, xs, act)
   spec = jrnn.diagnostics.weight_spectrum(params.w_hh)
   fit = jrnn.diagnostics.fit_rate(prof)
   w_norm = float(spec.spectral_norm)
@@ -273,8 +263,6 @@ def measure_draw(params, xs, act, measure_jit, lags, *, full: bool, heatmap: boo
       },
       "bound_sup_gamma": {"gamma": gamma_sup, "per_lag": (w_norm * gamma_sup) ** lags},
       "bound_trajectory_gamma": {"gamma": gamma_traj, "per_lag": (w_norm * gamma_traj) ** lags},
-      "lyapunov_top_e1": float(lyap_e1),
-      "lyapunov_growth_factor_e1": math.exp(float(lyap_e1)),
     }
   )
   if heatmap:
