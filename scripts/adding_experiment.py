@@ -452,6 +452,17 @@ def main(argv: Sequence[str] = ()) -> dict:
     flush=True,
   )
   sets = {t: held_out(cfg, t) for t in cfg.lengths}  # before any thread starts
+  # The training stream of seed s is fold_in(data_key_s, k): its first batch stands for it.
+  data_keys = jax.vmap(jax.random.split, out_axes=1)(multi.seed_keys(cfg.seeds))[1]
+  digests = {}
+  for t, (val, test) in sets.items():
+    digests[f"T={t}/train_first_batches"] = record.digest(
+      *jax.vmap(lambda k, t=t: adding.batch(jax.random.fold_in(k, 0), cfg.batch, t))(data_keys)
+    )
+    digests[f"T={t}/val"] = record.digest(*val)
+    digests[f"T={t}/test"] = record.digest(*test)
+  # Before training: the commit recorded is the code that runs.
+  provenance = record.provenance("adding_experiment.py", argv, seeds=cfg.seeds, data=digests)
   jobs = [
     (seq_len, steps, init)
     for seq_len, steps in zip(cfg.lengths, cfg.steps, strict=True)
@@ -476,17 +487,8 @@ def main(argv: Sequence[str] = ()) -> dict:
     for k, v in vars(cfg).items()
     if k not in ("out", "overwrite", "workers", "no_plot")
   }
-  # The training stream of seed s is fold_in(data_key_s, k): its first batch stands for it.
-  data_keys = jax.vmap(jax.random.split, out_axes=1)(multi.seed_keys(cfg.seeds))[1]
-  digests = {}
-  for t, (val, test) in sets.items():
-    digests[f"T={t}/train_first_batches"] = record.digest(
-      *jax.vmap(lambda k, t=t: adding.batch(jax.random.fold_in(k, 0), cfg.batch, t))(data_keys)
-    )
-    digests[f"T={t}/val"] = record.digest(*val)
-    digests[f"T={t}/test"] = record.digest(*test)
   results = {
-    **record.provenance("adding_experiment.py", argv, seeds=cfg.seeds, data=digests),
+    **provenance,
     "config": config,
     "baseline_mse": adding.BASELINE_MSE,
     "runs": runs,

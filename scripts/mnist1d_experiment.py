@@ -336,6 +336,13 @@ def main(argv: Sequence[str] = ()) -> dict:
   load0 = os.getloadavg()
   wall0, cpu0 = time.perf_counter(), time.process_time()
   data = make_data(cfg)  # before any thread starts
+  digests = {
+    f"{v}/{part}": record.digest(getattr(d, f"x_{part}"), getattr(d, f"y_{part}"))
+    for v, d in data.items()
+    for part in ("train", "val", "test")
+  }
+  # Before training: the commit recorded is the code that runs.
+  provenance = record.provenance("mnist1d_experiment.py", argv, seeds=cfg.seeds, data=digests)
   print(
     f"machine: {record.benchlib.cpu_model()} ({os.cpu_count()} CPUs, load "
     f"{[round(x, 2) for x in load0]})",
@@ -348,13 +355,8 @@ def main(argv: Sequence[str] = ()) -> dict:
     for k, v in vars(cfg).items()
     if k not in ("out", "overwrite", "workers", "no_plot", "cache_dir")
   }
-  digests = {
-    f"{v}/{part}": record.digest(getattr(d, f"x_{part}"), getattr(d, f"y_{part}"))
-    for v, d in data.items()
-    for part in ("train", "val", "test")
-  }
   results = {
-    **record.provenance("mnist1d_experiment.py", argv, seeds=cfg.seeds, data=digests),
+    **provenance,
     "config": config,
     "published": mnist1d.PUBLISHED,
     "variants": [r for r, _ in done],
