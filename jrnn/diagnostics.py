@@ -86,11 +86,10 @@ def seed_bound(traj: Trajectory, gamma: Union[float, str] = "trajectory") -> jax
     ``(T+1, T+1)``, zero for ``t < k``.
   """
   check_trajectory(traj)
-  if isinstance(gamma, str):
-    if gamma != "trajectory":
-      raise ValueError(f"gamma must be a number or 'trajectory', got {gamma!r}")
-    gamma = trajectory_gamma(traj)
-  factor = spectral_norm(traj.w_hh) * gamma
+  if isinstance(gamma, str) and gamma != "trajectory":
+    raise ValueError(f"gamma must be a number or 'trajectory', got {gamma!r}")
+  g = trajectory_gamma(traj) if isinstance(gamma, str) else gamma
+  factor = spectral_norm(traj.w_hh) * g
   valid = jnp.concatenate([jnp.zeros((1,), jnp.int32), jnp.cumsum(traj.mask.astype(jnp.int32))])
   steps = valid[:, None] - valid[None, :]
   lower = _lower(valid.shape[0])
@@ -104,7 +103,8 @@ class LagProfile(NamedTuple):
   geo_mean: jax.Array  # shape=(T+1,): exp(mean log norm) over the nonzero norms; 0 if none
   max: jax.Array  # shape=(T+1,)
   min: jax.Array  # shape=(T+1,)
-  count: jax.Array  # shape=(T+1,), int: pairs at this lag
+  # The public field name shadows tuple.count, as NamedTuple allows.
+  count: jax.Array  # type: ignore[assignment]  # shape=(T+1,), int: pairs at this lag
   nonzero: jax.Array  # shape=(T+1,), int: pairs with a nonzero norm (ReLU can give exact 0)
 
 
@@ -123,8 +123,8 @@ def lag_profile(norms: jax.Array) -> LagProfile:
   if norms.ndim < 2 or norms.shape[-2] != n:
     raise ValueError(f"norms must have shape (..., T+1, T+1), got {norms.shape}")
   t, k = np.indices((n, n))
-  seg = np.where(t >= k, t - k, n)  # pairs with t < k go to a discarded segment n
-  seg = jnp.asarray(np.broadcast_to(seg, norms.shape).reshape(-1))
+  lag = np.where(t >= k, t - k, n)  # pairs with t < k go to a discarded segment n
+  seg = jnp.asarray(np.broadcast_to(lag, norms.shape).reshape(-1))
   flat = norms.reshape(-1)
   below = seg < n
   pos = below & (flat > 0)
@@ -398,11 +398,9 @@ def pascanu_conditions(
     gamma = get_activation(activation).gamma
     if gamma is None:
       raise ValueError("activation has no known gamma = sup|σ'|; pass gamma=")
-  gamma = jnp.asarray(gamma, spec.spectral_norm.dtype)
+  g = jnp.asarray(gamma, spec.spectral_norm.dtype)
   lam = spec.spectral_norm
-  return PascanuVerdict(
-    lam, gamma, 1 / gamma, lam * gamma, spec.spectral_radius, lam * gamma < 1, lam * gamma > 1
-  )
+  return PascanuVerdict(lam, g, 1 / g, lam * g, spec.spectral_radius, lam * g < 1, lam * g > 1)
 
 
 def _start_basis(n_hidden: int, n: int, dtype) -> jax.Array:
@@ -428,11 +426,14 @@ def lyapunov_exponents(
 
      J_t Q_{t-1} = Q_t R_t, \\qquad λ_i = \\frac{1}{N} \\sum_{t} \\log |(R_t)_{ii}|
 
-  ``Q_0`` is the first ``n`` columns of the orthonormal DCT-II basis (:func:`_start_basis`): a
-  fixed basis in general position, so that even one exponent is the largest one when ``W_hh``
-  leaves coordinate subspaces invariant (``W_hh = r·I`` or any diagonal ``W_hh``, where columns of
-  ``I`` would only ever see their own units). The sum runs over the ``N`` valid steps after the
-  first ``burn_in`` steps (which only align ``Q``). ``λ_1`` is the average per-step log-growth of
+  ``Q_0`` is ``I`` for all ``H`` exponents, and the first ``n < H`` columns of the orthonormal
+  DCT-II basis (:func:`_start_basis`) for fewer: a fixed basis in general position, so that even
+  one exponent is the largest one when ``W_hh`` leaves coordinate subspaces invariant
+  (``W_hh = r·I`` or any diagonal ``W_hh``, where the first columns of ``I`` would only ever see
+  their own units). With all ``H`` columns the start does not limit what is found, and ``I``
+  keeps a diagonal product diagonal: each unit's exact rate, and an exactly singular step (a
+  ReLU unit off) gives ``-inf`` only to that unit's exponent. The sum runs over the ``N`` valid
+  steps after the first ``burn_in`` steps (which only align ``Q``). ``λ_1`` is the average per-step log-growth of
   the Jacobian products along the trajectory, so ``e^{λ_1}`` is the asymptotic version of the
   per-lag rate of :func:`fit_rate`; ``Σ_i λ_i`` (all ``H``) is the mean ``log|det J_t|``. For a
   linear RNN (identity activation) ``λ_i → log|λ_i(W_hh)|``. A singular ``J_t`` (a dead ReLU
@@ -461,7 +462,11 @@ def lyapunov_exponents(
     logs = jnp.where(use, jnp.log(jnp.abs(jnp.diagonal(r))), 0)
     return jnp.where(valid, q_new, q), logs
 
-  q0 = _start_basis(n_hidden, n, traj.w_hh.dtype)
+  q0 = (
+    jnp.eye(n_hidden, dtype=traj.w_hh.dtype)
+    if n == n_hidden
+    else _start_basis(n_hidden, n, traj.w_hh.dtype)
+  )
   ts = jnp.arange(1, n_steps + 1)
   _, logs = jax.lax.scan(body, q0, (ts, traj.gains, traj.mask))
   count = jnp.sum((traj.mask & (ts > burn_in)).astype(logs.dtype))
