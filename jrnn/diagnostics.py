@@ -427,17 +427,17 @@ def lyapunov_exponents(
      J_t Q_{t-1} = Q_t R_t, \\qquad λ_i = \\frac{1}{N} \\sum_{t} \\log |(R_t)_{ii}|
 
   ``Q_0`` is ``I`` for all ``H`` exponents, and the first ``n < H`` columns of the orthonormal
-  DCT-II basis (:func:`_start_basis`) for fewer: a fixed basis in general position, so that even
-  one exponent is the largest one when ``W_hh`` leaves coordinate subspaces invariant
-  (``W_hh = r·I`` or any diagonal ``W_hh``, where the first columns of ``I`` would only ever see
-  their own units). With all ``H`` columns the start does not limit what is found, and ``I``
-  keeps a diagonal product diagonal: each unit's exact rate, and an exactly singular step (a
-  ReLU unit off) gives ``-inf`` only to that unit's exponent. The sum runs over the ``N`` valid
-  steps after the first ``burn_in`` steps (which only align ``Q``). ``λ_1`` is the average per-step log-growth of
-  the Jacobian products along the trajectory, so ``e^{λ_1}`` is the asymptotic version of the
-  per-lag rate of :func:`fit_rate`; ``Σ_i λ_i`` (all ``H``) is the mean ``log|det J_t|``. For a
-  linear RNN (identity activation) ``λ_i → log|λ_i(W_hh)|``. A singular ``J_t`` (a dead ReLU
-  unit) gives ``-inf`` for the lowest exponents.
+  DCT-II basis (:func:`_start_basis`) for fewer: a fixed basis in general position, so that even one
+  exponent is the largest one when ``W_hh`` leaves coordinate subspaces invariant (``W_hh = r·I`` or
+  any diagonal ``W_hh``, where the first columns of ``I`` would only ever see their own units). With
+  all ``H`` columns the start does not limit what is found, and ``I`` keeps a diagonal product
+  diagonal: each unit's exact rate, and an exactly singular step (a ReLU unit off) gives ``-inf``
+  only to that unit's exponent. The sum runs over the ``N`` valid steps after the first ``burn_in``
+  steps (which only align ``Q``). ``λ_1`` is the average per-step log-growth of the Jacobian
+  products along the trajectory, so ``e^{λ_1}`` is the asymptotic version of the per-lag rate of
+  :func:`fit_rate`; ``Σ_i λ_i`` (all ``H``) is the mean ``log|det J_t|``. For a linear RNN (identity
+  activation) ``λ_i → log|λ_i(W_hh)|``. A singular ``J_t`` (a dead ReLU unit) gives ``-inf`` for the
+  lowest exponents.
 
   Args:
     traj: a :class:`jrnn.reference.Trajectory`.
