@@ -17,7 +17,7 @@ Internally everything is time-major and batched: ``xs (T, B, I)``, ``mask (T, B)
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, overload
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +31,13 @@ class Layout(NamedTuple):
 
   batched: bool
   time_major: bool
+
+  @overload
+  def restore(self, a: jax.Array, time_axis: bool = True) -> jax.Array: ...
+  @overload
+  def restore(self, a: None, time_axis: bool = True) -> None: ...
+  @overload
+  def restore(self, a: Optional[jax.Array], time_axis: bool = True) -> Optional[jax.Array]: ...
 
   def restore(self, a: Optional[jax.Array], time_axis: bool = True) -> Optional[jax.Array]:
     """``a`` (internal layout, with a time axis unless ``time_axis=False``) in the caller's."""

@@ -263,7 +263,7 @@ def stacked_forward(
       finals.append(hs[0] if j == 1 else hs[-1])
     inp = outs[0] if n_dir == 1 else jnp.concatenate(outs, axis=-1)
   ys = None
-  if params.w_hy is not None:
-    ys = readout(params.w_hy, params.b_y, inp, output_activation)
+  if params.w_hy is not None:  # then b_y is an array too (check_readout above)
+    ys = readout(params.w_hy, params.b_y, inp, output_activation)  # type: ignore[arg-type]
   h_last = jnp.stack(finals)
   return RNNOutput(layout.restore(ys), layout.restore(inp), layout.restore(h_last, False))

@@ -173,5 +173,6 @@ def check_stacked_layers(layers, *, prefix: str = "params.") -> None:
       where = f"{prefix}layers[{l}][{d}]."
       check_params_consistent(p.w_xh, p.w_hh, p.b_h, p.h0, prefix=where)
       check_float(where + "w_hh", p.w_hh, dtype)
-      fan_in = None if l == 0 else n_dir * n_hidden
+      # n_hidden is an int here: check_params_consistent refused a non-square layer-0 w_hh.
+      fan_in = None if l == 0 or n_hidden is None else n_dir * n_hidden
       check_shape(where + "w_xh", p.w_xh, (n_hidden, fan_in), "(H, I)" if l == 0 else "(H, D*H)")

@@ -49,7 +49,7 @@ import pathlib
 import statistics
 import sys
 import time
-from typing import List, Sequence
+from typing import Any, Dict, List, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -160,7 +160,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     "--overwrite", action="store_true", help="replace results already in --out (otherwise refused)"
   )
   cfg = p.parse_args(argv)
-  defaults = dict(
+  defaults: Dict[str, Any] = dict(
     lengths=[50, 100, 200, 400],
     steps=[1000, 3000, 8000, 6000],
     seeds=[0, 1, 2, 3, 4],
@@ -217,7 +217,8 @@ def member_clipping(threshold: float) -> optax.GradientTransformation:
 def make_mse(activation: str, grad: str):
   def mse(params, batch: adding.AddingBatch):
     """Mean over the batch of ``(y_T - ŷ)²`` via :func:`jrnn.squared_error`."""
-    ys = jrnn.forward(params, batch.xs, activation=activation, grad=grad).ys[-1]
+    # forward's ys is always an array (RNNOutput types it Optional for readout-less stacks).
+    ys = jrnn.forward(params, batch.xs, activation=activation, grad=grad).ys[-1]  # type: ignore[index]
     return jrnn.squared_error(ys, batch.targets[:, None], reduction="mean")
 
   return mse
@@ -265,6 +266,10 @@ def run_group(cfg, seq_len: int, steps: int, init: str, val, test):
   mse = make_mse(activation, cfg.grad)
   chunks = {}
   evaluate = jax.jit(jax.vmap(mse, in_axes=(0, None)))
+  # Per-evaluation lists, stacked into (members, evaluations) arrays after the loop.
+  val_curves: Any
+  train_curves: Any
+  norm_curves: Any
   curve_steps, val_curves, train_curves, norm_curves = [], [], [], []
   wall0 = time.perf_counter()
   done = 0

@@ -63,8 +63,9 @@ def make_problem(size: Size, seed: int = 0) -> Problem:
   p = jrnn.init_params(k_p, n_in, n_hidden, n_out, scheme="pytorch", dtype=jnp.float32)
   bound = 1.0 / np.sqrt(n_hidden)
   b_y = jax.random.uniform(k_b, (n_out,), jnp.float32, -bound, bound)
-  params = jrnn.RNNParams(
-    *(np.asarray(a, np.float32) for a in (p.w_xh, p.w_hh, p.b_h, p.w_hy)),
+  # Host NumPy copies (four, then b_y): jit takes them as arrays.
+  params = jrnn.RNNParams(  # type: ignore[call-arg]
+    *(np.asarray(a, np.float32) for a in (p.w_xh, p.w_hh, p.b_h, p.w_hy)),  # type: ignore[arg-type]
     np.asarray(b_y, np.float32),
   )
   xs = np.asarray(jax.random.normal(k_x, (n_steps, n_batch, n_in), jnp.float32))
@@ -253,7 +254,9 @@ def build_haiku(problem: Problem, *, tf32: bool = False) -> Impl:
       "b_y": g["linear"]["b"],
     }
 
-  return _jax_impl(loss, net.apply, params, problem.xs, problem.targets, to_jrnn, tf32=tf32)
+  # haiku types without_apply_rng's result with a name mypy cannot resolve.
+  apply = net.apply  # type: ignore[attr-defined]
+  return _jax_impl(loss, apply, params, problem.xs, problem.targets, to_jrnn, tf32=tf32)
 
 
 def build_torch(problem: Problem, *, device: str = "cpu", tf32: bool = False) -> Impl:
@@ -264,6 +267,7 @@ def build_torch(problem: Problem, *, device: str = "cpu", tf32: bool = False) ->
   """
   import torch
 
+  sync: Callable[[], object]
   if device.startswith("cuda"):
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
@@ -307,7 +311,7 @@ def build_torch(problem: Problem, *, device: str = "cpu", tf32: bool = False) ->
       "b_y": g(lin.bias),
     }
 
-  peak = {"train": None, "forward": None}
+  peak: Dict[str, Optional[int]] = {"train": None, "forward": None}
   if device.startswith("cuda"):
     for mode, fn in (("train", train), ("forward", forward)):
       fn()  # first call allocates cuDNN workspaces; measure a steady-state step

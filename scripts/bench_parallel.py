@@ -224,7 +224,10 @@ def train_long(steps: int, n_steps: int = 10_000, n_hidden: int = 16, n_batch: i
     solver = method if method == "sequential" else par.Solver(method, on_failure="fallback")
     opt = optax.adam(3e-3)
     step = jrnn.training.make_train_step(
-      jrnn.training.sequence_loss("squared_error", solver=solver, kernel="xla"), opt, has_aux=True
+      # solver= takes a Solver too (engine.check_choices); sequence_loss annotates it as str.
+      jrnn.training.sequence_loss("squared_error", solver=solver, kernel="xla"),  # type: ignore[arg-type]
+      opt,
+      has_aux=True,
     )
     state = opt.init(params)
     before = _solve_report(params, xs, method, solver)

@@ -26,7 +26,7 @@ import statistics
 import subprocess
 import time
 from importlib import metadata
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 Size = Tuple[int, int, int, int, int]  # (B, T, I, H, O)
 
@@ -185,7 +185,7 @@ def environment() -> Dict[str, object]:
   return info
 
 
-def format_environment(info: Dict[str, object]) -> str:
+def format_environment(info: Dict[str, Any]) -> str:
   """The header lines every script prints before its numbers."""
   lines = [f"device: {info['device']}   jax backend: {info['backend']}"]
   if info["backend"] != "cpu":  # the host CPU, which the device line names only on a CPU

@@ -241,6 +241,7 @@ def measure_draw(params, xs, act, measure_jit, lags, *, full: bool, heatmap: boo
     return entry
   gamma_sup = jrnn.get_activation(act).gamma
   verdict = jrnn.diagnostics.pascanu_conditions(params.w_hh, act)
+  assert gamma_sup is not None  # pascanu_conditions refused an activation without a known γ
   entry.update(
     {
       "singular_values": spec.singular_values,

@@ -38,7 +38,7 @@ import pathlib
 import statistics
 import sys
 import time
-from typing import Dict, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -161,7 +161,7 @@ def make_data(cfg) -> Dict[str, mnist1d.Splits]:
   }
 
 
-def run_variant(cfg, variant: str, data: mnist1d.Splits) -> dict:
+def run_variant(cfg, variant: str, data: mnist1d.Splits) -> Tuple[dict, float]:
   x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
   val = classification.LabelledBatch(mnist1d.sequences(data.x_val), jnp.asarray(data.y_val))
   tx = jrnn.training.make_optimizer(
@@ -193,6 +193,10 @@ def run_variant(cfg, variant: str, data: mnist1d.Splits) -> dict:
     )
   )
   chunks = {}
+  # Per-evaluation lists, stacked into (seeds, evaluations) arrays after the loop.
+  val_acc: Any
+  val_loss: Any
+  train_loss: Any
   steps, val_acc, val_loss, train_loss = [], [], [], []
   wall0 = time.perf_counter()
   done = 0
@@ -213,7 +217,7 @@ def run_variant(cfg, variant: str, data: mnist1d.Splits) -> dict:
       flush=True,
     )
   # The test split, read once: the final parameters, no selection (not at all with --no-test).
-  test_acc = [None] * len(cfg.seeds)
+  test_acc: List[Optional[float]] = [None] * len(cfg.seeds)
   if not cfg.no_test:
     test = classification.LabelledBatch(mnist1d.sequences(data.x_test), jnp.asarray(data.y_test))
     test_acc = np.asarray(evaluate(params, test)[0]).tolist()

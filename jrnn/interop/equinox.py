@@ -100,7 +100,8 @@ class ElmanRNN(eqx.Module):
   @property
   def params(self) -> RNNParams:
     """The fields as :class:`jrnn.RNNParams` (``w_hy``, ``b_y`` ``None`` without a readout)."""
-    return RNNParams(self.w_xh, self.w_hh, self.b_h, self.w_hy, self.b_y, self.h0)
+    # Without a readout w_hy and b_y are None: the interop layer's readout-less RNNParams.
+    return RNNParams(self.w_xh, self.w_hh, self.b_h, self.w_hy, self.b_y, self.h0)  # type: ignore[arg-type]
 
   def __call__(self, xs: jax.Array, *, h0=None, mask=None, lengths=None):
     """Runs the layer over ``xs`` ``(T, I)`` or ``(B, T, I)`` (``(T, B, I)`` if ``time_major``).

@@ -20,7 +20,7 @@ A Flax ``SimpleCell`` checkpoint loads with :func:`from_simple_cell` and :func:`
 from __future__ import annotations
 
 import functools
-from typing import Any, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional
 
 import flax.linen as nn
 import jax
@@ -97,7 +97,8 @@ class ElmanRNN(nn.Module):
       "b_y": self.out_features is not None,
     }
     fields = _params(self, draw, [n for n in RNNParams._fields if wanted.get(n, True)])
-    params = RNNParams(**{name: fields.get(name) for name in RNNParams._fields})
+    # Fields not drawn (no readout, no learnt h0) are None.
+    params = RNNParams(**{name: fields.get(name) for name in RNNParams._fields})  # type: ignore[arg-type]
     carry, outputs = shells.run_layer(
       params,
       xs,
@@ -244,7 +245,7 @@ def to_variables(params) -> dict:
       len(params.layers[0]) * layer0.w_hh.shape[0],
       jnp.result_type(layer0.w_hh),
     )
-    tree = {"layers": params.layers}
+    tree: Dict[str, Any] = {"layers": params.layers}
     if params.w_hy is not None:
       tree.update(w_hy=params.w_hy, b_y=params.b_y)
     return {"params": tree}
@@ -304,8 +305,8 @@ def from_variables(variables: Mapping[str, Any]):
     validation.check_readout(
       tree["w_hy"], tree["b_y"], jnp.shape(tree["w_hh"])[0], jnp.result_type(tree["w_hh"])
     )
-    return RNNParams(**{k: tree.get(k) for k in RNNParams._fields})
-  return LayerParams(**{k: tree.get(k) for k in LayerParams._fields})
+    return RNNParams(**{k: tree.get(k) for k in RNNParams._fields})  # type: ignore[arg-type]
+  return LayerParams(**{k: tree.get(k) for k in LayerParams._fields})  # type: ignore[arg-type]
 
 
 def _check_names(tree: Mapping[str, Any], *, required, optional) -> None:

@@ -68,7 +68,8 @@ def init_rnn(
   if n_out is not None:
     return init_params(key, n_in, n_hidden, n_out, **kw)
   layer = init_layer(key, n_in, n_hidden, **kw)
-  return RNNParams(layer.w_xh, layer.w_hh, layer.b_h, None, None, layer.h0)
+  # No readout: w_hy, b_y None, which run_rnn fills with an empty (0, H) one.
+  return RNNParams(layer.w_xh, layer.w_hh, layer.b_h, None, None, layer.h0)  # type: ignore[arg-type]
 
 
 def init_stack(
@@ -119,7 +120,8 @@ def run_layer(
     out = forward(
       params, xs, h0=h0, mask=mask, lengths=lengths, reverse=reverse, **options._asdict()
     )
-  return out.h_last, out.ys if has_readout else out.hs
+  # forward's ys is always an array (RNNOutput types it Optional for stacks).
+  return out.h_last, out.ys if has_readout else out.hs  # type: ignore[return-value]
 
 
 def run_stack(
@@ -128,4 +130,5 @@ def run_stack(
   """``(h_last (L·D, B, H), outputs)`` of :func:`jrnn.stacked_forward`."""
   with jax.named_scope(scope):
     out = stacked_forward(params, xs, h0=h0, mask=mask, lengths=lengths, **options._asdict())
-  return out.h_last, out.hs if params.w_hy is None else out.ys
+  # With a readout, ys is an array.
+  return out.h_last, out.hs if params.w_hy is None else out.ys  # type: ignore[return-value]

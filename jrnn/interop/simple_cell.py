@@ -25,7 +25,7 @@ A stack converts layer by layer::
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Tuple, Union
+from typing import Any, Literal, Mapping, Optional, Tuple, Union, overload
 
 import jax.numpy as jnp
 import numpy as np
@@ -57,6 +57,29 @@ def _sub(cell: Mapping[str, Any], *names: str) -> Tuple[str, Mapping[str, Any]]:
   if not isinstance(sub, Mapping):
     raise TypeError(f"{where} must be a dict with 'kernel' (and 'bias'), got {type(sub).__name__}")
   return where, sub
+
+
+@overload
+def _read(
+  where: str,
+  sub: Mapping[str, Any],
+  key: str,
+  shape,
+  what: str,
+  dtype=None,
+  required: Literal[True] = True,
+) -> jnp.ndarray: ...
+@overload
+def _read(
+  where: str,
+  sub: Mapping[str, Any],
+  key: str,
+  shape,
+  what: str,
+  dtype=None,
+  *,
+  required: bool,
+) -> Optional[jnp.ndarray]: ...
 
 
 def _read(

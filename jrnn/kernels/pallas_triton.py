@@ -193,6 +193,7 @@ def _forward_kernel(*refs, cfg: _Config, has_mask: bool, resident: bool, n_steps
   def step(t, h, loaded):
     hm = h.astype(mdt)
     if resident:
+      assert w_hold is not None  # loaded above when resident
       a = jnp.dot(hm, w_hold, precision=prec, preferred_element_type=f32)
       h_new = cfg.act.fn(a + loaded[0].astype(f32))
     else:
@@ -243,7 +244,8 @@ def _backward_kernel(
 
   def step(t, c, loaded):
     s = loaded[0].astype(f32)
-    dsig = cfg.act.deriv_from_output(s) if from_output else s
+    # from_output is set exactly when the activation has deriv_from_output (_recurrence_bwd).
+    dsig = cfg.act.deriv_from_output(s) if from_output else s  # type: ignore[misc]
     total = loaded[1].astype(f32) + c  # dL/dh_t
     d = total * dsig
     if m_ref is not None:
@@ -252,6 +254,7 @@ def _backward_kernel(
     d_ref[t] = d.astype(d_ref.dtype)
     dm = d.astype(mdt)
     if resident:
+      assert w_hold is not None  # loaded above when resident
       c_new = jnp.dot(dm, w_hold, precision=prec, preferred_element_type=f32)
     else:
       for cols in _column_chunks(w_ref.shape[1]):
@@ -406,7 +409,8 @@ _pallas_vjp.defvjp(_fwd, _bwd)
 
 
 def _default_precision() -> str:
-  setting = jax.config.jax_default_matmul_precision
+  # An option read as an attribute at runtime; jax's Config stub declares none of them.
+  setting = jax.config.jax_default_matmul_precision  # type: ignore[attr-defined]
   return "tf32" if setting in _TF32_SETTINGS else "highest"
 
 

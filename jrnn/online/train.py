@@ -103,7 +103,7 @@ def online_method(
   if name == "rtrl":
     rtrl.check_max_influence_bytes(max_influence_bytes)
   uoro.check_eps(eps, "online_method")
-  cfg = dict(loss=loss, activation=activation)
+  cfg: Dict[str, Any] = dict(loss=loss, activation=activation)
   if name == "rtrl":
     return OnlineMethod(
       name,
@@ -138,13 +138,15 @@ def online_method(
       False,
       lambda p: core.tree_bytes(jax.eval_shape(snap.snap1_init, p)),
     )
+  assert truncation is not None  # check_truncation refused anything but a positive int
+  tau = truncation
   return OnlineMethod(
     f"tbptt{truncation}",
-    lambda p, h=None, *, key=None: tbptt.tbptt_init(p, h, truncation=truncation),
+    lambda p, h=None, *, key=None: tbptt.tbptt_init(p, h, truncation=tau),
     lambda p, s, x, t, *, key=None, **kw: tbptt.tbptt_step(p, s, x, t, **cfg, **kw),
     False,
     lambda p: core.tree_bytes(
-      jax.eval_shape(functools.partial(tbptt.tbptt_init, truncation=truncation), p)
+      jax.eval_shape(functools.partial(tbptt.tbptt_init, truncation=tau), p)
     ),
   )
 

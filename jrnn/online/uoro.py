@@ -85,7 +85,8 @@ def check_eps(eps, api: str) -> None:
     raise TypeError(
       f"eps of {api} must be a finite positive float (UORO's ε), got {type(eps).__name__} {eps!r}"
     )
-  if not (math.isfinite(eps) and eps > 0):
+  # typeshed's numbers.Real declares no comparison with int; every Real compares at runtime.
+  if not (math.isfinite(eps) and eps > 0):  # type: ignore[operator]
     raise ValueError(
       f"eps of {api} must be a finite positive float (UORO's ε, default "
       f"{DEFAULT_EPS:g}), got {eps!r}"

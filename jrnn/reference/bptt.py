@@ -370,8 +370,8 @@ def hand_stacked_loss_and_grads(
 
   dy = loss_output_grad(ys, tg, m, loss, reduction)
   dw_hy, db_y, g = readout_backward(params.w_hy, params.b_y, inp, dy, output_activation)
-  layer_grads = [None] * params.num_layers
-  dh0s = [None] * (params.num_layers * n_dir)
+  layer_grads: list = [None] * params.num_layers  # filled top layer first
+  dh0s: list = [None] * (params.num_layers * n_dir)
   for l in reversed(range(params.num_layers)):
     d_inp = 0
     grads_l = []

@@ -19,7 +19,7 @@ steps touch neither the loss nor its gradient. The readout of the other steps is
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional
+from typing import Any, Callable, Dict, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -64,7 +64,9 @@ def last_step_logits(
   """
   if jnp.ndim(xs) != 3:
     raise ValueError(f"xs must be time-major with shape (T, B, I), got {jnp.shape(xs)}")
-  kwargs = dict(lengths=lengths, activation=activation, unroll=unroll, grad=grad, kernel=kernel)
+  kwargs: Dict[str, Any] = dict(
+    lengths=lengths, activation=activation, unroll=unroll, grad=grad, kernel=kernel
+  )
   if isinstance(params, StackedParams):
     if params.w_hy is None or params.num_directions != 1:
       raise ValueError(

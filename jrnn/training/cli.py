@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
   for field in dataclasses.fields(Config):
     default = getattr(d, field.name)
     text = HELP.get(field.name)
-    kwargs = {
+    kwargs: Dict[str, Any] = {
       "type": type(default),
       "help": f"{text} (default {default})" if text else f"(default {default})",
     }

@@ -16,7 +16,7 @@ import inspect
 import math
 import socket
 import time
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import jax
 import numpy as np
@@ -99,7 +99,7 @@ def initialize(
     raise ValueError(f"--coordinator-timeout must be a positive number of seconds, got {timeout!r}")
   if coordinator is not None and process_id is not None and process_id != 0:
     wait_for_coordinator(coordinator, timeout)
-  kwargs = {}
+  kwargs: Dict[str, Any] = {}
   if "initialization_timeout" in inspect.signature(jax.distributed.initialize).parameters:
     kwargs["initialization_timeout"] = max(1, math.ceil(timeout))  # JAX wants whole seconds
   try:

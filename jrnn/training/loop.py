@@ -44,7 +44,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, List, NamedTuple, Optional
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -52,6 +52,7 @@ import numpy as np
 
 from jrnn import online
 from jrnn.init import init_params, init_stacked
+from jrnn.params import RNNParams, StackedParams
 from jrnn.training import checkpoint, distributed, optimizers, report, sharding
 from jrnn.training import steps as jtrain
 from jrnn.training.config import (
@@ -125,7 +126,11 @@ def make_online_method(cfg: Config, task: Task) -> Optional[online.OnlineMethod]
   if cfg.online == "none":
     return None
   return online.online_method(
-    cfg.online, loss=task.online_loss, activation="tanh", max_influence_bytes=None
+    # online_loss is a str for every task check_online lets through.
+    cfg.online,
+    loss=task.online_loss,  # type: ignore[arg-type]
+    activation="tanh",
+    max_influence_bytes=None,
   )
 
 
@@ -173,6 +178,7 @@ def check_online(cfg: Config, task: Task) -> None:
 def initial_state(cfg: Config, task: Task, optimizer) -> RunState:
   key = jax.random.key(cfg.seed)
   method = make_online_method(cfg, task)
+  params: Union[RNNParams, StackedParams]
   if cfg.layers == 1:
     params = init_params(
       jax.random.fold_in(key, 0), task.n_in, cfg.hidden, task.n_out, scheme=cfg.init
@@ -297,13 +303,14 @@ def make_loop_step(task: Task, optimizer, cfg: Config, mesh) -> Callable[..., An
   online state.
   """
   method = make_online_method(cfg, task)
+  inner: Any  # its arity differs by branch: (params, opt_state, [carry,] batch[, key])
   if method is not None:
     every = cfg.online_every or cfg.seq_len
     online_step = online.make_online_train_step(
       method, optimizer, every=every, reduction="mean", jit=False, donate=False
     )
 
-    def inner(params, opt_state, carry, batch, key):
+    def online_inner(params, opt_state, carry, batch, key):
       xs = batch.xs
       if task.one_hot is not None:
         xs = jax.nn.one_hot(xs, task.one_hot, dtype=params.w_hh.dtype)
@@ -319,6 +326,8 @@ def make_loop_step(task: Task, optimizer, cfg: Config, mesh) -> Callable[..., An
         & jtrain.all_finite(carry)
       )
       return params, opt_state, carry, dict(m, ok=ok)
+
+    inner = online_inner
   elif task.stateful:
     inner = jtrain.make_stream_train_step(task.loss, optimizer, jit=False, guard=True)
   else:
@@ -350,8 +359,13 @@ def make_loop_step(task: Task, optimizer, cfg: Config, mesh) -> Callable[..., An
     return TrainState(params, opt_state, carry, ema, first_bad), m
 
   rep = sharding.replicated(mesh)
+  # The state's tree of shardings, for out_shardings.
   state_sharding = TrainState(
-    rep, rep, sharding.batch_sharding(mesh, carry_axis(cfg)), rep if cfg.ema else None, rep
+    rep,
+    rep,
+    sharding.batch_sharding(mesh, carry_axis(cfg)),
+    rep if cfg.ema else None,
+    rep,  # type: ignore[arg-type]
   )
   return jax.jit(loop_step, donate_argnums=0, out_shardings=(state_sharding, rep))
 
@@ -584,6 +598,7 @@ def run(
   check_memory(cfg, task, n_devices)
   optimizer = make_optimizer(cfg)
   state = initial_state(cfg, task, optimizer)
+  rows: List[Dict[str, Any]]
   start, pending, rows, run_id = 0, [], [], new_run_id()
   if resume is not None:
     ckpt_in = os.path.join(resume, CKPT_NAME)

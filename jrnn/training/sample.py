@@ -122,7 +122,9 @@ def _sample(params, key, prime, length, *, temperature, activation):
     step = run(
       params, jax.nn.one_hot(c, n_in, dtype=dtype)[None, None], h0=h, activation=activation
     )
-    return (step.h_last, step.ys[0, 0]), c
+    return (step.h_last, step.ys[0, 0]), c  # type: ignore[index]  # readout checked above
 
-  _, tokens = jax.lax.scan(draw, (out.h_last, out.ys[-1, 0]), jax.random.split(key, length))
+  ys = out.ys
+  assert ys is not None  # sample_tokens refused params without a readout
+  _, tokens = jax.lax.scan(draw, (out.h_last, ys[-1, 0]), jax.random.split(key, length))
   return tokens

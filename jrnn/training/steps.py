@@ -146,9 +146,10 @@ def sequence_loss(
       hs = jnp.where(keep, out.hs / (1.0 - dropout), jnp.zeros((), out.hs.dtype))
       ys = readout(params.w_hy, params.b_y, hs)  # out.ys is then dead code, removed by XLA
     if kind == "cross_entropy":
-      value = softmax_cross_entropy(ys, batch.targets, batch.mask, reduction=reduction)
+      # ys is None only for a stack without a readout: the loss raises TypeError naming ys.
+      value = softmax_cross_entropy(ys, batch.targets, batch.mask, reduction=reduction)  # type: ignore[arg-type]
     else:
-      value = squared_error(ys, batch.targets, batch.mask, reduction=reduction)
+      value = squared_error(ys, batch.targets, batch.mask, reduction=reduction)  # type: ignore[arg-type]
     return value, out.h_last
 
   return loss

@@ -110,7 +110,8 @@ def charlm(cfg, key) -> Task:
 
   def batch(step):  # the stream is read in order; only dropout is random
     x, y = charlm_data.window(rows, step % n_win, cfg.seq_len)
-    return jtrain.Batch(x, y, key=jax.random.fold_in(key, step) if cfg.dropout else None)
+    # x, y are host NumPy windows; jit takes them as arrays.
+    return jtrain.Batch(x, y, key=jax.random.fold_in(key, step) if cfg.dropout else None)  # type: ignore[arg-type]
 
   return Task(
     n_in=v,
@@ -139,7 +140,7 @@ def _synthetic(cfg, key, make, n_in, n_out, kind, evaluate) -> Task:
 
   def batch(step):
     k = jax.random.fold_in(train_key, step)
-    return jtrain.Batch(
+    return jtrain.Batch(  # type: ignore[misc]  # make returns (xs, targets[, mask])
       *make(k, cfg.batch_size, jit=True),
       key=jax.random.fold_in(drop_key, step) if cfg.dropout else None,
     )
@@ -261,7 +262,7 @@ def mnist1d(cfg, key) -> Task:
   per_epoch = len(data.y_train) // cfg.batch_size
 
   def batch(step):
-    return jtrain.Batch(
+    return jtrain.Batch(  # type: ignore[misc]  # (xs, targets)
       *_mnist1d_batch(train_key, step, x, y, cfg.batch_size),
       key=jax.random.fold_in(drop_key, step) if cfg.dropout else None,
     )
