@@ -64,7 +64,7 @@ def _rewrite_up_links(text: str, depth: int) -> str:
 
 
 def _folder_links(text: str, page) -> str:
-  """A link to a results folder (``adding/t200_irnn_12000/``) points at its ``results.md``."""
+  """A link to a results folder (``adding/t400_irnn_24000/``) points at its ``results.md``."""
   here = (ROOT / "docs" / page.file.src_uri).parent
 
   def link(m: re.Match) -> str:
