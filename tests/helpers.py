@@ -1,4 +1,8 @@
 """Shared test fixtures-as-functions (imported by test modules; pytest puts tests/ on sys.path)."""
+import importlib.util
+import json
+import pathlib
+
 import jax
 import jax.numpy as jnp
 
@@ -14,3 +18,25 @@ def random_params(key, n_in=2, n_hidden=3, n_out=2, learn_h0=True):
   if learn_h0:
     p = p._replace(h0=0.5 * jax.random.normal(k2, p.h0.shape, jnp.float64))
   return p
+
+
+SCRIPTS = pathlib.Path(__file__).resolve().parents[1] / "scripts"
+
+
+def load_script(name):
+  """``scripts/<name>.py`` as a module (scripts are not a package)."""
+  spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod
+
+
+def assert_same_results(a, b):
+  """Two results.json texts are the same, byte for byte. When the recorded commit moved between
+  the two runs (someone committed to a shared checkout while the test ran), everything but the
+  ``git`` entry must still be equal (floats compared exactly: JSON keeps their repr)."""
+  ja, jb = json.loads(a), json.loads(b)
+  if ja["git"] == jb["git"]:
+    assert a == b
+  del ja["git"], jb["git"]
+  assert ja == jb

@@ -1,16 +1,15 @@
 """The adding problem's data, and a smoke test of scripts/adding_experiment.py."""
-import importlib.util
 import json
-import pathlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import helpers
+
 from jrnn.data import adding
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("seq_len", [2, 3, 17, 50])
@@ -58,16 +57,8 @@ def test_bad_arguments():
     adding.batch(jax.random.key(0), 2, 5, dtype=jnp.int32)
 
 
-def _experiment_module():
-  spec = importlib.util.spec_from_file_location(
-      "adding_experiment", ROOT / "scripts" / "adding_experiment.py")
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod
-
-
 def test_adding_experiment_script_smoke(tmp_path):
-  mod = _experiment_module()
+  mod = helpers.load_script("adding_experiment")
   mod.main(["--out", str(tmp_path), "--lengths", "6", "--steps", "3", "--hidden", "4",
             "--batch", "4", "--test-size", "8", "--val-size", "6", "--seeds", "0", "5",
             "--eval-every", "2", "--inits", "irnn", "--clip-threshold", "1e-6", "--no-plot"])
@@ -98,7 +89,7 @@ def test_adding_experiment_script_smoke(tmp_path):
 
 
 def test_adding_experiment_clipping_on_only(tmp_path):
-  results = _experiment_module().main([
+  results = helpers.load_script("adding_experiment").main([
       "--out", str(tmp_path), "--lengths", "6", "--steps", "2", "--hidden", "4", "--batch", "4",
       "--test-size", "8", "--val-size", "6", "--seeds", "0", "1", "--eval-every", "2",
       "--inits", "irnn", "--clipping", "on", "--no-plot"])
@@ -108,14 +99,14 @@ def test_adding_experiment_clipping_on_only(tmp_path):
 @pytest.mark.slow
 def test_adding_experiment_quick_mode_is_reproducible(tmp_path):
   """The same command twice, on one and on two worker threads: the same results.json bytes."""
-  mod = _experiment_module()
+  mod = helpers.load_script("adding_experiment")
   texts = []
   for workers in ("1", "2"):
     out = tmp_path / f"w{workers}"
     results = mod.main(["--out", str(out), "--quick", "--lengths", "10", "12", "--workers",
                         workers])
     texts.append((out / "results.json").read_text())
-  assert texts[0] == texts[1]
+  helpers.assert_same_results(*texts)
   assert len(results["runs"]) == 2 * 3 * 2 * 2  # lengths × inits × clipping × seeds
   assert results["command"] == "python scripts/adding_experiment.py --quick --lengths 10 12"
   assert (tmp_path / "w2" / "curves.png").stat().st_size > 0

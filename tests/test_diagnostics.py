@@ -3,9 +3,7 @@ against exact SVD, Lyapunov exponents of a linear RNN, the Pascanu conditions; a
 scripts/gradient_study.py (its quick mode reproducible byte for byte, its agreement criterion,
 its argument checks)."""
 import functools
-import importlib.util
 import json
-import pathlib
 
 import hypothesis
 import hypothesis.strategies as st
@@ -14,10 +12,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import helpers
+
 import jrnn
 
 RTOL = 1e-10
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def make(seed, n_steps, n_hidden, n_in=3, *, radius=1.1, act="tanh", mask_p=0.0, xscale=1.0):
@@ -313,33 +312,17 @@ def test_lyapunov_sum_is_mean_log_det_and_mask_skips_steps():
     jrnn.diagnostics.lyapunov_exponents(traj, burn_in=40)
 
 
-def _assert_same_results(a, b):
-  """Two results.json texts are the same, byte for byte. Others commit to this shared checkout
-  while a test runs, so when the recorded commit moved between the two runs, everything but the
-  ``git`` entry must still be equal (floats compared exactly: JSON keeps their repr)."""
-  ja, jb = json.loads(a), json.loads(b)
-  if ja["git"] == jb["git"]:
-    assert a == b
-  del ja["git"], jb["git"]
-  assert ja == jb
-
-
-def _load_script(name):
-  spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod
 
 
 @pytest.mark.slow
 def test_gradient_study_quick_mode_is_reproducible(tmp_path, capsys):
   """--quick twice: the same results.json, byte for byte; draws summarised; --out refused."""
-  study = _load_script("gradient_study")
+  study = helpers.load_script("gradient_study")
   texts = []
   for name, extra in (("a", []), ("b", ["--no-plot"])):
     study.main(["--out", str(tmp_path / name), "--quick"] + extra)
     texts.append((tmp_path / name / "results.json").read_text())
-  _assert_same_results(*texts)
+  helpers.assert_same_results(*texts)
   results = json.loads(texts[0])
   assert results["command"] == "python scripts/gradient_study.py --quick"
   assert results["git"]["commit"] and results["versions"]["jax"]
@@ -374,7 +357,7 @@ def test_gradient_study_quick_mode_is_reproducible(tmp_path, capsys):
     (0.5, 0.0, False),  # a product that vanished exactly: exp(λ₁) = 0
     (float("nan"), 0.5, False), (0.5, float("inf"), False)])
 def test_gradient_study_agreement_criterion(rate, growth, expected):
-  study = _load_script("gradient_study")
+  study = helpers.load_script("gradient_study")
   assert study.agrees(rate, growth) is expected
 
 
@@ -383,7 +366,7 @@ def test_gradient_study_agreement_criterion(rate, growth, expected):
     (["--steps", "1"], "--steps must be >= 2"),
     (["--hidden", "0"], "--hidden must be >= 1, got 0")])
 def test_gradient_study_refuses_bad_sizes(tmp_path, capsys, argv, fragment):
-  study = _load_script("gradient_study")
+  study = helpers.load_script("gradient_study")
   with pytest.raises(SystemExit):
     study.parse(["--out", str(tmp_path)] + argv)
   assert fragment in capsys.readouterr().err

@@ -1,41 +1,24 @@
 """scripts/online_experiment.py: its quick mode gives the same results.json twice, byte for byte;
 three streams (train, validation, test) with their digests; times only in timing.json; an
 existing --out refused. (scripts/gradient_study.py's test is in test_diagnostics.py.)"""
-import importlib.util
 import json
-import pathlib
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+import helpers
 
 
-def _assert_same_results(a, b):
-  """Two results.json texts are the same, byte for byte. Others commit to this shared checkout
-  while a test runs, so when the recorded commit moved between the two runs, everything but the
-  ``git`` entry must still be equal (floats compared exactly: JSON keeps their repr)."""
-  ja, jb = json.loads(a), json.loads(b)
-  if ja["git"] == jb["git"]:
-    assert a == b
-  del ja["git"], jb["git"]
-  assert ja == jb
 
-
-def _load_script(name):
-  spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod
 
 
 @pytest.mark.slow
 def test_online_experiment_quick_mode_is_reproducible(tmp_path, capsys):
-  exp = _load_script("online_experiment")
+  exp = helpers.load_script("online_experiment")
   texts = []
   for name, extra in (("a", []), ("b", ["--no-plot"])):
     exp.main(["--out", str(tmp_path / name), "--quick"] + extra)
     texts.append((tmp_path / name / "results.json").read_text())
-  _assert_same_results(*texts)
+  helpers.assert_same_results(*texts)
   results = json.loads(texts[0])
   assert results["command"] == "python scripts/online_experiment.py --quick"
   assert results["git"]["commit"] and results["versions"]["jax"]
@@ -68,7 +51,7 @@ def test_online_experiment_quick_mode_is_reproducible(tmp_path, capsys):
     (["--test-episodes", "0"], "--test-episodes must be >= 1, got 0"),
     (["--val-episodes", "-1"], "--val-episodes must be >= 1, got -1")])
 def test_online_experiment_refuses_bad_sizes(tmp_path, capsys, argv, fragment):
-  exp = _load_script("online_experiment")
+  exp = helpers.load_script("online_experiment")
   with pytest.raises(SystemExit):
     exp.parse_args(["--out", str(tmp_path)] + argv)
   assert fragment in capsys.readouterr().err

@@ -1,7 +1,5 @@
 """The last-valid-step classification loss (always) and the MNIST-1D data (when installed)."""
-import importlib.util
 import json
-import pathlib
 import subprocess
 import sys
 
@@ -9,6 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
+import helpers
 
 import jrnn
 from jrnn.data import mnist1d
@@ -149,17 +149,14 @@ def test_generated_data(tmp_path):
                     "(pip install jrnn[mnist1d])")
 def test_mnist1d_experiment_quick_mode_is_reproducible(tmp_path):
   """Run twice (one and two worker threads): the same results.json, byte for byte."""
-  path = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "mnist1d_experiment.py"
-  spec = importlib.util.spec_from_file_location("mnist1d_experiment", path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
+  mod = helpers.load_script("mnist1d_experiment")
   texts = []
   for workers in ("1", "2"):
     out = tmp_path / f"w{workers}"
     mod.main(["--out", str(out), "--quick", "--variants", "plain", "shuffled", "--workers",
               workers] + (["--no-plot"] if workers == "2" else []))
     texts.append((out / "results.json").read_text())
-  assert texts[0] == texts[1]
+  helpers.assert_same_results(*texts)
   out = tmp_path / "w1"
   results = json.loads(texts[0])
   plain, shuffled = results["variants"]
