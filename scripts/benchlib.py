@@ -118,20 +118,6 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def run_context() -> Dict[str, object]:
-  """What an experiment records beside its times: CPU model, cores, platform, jax, backend, load."""
-  import jax
-
-  return {
-    "model_name": cpu_model(),
-    "cpus": os.cpu_count(),
-    "platform": platform.platform(),
-    "jax": jax.__version__,
-    "backend": jax.default_backend(),
-    "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()],
-  }
-
-
 def json_safe(x):
   """``x`` with every non-finite float (in nested dicts, lists, tuples) replaced by ``None``."""
   if isinstance(x, dict):

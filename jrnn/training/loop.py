@@ -515,12 +515,12 @@ def _prepare_out(
 ) -> None:
   os.makedirs(out, exist_ok=True)
   if fresh:  # --overwrite: no file of the old run may outlive the new run's start
-    for name in RUN_FILES + (PLOT_NAME, TEST_NAME):
+    for name in RUN_FILES + (PLOT_NAME,):
       if os.path.exists(os.path.join(out, name)):
         os.remove(os.path.join(out, name))
   report.write_config(os.path.join(out, CONFIG_NAME), dataclasses.asdict(cfg), run_id=run_id)
   report.write_rows(os.path.join(out, METRICS_NAME), rows)  # drops rows past the checkpoint
-  if os.path.exists(os.path.join(out, TEST_NAME)):  # a resumed run scores the test split anew
+  if os.path.exists(os.path.join(out, TEST_NAME)):  # fresh or resumed: the test is scored anew
     os.remove(os.path.join(out, TEST_NAME))
 
 
