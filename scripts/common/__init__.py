@@ -1,0 +1,1 @@
+"""What the scripts share: the benchmark timer and sizes (benchlib), experiment provenance (record)."""
