@@ -1,6 +1,7 @@
 """Side-by-side timing of one Elman-RNN training step and forward pass: jrnn against its peers.
 
-Implementations (see ``scripts/bench_impls.py``; all share one set of parameters and data):
+Implementations (see ``scripts/benchmarks/bench_impls.py``; all share one set of parameters and
+data):
 jrnn's hand BPTT and autodiff paths (``jrnn_hand``, ``jrnn_autodiff``; ``_{kernel}`` when a
 kernel other than ``auto`` is asked for, ``_u{K}`` when ``unroll=K``), flax.linen
 ``RNN(SimpleCell)`` (``flax_linen``), the same Flax model with the jrnn layer
@@ -33,7 +34,7 @@ Examples::
   python scripts/bench.py --jrnn-variants hand,hand:8,hand/xla:32,autodiff --impls jrnn
   python scripts/bench.py --impls flax            # the Flax model: SimpleCell vs the jrnn layer
 
-Sizes, the timer and the environment header come from ``scripts/benchlib.py``.
+Sizes, the timer and the environment header come from ``scripts/common/benchlib.py``.
 """
 
 from __future__ import annotations
@@ -55,10 +56,10 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bench_impls  # noqa: E402
-import benchlib  # noqa: E402
 import jrnn  # noqa: E402
-from benchlib import flop_count, parse_sizes  # noqa: E402,F401  (re-exported for the tests)
+from benchmarks import bench_impls  # noqa: E402
+from common import benchlib  # noqa: E402
+from common.benchlib import flop_count, parse_sizes  # noqa: E402,F401  (re-exported for the tests)
 
 MODES = ("train", "forward")
 # The Flax model with jrnn's layer: compared with the same model's nn.RNN(SimpleCell).

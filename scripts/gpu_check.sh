@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One call on a CUDA machine: correctness of the Pallas RNN kernels against the XLA path, timing
 # against torch cuDNN and the XLA hand BPTT, the Flax model with nn.RNN(SimpleCell) vs the jrnn
-# layer, compute-sanitizer once (scripts/gpu_check.py), then the lines added below it. The whole
+# layer, compute-sanitizer once (scripts/gpu/gpu_check.py), then the lines added below it. The whole
 # finishes in under 5 minutes on an H100: gpu_check.py cuts its sections at GPU_CHECK_BUDGET_S
 # (default 180 s; a hard timeout 15 s later), which leaves about 100 s for the lines below
 # (gpu_parallel.py: 90 s at most). A line added here must fit that sum, or lower the budget.
@@ -25,5 +25,5 @@ BUDGET="${GPU_CHECK_BUDGET_S:-180}"
 status=0
 # The script's exit status is gpu_check.py's, unless a line below fails (then that line's).
 trap 'rc=$?; exit $(( rc ? rc : status ))' EXIT
-timeout $((BUDGET + 15)) "$PY" scripts/gpu_check.py --budget-s "$BUDGET" "$@" || status=$?
-timeout 90 "$PY" scripts/gpu_parallel.py || echo "gpu_parallel.py failed or timed out"
+timeout $((BUDGET + 15)) "$PY" scripts/gpu/gpu_check.py --budget-s "$BUDGET" "$@" || status=$?
+timeout 90 "$PY" scripts/gpu/gpu_parallel.py || echo "gpu_parallel.py failed or timed out"

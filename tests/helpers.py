@@ -23,9 +23,15 @@ def random_params(key, n_in=2, n_hidden=3, n_out=2, learn_h0=True):
 SCRIPTS = pathlib.Path(__file__).resolve().parents[1] / "scripts"
 
 
+def script_path(name):
+  """The path of ``scripts/**/<name>.py`` (scripts live in folders by purpose)."""
+  (path,) = SCRIPTS.glob(f"**/{name}.py")
+  return path
+
+
 def load_script(name):
-  """``scripts/<name>.py`` as a module (scripts are not a package)."""
-  spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+  """``scripts/**/<name>.py`` as a module (scripts are not a package)."""
+  spec = importlib.util.spec_from_file_location(name, script_path(name))
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
   return mod

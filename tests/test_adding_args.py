@@ -1,4 +1,4 @@
-"""scripts/adding_experiment.py's --lengths/--steps defaults (parse only: nothing trains)."""
+"""scripts/experiments/adding_experiment.py's --lengths/--steps defaults (parse only: nothing trains)."""
 import importlib.util
 import pathlib
 
@@ -9,7 +9,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 def _parse(argv):
   spec = importlib.util.spec_from_file_location(
-      "adding_experiment_args", ROOT / "scripts" / "adding_experiment.py")
+      "adding_experiment_args", ROOT / "scripts" / "experiments" / "adding_experiment.py")
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
   return mod.parse(argv)

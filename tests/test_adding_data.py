@@ -1,4 +1,4 @@
-"""The adding problem's data, and a smoke test of scripts/adding_experiment.py."""
+"""The adding problem's data, and a smoke test of scripts/experiments/adding_experiment.py."""
 import json
 
 import jax
@@ -108,5 +108,5 @@ def test_adding_experiment_quick_mode_is_reproducible(tmp_path):
     texts.append((out / "results.json").read_text())
   helpers.assert_same_results(*texts)
   assert len(results["runs"]) == 2 * 3 * 2 * 2  # lengths × inits × clipping × seeds
-  assert results["command"] == "python scripts/adding_experiment.py --quick --lengths 10 12"
+  assert results["command"] == "python scripts/experiments/adding_experiment.py --quick --lengths 10 12"
   assert (tmp_path / "w2" / "curves.png").stat().st_size > 0

@@ -14,8 +14,8 @@ import pytest
 SCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")
 sys.path.insert(0, SCRIPTS)
 import bench  # noqa: E402
-import bench_impls  # noqa: E402
-import benchlib  # noqa: E402
+from benchmarks import bench_impls  # noqa: E402
+from common import benchlib  # noqa: E402
 
 SIZE = (3, 7, 4, 5, 2)  # (B, T, I, H, O): all different, so a transposed weight cannot pass
 
@@ -173,7 +173,25 @@ def test_environment_names_the_machine_and_versions():
 
 
 def test_gpu_scripts_parse_and_exit_cleanly_without_a_gpu(tmp_path):
-  for script in ("gpu_check.py", "gpu_probe.py", "bench_memory.py"):
+  for script in ("gpu/gpu_check.py", "gpu/gpu_probe.py", "benchmarks/bench_memory.py"):
     proc = subprocess.run([sys.executable, os.path.join(SCRIPTS, script), "--help"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "usage" in proc.stdout, (script, proc.stderr[-2000:])
+
+
+def test_bench_parts_add_up_to_the_gradient_of_the_whole_step():
+  """The breakdown times the real step cut into parts: the parts' weight gradients are the
+  whole step's gradient (float32, rounding only), and every row gets a time."""
+  from benchmarks import bench_parts
+
+  size = (3, 7, 4, 5, 2)
+  parts = bench_parts._parts(size)
+  d_whh, d_wxh, d_bh, d_why, d_by = parts["weight gradients"]()
+  _, g = parts["whole step"]()
+  pairs = ((d_whh, g.w_hh), (d_wxh, g.w_xh), (d_bh, g.b_h), (d_why, g.w_hy), (d_by, g.b_y))
+  for got, want in pairs:
+    assert got.shape == want.shape
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-5)
+  rows = bench_parts.measure(size, reps=1)
+  assert set(bench_parts.part_flops(size)) | {"sum of the parts"} == set(rows)
+  assert all(r["ms"] > 0 for r in rows.values())

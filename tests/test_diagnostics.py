@@ -1,6 +1,6 @@
 """Gradient diagnostics: norms against jax.jacrev, the seed's bound as an inequality, Lanczos
 against exact SVD, Lyapunov exponents of a linear RNN, the Pascanu conditions; and
-scripts/gradient_study.py (its quick mode reproducible byte for byte, its agreement criterion,
+scripts/experiments/gradient_study.py (its quick mode reproducible byte for byte, its agreement criterion,
 its argument checks)."""
 import functools
 import json
@@ -324,7 +324,7 @@ def test_gradient_study_quick_mode_is_reproducible(tmp_path, capsys):
     texts.append((tmp_path / name / "results.json").read_text())
   helpers.assert_same_results(*texts)
   results = json.loads(texts[0])
-  assert results["command"] == "python scripts/gradient_study.py --quick"
+  assert results["command"] == "python scripts/experiments/gradient_study.py --quick"
   assert results["git"]["commit"] and results["versions"]["jax"]
   assert list(results["data_sha256"]) == ["inputs"] and results["seeds"] == [0]
   assert "out" not in results["config"] and results["config"]["draws"] == 2

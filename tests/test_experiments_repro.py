@@ -1,6 +1,6 @@
-"""scripts/online_experiment.py: its quick mode gives the same results.json twice, byte for byte;
+"""scripts/experiments/online_experiment.py: its quick mode gives the same results.json twice, byte for byte;
 three streams (train, validation, test) with their digests; times only in timing.json; an
-existing --out refused. (scripts/gradient_study.py's test is in test_diagnostics.py.)"""
+existing --out refused. (scripts/experiments/gradient_study.py's test is in test_diagnostics.py.)"""
 import json
 
 import pytest
@@ -20,7 +20,7 @@ def test_online_experiment_quick_mode_is_reproducible(tmp_path, capsys):
     texts.append((tmp_path / name / "results.json").read_text())
   helpers.assert_same_results(*texts)
   results = json.loads(texts[0])
-  assert results["command"] == "python scripts/online_experiment.py --quick"
+  assert results["command"] == "python scripts/experiments/online_experiment.py --quick"
   assert results["git"]["commit"] and results["versions"]["jax"]
   assert results["seeds"] == [0, 1] and "out" not in results["config"]
   digests = results["data_sha256"]

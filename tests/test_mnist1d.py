@@ -165,7 +165,7 @@ def test_mnist1d_experiment_quick_mode_is_reproducible(tmp_path):
   assert plain["seeds"][0]["curve"]["step"] == [10, 20]
   assert "test_accuracy" not in plain["seeds"][0]["curve"]  # the test set is read once
   # Provenance: the command without run-only flags, the commit, versions, one hash per split.
-  assert results["command"] == ("python scripts/mnist1d_experiment.py --quick --variants plain "
+  assert results["command"] == ("python scripts/experiments/mnist1d_experiment.py --quick --variants plain "
                                 "shuffled")
   assert results["versions"]["mnist1d"] and results["git"]["commit"]
   assert sorted(results["data_sha256"]) == sorted(f"{v}/{p}" for v in ("plain", "shuffled")

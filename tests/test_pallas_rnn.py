@@ -224,7 +224,7 @@ def test_triton_lowering_builds_on_host(h, name, compute_dtype):
 
 
 def _run_script(*args):
-  return subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_check.py"), *args],
+  return subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu" / "gpu_check.py"), *args],
                         capture_output=True, text=True, timeout=120, cwd=ROOT)
 
 

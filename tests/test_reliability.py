@@ -159,11 +159,11 @@ def test_sigterm_in_process_saves_and_returns_143(tmp_path, monkeypatch, capsys)
 
 @pytest.mark.slow
 def test_soak_short_form_sigkill_and_sigint(tmp_path):
-  """scripts/soak.py in small: a SIGKILL and a SIGINT (sent to the real process, which must
+  """scripts/benchmarks/soak.py in small: a SIGKILL and a SIGINT (sent to the real process, which must
   checkpoint, print how to resume and exit 130), each resumed, end bit-identical to an
   uninterrupted run."""
   work = str(tmp_path / "soak")
-  proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "soak.py"), "--steps",
+  proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "benchmarks", "soak.py"), "--steps",
                          "40", "--ckpt-every", "3", "--log-every", "4", "--kills", "2",
                          "--signals", "KILL,INT", "--max-delay", "0.3", "--work", work],
                         env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True,

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jrnn
-from benchlib import Size
+from common.benchlib import Size
 
 
 class Problem(NamedTuple):

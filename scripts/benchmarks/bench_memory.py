@@ -6,7 +6,7 @@ of a linear readout, float32) and reads XLA's buffer assignment,
 besides the arguments and outputs. Deterministic and cheap; the numbers are those of the
 backend this runs on (CPU here).
 
-Usage: python scripts/bench_memory.py [--sizes "B,T,I,H,O;..."] [--segment K]
+Usage: python scripts/benchmarks/bench_memory.py [--sizes "B,T,I,H,O;..."] [--segment K]
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import sys
 import jax
 import jax.numpy as jnp
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import benchlib  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # scripts/
 import jrnn  # noqa: E402
+from common import benchlib  # noqa: E402
 from jrnn.training.checkpointed import checkpointed_loss, default_segment_length  # noqa: E402
 from jrnn.training.truncated import chunked_bptt  # noqa: E402
 

@@ -7,7 +7,7 @@ measured and printed), float32, ``I = 4`` inputs, ``O = 1`` output, this times
 * ``train``: ``value_and_grad`` of the mean squared readout with respect to every parameter,
 
 for the sequential path (``solver="sequential"``, the hand BPTT over XLA's loops: the best
-sequential path on a CPU; on a GPU see ``scripts/gpu_parallel.py``, which adds the Pallas
+sequential path on a CPU; on a GPU see ``scripts/gpu/gpu_parallel.py``, which adds the Pallas
 kernel) and each parallel solver (``deer``, ``quasi_deer``, ``elk``, ``quasi_elk``, default
 :class:`jrnn.parallel.Solver` settings, ``on_failure="ignore"`` so the timing is the solver's
 own; the iteration count and convergence come with each row). The training step uses the
@@ -25,9 +25,10 @@ parallel solver is faster.
 ``--train-long`` instead trains a model end to end on a ``T = 10,000`` task with
 ``make_train_step`` and ``solver="quasi_deer"`` (and times the sequential step beside it).
 
-  nice python scripts/bench_parallel.py --json docs/parallel/bench_cpu.json --md /tmp/b.md
-  nice python scripts/bench_parallel.py --quick
-  nice python scripts/bench_parallel.py --train-long --json docs/parallel/train_long.json
+  nice python scripts/benchmarks/bench_parallel.py --json docs/parallel/bench_cpu.json \
+    --md /tmp/b.md
+  nice python scripts/benchmarks/bench_parallel.py --quick
+  nice python scripts/benchmarks/bench_parallel.py --train-long --json docs/parallel/train_long.json
 """
 
 from __future__ import annotations
@@ -273,7 +274,8 @@ def main(argv=None):
   ap.add_argument("--steps", type=int, default=30, help="training steps for --train-long")
   args = ap.parse_args(argv)
   start = time.time()
-  command = "python scripts/bench_parallel.py " + " ".join(sys.argv[1:] if argv is None else argv)
+  args_given = sys.argv[1:] if argv is None else argv
+  command = "python scripts/benchmarks/bench_parallel.py " + " ".join(args_given)
   meta = dict(
     command=command, machine=machine(), jax=jax.__version__, backend=jax.default_backend()
   )

@@ -7,7 +7,7 @@ alternating for ``--rounds`` rounds so that drift in the machine's load hits bot
 median per root and size and the ratio ``B / A``.
 
   git worktree add /tmp/jrnn-0.1 b46a0e0
-  python scripts/bench_versions.py /tmp/jrnn-0.1 . --rounds 2
+  python scripts/benchmarks/bench_versions.py /tmp/jrnn-0.1 . --rounds 2
 
 Sizes default to the CPU anchor sizes of ``../shared/ANCHORS.md`` (``(B, T, I, H, O)``).
 """
@@ -23,8 +23,8 @@ import subprocess
 import sys
 from typing import Dict, List, Sequence
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import benchlib  # noqa: E402  pylint: disable=wrong-import-position
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # scripts/
+from common import benchlib  # noqa: E402  pylint: disable=wrong-import-position
 
 # Run in the child: argv = [root, sizes-json]; prints {size: median ms}.
 _CHILD = r"""
@@ -34,7 +34,7 @@ warnings.simplefilter("ignore", DeprecationWarning)
 import jax, jax.numpy as jnp
 import jrnn
 sys.path.insert(0, sys.argv[3])
-import benchlib
+from common import benchlib
 out = {}
 for b, t, n_in, h, o in json.loads(sys.argv[2]):
   p = jrnn.init_params(jax.random.key(0), n_in, h, o, scheme="orthogonal")
@@ -50,7 +50,7 @@ print(json.dumps({"jrnn": jrnn.__file__, "ms": out}))
 
 
 def run_child(root: pathlib.Path, sizes: List[benchlib.Size]) -> Dict[str, float]:
-  here = os.path.dirname(os.path.abspath(__file__))
+  here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # scripts/
   proc = subprocess.run(
     [sys.executable, "-c", _CHILD, str(root), json.dumps(sizes), here],
     capture_output=True,

@@ -21,8 +21,9 @@ first checkpoint starts again with ``--overwrite``; every other one continues wi
 
 Usage::
 
-  python scripts/soak.py                     # 3000 steps, a checkpoint every 5, 20 kills
-  python scripts/soak.py --steps 40 --ckpt-every 3 --log-every 4 --kills 2 --signals KILL,INT
+  python scripts/benchmarks/soak.py                     # 3000 steps, a checkpoint every 5, 20 kills
+  python scripts/benchmarks/soak.py --steps 40 --ckpt-every 3 --log-every 4 --kills 2 \
+    --signals KILL,INT
 
 Exit status 0 when every check passes, 1 otherwise. The children share a JAX compilation
 cache (``$JAX_COMPILATION_CACHE_DIR``, else ``WORK/jax_cache``), so a resume costs its
@@ -43,7 +44,7 @@ import tempfile
 import time
 from typing import Dict, List, Optional
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN = os.path.join(ROOT, "scripts", "train.py")
 CKPT, METRICS = "checkpoint.safetensors", "metrics.jsonl"
 # A small stateful model: the carried state, the epoch restarts, dropout keys and the parameter

@@ -1,1 +1,2 @@
-"""What the scripts share: the benchmark timer and sizes (benchlib), experiment provenance (record)."""
+"""What the scripts share: the benchmark timer and sizes (benchlib), experiments' provenance
+(record)."""

@@ -27,9 +27,9 @@ from typing import Dict, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
-import benchlib
+from common import benchlib
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 # The packages whose versions can change an experiment's numbers.
 PACKAGES = ("jrnn", "jax", "jaxlib", "numpy", "optax", "chex", "mnist1d")
 
@@ -68,7 +68,8 @@ RUN_ONLY_FLAGS = {
 
 
 def result_command(script: str, argv: Sequence[str]) -> str:
-  """``python scripts/<script> <argv>`` without :data:`RUN_ONLY_FLAGS`."""
+  """``python scripts/<script> <argv>`` without :data:`RUN_ONLY_FLAGS` (``script``: a path under
+  ``scripts/``)."""
   kept, skip = [], False
   for arg in argv:
     if skip:

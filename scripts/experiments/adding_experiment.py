@@ -30,8 +30,8 @@ is a pure function of its seeds, so the results do not depend on ``--workers``.
 
 Every init in a row (one T) trains with the same settings; ``--steps`` may differ per T.
 
-  python scripts/adding_experiment.py --out docs/adding          # the table in docs/adding
-  python scripts/adding_experiment.py --out /tmp/adding --quick  # seconds: what CI runs
+  python scripts/experiments/adding_experiment.py --out docs/adding  # the table in docs/adding
+  python scripts/experiments/adding_experiment.py --out /tmp/adding --quick  # seconds (CI)
 
 Writes ``results.json`` (the command, commit, versions, data hashes, config, every run with its
 curves: the same bytes when the command is run again on the same machine), ``timing.json``
@@ -60,8 +60,8 @@ import jrnn
 from jrnn.data import adding
 from jrnn.training import seeds as multi
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import record  # noqa: E402  pylint: disable=wrong-import-position
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # scripts/
+from common import record  # noqa: E402  pylint: disable=wrong-import-position
 
 INITS = {  # name: (init scheme, activation)
   "seed": ("seed", "tanh"),
@@ -467,7 +467,9 @@ def main(argv: Sequence[str] = ()) -> dict:
     digests[f"T={t}/val"] = record.digest(*val)
     digests[f"T={t}/test"] = record.digest(*test)
   # Before training: the commit recorded is the code that runs.
-  provenance = record.provenance("adding_experiment.py", argv, seeds=cfg.seeds, data=digests)
+  provenance = record.provenance(
+    "experiments/adding_experiment.py", argv, seeds=cfg.seeds, data=digests
+  )
   jobs = [
     (seq_len, steps, init)
     for seq_len, steps in zip(cfg.lengths, cfg.steps, strict=True)
@@ -504,7 +506,7 @@ def main(argv: Sequence[str] = ()) -> dict:
     for (t, i, c), rs in cells(results["runs"]).items()
   ]
   timing = record.timing(
-    "adding_experiment.py",
+    "experiments/adding_experiment.py",
     argv,
     time.perf_counter() - wall0,
     time.process_time() - cpu0,

@@ -27,8 +27,8 @@ runs again on the same machine), ``timing.json`` (wall and CPU seconds, load), `
 (the per-setting table over draws), ``norm_vs_lag.png``, ``heatmaps.png`` and ``rates.png``.
 An existing ``results.json`` in ``--out`` is refused unless ``--overwrite``.
 
-  python scripts/gradient_study.py --out docs/gradient_study
-  python scripts/gradient_study.py --out /tmp/gs --quick   # seconds: what the test runs
+  python scripts/experiments/gradient_study.py --out docs/gradient_study
+  python scripts/experiments/gradient_study.py --out /tmp/gs --quick   # seconds: what the test runs
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ import numpy as np
 
 import jrnn
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import record  # noqa: E402  pylint: disable=wrong-import-position
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # scripts/
+from common import record  # noqa: E402  pylint: disable=wrong-import-position
 
 FAMILIES = ("orthogonal", "gaussian", "identity")
 AGREE_RTOL = 0.05  # |exp(λ₁) - ρ̂| <= AGREE_RTOL·ρ̂ on every draw
@@ -501,7 +501,7 @@ def main(argv: Sequence[str] = ()) -> dict:
   xs, k_p = inputs(cfg)
   # Taken before the long computation: the commit (and dirty flag) of the code that runs.
   prov = record.provenance(
-    "gradient_study.py", argv, seeds=[cfg.seed], data={"inputs": record.digest(xs)}
+    "experiments/gradient_study.py", argv, seeds=[cfg.seed], data={"inputs": record.digest(xs)}
   )
   settings = run(cfg, xs, k_p)
   config = {
@@ -512,7 +512,11 @@ def main(argv: Sequence[str] = ()) -> dict:
   results = {**prov, "config": config, "agree_rtol": AGREE_RTOL, "settings": settings}
   results = clean(results)
   timing = record.timing(
-    "gradient_study.py", argv, time.perf_counter() - wall0, time.process_time() - cpu0, load0
+    "experiments/gradient_study.py",
+    argv,
+    time.perf_counter() - wall0,
+    time.process_time() - cpu0,
+    load0,
   )
   record.write(cfg.out, results, timing)
   (cfg.out / "results.md").write_text(table(results, timing))

@@ -20,8 +20,8 @@ threads, and the results do not depend on ``--workers``. The ``shuffled`` varian
 fixed permutation to the 40 steps of every sequence (train, validation and test alike): the same
 information without its order.
 
-  python scripts/mnist1d_experiment.py --out docs/mnist1d
-  python scripts/mnist1d_experiment.py --out /tmp/m1d --quick   # seconds: what CI runs
+  python scripts/experiments/mnist1d_experiment.py --out docs/mnist1d
+  python scripts/experiments/mnist1d_experiment.py --out /tmp/m1d --quick   # seconds: what CI runs
 
 Writes ``results.json`` (the command, commit, versions, data hashes, config, every seed's
 curves and final scores: the same bytes when the command is run again on the same machine),
@@ -49,8 +49,8 @@ from jrnn.data import mnist1d
 from jrnn.training import classification
 from jrnn.training import seeds as multi
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import record  # noqa: E402  pylint: disable=wrong-import-position
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # scripts/
+from common import record  # noqa: E402  pylint: disable=wrong-import-position
 
 VARIANTS = ("plain", "shuffled")
 QUICK = dict(
@@ -346,7 +346,9 @@ def main(argv: Sequence[str] = ()) -> dict:
     for part in ("train", "val", "test")
   }
   # Before training: the commit recorded is the code that runs.
-  provenance = record.provenance("mnist1d_experiment.py", argv, seeds=cfg.seeds, data=digests)
+  provenance = record.provenance(
+    "experiments/mnist1d_experiment.py", argv, seeds=cfg.seeds, data=digests
+  )
   print(
     f"machine: {record.benchlib.cpu_model()} ({os.cpu_count()} CPUs, load "
     f"{[round(x, 2) for x in load0]})",
@@ -366,7 +368,7 @@ def main(argv: Sequence[str] = ()) -> dict:
     "variants": [r for r, _ in done],
   }
   timing = record.timing(
-    "mnist1d_experiment.py",
+    "experiments/mnist1d_experiment.py",
     argv,
     time.perf_counter() - wall0,
     time.process_time() - cpu0,

@@ -22,8 +22,8 @@ wall and CPU seconds, load, each method's training seconds and the µs-per-step 
 ``results.md`` (tables from both), ``learning.png`` and ``cost.png``. An existing
 ``results.json`` in ``--out`` is refused unless ``--overwrite``.
 
-  nice -n 5 python scripts/online_experiment.py --out docs/online
-  python scripts/online_experiment.py --out /tmp/online --quick   # what the test runs
+  nice -n 5 python scripts/experiments/online_experiment.py --out docs/online
+  python scripts/experiments/online_experiment.py --out /tmp/online --quick   # what the test runs
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ import jrnn.online as online
 from jrnn.data import copy_task
 from jrnn.training.optimizers import make_optimizer
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import record  # noqa: E402  pylint: disable=wrong-import-position
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # scripts/
+from common import record  # noqa: E402  pylint: disable=wrong-import-position
 
 QUICK = dict(
   hidden=8, seeds=2, streams=2, windows=4, truncations=[2], cost_hidden=[4], rtrl_max_hidden=4
@@ -511,7 +511,9 @@ def main(argv=None):
     for name, stream in (("train", train), ("val", val), ("test", test))
   }
   # Taken before the long computation: the commit (and dirty flag) of the code that runs.
-  prov = record.provenance("online_experiment.py", argv, seeds=range(args.seeds), data=digests)
+  prov = record.provenance(
+    "experiments/online_experiment.py", argv, seeds=range(args.seeds), data=digests
+  )
   params = init_seeds(args, n_in, n_out)
   curves, learn_s, final = {}, {}, {}
   for label, method in method_configs(args):
@@ -542,7 +544,7 @@ def main(argv=None):
     "curves": curves,
   }
   timing = record.timing(
-    "online_experiment.py",
+    "experiments/online_experiment.py",
     argv,
     time.perf_counter() - wall0,
     time.process_time() - cpu0,

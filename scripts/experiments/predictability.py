@@ -23,8 +23,9 @@ parallel DEER (:func:`jrnn.parallel.solve`) at one ``T`` for every ``g`` and rec
 Writes ``predictability.png``, ``predictability.md`` and ``predictability.json`` into ``--out``
 (the command, the machine and the time taken included).
 
-  nice python scripts/predictability.py --out docs/parallel           # full run, ~10 min
-  nice python scripts/predictability.py --out /tmp/pred --quick       # T ≤ 1000, 4 gains, H = 32
+  nice python scripts/experiments/predictability.py --out docs/parallel     # full run, ~10 min
+  nice python scripts/experiments/predictability.py --out /tmp/pred --quick # T ≤ 1000, 4 gains,
+                                                                            # H = 32
 """
 
 from __future__ import annotations
@@ -147,7 +148,8 @@ def main(argv=None):
       print(json.dumps(row), flush=True)
 
   elapsed = time.time() - start
-  command = "python scripts/predictability.py " + " ".join(sys.argv[1:] if argv is None else argv)
+  args_given = sys.argv[1:] if argv is None else argv
+  command = "python scripts/experiments/predictability.py " + " ".join(args_given)
   meta = dict(
     command=command,
     machine=machine(),

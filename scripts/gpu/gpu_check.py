@@ -2,9 +2,9 @@
 
 Run on a CUDA machine (``scripts/gpu_check.sh`` wraps it with a time limit)::
 
-  python scripts/gpu_check.py --out "$OUT"          # everything, within --budget-s (270 s)
-  python scripts/gpu_check.py --quick               # the smallest anchor size only
-  python scripts/gpu_check.py --dry-run             # any machine: tiny size, Pallas interpreted
+  python scripts/gpu/gpu_check.py --out "$OUT"          # everything, within --budget-s (270 s)
+  python scripts/gpu/gpu_check.py --quick               # the smallest anchor size only
+  python scripts/gpu/gpu_check.py --dry-run             # any machine: tiny size, Pallas interpreted
 
 What it does, in order, cutting a section short when ``--budget-s`` is spent (the whole ran in
 261 s on an H100 on 2026-11-26, before section 2 existed; ``gpu_check.sh`` gives it less, so
@@ -19,7 +19,7 @@ the tuning sweep and the crossover sizes, last, are what a tight budget cuts):
 2. The Flax model (layer + ``Dense`` readout, batch-major) with ``nn.RNN(nn.SimpleCell)``
    against the same model with ``jrnn.interop.flax_linen.ElmanRNN`` swapped in (same weights,
    ``kernel="auto"``), train and forward ms and their ratio, at the anchor sizes
-   (``scripts/bench_impls.py``'s builders, as ``scripts/bench.py`` times them on a CPU).
+   (``scripts/benchmarks/bench_impls.py``'s builders, as ``scripts/bench.py`` times them on a CPU).
 3. Timing (median ms) of one training step (``value_and_grad`` over ``W_xh, W_hh, b_h, W_hy,
    b_y``; loss = mean over batch of Σ_t squared error of a linear readout, as in
    ``../shared/ANCHORS.md``) and of the forward pass (``hs`` only), for the Pallas kernel (TF32
@@ -37,7 +37,7 @@ Prints a table and writes ``gpu_check.json`` to ``--out`` (default ``$OUT``, els
 ``./gpu_check_out``). Without a GPU it says so and exits 0, unless ``--dry-run``: then sections
 1-3 (without torch) run at one tiny size on whatever backend jax has, the Pallas kernels in
 interpret mode, so that the script's plumbing is checked where there is no GPU. Sizes, the
-timer and the environment record come from ``scripts/benchlib.py``.
+timer and the environment record come from ``scripts/common/benchlib.py``.
 """
 
 from __future__ import annotations
@@ -55,12 +55,12 @@ from pathlib import Path
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # torch shares the GPU
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-import benchlib  # noqa: E402
-from benchlib import median_ms  # noqa: E402
+from common import benchlib  # noqa: E402
+from common.benchlib import median_ms  # noqa: E402
 
 # (B, T, I, H, O) from ../shared/ANCHORS.md
 ANCHOR_SIZES = benchlib.GPU_SIZES
@@ -500,7 +500,7 @@ def run_sanitizer(clock):
 def time_flax(sizes, reps, clock, log, tf32=True):
   """The Flax model, ``nn.RNN(nn.SimpleCell)`` vs ``jrnn.interop.flax_linen.ElmanRNN``: train
   and forward ms of each (``bench_impls``' builders, same weights), TF32 allowed."""
-  import bench_impls
+  from benchmarks import bench_impls
 
   rows = []
   for size in sizes:

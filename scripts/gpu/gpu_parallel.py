@@ -19,8 +19,8 @@ relative deviation of the gradient (training). Rows that would start past ``--de
 JSON is rewritten to ``$OUT/gpu_parallel.json`` after every row, so a timeout keeps what was
 measured.
 
-  python scripts/gpu_parallel.py                 # the check (JSON on stdout; $OUT/… too)
-  python scripts/gpu_parallel.py --T 2000        # smoke run, any backend
+  python scripts/gpu/gpu_parallel.py                 # the check (JSON on stdout; $OUT/… too)
+  python scripts/gpu/gpu_parallel.py --T 2000        # smoke run, any backend
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Second GPU call after ``scripts/gpu_check.py``: two open questions from its first runs.
+"""Second GPU call after ``scripts/gpu/gpu_check.py``: two open questions from its first runs.
 
 A. The masked ReLU case with a streamed ``W_hh`` (H=256) under TF32 was 20x further from the
    IEEE float32 reference than XLA's own TF32 (gpu_check run 2). A race would make the error
@@ -8,7 +8,7 @@ B. ``num_stages`` (Triton software pipelining of the in-kernel loop): 2 was fast
    (1, 1000, 64) but ran out of shared memory with a streamed H=256 ``W_hh``. Times 1, 2 and 3
    at the resident sizes, beside torch cuDNN, and checks each against the XLA path.
 
-Run on a CUDA machine: ``python scripts/gpu_probe.py --out "$OUT"`` (about 2 minutes).
+Run on a CUDA machine: ``python scripts/gpu/gpu_probe.py --out "$OUT"`` (about 2 minutes).
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ import traceback
 from pathlib import Path
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/
 
-import benchlib  # noqa: E402  (the timer and the environment record)
-import gpu_check as gc  # noqa: E402  (the same problems and cores)
+from common import benchlib  # noqa: E402  (the timer and the environment record)
+from gpu import gpu_check as gc  # noqa: E402  (the same problems and cores)
 
 PROBE_SIZES = [
   (1, 1000, 64, 64, 64),
