@@ -23,7 +23,8 @@ import os
 import pathlib
 import shlex
 import subprocess
-from typing import Dict, Iterable, Mapping, Optional, Sequence
+import time
+from typing import Any, Dict, Iterable, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -114,21 +115,45 @@ def refuse_existing(out: pathlib.Path, overwrite: bool) -> Optional[str]:
   return None
 
 
-def timing(
-  script: str,
-  argv: Sequence[str],
-  wall_s: float,
-  cpu_s: float,
-  load_start: Sequence[float],
-  **parts,
-) -> Dict[str, object]:
-  """What ``timing.json`` holds: the exact command, seconds, load averages at start and end, the
-  date, and any per-part times (``parts``)."""
+class Clock(NamedTuple):
+  """When an experiment started: wall and CPU seconds, and the load averages then."""
+
+  wall: float
+  cpu: float
+  load: Tuple[float, float, float]
+
+
+def start_clock(announce: bool = True) -> Clock:
+  """Starts an experiment's clock; with ``announce``, prints the machine and its load."""
+  clock = Clock(time.perf_counter(), time.process_time(), os.getloadavg())
+  if announce:
+    print(
+      f"machine: {benchlib.cpu_model()} ({os.cpu_count()} CPUs, load "
+      f"{[round(x, 2) for x in clock.load]})",
+      flush=True,
+    )
+  return clock
+
+
+def settings(args: Any) -> Dict[str, object]:
+  """``results.json``'s ``config``: the parsed arguments (an ``argparse.Namespace``) without the
+  run-only ones (:data:`RUN_ONLY_FLAGS`), paths as strings."""
+  run_only = {flag[2:].replace("-", "_") for flag in RUN_ONLY_FLAGS}
+  return {
+    k: (str(v) if isinstance(v, pathlib.PurePath) else v)
+    for k, v in vars(args).items()
+    if k not in run_only
+  }
+
+
+def timing(script: str, argv: Sequence[str], clock: Clock, **parts) -> Dict[str, object]:
+  """What ``timing.json`` holds: the exact command, seconds since ``clock`` started, load
+  averages at start and end, the date, and any per-part times (``parts``)."""
   return {
     "command": shlex.join(["python", f"scripts/{script}", *argv]),
-    "wall_s": round(wall_s, 1),
-    "cpu_s": round(cpu_s, 1),
-    "loadavg_start": [round(x, 2) for x in load_start],
+    "wall_s": round(time.perf_counter() - clock.wall, 1),
+    "cpu_s": round(time.process_time() - clock.cpu, 1),
+    "loadavg_start": [round(x, 2) for x in clock.load],
     "loadavg_end": [round(x, 2) for x in os.getloadavg()],
     "finished_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     **parts,
@@ -149,12 +174,15 @@ def write(out: pathlib.Path, results: Mapping, timing_info: Mapping) -> None:
 
 __all__ = (
   "RUN_ONLY_FLAGS",
+  "Clock",
   "digest",
   "dumps",
   "git_commit",
   "provenance",
   "refuse_existing",
   "result_command",
+  "settings",
+  "start_clock",
   "timing",
   "write",
 )

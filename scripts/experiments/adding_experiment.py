@@ -449,13 +449,7 @@ def plot(results: dict, path: pathlib.Path) -> None:
 def main(argv: Sequence[str] = ()) -> dict:
   cfg = parse(list(argv))
   cfg.out.mkdir(parents=True, exist_ok=True)
-  load0 = os.getloadavg()
-  wall0, cpu0 = time.perf_counter(), time.process_time()
-  print(
-    f"machine: {record.benchlib.cpu_model()} ({os.cpu_count()} CPUs, load "
-    f"{[round(x, 2) for x in load0]})",
-    flush=True,
-  )
+  clock = record.start_clock()
   sets = {t: held_out(cfg, t) for t in cfg.lengths}  # before any thread starts
   # The training stream of seed s is fold_in(data_key_s, k): its first batch stands for it.
   data_keys = jax.vmap(jax.random.split, out_axes=1)(multi.seed_keys(cfg.seeds))[1]
@@ -489,14 +483,9 @@ def main(argv: Sequence[str] = ()) -> dict:
     ),
     key=lambda g: (cfg.lengths.index(g["seq_len"]), order[g["init"]]),
   )
-  config = {
-    k: (str(v) if isinstance(v, pathlib.Path) else v)
-    for k, v in vars(cfg).items()
-    if k not in ("out", "overwrite", "workers", "no_plot")
-  }
   results = {
     **provenance,
-    "config": config,
+    "config": record.settings(cfg),
     "baseline_mse": adding.BASELINE_MSE,
     "runs": runs,
   }
@@ -508,9 +497,7 @@ def main(argv: Sequence[str] = ()) -> dict:
   timing = record.timing(
     "experiments/adding_experiment.py",
     argv,
-    time.perf_counter() - wall0,
-    time.process_time() - cpu0,
-    load0,
+    clock,
     workers=cfg.workers,
     groups=groups,
   )

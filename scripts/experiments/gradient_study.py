@@ -39,7 +39,6 @@ import os
 import pathlib
 import statistics
 import sys
-import time
 from typing import Sequence
 
 import jax
@@ -62,8 +61,6 @@ DEFAULTS = dict(
   heatmap_radii=[0.5, 1.0, 1.5],
   draws=5,
 )
-# Left out of results.json's config: where and how the run happens, not what it computes.
-RUN_ONLY = ("out", "overwrite", "no_plot")
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
@@ -496,28 +493,16 @@ def main(argv: Sequence[str] = ()) -> dict:
   argv = list(argv)
   cfg = parse(argv)
   jax.config.update("jax_enable_x64", True)  # products of 60 Jacobians leave float32's range
-  load0 = os.getloadavg()
-  wall0, cpu0 = time.perf_counter(), time.process_time()
+  clock = record.start_clock(announce=False)
   xs, k_p = inputs(cfg)
   # Taken before the long computation: the commit (and dirty flag) of the code that runs.
   prov = record.provenance(
     "experiments/gradient_study.py", argv, seeds=[cfg.seed], data={"inputs": record.digest(xs)}
   )
   settings = run(cfg, xs, k_p)
-  config = {
-    k: (str(v) if isinstance(v, pathlib.Path) else v)
-    for k, v in vars(cfg).items()
-    if k not in RUN_ONLY
-  }
-  results = {**prov, "config": config, "agree_rtol": AGREE_RTOL, "settings": settings}
+  results = {**prov, "config": record.settings(cfg), "agree_rtol": AGREE_RTOL, "settings": settings}
   results = clean(results)
-  timing = record.timing(
-    "experiments/gradient_study.py",
-    argv,
-    time.perf_counter() - wall0,
-    time.process_time() - cpu0,
-    load0,
-  )
+  timing = record.timing("experiments/gradient_study.py", argv, clock)
   record.write(cfg.out, results, timing)
   (cfg.out / "results.md").write_text(table(results, timing))
   written = ["results.json", "timing.json", "results.md"]

@@ -337,8 +337,7 @@ def plot(results: dict, path: pathlib.Path) -> None:
 def main(argv: Sequence[str] = ()) -> dict:
   cfg = parse(list(argv))
   cfg.out.mkdir(parents=True, exist_ok=True)
-  load0 = os.getloadavg()
-  wall0, cpu0 = time.perf_counter(), time.process_time()
+  clock = record.start_clock(announce=False)
   data = make_data(cfg)  # before any thread starts
   digests = {
     f"{v}/{part}": record.digest(getattr(d, f"x_{part}"), getattr(d, f"y_{part}"))
@@ -351,28 +350,21 @@ def main(argv: Sequence[str] = ()) -> dict:
   )
   print(
     f"machine: {record.benchlib.cpu_model()} ({os.cpu_count()} CPUs, load "
-    f"{[round(x, 2) for x in load0]})",
+    f"{[round(x, 2) for x in clock.load]})",
     flush=True,
   )
   with concurrent.futures.ThreadPoolExecutor(cfg.workers) as pool:  # XLA releases the GIL
     done = list(pool.map(lambda v: run_variant(cfg, v, data[v]), cfg.variants))
-  config = {
-    k: (str(v) if isinstance(v, pathlib.Path) else v)
-    for k, v in vars(cfg).items()
-    if k not in ("out", "overwrite", "workers", "no_plot", "cache_dir")
-  }
   results = {
     **provenance,
-    "config": config,
+    "config": record.settings(cfg),
     "published": mnist1d.PUBLISHED,
     "variants": [r for r, _ in done],
   }
   timing = record.timing(
     "experiments/mnist1d_experiment.py",
     argv,
-    time.perf_counter() - wall0,
-    time.process_time() - cpu0,
-    load0,
+    clock,
     workers=cfg.workers,
     variants={v: w for v, (_, w) in zip(cfg.variants, done, strict=True)},
   )

@@ -59,8 +59,6 @@ DEFAULTS = dict(
   cost_hidden=[8, 16, 32, 64, 128],
   rtrl_max_hidden=128,
 )
-# Left out of results.json's config: where and how the run happens, not what it computes.
-RUN_ONLY = ("out", "overwrite", "no_plot")
 
 
 def parse_args(argv=None):
@@ -501,8 +499,7 @@ def main(argv=None):
   argv = list(sys.argv[1:] if argv is None else argv)
   args = parse_args(argv)
   args.out.mkdir(parents=True, exist_ok=True)
-  load0 = os.getloadavg()
-  wall0, cpu0 = time.perf_counter(), time.process_time()
+  clock = record.start_clock(announce=False)
   n_in, n_out = args.symbols + 2, args.symbols
   print(f"learning curves (H={args.hidden}, {args.seeds} seeds × {args.streams} streams)")
   train, val, test = make_data(args)
@@ -528,15 +525,10 @@ def main(argv=None):
     curves[label]["test_accuracy"] = np.asarray(accuracy(p, test)).tolist()
   print("cost against H")
   cost_rows = [] if args.skip_cost else cost(args, n_in, n_out)
-  config = {
-    k: (str(v) if isinstance(v, pathlib.Path) else v)
-    for k, v in vars(args).items()
-    if k not in RUN_ONLY
-  }
   results = {
     **prov,
     "backend": jax.default_backend(),
-    "config": config,
+    "config": record.settings(args),
     "rtrl_refusal": refusal_message(n_in, n_out),
     "state_bytes": [
       {k: r[k] for k in ("method", "hidden", "params", "state_bytes")} for r in cost_rows
@@ -546,9 +538,7 @@ def main(argv=None):
   timing = record.timing(
     "experiments/online_experiment.py",
     argv,
-    time.perf_counter() - wall0,
-    time.process_time() - cpu0,
-    load0,
+    clock,
     learn_s={k: round(v, 2) for k, v in learn_s.items()},
     cost=[{k: r[k] for k in ("method", "hidden", "params", "us_per_step")} for r in cost_rows],
   )
