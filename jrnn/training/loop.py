@@ -181,7 +181,12 @@ def initial_state(cfg: Config, task: Task, optimizer) -> RunState:
   params: Union[RNNParams, StackedParams]
   if cfg.layers == 1:
     params = init_params(
-      jax.random.fold_in(key, 0), task.n_in, cfg.hidden, task.n_out, scheme=cfg.init
+      jax.random.fold_in(key, 0),
+      task.n_in,
+      cfg.hidden,
+      task.n_out,
+      scheme=cfg.init,
+      scale=cfg.init_scale or None,
     )
     carry = jnp.zeros((cfg.batch_size, cfg.hidden), jnp.float32)
     if method is not None:
@@ -194,6 +199,7 @@ def initial_state(cfg: Config, task: Task, optimizer) -> RunState:
       task.n_out,
       num_layers=cfg.layers,
       scheme=cfg.init,
+      scale=cfg.init_scale or None,
     )
     carry = jnp.zeros((cfg.layers, cfg.batch_size, cfg.hidden), jnp.float32)
   ema = jax.tree_util.tree_map(jnp.copy, params) if cfg.ema else None
