@@ -248,6 +248,7 @@ TINY = ["--task", "adding", "--hidden", "6", "--seq-len", "8", "--batch-size", "
         "8", "--log-every", "4", "--ckpt-every", "4", "--val-batch", "4", "--no-progress"]
 
 
+@pytest.mark.slow  # over 20 s on 2 busy cores: two runs of the job
 def test_cli_sweep_writes_its_files_matches_single_runs_and_refuses_to_overwrite(tmp_path):
   out = str(tmp_path / "sw")
   summary = cli.train_from_args(TINY + ["--sweep", "lr=1e-2,1e30;seed=0:2", "--out", out])
@@ -292,6 +293,7 @@ def test_cli_rejects_a_bad_spec_and_an_unsweepable_task(tmp_path, capsys):
     assert why in err and err.count("\n") == 1, err
 
 
+@pytest.mark.slow  # over 20 s on 2 busy cores: two runs of the job
 def test_cli_resumed_sweep_equals_the_uninterrupted_one(tmp_path):
   spec = ["--sweep", "lr=1e-2,3e-2;seed=0:2"]
   whole = str(tmp_path / "whole")
