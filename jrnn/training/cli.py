@@ -28,6 +28,11 @@ A checkpoint must carry its sha256 and belong to the run in its directory (the r
 ``config.json`` and in the checkpoint, a step that agrees with ``metrics.jsonl``);
 ``--allow-unverified-checkpoint`` accepts one written without a sha256.
 
+Sweeps: ``--sweep "lr=1e-3,3e-3;seed=0:5"`` trains every configuration of the grid as one
+compiled program (:mod:`jrnn.training.sweep_run`; axes separated by ``;``, values by ``,``,
+``a:b`` an integer range ``a..b-1``) and writes ``sweep.json``, ``sweep.md``,
+``sweep_metrics.jsonl``, ``sweep.png`` and its checkpoint; ``--resume DIR`` continues a sweep.
+
 Online gradients: on the streaming task (charlm), ``--online rtrl|uoro|snap1`` replaces
 truncated BPTT over each window by one of :mod:`jrnn.online`'s methods, which carry the
 influence of the parameters on the state across windows and update the parameters every
