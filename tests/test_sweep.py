@@ -317,3 +317,24 @@ def test_init_scale_reaches_the_single_run_init():
   params = loop.initial_state(cfg, task, loop.make_optimizer(cfg)).params
   sv = np.linalg.svd(np.asarray(params.w_hh), compute_uv=False)
   np.testing.assert_allclose(sv, 0.5, rtol=1e-5)
+
+
+@pytest.mark.slow  # two runs of the job
+def test_a_signal_checkpoints_the_sweep_at_the_next_log_step_and_resume_finishes_it(tmp_path):
+  import signal
+
+  cfg = Config(task="adding", hidden=6, seq_len=8, batch_size=3, steps=8, log_every=4,
+               ckpt_every=8, val_batch=4)
+  out = str(tmp_path / "sw")
+
+  def log(message):  # SIGINT as the sweep starts: it must finish the chunk, then stop
+    if message.startswith("sweep:"):
+      signal.raise_signal(signal.SIGINT)
+
+  first = sweep_run.run_sweep(cfg, {"seed": [0, 1]}, out, log=log)
+  assert first["signal"] == signal.SIGINT and first["stopped"] and first["step"] == 4
+  assert checkpoint.load_metadata(os.path.join(out, sweep_run.SWEEP_CKPT))["step"] == 4
+  done = sweep_run.run_sweep(cfg, {"seed": [0, 1]}, out, resume=out, log=lambda m: None)
+  assert done["step"] == 8 and "signal" not in done
+  assert [r["member"] for r in map(json.loads, _read(out, "sweep_metrics.jsonl").splitlines())
+          ] == [0, 1, 0, 1]

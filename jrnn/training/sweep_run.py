@@ -22,7 +22,8 @@ What the sweep writes into ``--out``:
   (:class:`jrnn.training.sweep.SweepState`) at the first log step past each multiple of
   ``--ckpt-every``, and at the end;
   ``jrnn-train --resume DIR`` continues it and reaches the same numbers as an uninterrupted
-  sweep.
+  sweep. SIGINT, SIGTERM and ``--time-budget`` stop the sweep at the next log step, checkpointed
+  (exit status 130 or 143 after a signal).
 
 A diverging member never stops the sweep: it keeps its last finite state, its rows carry
 ``diverged_at``, and its training loss is ``null`` from then on. The test split is not read:
@@ -39,6 +40,7 @@ import dataclasses
 import json
 import math
 import os
+import signal
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
@@ -49,7 +51,7 @@ import numpy as np
 from jrnn.training import checkpoint, report
 from jrnn.training import sweep as jsweep
 from jrnn.training.config import Config, check_config, differences, from_dict
-from jrnn.training.loop import initial_state
+from jrnn.training.loop import Signals, initial_state
 from jrnn.training.loop import make_optimizer as make_single_optimizer
 from jrnn.training.seeds import take_seed
 from jrnn.training.tasks import Task, make_task
@@ -225,6 +227,7 @@ def run_sweep(
   time_budget: Optional[float] = None,
   log: Callable[[str], None] = print,
   allow_unverified: bool = False,
+  handle_signals: bool = True,
 ) -> Dict[str, Any]:
   """Trains every member of ``axes`` (:func:`jrnn.training.sweep.parse_sweep`) around ``cfg``
   as one compiled program, writing into ``out`` (see the module docstring).
@@ -239,9 +242,13 @@ def run_sweep(
     time_budget: stop (and checkpoint) at the first log step after this many seconds.
     log: where messages go.
     allow_unverified: resume from a checkpoint without a sha256.
+    handle_signals: on SIGINT or SIGTERM (main thread), finish the chunk in flight (up to the
+      next log step), checkpoint there and return with ``"signal"`` set; a second signal
+      stops at once (the last checkpoint stays intact).
 
   Returns:
-    ``{"step", "members": [per-member summary], "state": SweepState, "stopped": bool}``.
+    ``{"step", "members": [per-member summary], "state": SweepState, "stopped": bool,
+    "signal"?: int}``.
   """
   check_config(cfg)
   members = sweep_members(cfg, axes)
@@ -298,7 +305,7 @@ def run_sweep(
   metrics_path = os.path.join(out, SWEEP_METRICS)
   report.write_rows(metrics_path, rows)
 
-  def save(step: int) -> None:
+  def save(step: int, state: jsweep.SweepState) -> None:
     checkpoint.save(
       os.path.join(out, SWEEP_CKPT),
       state,
@@ -312,39 +319,44 @@ def run_sweep(
     )
 
   chunks: Dict[int, Callable[..., Any]] = {}
-  step, t0, stopped = start, time.monotonic(), False
-  last_ckpt = start
-  log(f"sweep: {len(members)} members of --task {cfg.task}, steps {start}..{cfg.steps}")
-  for end in _boundaries(cfg, start):
-    n = end - step
-    if n not in chunks:
-      chunks[n] = jsweep.make_sweep_chunk(task.loss, optimizer, draw, steps=n, has_aux=True)
-    state, metrics = chunks[n](state, step, _decays(cfg, step, n))
-    losses = np.asarray(metrics["loss"])
-    step = end
-    bad = np.asarray(state.diverged_at)
-    evaluated = state.ema if cfg.ema else state.params
-    for i, m in enumerate(members):
-      values = tasks[m["seed"]].evaluate(take_seed(evaluated, i))
-      diverged = int(bad[i]) if bad[i] >= 0 else None
-      row = {
-        "member": i,
-        "step": step,
-        "train_loss": None if diverged is not None else _clean(jnp.mean(jnp.asarray(losses[i]))),
-        **{k: _clean(v) for k, v in values.items()},
-        "diverged_at": diverged,
-      }
-      rows.append(row)
-      report.append_row(metrics_path, row)
-    if step // cfg.ckpt_every > last_ckpt // cfg.ckpt_every or step == cfg.steps:
-      save(step)
-      last_ckpt = step
-    if time_budget is not None and time.monotonic() - t0 > time_budget and step < cfg.steps:
-      save(step)
-      log(f"time budget of {time_budget:g} s reached at step {step}; continue with --resume {out}")
-      stopped = True
-      break
-
+  step, t0, stopped, last_ckpt = start, time.monotonic(), False, start
+  with Signals(handle_signals) as signals:
+    log(f"sweep: {len(members)} members of --task {cfg.task}, steps {start}..{cfg.steps}")
+    for end in _boundaries(cfg, start):
+      n = end - step
+      if n not in chunks:
+        chunks[n] = jsweep.make_sweep_chunk(task.loss, optimizer, draw, steps=n, has_aux=True)
+      state, metrics = chunks[n](state, step, _decays(cfg, step, n))
+      losses = np.asarray(metrics["loss"])
+      step = end
+      bad = np.asarray(state.diverged_at)
+      evaluated = state.ema if cfg.ema else state.params
+      for i, m in enumerate(members):
+        values = tasks[m["seed"]].evaluate(take_seed(evaluated, i))
+        diverged = int(bad[i]) if bad[i] >= 0 else None
+        row = {
+          "member": i,
+          "step": step,
+          "train_loss": None if diverged is not None else _clean(jnp.mean(jnp.asarray(losses[i]))),
+          **{k: _clean(v) for k, v in values.items()},
+          "diverged_at": diverged,
+        }
+        rows.append(row)
+        report.append_row(metrics_path, row)
+      if step // cfg.ckpt_every > last_ckpt // cfg.ckpt_every or step == cfg.steps:
+        save(step, state)
+        last_ckpt = step
+      over = time_budget is not None and time.monotonic() - t0 > time_budget
+      if (over or signals.caught is not None) and step < cfg.steps:
+        save(step, state)
+        why = (
+          f"time budget of {time_budget:g} s reached"
+          if signals.caught is None
+          else signal.Signals(signals.caught).name
+        )
+        log(f"{why}: stopped at step {step}; continue with --resume {out}")
+        stopped = True
+        break
   summary = _summaries(members, axes, rows, state, task.metric)
   result = {
     "config": dataclasses.asdict(cfg),
@@ -362,7 +374,10 @@ def run_sweep(
     f"sweep at step {step}: {len(members)} members, {n_bad} diverged; "
     f"table in {os.path.join(out, SWEEP_TABLE)}"
   )
-  return {"step": step, "members": summary, "state": state, "stopped": stopped}
+  returned = {"step": step, "members": summary, "state": state, "stopped": stopped}
+  if signals.caught is not None:
+    returned["signal"] = int(signals.caught)
+  return returned
 
 
 def _task_key(seed: int) -> jax.Array:
