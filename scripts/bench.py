@@ -33,6 +33,11 @@ Examples::
   python scripts/bench.py --sizes "32,128,64,256,64" --impls jrnn,flax --json out.json
   python scripts/bench.py --jrnn-variants hand,hand:8,hand/xla:32,autodiff --impls jrnn
   python scripts/bench.py --impls flax            # the Flax model: SimpleCell vs the jrnn layer
+  python scripts/bench.py --modes train --impls jrnn_hand --sizes "1,1000,16,64,16"  # + sweep row
+
+The sweep row (:func:`time_sweep`, at the first size): ``--sweep-members`` learning rates trained
+as one compiled program against the same members run one after another, in steps per second
+summed over members (``--sweep-members 0`` leaves it out).
 
 Sizes, the timer and the environment header come from ``scripts/common/benchlib.py``.
 """
@@ -196,6 +201,90 @@ def time_size(size, builders, args, modes):
   return samples, impls, skipped
 
 
+def time_sweep(size, n_members, steps, rounds):
+  """A sweep of ``n_members`` learning rates trained as one compiled program
+  (:func:`jrnn.training.make_sweep_chunk`) against the same members trained one after another by
+  the same compiled program for one member (so neither side recompiles): ``steps`` Adam steps
+  each on the problem's batch, hand BPTT. Returns ms per call of each and the throughputs.
+
+  Both sides run ``steps`` steps inside one ``lax.scan`` per call, so the headline ratio
+  measures the batching, not Python dispatch; the sequential side's time is the sum over
+  members. A third line steps each single run from Python, one dispatch a step, as
+  ``jrnn-train``'s loop does (``ratio_stepped``).
+  """
+  problem = bench_impls.make_problem(size)
+  params = jax.tree_util.tree_map(jnp.asarray, problem.params)
+  batch = jrnn.training.Batch(jnp.asarray(problem.xs), jnp.asarray(problem.targets))
+  loss = jrnn.training.sequence_loss("squared_error", reduction="sum")
+  opt = jrnn.training.sweep_optimizer("adam")
+  lrs = np.geomspace(1e-4, 1e-2, n_members).tolist()
+  members = jrnn.training.sweep_grid({"lr": lrs}, base={"clip": 1.0, "weight_decay": 0.0})
+  keys = jax.random.split(jax.random.key(0), n_members)
+
+  def make_batch(key, k):  # the same batch every step: the data are not what is timed
+    del key, k
+    return batch
+
+  def chunk_for(n):
+    return jrnn.training.make_sweep_chunk(
+      loss, opt, make_batch, steps=steps, has_aux=True, donate=False
+    )
+
+  whole, one = chunk_for(n_members), chunk_for(1)
+  stepped = jrnn.training.make_sweep_chunk(
+    loss, opt, make_batch, steps=1, has_aux=True, donate=False
+  )
+  state = jrnn.training.init_sweep(members, lambda m: params, opt, keys)
+  singles = [
+    jrnn.training.init_sweep([m], lambda m: params, opt, keys[i : i + 1])
+    for i, m in enumerate(members)
+  ]
+  ms_sweep = benchlib.median_ms(lambda: whole(state, 0), rounds, warmup=1)
+  ms_seq = benchlib.median_ms(lambda: [one(s, 0) for s in singles], rounds, warmup=1)
+
+  def step_by_step():  # one dispatch per step, as jrnn-train's loop drives a single run
+    out = []
+    for s in singles:
+      for k in range(steps):
+        s = stepped(s, k)[0]
+      out.append(s)
+    return out
+
+  ms_stepped = benchlib.median_ms(step_by_step, rounds, warmup=1)
+  total = n_members * steps
+  return {
+    "size": list(size),
+    "members": n_members,
+    "steps": steps,
+    "ms_sweep": ms_sweep,
+    "ms_sequential": ms_seq,
+    "ms_sequential_stepped": ms_stepped,
+    "steps_per_s_sweep": total / ms_sweep * 1e3,
+    "steps_per_s_sequential": total / ms_seq * 1e3,
+    "ratio": ms_seq / ms_sweep,
+    "ratio_stepped": ms_stepped / ms_sweep,
+  }
+
+
+def format_sweep(row):
+  b, t, i, h, o = row["size"]
+  n, k = row["members"], row["steps"]
+  total = n * k
+  return "\n".join(
+    [
+      f"== sweep   B={b} T={t} I={i} H={h} O={o}   {n} members x {k} Adam steps (learning rates)",
+      f"{'impl':<32}{'ms/call':>10}{'steps/s, summed':>17}",
+      f"{'jrnn sweep (one program)':<32}{row['ms_sweep']:>10.1f}{row['steps_per_s_sweep']:>17.1f}",
+      f"{f'{n} sequential runs (same steps)':<32}{row['ms_sequential']:>10.1f}"
+      f"{row['steps_per_s_sequential']:>17.1f}",
+      f"{f'{n} sequential, a dispatch a step':<32}{row['ms_sequential_stepped']:>10.1f}"
+      f"{total / row['ms_sequential_stepped'] * 1e3:>17.1f}",
+      f"sweep / sequential throughput: {row['ratio']:.2f}x (goal >= 6x at the small anchor size); "
+      f"against runs stepped from Python: {row['ratio_stepped']:.2f}x",
+    ]
+  )
+
+
 def format_table(size, mode, rows, ceiling):
   """One block of the printed table: each implementation, and jrnn's ratios to each peer.
 
@@ -296,6 +385,18 @@ def parse_args(argv):
     "--strict-f32", action="store_true", help="on a GPU, forbid TF32 for jax and torch"
   )
   parser.add_argument("--no-ceiling", action="store_true", help="skip the matmul ceiling")
+  parser.add_argument(
+    "--sweep-members",
+    type=int,
+    default=None,
+    help="members of the sweep row, at the first size (default 16, 4 with --quick; 0: no row)",
+  )
+  parser.add_argument(
+    "--sweep-steps",
+    type=int,
+    default=None,
+    help="training steps per member in the sweep row (default 20, 2 with --quick)",
+  )
   parser.add_argument("--json", default=None, help="write the results to this file")
   args = parser.parse_args(argv)
   if args.jrnn_variants is None:
@@ -365,6 +466,12 @@ def main(argv=None):
     "assignment for jax; torch.cuda.max_memory_allocated on CUDA; n/a for torch on CPU.\n"
     "haiku_vanilla is hk.VanillaRNN, a ReLU RNN (no tanh option); the others use tanh."
   )
+  sweep_row = None
+  members = args.sweep_members if args.sweep_members is not None else (4 if args.quick else 16)
+  if members > 0:
+    steps = args.sweep_steps or (2 if args.quick else 20)
+    sweep_row = time_sweep(args.sizes[0], members, steps, args.rounds)
+    print("\n" + format_sweep(sweep_row), flush=True)
   swap = flax_swap_table(rows)
   if swap:
     print(
@@ -387,6 +494,7 @@ def main(argv=None):
       "ceilings": ceilings,
       "skipped": skipped,
       "rows": rows,
+      "sweep": sweep_row,
     }
     with open(args.json, "w") as f:
       json.dump(result, f, indent=1)

@@ -45,6 +45,10 @@ def test_quick_run_writes_json(tmp_path):
     assert peer in timed or peer in result["skipped"]
   assert "jrnn_hand" in proc.stdout and "/best-peer" in proc.stdout
   assert set(result["environment"]) >= {"cpu", "versions", "backend"}
+  sweep = result["sweep"]  # the sweep row: 4 members in quick mode, both sides timed
+  assert sweep["members"] == 4 and sweep["ms_sweep"] > 0 and sweep["ms_sequential"] > 0
+  assert sweep["ratio"] == pytest.approx(sweep["ms_sequential"] / sweep["ms_sweep"])
+  assert "sweep / sequential throughput" in proc.stdout
   if {"flax_linen", "flax_jrnn"} <= timed:  # the swap's side-by-side table
     assert "jrnn layer / SimpleCell" in proc.stdout
 

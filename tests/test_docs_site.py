@@ -28,6 +28,7 @@ NAMESPACES = (
     "jrnn", "jrnn.diagnostics", "jrnn.reference", "jrnn.training", "jrnn.interop",
     "jrnn.parallel", "jrnn.online", "jrnn.kernels", "jrnn.engine", "jrnn.data",
     "jrnn.training.checkpoint", "jrnn.training.sharding", "jrnn.training.seeds",
+    "jrnn.training.sweep", "jrnn.training.sweep_run",
     "jrnn.training.classification", "jrnn.training.config", "jrnn.training.tasks",
     "jrnn.training.loop", "jrnn.training.report", "jrnn.training.distributed",
     "jrnn.training.cli", "jrnn.interop.flax_linen", "jrnn.interop.flax_nnx",

@@ -14,10 +14,13 @@ module                    what it holds
 ``sharding``              data-parallel meshes
 ``sample``                :func:`sample_tokens` from a character model
 ``seeds``                 several seeds as one compiled program (``jax.vmap``)
+``sweep``                 hyperparameter sweeps as one compiled program (per-member
+                          learning rate, clipping, weight decay, init; guards; checkpoints)
 ``classification``        one label per sequence, from the state after its last valid step
 ``config``, ``tasks``     the ``jrnn-train`` job: its configuration and tasks,
 ``loop``, ``report``      the training loop read top to bottom, metrics and plots,
 ``distributed``           multi-process (``jax.distributed``) set-up,
+``sweep_run``             ``jrnn-train --sweep``: a task's whole grid, its table and plot,
 ``cli``                   and the command-line parsing
 ========================  ===================================================================
 
@@ -27,7 +30,7 @@ Every module above is reachable as ``jrnn.training.<module>`` after ``import jrn
 
 import importlib as _importlib
 
-from jrnn.training import checkpoint, sharding
+from jrnn.training import checkpoint, sharding, sweep
 from jrnn.training.checkpointed import checkpointed_loss
 from jrnn.training.clipping import (
   ClippingState,
@@ -47,9 +50,29 @@ from jrnn.training.steps import (
   make_train_step,
   sequence_loss,
 )
+from jrnn.training.sweep import (
+  SWEEP_AXES,
+  SweepState,
+  format_sweep,
+  init_sweep,
+  make_sweep_chunk,
+  parse_sweep,
+  sweep_grid,
+  sweep_optimizer,
+)
 from jrnn.training.truncated import TruncatedResult, bptt_chunk, chunked_bptt, truncated_bptt
 
-_LAZY = ("classification", "cli", "config", "distributed", "loop", "report", "seeds", "tasks")
+_LAZY = (
+  "classification",
+  "cli",
+  "config",
+  "distributed",
+  "loop",
+  "report",
+  "seeds",
+  "sweep_run",
+  "tasks",
+)
 
 
 def __getattr__(name):
@@ -68,6 +91,8 @@ __all__ = (
   "LOSSES",
   "OPTIMIZERS",
   "SCHEDULES",
+  "SWEEP_AXES",
+  "SweepState",
   "TruncatedResult",
   "bptt_chunk",
   "checkpoint",
@@ -76,15 +101,22 @@ __all__ = (
   "clip_elementwise",
   "clip_tree_by_global_norm",
   "elementwise_clipping",
+  "format_sweep",
   "global_norm",
   "global_norm_clipping",
+  "init_sweep",
   "make_eval_step",
   "make_optimizer",
   "make_schedule",
   "make_stream_train_step",
+  "make_sweep_chunk",
   "make_train_step",
+  "parse_sweep",
   "sample_tokens",
   "sequence_loss",
   "sharding",
+  "sweep",
+  "sweep_grid",
+  "sweep_optimizer",
   "truncated_bptt",
 )

@@ -28,6 +28,11 @@ A checkpoint must carry its sha256 and belong to the run in its directory (the r
 ``config.json`` and in the checkpoint, a step that agrees with ``metrics.jsonl``);
 ``--allow-unverified-checkpoint`` accepts one written without a sha256.
 
+Sweeps: ``--sweep "lr=1e-3,3e-3;seed=0:5"`` trains every configuration of the grid as one
+compiled program (:mod:`jrnn.training.sweep_run`; axes separated by ``;``, values by ``,``,
+``a:b`` an integer range ``a..b-1``) and writes ``sweep.json``, ``sweep.md``,
+``sweep_metrics.jsonl``, ``sweep.png`` and its checkpoint; ``--resume DIR`` continues a sweep.
+
 Online gradients: on the streaming task (charlm), ``--online rtrl|uoro|snap1`` replaces
 truncated BPTT over each window by one of :mod:`jrnn.online`'s methods, which carry the
 influence of the parameters on the state across windows and update the parameters every
@@ -62,7 +67,7 @@ from typing import Any, Dict, Optional, Sequence
 import jax
 
 from jrnn.parallel import SolverError
-from jrnn.training import checkpoint, distributed, loop
+from jrnn.training import checkpoint, distributed, loop, sweep, sweep_run
 from jrnn.training.config import HELP, Config, choices, flag
 
 _DISTRIBUTED_FLAGS = ("coordinator", "num_processes", "process_id", "distributed")
@@ -110,6 +115,15 @@ def build_parser() -> argparse.ArgumentParser:
     type=float,
     metavar="SECONDS",
     help="stop (and checkpoint) at the first log step after this many seconds",
+  )
+  p.add_argument(
+    "--sweep",
+    metavar="SPEC",
+    help="train a grid of configurations as one compiled program, e.g. "
+    "'lr=1e-3,3e-3;seed=0:5': axes separated by ';', values by ',', a:b an integer range "
+    "(a..b-1); axes: seed, lr, init_scale, clip, weight_decay. Writes sweep.json, sweep.md, "
+    "sweep_metrics.jsonl, sweep.png and a checkpoint into --out (default runs/<task>-sweep); "
+    "--resume DIR continues a sweep",
   )
   p.add_argument("--no-progress", action="store_true", help="no progress bar")
   p.add_argument(
@@ -262,6 +276,31 @@ def _quiet_solver_errors():
       logger.removeFilter(f)
 
 
+def _sweep_from_args(args: argparse.Namespace) -> Dict[str, Any]:
+  """``--sweep SPEC`` (or ``--resume`` of a sweep's directory): :func:`sweep_run.run_sweep`."""
+  given = {
+    f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if hasattr(args, f.name)
+  }
+  spec, resume = getattr(args, "sweep", None), getattr(args, "resume", None)
+  allow = getattr(args, "allow_unverified_checkpoint", False)
+  if resume is not None:
+    cfg, axes = sweep_run.resume_config(resume, given, allow_unverified=allow)
+    if spec is not None:
+      axes = sweep.parse_sweep(spec)  # run_sweep refuses one other than the saved spec
+  else:
+    cfg, axes = Config(**given), sweep.parse_sweep(spec)  # type: ignore[arg-type]
+  out = getattr(args, "out", None) or resume or os.path.join("runs", f"{cfg.task}-sweep")
+  return sweep_run.run_sweep(
+    cfg,
+    axes,
+    out,
+    resume=resume,
+    overwrite=getattr(args, "overwrite", False),
+    time_budget=getattr(args, "time_budget", None),
+    allow_unverified=allow,
+  )
+
+
 def train_from_args(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
   """Parses ``argv`` and runs; returns :func:`jrnn.training.loop.run`'s summary.
 
@@ -273,6 +312,11 @@ def train_from_args(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
   try:
     _check_run_flags(args)
     _join_group(args)  # before any other JAX call
+    resume = getattr(args, "resume", None)
+    if getattr(args, "sweep", None) is not None or (
+      resume is not None and sweep_run.is_sweep_dir(resume)
+    ):
+      return _sweep_from_args(args)
     cfg = config_from_args(args)
     solver = cfg.solver
     out = (

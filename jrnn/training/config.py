@@ -19,7 +19,7 @@ import math
 from typing import Any, Dict, Iterable, List
 
 from jrnn import engine, kernels
-from jrnn.init import SCHEMES
+from jrnn.init import SCHEME_ARGS, SCHEMES
 from jrnn.training import optimizers
 
 # --online's choices: "none" (truncated BPTT over windows) or a method of jrnn.online. Online
@@ -48,6 +48,7 @@ class Config:
   steps: int = 6000
   seed: int = 0
   init: str = "orthogonal"
+  init_scale: float = 0.0  # the --init scheme's scale (seed, orthogonal, identity); 0: its default
   unroll: int = 1
   grad: str = "hand"  # jrnn.engine.GRADS
   kernel: str = "auto"  # jrnn.kernels.KERNELS
@@ -78,6 +79,8 @@ HELP = {
   "--kernel, --solver, and no --dropout (see docs/online.md)",
   "online_every": "with --online: update the parameters every K steps of the stream; K must "
   "divide --seq-len; 0 means --seq-len (one update per window)",
+  "init_scale": "the --init scheme's scale: orthogonal and identity multiply W_hh by it, seed "
+  "draws every weight with that std; 0 keeps the scheme's default",
   "online_max_bytes": "with --online: refuse to start when the online state of all "
   "--batch-size streams needs more bytes (exact RTRL's is B*H*P floats); "
   "0: no limit",
@@ -144,6 +147,14 @@ def check_config(cfg: Config, n_devices: int = 1) -> None:
     raise ValueError(f"--clip must be >= 0 (0 turns clipping off), got {cfg.clip}")
   if not (math.isfinite(cfg.weight_decay) and cfg.weight_decay >= 0):
     raise ValueError(f"--weight-decay must be >= 0, got {cfg.weight_decay}")
+  if not (math.isfinite(cfg.init_scale) and cfg.init_scale >= 0):
+    raise ValueError(f"--init-scale must be >= 0 (0: the scheme's default), got {cfg.init_scale}")
+  if cfg.init_scale and "scale" not in SCHEME_ARGS[cfg.init]:
+    takes = ", ".join(s for s, args in SCHEME_ARGS.items() if "scale" in args)
+    raise ValueError(
+      f"--init-scale {cfg.init_scale:g} applies to --init {takes}, not --init {cfg.init}; "
+      "drop it or pick one of those schemes"
+    )
   if not 0.0 <= cfg.ema < 1.0:
     raise ValueError(f"--ema must lie in [0, 1) (0 turns it off), got {cfg.ema}")
   if not 0.0 <= cfg.dropout < 1.0:

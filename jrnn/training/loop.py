@@ -181,7 +181,12 @@ def initial_state(cfg: Config, task: Task, optimizer) -> RunState:
   params: Union[RNNParams, StackedParams]
   if cfg.layers == 1:
     params = init_params(
-      jax.random.fold_in(key, 0), task.n_in, cfg.hidden, task.n_out, scheme=cfg.init
+      jax.random.fold_in(key, 0),
+      task.n_in,
+      cfg.hidden,
+      task.n_out,
+      scheme=cfg.init,
+      scale=cfg.init_scale or None,
     )
     carry = jnp.zeros((cfg.batch_size, cfg.hidden), jnp.float32)
     if method is not None:
@@ -194,6 +199,7 @@ def initial_state(cfg: Config, task: Task, optimizer) -> RunState:
       task.n_out,
       num_layers=cfg.layers,
       scheme=cfg.init,
+      scale=cfg.init_scale or None,
     )
     carry = jnp.zeros((cfg.layers, cfg.batch_size, cfg.hidden), jnp.float32)
   ema = jax.tree_util.tree_map(jnp.copy, params) if cfg.ema else None
@@ -524,8 +530,9 @@ def _prepare_out(
     os.remove(os.path.join(out, TEST_NAME))
 
 
-class _Signals:
-  """Records SIGINT/SIGTERM while the loop runs; a second signal raises KeyboardInterrupt."""
+class Signals:
+  """Records SIGINT/SIGTERM while a loop runs (main thread only; ``enabled=False``: nothing);
+  a second signal raises KeyboardInterrupt. Used as ``with Signals(True) as s: ... s.caught``."""
 
   def __init__(self, enabled: bool):
     self.enabled = enabled and threading.current_thread() is threading.main_thread()
@@ -699,7 +706,7 @@ def run(
   last: Dict[str, Any] = {}
   stopped_by = None
   step = start
-  with _Signals(handle_signals) as signals, bar:
+  with Signals(handle_signals) as signals, bar:
     while step < cfg.steps:
       batch = sharding.shard_batch(distributed.local_columns(task.batch(step)), mesh)
       reset = task.stateful and task.position(step)["window"] == 0  # the streams restart
@@ -815,6 +822,7 @@ __all__ = (
   "Diverged",
   "METRICS_NAME",
   "RunState",
+  "Signals",
   "TEST_NAME",
   "TrainState",
   "check_memory",

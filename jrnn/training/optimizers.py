@@ -7,8 +7,10 @@ optional schedule (:func:`make_schedule`), weight decay and global-norm clipping
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Optional, Union
 
+import jax
+import numpy as np
 import optax
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adagrad", "rmsprop")
@@ -25,7 +27,7 @@ def check_positive(name: str, value, kind=float) -> None:
 
 
 def make_schedule(
-  learning_rate: float,
+  learning_rate: Union[float, jax.Array],
   *,
   schedule: str = "constant",
   total_steps: Optional[int] = None,
@@ -40,8 +42,17 @@ def make_schedule(
 
   with ``S = total_steps - warmup_steps`` and ``f = final_fraction``, each preceded by a linear
   warm-up from 0 over ``warmup_steps`` when that is positive.
+
+  ``learning_rate`` may also be a scalar array, traced or not (one member's rate inside a
+  compiled sweep, :mod:`jrnn.training.sweep`); a traced one cannot be range-checked.
   """
-  check_positive("learning_rate", learning_rate)
+  if isinstance(learning_rate, (jax.Array, np.ndarray, np.generic)):
+    if np.ndim(learning_rate) != 0:
+      raise ValueError(f"learning_rate must be a scalar, got shape {np.shape(learning_rate)}")
+    if not isinstance(learning_rate, jax.core.Tracer):
+      check_positive("learning_rate", float(learning_rate))
+  else:
+    check_positive("learning_rate", learning_rate)
   if schedule not in SCHEDULES:
     raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
   if not isinstance(warmup_steps, int) or warmup_steps < 0:

@@ -66,6 +66,11 @@ class Task(NamedTuple):
   one_hot: Optional[int] = None
   # params -> test metrics ("test_*"), read once at the end of a finished run; None: no test split.
   test: Optional[Callable[[Any], Dict[str, float]]] = None
+  # (task key, step) -> the global Batch of that step, traceable in both (jit, vmap, scan), with
+  # batch(step) == draw(key, step) for the key the task was built with; it depends on the config
+  # alone, so one compiled sweep (jrnn.training.sweep_run) draws every member's batches from its
+  # own task key. None: the task cannot be swept (charlm, whose batches carry state).
+  draw: Optional[Callable[[jax.Array, Any], Any]] = None
 
 
 def _renamed(metrics: Dict[str, Any], prefix: str) -> Dict[str, float]:
@@ -133,16 +138,15 @@ def charlm(cfg, key) -> Task:
 def _synthetic(cfg, key, make, n_in, n_out, kind, evaluate) -> Task:
   """``make(key, batch_size)`` draws a batch eagerly; ``make_jit`` the same compiled;
   ``evaluate(params, val, unroll)`` is compiled."""
-  train_key, val_key = copy_data.split_keys(key)
+  val_key = copy_data.split_keys(key)[1]
   val = make(val_key, cfg.val_batch)
   test_key = jax.random.fold_in(key, 3)
-  drop_key = jax.random.fold_in(key, 1)
 
-  def batch(step):
-    k = jax.random.fold_in(train_key, step)
+  def draw(task_key, step):
+    k = jax.random.fold_in(copy_data.split_keys(task_key)[0], step)
     return jtrain.Batch(  # type: ignore[misc]  # make returns (xs, targets[, mask])
       *make(k, cfg.batch_size, jit=True),
-      key=jax.random.fold_in(drop_key, step) if cfg.dropout else None,
+      key=jax.random.fold_in(jax.random.fold_in(task_key, 1), step) if cfg.dropout else None,
     )
 
   n_steps = make(val_key, 1)[0].shape[0]
@@ -152,12 +156,13 @@ def _synthetic(cfg, key, make, n_in, n_out, kind, evaluate) -> Task:
     loss=_loss(cfg, kind),
     stateful=False,
     tokens_per_step=n_steps * cfg.batch_size,
-    batch=batch,
+    batch=lambda step: draw(key, step),
     position=lambda s: {"batch": s},
     evaluate=lambda p: {k: float(v) for k, v in evaluate(p, val, cfg.unroll).items()},
     metric="val_accuracy" if kind == "cross_entropy" else "val_mse",
     eval_positions=n_steps * cfg.val_batch,
     test=lambda p: _renamed(evaluate(p, make(test_key, cfg.val_batch), cfg.unroll), "test_"),
+    draw=draw,
   )
 
 
@@ -258,13 +263,12 @@ def mnist1d(cfg, key) -> Task:
   x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
   val = (mnist1d_data.sequences(data.x_val), jnp.asarray(data.y_val))
   test = (mnist1d_data.sequences(data.x_test), jnp.asarray(data.y_test))
-  train_key, drop_key = jax.random.fold_in(key, 2), jax.random.fold_in(key, 1)
   per_epoch = len(data.y_train) // cfg.batch_size
 
-  def batch(step):
+  def draw(task_key, step):
     return jtrain.Batch(  # type: ignore[misc]  # (xs, targets)
-      *_mnist1d_batch(train_key, step, x, y, cfg.batch_size),
-      key=jax.random.fold_in(drop_key, step) if cfg.dropout else None,
+      *_mnist1d_batch(jax.random.fold_in(task_key, 2), step, x, y, cfg.batch_size),
+      key=jax.random.fold_in(jax.random.fold_in(task_key, 1), step) if cfg.dropout else None,
     )
 
   return Task(
@@ -273,12 +277,13 @@ def mnist1d(cfg, key) -> Task:
     loss=_loss(cfg, "cross_entropy"),
     stateful=False,
     tokens_per_step=mnist1d_data.SEQ_LEN * cfg.batch_size,
-    batch=batch,
+    batch=lambda step: draw(key, step),
     position=lambda s: {"epoch": s // per_epoch, "batch": s % per_epoch},
     evaluate=lambda p: {k: float(v) for k, v in _mnist1d_accuracy(p, val, cfg.unroll).items()},
     metric="val_accuracy",
     eval_positions=int(test[0].shape[0] * test[0].shape[1]),
     test=lambda p: _renamed(_mnist1d_accuracy(p, test, cfg.unroll), "test_"),
+    draw=draw,
   )
 
 
