@@ -66,6 +66,9 @@ class Task(NamedTuple):
   one_hot: Optional[int] = None
   # params -> test metrics ("test_*"), read once at the end of a finished run; None: no test split.
   test: Optional[Callable[[Any], Dict[str, float]]] = None
+  # The loss's kind (jrnn.training.LOSSES), for the gradient-flow probe (jrnn.training.flow);
+  # None: --diagnose-every records no loss gradients for this task.
+  loss_kind: Optional[str] = None
 
 
 def _renamed(metrics: Dict[str, Any], prefix: str) -> Dict[str, float]:
@@ -127,6 +130,7 @@ def charlm(cfg, key) -> Task:
     eval_positions=val_x.size,
     online_loss="cross_entropy",
     one_hot=v,
+    loss_kind="cross_entropy",
   )
 
 
@@ -158,6 +162,7 @@ def _synthetic(cfg, key, make, n_in, n_out, kind, evaluate) -> Task:
     metric="val_accuracy" if kind == "cross_entropy" else "val_mse",
     eval_positions=n_steps * cfg.val_batch,
     test=lambda p: _renamed(evaluate(p, make(test_key, cfg.val_batch), cfg.unroll), "test_"),
+    loss_kind=kind,
   )
 
 
@@ -279,6 +284,7 @@ def mnist1d(cfg, key) -> Task:
     metric="val_accuracy",
     eval_positions=int(test[0].shape[0] * test[0].shape[1]),
     test=lambda p: _renamed(_mnist1d_accuracy(p, test, cfg.unroll), "test_"),
+    loss_kind="cross_entropy",
   )
 
 
