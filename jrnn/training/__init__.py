@@ -19,6 +19,8 @@ module                    what it holds
 ``loop``, ``report``      the training loop read top to bottom, metrics and plots,
 ``distributed``           multi-process (``jax.distributed``) set-up,
 ``cli``                   and the command-line parsing
+``flow``                  gradient flow while training (``--diagnose-every``)
+``run_report``            ``jrnn-report``: a run's self-contained HTML report
 ========================  ===================================================================
 
 Every module above is reachable as ``jrnn.training.<module>`` after ``import jrnn``; ``seeds``,
@@ -49,7 +51,18 @@ from jrnn.training.steps import (
 )
 from jrnn.training.truncated import TruncatedResult, bptt_chunk, chunked_bptt, truncated_bptt
 
-_LAZY = ("classification", "cli", "config", "distributed", "loop", "report", "seeds", "tasks")
+_LAZY = (
+  "classification",
+  "cli",
+  "config",
+  "distributed",
+  "flow",
+  "loop",
+  "report",
+  "run_report",
+  "seeds",
+  "tasks",
+)
 
 
 def __getattr__(name):
