@@ -231,11 +231,20 @@ def measure(
       window = Trajectory(
         trajs.w_hh, trajs.hs[:, n_steps - k :], trajs.gains[:, n_steps - k :], trajs.mask[:, -k:]
       )
-      est = jax.vmap(
-        lambda tr, kk, k=k: (
-          diagnostics.jacobian_norm_estimate(tr, k, 0, key=kk, num_iters=num_iters).norm
-        )
-      )(window, keys[i])
+      # A Python loop over the probe sequences, not vmap: the vmapped fori_loop hung XLA's CPU
+      # runtime here (jaxlib of jax 0.10, 2 cores, H = 256, 4 sequences; 2 sequences ran).
+      est = jnp.stack(
+        [
+          diagnostics.jacobian_norm_estimate(
+            jax.tree_util.tree_map(lambda a, b=b: a[b], window),
+            k,
+            0,
+            key=keys[i][b],
+            num_iters=num_iters,
+          ).norm
+          for b in range(n_probe)
+        ]
+      )
       norms.append(jnp.exp(jnp.mean(jnp.log(est))))
     per_layer["jacobian_norm"].append(jnp.stack(norms))
     bound = diagnostics.seed_bound(jax.tree_util.tree_map(lambda a: a[0], trajs), gamma=gamma)

@@ -29,6 +29,11 @@ What a run guarantees (docs/reliability.md lists the faults tried):
   leading with ``B``). It is reset where the stream restarts, checkpointed, split over devices
   along ``B`` like the batch, and goes through the same guard; UORO's random signs come from
   ``fold_in(fold_in(key, 4), step)``, so a resumed run draws the same ones.
+* **Gradient flow** (``--diagnose-every N``, :mod:`jrnn.training.flow`): every ``N`` steps the
+  loop dispatches :func:`jrnn.training.flow.measure` on a probe batch fixed by the seed and goes
+  on training; the record is written to ``diagnostics.jsonl`` at the next log or checkpoint step.
+  The file is truncated and resumed exactly like ``metrics.jsonl``, and the checkpoint keeps the
+  clipping count since the last record, so a resumed run writes the same file.
 * **Several processes** (``jax.distributed``): each feeds its columns of the global batch, the
   mesh spans every device, only process 0 writes, and processes agree at log and checkpoint
   steps on whether to stop (so a signal is acted on at the next such step).

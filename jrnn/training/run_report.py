@@ -125,7 +125,7 @@ def _flow_figure(diag: List[Dict[str, Any]]) -> bytes:
   from matplotlib.colors import LogNorm
 
   n_layers = len(diag[-1]["jacobian_norm"])
-  keys = [("jacobian_norm", "‖∂h_T/∂h_{T-k}‖")]
+  keys = [("jacobian_norm", "‖∂h_T/∂h_(T-k)‖")]
   if diag[-1].get("loss_grad") is not None:
     keys.append(("loss_grad", "loss gradient through lag k"))
   fig, ax = _canvas(5.5 * len(keys), 3.2 * n_layers, n_layers, len(keys))
@@ -385,7 +385,9 @@ def write_report(run_dir: str, out: Optional[str] = None, *, overwrite: bool = F
     parts.append(
       f'<p class="note">{len(diag)} records, every {cfg.get("diagnose_every", "?")} steps, on a '
       f"fixed probe batch; lags k = {', '.join(map(str, last_d['lags']))}. "
-      "See jrnn.training.flow for the definitions.</p>"
+      "See jrnn.training.flow for the definitions. Blank heat-map cells and missing points: a "
+      "norm of 0 (below float32's smallest number: the gradient vanished completely) or not "
+      "finite.</p>"
     )
     if bad:
       parts.append(f"<p><b>Non-finite values</b> in the records of steps {bad[:10]}.</p>")
