@@ -22,6 +22,8 @@ module                    what it holds
 ``distributed``           multi-process (``jax.distributed``) set-up,
 ``sweep_run``             ``jrnn-train --sweep``: a task's whole grid, its table and plot,
 ``cli``                   and the command-line parsing
+``flow``                  gradient flow while training (``--diagnose-every``)
+``run_report``            ``jrnn-report``: a run's self-contained HTML report
 ========================  ===================================================================
 
 Every module above is reachable as ``jrnn.training.<module>`` after ``import jrnn``; ``seeds``,
@@ -67,8 +69,10 @@ _LAZY = (
   "cli",
   "config",
   "distributed",
+  "flow",
   "loop",
   "report",
+  "run_report",
   "seeds",
   "sweep_run",
   "tasks",

@@ -13,7 +13,12 @@ refused unless ``--overwrite``):
 * ``checkpoint.safetensors``: params, optimiser state, carried state, PRNG key, step, data
   position and config (:mod:`jrnn.training.checkpoint`), every ``--ckpt-every`` steps, on
   SIGINT/SIGTERM and at the end;
-* ``config.json``: the run's config; ``loss.png``: the training loss and validation metric.
+* ``config.json``: the run's config; ``loss.png``: the training loss and validation metric;
+* ``diagnostics.jsonl`` with ``--diagnose-every N``: gradient flow every ``N`` steps
+  (:mod:`jrnn.training.flow`); ``sample.txt``: the char-LM's sample at the end.
+
+``jrnn-report DIR`` (:mod:`jrnn.training.run_report`) turns a run directory into one
+self-contained HTML page with its figures.
 
 ``--resume DIR`` continues from ``DIR/checkpoint.safetensors`` with that run's config (flags
 may change only ``--steps`` of a constant-rate run and the logging/output flags) and reaches

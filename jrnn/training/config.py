@@ -64,11 +64,20 @@ class Config:
   online: str = "none"  # ONLINE_METHODS: the gradient method on a streaming task
   online_every: int = 0  # --online: steps of the stream between updates; 0: --seq-len
   online_max_bytes: int = DEFAULT_ONLINE_MAX_BYTES  # --online: the state's limit; 0: none
+  diagnose_every: int = 0  # record gradient flow (jrnn.training.flow) every N steps; 0: off
 
 
 # Fields that may differ between a checkpoint and the run resuming it: they do not change the
 # trajectory of the parameters. ``steps`` joins them only for a constant learning rate.
-FREE_ON_RESUME = ("log_every", "ckpt_every", "sample_len", "temperature", "online_max_bytes")
+# ``diagnose_every`` only reads the parameters (jrnn.training.flow): a resumed run may change it.
+FREE_ON_RESUME = (
+  "log_every",
+  "ckpt_every",
+  "sample_len",
+  "temperature",
+  "online_max_bytes",
+  "diagnose_every",
+)
 
 # What ``--help`` says of a field beyond its default (the others are named by their flag).
 HELP = {
@@ -81,6 +90,10 @@ HELP = {
   "divide --seq-len; 0 means --seq-len (one update per window)",
   "init_scale": "the --init scheme's scale: orthogonal and identity multiply W_hh by it, seed "
   "draws every weight with that std; 0 keeps the scheme's default",
+  "diagnose_every": "record gradient flow every N steps on a fixed probe batch (spectral "
+  "radius and norm of each W_hh, largest Lyapunov exponent, |dh_T/dh_(T-k)| and the loss "
+  "gradient through each lag k, per-parameter gradient norms, clipping rate) into "
+  "diagnostics.jsonl; jrnn-report draws them; 0: off",
   "online_max_bytes": "with --online: refuse to start when the online state of all "
   "--batch-size streams needs more bytes (exact RTRL's is B*H*P floats); "
   "0: no limit",
@@ -141,6 +154,12 @@ def check_config(cfg: Config, n_devices: int = 1) -> None:
     engine.check_choices(cfg.grad, cfg.kernel, cfg.solver)
   except ValueError as e:
     raise ValueError(f"--grad {cfg.grad} --kernel {cfg.kernel} --solver {cfg.solver}: {e}") from e
+  if (
+    isinstance(cfg.diagnose_every, bool)
+    or not isinstance(cfg.diagnose_every, int)
+    or cfg.diagnose_every < 0
+  ):
+    raise ValueError(f"--diagnose-every must be >= 0 (0: off), got {cfg.diagnose_every!r}")
   if not (math.isfinite(cfg.lr) and cfg.lr > 0):
     raise ValueError(f"--lr must be a positive learning rate such as 3e-3, got {cfg.lr}")
   if not (math.isfinite(cfg.clip) and cfg.clip >= 0):

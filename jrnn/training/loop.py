@@ -29,6 +29,11 @@ What a run guarantees (docs/reliability.md lists the faults tried):
   leading with ``B``). It is reset where the stream restarts, checkpointed, split over devices
   along ``B`` like the batch, and goes through the same guard; UORO's random signs come from
   ``fold_in(fold_in(key, 4), step)``, so a resumed run draws the same ones.
+* **Gradient flow** (``--diagnose-every N``, :mod:`jrnn.training.flow`): every ``N`` steps the
+  loop dispatches :func:`jrnn.training.flow.measure` on a probe batch fixed by the seed and goes
+  on training; the record is written to ``diagnostics.jsonl`` at the next log or checkpoint step.
+  The file is truncated and resumed exactly like ``metrics.jsonl``, and the checkpoint keeps the
+  clipping count since the last record, so a resumed run writes the same file.
 * **Several processes** (``jax.distributed``): each feeds its columns of the global batch, the
   mesh spans every device, only process 0 writes, and processes agree at log and checkpoint
   steps on whether to stop (so a signal is acted on at the next such step).
@@ -53,7 +58,7 @@ import numpy as np
 from jrnn import online
 from jrnn.init import init_params, init_stacked
 from jrnn.params import RNNParams, StackedParams
-from jrnn.training import checkpoint, distributed, optimizers, report, sharding
+from jrnn.training import checkpoint, distributed, flow, optimizers, report, sharding
 from jrnn.training import steps as jtrain
 from jrnn.training.config import (
   Config,
@@ -70,6 +75,8 @@ METRICS_NAME = "metrics.jsonl"
 CONFIG_NAME = "config.json"
 PLOT_NAME = "loss.png"
 TEST_NAME = "test.json"
+SAMPLE_NAME = "sample.txt"
+DIAGNOSTICS_NAME = flow.DIAGNOSTICS_NAME
 RUN_FILES = (CKPT_NAME, METRICS_NAME, CONFIG_NAME)  # any of them: the directory holds a run
 
 
@@ -279,7 +286,14 @@ def _cached_loop_step(task: Task, optimizer, cfg: Config, mesh) -> Callable[...,
   several runs (a notebook, a resumed run, the tests) then compiles each step once. A task's
   loss and ``stateful`` are functions of the config alone, which is what makes this sound."""
   neutral = dataclasses.replace(
-    cfg, seed=0, log_every=1, ckpt_every=1, sample_len=0, temperature=1.0, val_batch=1
+    cfg,
+    seed=0,
+    log_every=1,
+    ckpt_every=1,
+    sample_len=0,
+    temperature=1.0,
+    val_batch=1,
+    diagnose_every=0,
   )
   if cfg.schedule == "constant":
     neutral = dataclasses.replace(neutral, steps=1)
@@ -517,17 +531,26 @@ def check_resumable(cfg: Config, resume: str, *, allow_unverified: bool = False)
 
 
 def _prepare_out(
-  out: str, cfg: Config, rows: List[Dict[str, Any]], *, fresh: bool, run_id: str
+  out: str,
+  cfg: Config,
+  rows: List[Dict[str, Any]],
+  *,
+  fresh: bool,
+  run_id: str,
+  diag_rows: Optional[List[Dict[str, Any]]] = None,
 ) -> None:
   os.makedirs(out, exist_ok=True)
   if fresh:  # --overwrite: no file of the old run may outlive the new run's start
-    for name in RUN_FILES + (PLOT_NAME,):
+    for name in RUN_FILES + (PLOT_NAME, DIAGNOSTICS_NAME):
       if os.path.exists(os.path.join(out, name)):
         os.remove(os.path.join(out, name))
   report.write_config(os.path.join(out, CONFIG_NAME), dataclasses.asdict(cfg), run_id=run_id)
   report.write_rows(os.path.join(out, METRICS_NAME), rows)  # drops rows past the checkpoint
-  if os.path.exists(os.path.join(out, TEST_NAME)):  # fresh or resumed: the test is scored anew
-    os.remove(os.path.join(out, TEST_NAME))
+  if diag_rows is not None:  # the same for the gradient-flow records
+    report.write_rows(os.path.join(out, DIAGNOSTICS_NAME), diag_rows)
+  for name in (TEST_NAME, SAMPLE_NAME):  # fresh or resumed: scored and sampled anew
+    if os.path.exists(os.path.join(out, name)):
+      os.remove(os.path.join(out, name))
 
 
 class Signals:
@@ -607,6 +630,8 @@ def run(
   state = initial_state(cfg, task, optimizer)
   rows: List[Dict[str, Any]]
   start, pending, rows, run_id = 0, [], [], new_run_id()
+  diag_rows: Optional[List[Dict[str, Any]]] = [] if cfg.diagnose_every else None
+  clip_carry = (0, 0)  # (clipped, steps) since the last gradient-flow record, from a checkpoint
   if resume is not None:
     ckpt_in = os.path.join(resume, CKPT_NAME)
     state, meta = checkpoint.load(ckpt_in, state, allow_unverified=allow_unverified)
@@ -622,6 +647,13 @@ def run(
     rows, torn = report.read_rows(os.path.join(resume, METRICS_NAME), start)
     if torn:
       say(f"{os.path.join(resume, METRICS_NAME)}: dropped a half-written last line")
+    diag_in = os.path.join(resume, DIAGNOSTICS_NAME)
+    if cfg.diagnose_every or os.path.exists(diag_in):
+      diag_rows, torn = report.read_rows(diag_in, start)
+      if torn:
+        say(f"{diag_in}: dropped a half-written last line")
+    saved_clip = meta.get("diagnose_clip", (0, 0))
+    clip_carry = (int(saved_clip[0]), int(saved_clip[1]))
   # Every check is done: only now does anything get written (by process 0; all agree first).
   error = None
   if writer:
@@ -632,12 +664,14 @@ def run(
         rows,
         fresh=resume is None or os.path.realpath(out) != os.path.realpath(resume),
         run_id=run_id,
+        diag_rows=diag_rows,
       )
     except OSError as e:
       error = e
   if distributed.agree(error is not None):
     raise error if error is not None else OSError(f"process 0 could not write to --out {out}")
   ckpt_path, metrics_path = os.path.join(out, CKPT_NAME), os.path.join(out, METRICS_NAME)
+  diag_path = os.path.join(out, DIAGNOSTICS_NAME)
 
   mesh = sharding.data_mesh()
   axis = carry_axis(cfg)
@@ -652,7 +686,46 @@ def run(
     else None
   )
 
+  # Gradient flow (--diagnose-every): a record is dispatched at its step and written at the
+  # next log or checkpoint step, where the loop syncs with the device anyway.
+  flow_probe = flow_key = None
+  flow_lags: tuple = ()
+  flow_names: List[str] = []
+  if cfg.diagnose_every:
+    flow_probe = sharding.replicate(flow.probe_batch(task.batch(0), one_hot=task.one_hot), mesh)
+    flow_key = sharding.replicate(jax.random.fold_in(state.key, flow.FLOW_KEY), mesh)
+    flow_lags = flow.log_lags(int(flow_probe.xs.shape[0]))
+    flow_names = flow.parameter_names(state.params)
+  flow_pending: List[Any] = []  # (step, measured, grad norms of the steps it covers)
+  grad_norms: Dict[int, Any] = {}  # step -> gradient norm, since the last record
+
+  def clip_count(norms: List[Any]) -> int:
+    return int(sum(float(np.asarray(x)) > cfg.clip for x in norms)) if cfg.clip else 0
+
+  def flush_flow(upto: int) -> None:
+    """Writes the records of steps ``<= upto``; later ones (a frozen diverged state) go."""
+    nonlocal clip_carry
+    done = [r for r in flow_pending if r[0] <= upto]
+    flow_pending.clear()
+    for rec_step, measured, norms in done:
+      host = distributed.to_host(measured)
+      clipped, n = clip_count(norms) + clip_carry[0], len(norms) + clip_carry[1]
+      clip_carry = (0, 0)
+      row = flow.to_row(
+        rec_step,
+        host,
+        flow_lags,
+        flow_names,
+        clip_fraction=clipped / n if cfg.clip and n else None,
+        clip_steps=n,
+      )
+      if writer:
+        report.append_row(diag_path, row)
+
   def save(step: int, losses_pending: List[Any]) -> None:
+    flush_flow(step)
+    since = [v for s, v in grad_norms.items() if s <= step]
+    clip_meta = [clip_count(since) + clip_carry[0], len(since) + clip_carry[1]]
     host = distributed.to_host(train[:4])  # every process takes part; process 0 writes
     if writer:
       checkpoint.save(
@@ -667,6 +740,7 @@ def run(
           "pending_losses": [float(x) for x in losses_pending],
           "run_id": run_id,
           "last_train_loss": rows[-1]["train_loss"] if rows else None,
+          "diagnose_clip": clip_meta,
         },
       )
 
@@ -717,6 +791,14 @@ def run(
       losses.append(m["loss"])
       recent[step] = m
       step += 1
+      if cfg.diagnose_every:
+        grad_norms[step] = m["grad_norm"]
+        if step % cfg.diagnose_every == 0:
+          measured = flow.measure(
+            train.params, flow_probe, flow_key, lags=flow_lags, loss_kind=task.loss_kind
+          )
+          flow_pending.append((step, measured, list(grad_norms.values())))
+          grad_norms.clear()
       n_timed += 1
       bar.update(1)
       if signals.caught is not None and jax.process_count() == 1:
@@ -751,6 +833,7 @@ def run(
           "tokens_per_s": round(n_timed * task.tokens_per_step / (now - t_log), 1),
         }
         losses, log_start, n_timed, recent, t_log, last = [], step, 0, {}, time.monotonic(), row
+        flush_flow(step)
         if writer:
           report.append_row(metrics_path, row)
           rows.append(row)
@@ -811,6 +894,7 @@ def run(
       temperature=cfg.temperature,
     )
     summary["sample"] = prime + charlm.decode(vocab, tokens)
+    report.write_atomically(os.path.join(out, SAMPLE_NAME), summary["sample"])
     say(f"sample (temperature {cfg.temperature:g}):\n{summary['sample']}")
   summary["state"] = final
   return summary
@@ -819,9 +903,11 @@ def run(
 __all__ = (
   "CKPT_NAME",
   "CONFIG_NAME",
+  "DIAGNOSTICS_NAME",
   "Diverged",
   "METRICS_NAME",
   "RunState",
+  "SAMPLE_NAME",
   "Signals",
   "TEST_NAME",
   "TrainState",

@@ -71,6 +71,9 @@ class Task(NamedTuple):
   # alone, so one compiled sweep (jrnn.training.sweep_run) draws every member's batches from its
   # own task key. None: the task cannot be swept (charlm, whose batches carry state).
   draw: Optional[Callable[[jax.Array, Any], Any]] = None
+  # The loss's kind (jrnn.training.LOSSES), for the gradient-flow probe (jrnn.training.flow);
+  # None: --diagnose-every records no loss gradients for this task.
+  loss_kind: Optional[str] = None
 
 
 def _renamed(metrics: Dict[str, Any], prefix: str) -> Dict[str, float]:
@@ -132,6 +135,7 @@ def charlm(cfg, key) -> Task:
     eval_positions=val_x.size,
     online_loss="cross_entropy",
     one_hot=v,
+    loss_kind="cross_entropy",
   )
 
 
@@ -163,6 +167,7 @@ def _synthetic(cfg, key, make, n_in, n_out, kind, evaluate) -> Task:
     eval_positions=n_steps * cfg.val_batch,
     test=lambda p: _renamed(evaluate(p, make(test_key, cfg.val_batch), cfg.unroll), "test_"),
     draw=draw,
+    loss_kind=kind,
   )
 
 
@@ -284,6 +289,7 @@ def mnist1d(cfg, key) -> Task:
     eval_positions=int(test[0].shape[0] * test[0].shape[1]),
     test=lambda p: _renamed(_mnist1d_accuracy(p, test, cfg.unroll), "test_"),
     draw=draw,
+    loss_kind="cross_entropy",
   )
 
 

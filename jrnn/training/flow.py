@@ -1,0 +1,299 @@
+"""Gradient flow while a model trains: what ``jrnn-train --diagnose-every N`` records.
+
+Every ``N`` steps the loop runs :func:`measure` on a fixed *probe batch* (:func:`probe_batch`:
+the first :data:`PROBE_SEQUENCES` sequences of the task's batch 0, each started from
+``h_0 = 0``) and, at its next log or checkpoint step, appends one JSON row per record to
+``diagnostics.jsonl`` (:func:`to_row`). For every recurrent layer ``l`` (``W_hh`` of each layer
+of a stack; layer 0 reads the input):
+
+* ``spectral_norm``, ``spectral_radius``: ``‖W_hh‖₂`` and ``max|λ(W_hh)|``
+  (:func:`jrnn.diagnostics.weight_spectrum`);
+* ``lyapunov``: the largest Lyapunov exponent ``λ₁`` of the layer's dynamics along each probe
+  sequence, averaged over them (:func:`jrnn.diagnostics.lyapunov_exponents`); ``λ₁ > 0``: nearby
+  states separate, gradients grow;
+* ``jacobian_norm[i]``: ``‖∂h_T/∂h_{T-k}‖₂`` at lag ``k = lags[i]`` (log-spaced up to ``T``),
+  the geometric mean over the probe sequences, by Lanczos
+  (:func:`jrnn.diagnostics.jacobian_norm_estimate` on the window of the last ``k`` steps; exact
+  when ``H ≤ num_iters``);
+* ``seed_bound[i]``: the seed's bound ``(‖W_hh‖₂ γ)^k`` with ``γ = sup|σ'|`` (1 for tanh)
+  (:func:`jrnn.diagnostics.seed_bound`);
+* ``loss_grad[i]``: ``Σ_b Σ_t ‖∂L_t/∂h_{t-k}‖₂``, the gradient of the probe loss that reaches
+  back ``k`` steps through this layer's recurrence (:func:`jrnn.diagnostics.loss_contributions`
+  with ``∂L_t/∂h_t`` the direct derivative: through the readout and the layers above, not through
+  this layer's later states). Since ``∂L/∂W_hh = Σ_t Σ_k (∂L_t/∂h_k) diag(σ'(a_k)) h_{k-1}ᵀ``,
+  this is how much of ``∂L/∂W_hh`` comes from dependencies ``k`` steps back.
+
+and for the model: ``grad_norm`` (the probe loss's gradient norm per parameter array) and
+``probe_loss``; the loop adds ``clip_fraction``, the share of the training steps since the last
+record whose gradient norm exceeded ``--clip`` (clipping fired), over ``clip_steps`` steps.
+
+:func:`measure` is one compiled program over the parameters already on the device; the loop
+dispatches it and goes on training, and reads its result only when it next syncs (a log or
+checkpoint step). Everything is in the parameters' dtype (float32 in ``jrnn-train``).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jrnn import diagnostics
+from jrnn.activations import get_activation
+from jrnn.cell import readout
+from jrnn.losses import softmax_cross_entropy, squared_error
+from jrnn.params import LayerParams, RNNParams, StackedParams
+from jrnn.reference.jacobians import Trajectory, trajectory
+from jrnn.training.steps import Batch
+
+PROBE_SEQUENCES = 4  # sequences of the probe batch (fewer if the batch is smaller)
+NUM_ITERS = 20  # Lanczos iterations per norm (exact when H <= NUM_ITERS)
+DIAGNOSTICS_NAME = "diagnostics.jsonl"
+FLOW_KEY = 5  # fold_in(run key, FLOW_KEY): the Lanczos start vectors
+
+
+def log_lags(n_steps: int) -> Tuple[int, ...]:
+  """Lags ``1, 2, 4, …`` up to ``n_steps``, and ``n_steps`` itself.
+
+  Raises:
+    ValueError: for ``n_steps < 1``.
+  """
+  if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
+    raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}")
+  lags = [2**i for i in range(int(math.log2(n_steps)) + 1)]
+  return tuple(sorted(set(lags) | {int(n_steps)}))
+
+
+def probe_batch(batch: Batch, size: int = PROBE_SEQUENCES, one_hot: Optional[int] = None) -> Batch:
+  """The first ``size`` sequences of a time-major ``batch``, inputs one-hot encoded (to
+  ``(T, P, one_hot)``) where they are integer tokens; no dropout key.
+
+  Raises:
+    ValueError: for integer tokens without ``one_hot``.
+  """
+  xs = jnp.asarray(batch.xs)[:, :size]
+  if jnp.issubdtype(xs.dtype, jnp.integer):
+    if one_hot is None:
+      raise ValueError(f"batch.xs holds integer tokens (dtype {xs.dtype}); pass one_hot=")
+    xs = jax.nn.one_hot(xs, one_hot, dtype=jnp.float32)
+  mask = None if batch.mask is None else jnp.asarray(batch.mask)[:, :size]
+  return Batch(xs, jnp.asarray(batch.targets)[:, :size], mask)
+
+
+def recurrent_layers(params: Union[RNNParams, StackedParams]) -> List[LayerParams]:
+  """The recurrent layers whose ``W_hh`` :func:`measure` follows, input layer first.
+
+  Raises:
+    TypeError: for parameters that are neither.
+    ValueError: for a bidirectional stack (its reverse direction has no ``∂h_T/∂h_{T-k}``).
+  """
+  if isinstance(params, RNNParams):
+    return [params.layer]
+  if isinstance(params, StackedParams):
+    if params.num_directions != 1:
+      raise ValueError(
+        f"params must be a unidirectional stack, got {params.num_directions} directions"
+      )
+    if params.w_hy is None or params.b_y is None:
+      raise ValueError("params must have a readout (w_hy, b_y) to score the probe loss")
+    return [layer[0] for layer in params.layers]
+  raise TypeError(f"params must be RNNParams or StackedParams, got {type(params).__name__}")
+
+
+def parameter_names(params: Any) -> List[str]:
+  """Dotted names of the arrays of ``params`` in leaf order (``w_hh``, ``layers.0.0.w_hh``)."""
+
+  def name(path):
+    return ".".join(str(getattr(p, "name", getattr(p, "idx", getattr(p, "key", p)))) for p in path)
+
+  return [name(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+
+
+def _probe_loss(ys, batch: Batch, loss_kind: str):
+  if loss_kind == "cross_entropy":
+    return softmax_cross_entropy(ys, batch.targets, batch.mask, reduction="mean")
+  return squared_error(ys, batch.targets, batch.mask, reduction="mean")
+
+
+def _run_layers(layers, w_hy, b_y, inputs, activation):
+  """States of ``layers`` over ``inputs (P, T, I)`` (per sequence, from zero) and the readout:
+  ``[(P, T+1, H) per layer]`` and the outputs ``(T, P, O)``."""
+  hs_all = []
+  for layer in layers:
+    hs = jax.vmap(lambda x, lp=layer: trajectory(lp, x, activation=activation).hs)(inputs)
+    hs_all.append(hs)
+    inputs = hs[:, 1:]
+  return hs_all, jnp.swapaxes(readout(w_hy, b_y, inputs), 0, 1)
+
+
+def _direct_grads(layers, w_hy, b_y, hs_all, batch, loss_kind, activation):
+  """``∂L/∂h_t`` of each layer ``(P, T, H)``, the layer's states held independent: the
+  derivative through the readout and the layers above only."""
+  out = []
+  for l in range(len(layers)):
+
+    def loss_from(states, l=l):
+      _, ys = _run_layers(layers[l + 1 :], w_hy, b_y, states, activation)
+      return _probe_loss(ys, batch, loss_kind)
+
+    out.append(jax.grad(loss_from)(hs_all[l][:, 1:]))
+  return out
+
+
+@functools.partial(jax.jit, static_argnames=("lags", "loss_kind", "activation", "num_iters"))
+def measure(
+  params: Union[RNNParams, StackedParams],
+  probe: Batch,
+  key: jax.Array,
+  *,
+  lags: Tuple[int, ...],
+  loss_kind: Optional[str],
+  activation: str = "tanh",
+  num_iters: int = NUM_ITERS,
+) -> Dict[str, Any]:
+  """Gradient-flow measurements of ``params`` on ``probe`` (see the module docstring).
+
+  Args:
+    params: :class:`jrnn.RNNParams` or a unidirectional :class:`jrnn.StackedParams` with a readout.
+    probe: a time-major :class:`jrnn.training.Batch` of float inputs ``(T, P, I)``, targets
+      ``(T, P)`` integer labels or ``(T, P, O)`` floats, ``mask (T, P)`` or ``None``
+      (:func:`probe_batch`).
+    key: PRNG key for the Lanczos start vectors (fixed for a run, so records are reproducible).
+    lags: static lags ``k`` in ``[1, T]`` (:func:`log_lags`).
+    loss_kind: ``"cross_entropy"``, ``"squared_error"``, or ``None`` to skip ``loss_grad``,
+      ``grad_norm`` and ``probe_loss``.
+    activation: the recurrence's ``σ`` (a name with a known ``sup|σ'|``).
+    num_iters: Lanczos iterations per norm.
+
+  Returns:
+    A dict of device arrays, ``L`` layers and ``K = len(lags)``: ``spectral_norm``,
+    ``spectral_radius``, ``lyapunov`` ``(L,)``; ``jacobian_norm``, ``seed_bound``,
+    ``loss_grad`` ``(L, K)``; ``grad_norm`` ``(n_arrays,)`` in :func:`parameter_names` order
+    and ``probe_loss`` ``()``, the last three absent when ``loss_kind`` is ``None``.
+
+  Raises:
+    ValueError: for lags outside ``[1, T]``, a bad ``loss_kind``, or ``probe`` of the wrong rank.
+  """
+  layers = recurrent_layers(params)
+  xs = jnp.asarray(probe.xs)
+  if xs.ndim != 3:
+    raise ValueError(f"probe.xs must have shape (T, P, I), got {xs.shape}")
+  n_steps = xs.shape[0]
+  if not lags or any(not 1 <= k <= n_steps for k in lags):
+    raise ValueError(f"lags must lie in [1, T={n_steps}], got {lags}")
+  if loss_kind not in (None, "cross_entropy", "squared_error"):
+    raise ValueError(
+      f"loss_kind must be 'cross_entropy', 'squared_error' or None, got {loss_kind!r}"
+    )
+  gamma = get_activation(activation).gamma
+  if gamma is None:
+    raise ValueError(f"activation {activation!r} has no known sup|σ'|")
+  dtype = layers[0].w_hh.dtype
+  inputs = jnp.swapaxes(xs.astype(dtype), 0, 1)  # (P, T, I)
+  w_hy = params.w_hy
+  b_y = params.b_y
+  hs_all, ys = _run_layers(layers, w_hy, b_y, inputs, activation)
+  result: Dict[str, Any] = {}
+  if loss_kind is not None:
+    direct = _direct_grads(layers, w_hy, b_y, hs_all, probe, loss_kind, activation)
+
+    def full_loss(p):
+      ls = recurrent_layers(p)
+      return _probe_loss(_run_layers(ls, p.w_hy, p.b_y, inputs, activation)[1], probe, loss_kind)
+
+    loss, grads = jax.value_and_grad(full_loss)(params)
+    result["grad_norm"] = jnp.stack(
+      [jnp.linalg.norm(g.reshape(-1)) for g in jax.tree_util.tree_leaves(grads)]
+    )
+    result["probe_loss"] = loss
+  n_probe = inputs.shape[0]
+  per_layer: Dict[str, List[jax.Array]] = {
+    k: [] for k in ("spectral_norm", "spectral_radius", "lyapunov", "jacobian_norm", "seed_bound")
+  }
+  per_layer["loss_grad"] = []
+  lag_idx = np.asarray(lags)
+  for l, layer in enumerate(layers):
+    layer_inputs = inputs if l == 0 else hs_all[l - 1][:, 1:]
+    trajs = jax.vmap(lambda x, lp=layer: trajectory(lp, x, activation=activation))(layer_inputs)
+    spec = diagnostics.weight_spectrum(layer.w_hh)
+    per_layer["spectral_norm"].append(spec.spectral_norm)
+    per_layer["spectral_radius"].append(spec.spectral_radius)
+    lyap = jax.vmap(lambda tr: diagnostics.lyapunov_exponents(tr, num_exponents=1)[0])(trajs)
+    per_layer["lyapunov"].append(jnp.mean(lyap))
+    norms = []
+    keys = jax.random.split(key, (len(layers), len(lags), n_probe))[l]
+    for i, k in enumerate(lags):
+      # The last k steps as a trajectory of their own: its ∂h_k/∂h_0 is ∂h_T/∂h_{T-k}.
+      window = Trajectory(
+        trajs.w_hh, trajs.hs[:, n_steps - k :], trajs.gains[:, n_steps - k :], trajs.mask[:, -k:]
+      )
+      # A Python loop over the probe sequences, not vmap: the vmapped fori_loop hung XLA's CPU
+      # runtime here (jaxlib of jax 0.10, 2 cores, H = 256, 4 sequences; 2 sequences ran).
+      est = jnp.stack(
+        [
+          diagnostics.jacobian_norm_estimate(
+            jax.tree_util.tree_map(lambda a, b=b: a[b], window),
+            k,
+            0,
+            key=keys[i][b],
+            num_iters=num_iters,
+          ).norm
+          for b in range(n_probe)
+        ]
+      )
+      norms.append(jnp.exp(jnp.mean(jnp.log(est))))
+    per_layer["jacobian_norm"].append(jnp.stack(norms))
+    bound = diagnostics.seed_bound(jax.tree_util.tree_map(lambda a: a[0], trajs), gamma=gamma)
+    per_layer["seed_bound"].append(bound[n_steps, n_steps - lag_idx])
+    if loss_kind is not None:
+      contrib = jax.vmap(diagnostics.loss_contributions)(trajs, direct[l])  # (P, T+1, T+1)
+      t = np.arange(n_steps + 1)
+      per_lag = [jnp.sum(contrib[:, t[k:], t[k:] - k]) for k in lags]
+      per_layer["loss_grad"].append(jnp.stack(per_lag))
+  for name, values in per_layer.items():
+    if values:
+      result[name] = jnp.stack(values)
+  return result
+
+
+def to_row(
+  step: int,
+  measured: Dict[str, Any],
+  lags: Sequence[int],
+  names: Sequence[str],
+  *,
+  clip_fraction: Optional[float],
+  clip_steps: int,
+) -> Dict[str, Any]:
+  """One ``diagnostics.jsonl`` row from :func:`measure`'s result (host arrays): plain numbers
+  and lists, per-layer lists indexed by layer; ``clip_fraction`` is ``None`` without clipping.
+  Non-finite values are kept (JSON ``Infinity``/``NaN``): an overflowing norm is a finding."""
+  row: Dict[str, Any] = {"step": int(step), "lags": [int(k) for k in lags]}
+  for k in ("spectral_norm", "spectral_radius", "lyapunov", "jacobian_norm", "seed_bound"):
+    row[k] = np.asarray(measured[k], np.float64).tolist()
+  if "loss_grad" in measured:
+    row["loss_grad"] = np.asarray(measured["loss_grad"], np.float64).tolist()
+    row["grad_norm"] = dict(
+      zip(names, np.asarray(measured["grad_norm"], np.float64).tolist(), strict=True)
+    )
+    row["probe_loss"] = float(measured["probe_loss"])
+  row["clip_fraction"] = clip_fraction
+  row["clip_steps"] = int(clip_steps)
+  return row
+
+
+__all__ = (
+  "DIAGNOSTICS_NAME",
+  "NUM_ITERS",
+  "PROBE_SEQUENCES",
+  "log_lags",
+  "measure",
+  "parameter_names",
+  "probe_batch",
+  "recurrent_layers",
+  "to_row",
+)
