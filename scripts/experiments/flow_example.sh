@@ -4,9 +4,9 @@
 # gradient clipping, recording gradient flow every 50 steps; then one report per run
 # (`python -m jrnn.training.cli` is `jrnn-train`, `python -m jrnn.training.run_report` is
 # `jrnn-report`).
-#   bash scripts/flow_example.sh [OUT_ROOT]   (default docs/flow/runs; about 1 CPU minute a run)
+#   bash scripts/experiments/flow_example.sh [OUT_ROOT]   (default docs/flow/runs; about 1 CPU minute a run)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 root="${1:-docs/flow/runs}"
 mkdir -p "$root"
 for init in seed orthogonal identity; do

@@ -1,7 +1,8 @@
 """The cost of ``--diagnose-every``: the main job (``jrnn-train``'s defaults) for ``--steps``
 steps, without and with gradient-flow records, alternating, in one process.
 
-    python scripts/bench_diagnose.py [--steps 600] [--every 100] [--repeats 2] [--json FILE]
+    python scripts/benchmarks/bench_diagnose.py [--steps 600] [--every 100] [--repeats 2] \
+      [--json FILE]
 
 Each run writes to a fresh temporary directory. Reported per run: the wall time of the whole
 run and of its steady part (``elapsed_s`` from the first log step to the last, which leaves out
