@@ -133,3 +133,39 @@ def test_report_renders_in_headless_chromium(finished, tmp_path):
   with open(shot, "rb") as f:
     data = f.read()
   assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20000  # a page, not a blank
+
+
+SWEEP = ["--task", "adding", "--hidden", "6", "--seq-len", "8", "--batch-size", "3",
+         "--val-batch", "4", "--no-progress", "--ema", "0", "--steps", "8", "--log-every", "4",
+         "--ckpt-every", "4"]
+
+
+def test_report_of_a_sweep_shows_every_member_finished_and_running(tmp_path):
+  """A sweep's directory gets one page: a row per member (values, last loss, metric, diverged
+  step), one panel per member, no network; a sweep stopped half-way is reported from its
+  metrics and checkpoint alone (no sweep.json yet)."""
+  out = str(tmp_path / "sweep")
+  cli.train_from_args(SWEEP + ["--sweep", "lr=1e-2,1e30;seed=0:2", "--out", out])
+  path = run_report.write_report(out)
+  text, page = _parse(path)
+  _check_images(page, 1)
+  assert "Sweep report" in text and "finished: 8 steps" in text
+  members = text.split("<h2>Members</h2>")[1].split("</table>")[0]
+  rows = members.split("<tr>")[2:]  # after the header row
+  assert len(rows) == 4
+  assert ["1e+30" in r for r in rows] == [False, False, True, True]
+  no_divergence = [r.rstrip().endswith("<td></td></tr>") for r in rows]
+  assert no_divergence == [True, True, False, False]  # the lr = 1e30 members diverged
+  assert os.path.getsize(path[: -len(".html")] + "_members.png") > 1000
+  # Stopped half-way: the summary file is gone, the metrics stop at step 4.
+  mid = str(tmp_path / "mid")
+  shutil.copytree(out, mid)
+  os.remove(os.path.join(mid, "sweep.json"))
+  os.remove(os.path.join(mid, "report.html"))
+  with open(os.path.join(mid, "sweep_metrics.jsonl"), encoding="utf-8") as f:
+    lines = f.read().splitlines()
+  with open(os.path.join(mid, "sweep_metrics.jsonl"), "w", encoding="utf-8") as f:
+    f.write("\n".join(lines[:4]) + "\n" + lines[4][:10])  # step 4 of every member, a torn line
+  text, page = _parse(run_report.write_report(mid, overwrite=True))
+  assert "running or stopped" in text and "half-written" in text
+  _check_images(page, 1)

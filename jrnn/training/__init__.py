@@ -24,6 +24,7 @@ module                    what it holds
 ``cli``                   and the command-line parsing
 ``flow``                  gradient flow while training (``--diagnose-every``)
 ``run_report``            ``jrnn-report``: a run's self-contained HTML report
+``sweep_report``          ``jrnn-report`` of a sweep: every member side by side
 ========================  ===================================================================
 
 Every module above is reachable as ``jrnn.training.<module>`` after ``import jrnn``; ``seeds``,
@@ -73,6 +74,7 @@ _LAZY = (
   "loop",
   "report",
   "run_report",
+  "sweep_report",
   "seeds",
   "sweep_run",
   "tasks",

@@ -14,8 +14,8 @@ seed's bound ``‖W_hh‖^k`` at the first, middle and last record. See :mod:`jr
 for what each record holds.
 
 A run still going (no final checkpoint, no ``test.json``; a half-written last line, which is
-skipped) is reported as far as it got. A sweep's directory (several runs) is not handled:
-report each run.
+skipped) is reported as far as it got. A sweep's directory (``jrnn-train --sweep``) gets a page
+of its own with every member side by side (:mod:`jrnn.training.sweep_report`).
 
 The report replaces files only it wrote: an existing ``report.html`` that is not a jrnn-report
 page, or a PNG beside a page it did not write, is an error unless ``overwrite``.
@@ -234,8 +234,8 @@ def read_run(run_dir: str) -> Dict[str, Any]:
   metrics_path = os.path.join(run_dir, "metrics.jsonl")
   if not os.path.isdir(run_dir) or not (os.path.exists(cfg_path) or os.path.exists(metrics_path)):
     raise ValueError(
-      f"run_dir {run_dir!r} holds no jrnn-train run (expected config.json and metrics.jsonl); "
-      "for a sweep, report each member's directory"
+      f"run_dir {run_dir!r} holds no jrnn-train run or sweep (expected config.json and "
+      "metrics.jsonl, or sweep_metrics.jsonl)"
     )
   huge = 2**62
   rows, torn_m = report.read_rows(metrics_path, huge)
@@ -276,10 +276,12 @@ def _metric(rows: List[Dict[str, Any]]) -> Optional[str]:
   return None
 
 
-def _targets(run_dir: str, out: Optional[str]) -> Tuple[str, Dict[str, str]]:
+def _targets(
+  run_dir: str, out: Optional[str], figures: Sequence[str] = FIGURES
+) -> Tuple[str, Dict[str, str]]:
   path = out or os.path.join(run_dir, REPORT_NAME)
   stem = os.path.splitext(path)[0]
-  return path, {name: f"{stem}_{name}.png" for name in FIGURES}
+  return path, {name: f"{stem}_{name}.png" for name in figures}
 
 
 def _check_overwrite(path: str, pngs: Dict[str, str], overwrite: bool) -> None:
@@ -332,7 +334,8 @@ def write_report(run_dir: str, out: Optional[str] = None, *, overwrite: bool = F
   """Writes the HTML report of the run in ``run_dir`` and its PNGs; returns the HTML's path.
 
   Args:
-    run_dir: a ``jrnn-train --out`` directory, finished or not.
+    run_dir: a ``jrnn-train --out`` directory, finished or not; a sweep's directory
+      (``jrnn-train --sweep``) gets :mod:`jrnn.training.sweep_report`'s page instead.
     out: the HTML file (default ``run_dir/report.html``); the PNGs go beside it as
       ``<out stem>_<figure>.png``.
     overwrite: replace files jrnn-report did not write.
@@ -340,6 +343,12 @@ def write_report(run_dir: str, out: Optional[str] = None, *, overwrite: bool = F
   Raises:
     ValueError: ``run_dir`` holds no run, or a file in the way was not written by jrnn-report.
   """
+  from jrnn.training import sweep_report  # pylint: disable=import-outside-toplevel  (imports us)
+
+  if sweep_report.is_sweep(run_dir):
+    path, pngs = _targets(run_dir, out, sweep_report.SWEEP_FIGURES)
+    _check_overwrite(path, pngs, overwrite)
+    return sweep_report.write_sweep_report(run_dir, path, pngs)
   run = read_run(run_dir)
   path, pngs = _targets(run_dir, out)
   _check_overwrite(path, pngs, overwrite)
