@@ -231,19 +231,14 @@ def measure(
       window = Trajectory(
         trajs.w_hh, trajs.hs[:, n_steps - k :], trajs.gains[:, n_steps - k :], trajs.mask[:, -k:]
       )
-      # A Python loop over the probe sequences, not vmap: the vmapped fori_loop hung XLA's CPU
-      # runtime here (jaxlib of jax 0.10, 2 cores, H = 256, 4 sequences; 2 sequences ran).
-      est = jnp.stack(
-        [
-          diagnostics.jacobian_norm_estimate(
-            jax.tree_util.tree_map(lambda a, b=b: a[b], window),
-            k,
-            0,
-            key=keys[i][b],
-            num_iters=num_iters,
-          ).norm
-          for b in range(n_probe)
-        ]
+      # lax.map (a loop compiled once) over the probe sequences, not vmap: the vmapped
+      # fori_loop hung XLA's CPU runtime here (jaxlib of jax 0.10, 2 cores, H = 256, 4
+      # sequences; 2 sequences ran), and a Python loop compiles one copy per sequence.
+      est = jax.lax.map(
+        lambda wk, k=k: (
+          diagnostics.jacobian_norm_estimate(wk[0], k, 0, key=wk[1], num_iters=num_iters).norm
+        ),
+        (window, keys[i]),
       )
       norms.append(jnp.exp(jnp.mean(jnp.log(est))))
     per_layer["jacobian_norm"].append(jnp.stack(norms))
