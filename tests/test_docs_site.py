@@ -32,7 +32,7 @@ NAMESPACES = (
     "jrnn.training.classification", "jrnn.training.config", "jrnn.training.tasks",
     "jrnn.training.loop", "jrnn.training.report", "jrnn.training.distributed",
     "jrnn.training.cli", "jrnn.training.flow", "jrnn.training.run_report",
-    "jrnn.training.sweep_report",
+    "jrnn.training.sweep_report", "jrnn.training.report_html",
     "jrnn.interop.flax_linen", "jrnn.interop.flax_nnx",
     "jrnn.interop.equinox", "jrnn.parallel.linear_scan", "jrnn.parallel.config",
     "jrnn.parallel.newton", "jrnn.parallel.elk", "jrnn.parallel.adjoint", "jrnn.parallel.layer",

@@ -24,6 +24,7 @@ module                    what it holds
 ``cli``                   and the command-line parsing
 ``flow``                  gradient flow while training (``--diagnose-every``)
 ``run_report``            ``jrnn-report``: a run's self-contained HTML report
+``report_html``           what every jrnn-report page shares (style, figures as PNG bytes)
 ``sweep_report``          ``jrnn-report`` of a sweep: every member side by side
 ========================  ===================================================================
 
@@ -73,6 +74,7 @@ _LAZY = (
   "flow",
   "loop",
   "report",
+  "report_html",
   "run_report",
   "sweep_report",
   "seeds",

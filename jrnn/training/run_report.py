@@ -24,59 +24,32 @@ page, or a PNG beside a page it did not write, is an error unless ``overwrite``.
 from __future__ import annotations
 
 import argparse
-import base64
 import html
-import io
 import json
 import math
 import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from jrnn.training import checkpoint, report
+from jrnn.training import checkpoint, report, sweep_report
 from jrnn.training.flow import DIAGNOSTICS_NAME
+from jrnn.training.report_html import (
+  CSS,
+  MARKER,
+  canvas,
+  finite,
+  img,
+  png_bytes,
+  table,
+  val_metric,
+)
 
-MARKER = '<meta name="generator" content="jrnn-report">'
 REPORT_NAME = "report.html"
 FIGURES = ("loss", "flow", "spectrum", "clipping", "bound")
 
-_CSS = """
-body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em;
-       color: #222; }
-h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ccc; }
-table { border-collapse: collapse; font-size: 0.9em; }
-td, th { border: 1px solid #ddd; padding: 2px 8px; text-align: left; }
-img { max-width: 100%; border: 1px solid #eee; }
-pre { background: #f6f6f6; padding: 0.8em; white-space: pre-wrap; }
-.note { color: #555; font-size: 0.9em; }
-.cols { columns: 3; }
-"""
-
-
-def _finite(x: Any) -> bool:
-  return isinstance(x, (int, float)) and math.isfinite(x)
-
-
-def _canvas(width: float, height: float, rows: int = 1, cols: int = 1):
-  # pylint: disable=import-outside-toplevel
-  from matplotlib.backends.backend_agg import FigureCanvasAgg
-  from matplotlib.figure import Figure
-
-  fig = Figure(figsize=(width, height))
-  FigureCanvasAgg(fig)
-  axes = fig.subplots(rows, cols, squeeze=False)
-  return fig, axes
-
-
-def _png(fig) -> bytes:
-  buf = io.BytesIO()
-  fig.tight_layout()
-  fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
-  return buf.getvalue()
-
 
 def _loss_figure(rows: List[Dict[str, Any]], metric: Optional[str]) -> bytes:
-  fig, ax = _canvas(7, 3.6)
+  fig, ax = canvas(7, 3.6)
   a = ax[0][0]
   a.plot([r["step"] for r in rows], [r["train_loss"] for r in rows], label="train loss")
   a.set_xlabel("step")
@@ -89,7 +62,7 @@ def _loss_figure(rows: List[Dict[str, Any]], metric: Optional[str]) -> bytes:
     b.legend(loc="upper right")
   a.legend(loc="upper left")
   a.grid(alpha=0.3)
-  return _png(fig)
+  return png_bytes(fig)
 
 
 def _grid(diag: List[Dict[str, Any]], key: str, layer: int):
@@ -103,7 +76,7 @@ def _grid(diag: List[Dict[str, Any]], key: str, layer: int):
     if r.get(key) is None or r["lags"] != lags:
       continue
     for i, v in enumerate(r[key][layer]):
-      if _finite(v) and v > 0:
+      if finite(v) and v > 0:
         vals[i, j] = v
   return lags, steps, vals
 
@@ -128,7 +101,7 @@ def _flow_figure(diag: List[Dict[str, Any]]) -> bytes:
   keys = [("jacobian_norm", "‖∂h_T/∂h_(T-k)‖")]
   if diag[-1].get("loss_grad") is not None:
     keys.append(("loss_grad", "loss gradient through lag k"))
-  fig, ax = _canvas(5.5 * len(keys), 3.2 * n_layers, n_layers, len(keys))
+  fig, ax = canvas(5.5 * len(keys), 3.2 * n_layers, n_layers, len(keys))
   for l in range(n_layers):
     for c, (key, title) in enumerate(keys):
       lags, steps, vals = _grid(diag, key, l)
@@ -150,15 +123,15 @@ def _flow_figure(diag: List[Dict[str, Any]]) -> bytes:
       a.set_ylabel("lag k")
       a.set_title(f"layer {l}: {title}", fontsize=10)
       fig.colorbar(mesh, ax=a)
-  return _png(fig)
+  return png_bytes(fig)
 
 
 def _series(diag, key, layer):
-  return [r[key][layer] if _finite(r[key][layer]) else float("nan") for r in diag]
+  return [r[key][layer] if finite(r[key][layer]) else float("nan") for r in diag]
 
 
 def _spectrum_figure(diag: List[Dict[str, Any]]) -> bytes:
-  fig, ax = _canvas(11, 3.4, 1, 2)
+  fig, ax = canvas(11, 3.4, 1, 2)
   steps = [r["step"] for r in diag]
   a, b = ax[0]
   for l in range(len(diag[-1]["lyapunov"])):
@@ -173,11 +146,11 @@ def _spectrum_figure(diag: List[Dict[str, Any]]) -> bytes:
     x.set_xlabel("training step")
     x.grid(alpha=0.3)
     x.legend(fontsize=8)
-  return _png(fig)
+  return png_bytes(fig)
 
 
 def _clipping_figure(diag: List[Dict[str, Any]]) -> bytes:
-  fig, ax = _canvas(11, 3.4, 1, 2)
+  fig, ax = canvas(11, 3.4, 1, 2)
   a, b = ax[0]
   steps = [r["step"] for r in diag]
   clip = [r.get("clip_fraction") for r in diag]
@@ -190,25 +163,25 @@ def _clipping_figure(diag: List[Dict[str, Any]]) -> bytes:
   if diag[-1].get("grad_norm"):
     for name in diag[-1]["grad_norm"]:
       vals = [r.get("grad_norm", {}).get(name, float("nan")) for r in diag]
-      b.plot(steps, [v if _finite(v) and v > 0 else float("nan") for v in vals], label=name)
+      b.plot(steps, [v if finite(v) and v > 0 else float("nan") for v in vals], label=name)
     b.set_yscale("log")
     b.legend(fontsize=7, ncol=2)
   b.set_title("gradient norm per parameter (probe batch)", fontsize=10)
   for x in (a, b):
     x.set_xlabel("training step")
     x.grid(alpha=0.3)
-  return _png(fig)
+  return png_bytes(fig)
 
 
 def _bound_figure(diag: List[Dict[str, Any]]) -> bytes:
   n_layers = len(diag[-1]["jacobian_norm"])
-  fig, ax = _canvas(5.5 * n_layers, 3.6, 1, n_layers)
+  fig, ax = canvas(5.5 * n_layers, 3.6, 1, n_layers)
   picks = sorted({0, len(diag) // 2, len(diag) - 1})
   for l in range(n_layers):
     a = ax[0][l]
     for c, j in enumerate(picks):
       r = diag[j]
-      pos = lambda v: v if _finite(v) and v > 0 else float("nan")
+      pos = lambda v: v if finite(v) and v > 0 else float("nan")
       a.plot(r["lags"], [pos(v) for v in r["jacobian_norm"][l]], marker="o", color=f"C{c}",
              label=f"measured, step {r['step']}")  # fmt: skip
       a.plot(r["lags"], [pos(v) for v in r["seed_bound"][l]], ls="--", color=f"C{c}",
@@ -219,7 +192,7 @@ def _bound_figure(diag: List[Dict[str, Any]]) -> bytes:
     a.set_title(f"layer {l}: ‖∂h_T/∂h_(T-k)‖ and the seed's bound", fontsize=10)
     a.grid(alpha=0.3)
     a.legend(fontsize=7)
-  return _png(fig)
+  return png_bytes(fig)
 
 
 def read_run(run_dir: str) -> Dict[str, Any]:
@@ -268,14 +241,6 @@ def read_run(run_dir: str) -> Dict[str, Any]:
   return out
 
 
-def _metric(rows: List[Dict[str, Any]]) -> Optional[str]:
-  for r in rows:
-    for k in r:
-      if k.startswith("val_"):
-        return k
-  return None
-
-
 def _targets(
   run_dir: str, out: Optional[str], figures: Sequence[str] = FIGURES
 ) -> Tuple[str, Dict[str, str]]:
@@ -318,18 +283,6 @@ def _status(run: Dict[str, Any]) -> str:
   return f"running or stopped: logged up to step {last} of {total} ({where})"
 
 
-def _table(items: Sequence[Tuple[str, Any]]) -> str:
-  cells = "".join(
-    f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in items
-  )
-  return f"<table>{cells}</table>"
-
-
-def _img(png: bytes, alt: str) -> str:
-  data = base64.b64encode(png).decode("ascii")
-  return f'<p><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></p>'
-
-
 def write_report(run_dir: str, out: Optional[str] = None, *, overwrite: bool = False) -> str:
   """Writes the HTML report of the run in ``run_dir`` and its PNGs; returns the HTML's path.
 
@@ -343,8 +296,6 @@ def write_report(run_dir: str, out: Optional[str] = None, *, overwrite: bool = F
   Raises:
     ValueError: ``run_dir`` holds no run, or a file in the way was not written by jrnn-report.
   """
-  from jrnn.training import sweep_report  # pylint: disable=import-outside-toplevel  (imports us)
-
   if sweep_report.is_sweep(run_dir):
     path, pngs = _targets(run_dir, out, sweep_report.SWEEP_FIGURES)
     _check_overwrite(path, pngs, overwrite)
@@ -353,7 +304,7 @@ def write_report(run_dir: str, out: Optional[str] = None, *, overwrite: bool = F
   path, pngs = _targets(run_dir, out)
   _check_overwrite(path, pngs, overwrite)
   rows, diag, cfg = run["rows"], run["diag"], run["config"]
-  metric = _metric(rows)
+  metric = val_metric(rows)
   figures: Dict[str, bytes] = {}
   if rows:
     figures["loss"] = _loss_figure(rows, metric)
@@ -368,7 +319,7 @@ def write_report(run_dir: str, out: Optional[str] = None, *, overwrite: bool = F
     '<html lang="en"><head><meta charset="utf-8">',
     MARKER,
     f"<title>jrnn run report: {html.escape(name)}</title>",
-    f"<style>{_CSS}</style></head><body>",
+    f"<style>{CSS}</style></head><body>",
     f"<h1>Run report: {html.escape(name)}</h1>",
     f"<p>{html.escape(_status(run))}. Task <b>{html.escape(str(cfg.get('task', '?')))}</b>.</p>",
   ]
@@ -380,17 +331,17 @@ def write_report(run_dir: str, out: Optional[str] = None, *, overwrite: bool = F
   parts.append("<h2>Loss and validation</h2>")
   if rows:
     last = rows[-1]
-    parts.append(_img(figures["loss"], "training loss and validation metric against step"))
-    parts.append(_table([(k, v) for k, v in last.items() if k in ("step", "train_loss", metric)]))
+    parts.append(img(figures["loss"], "training loss and validation metric against step"))
+    parts.append(table([(k, v) for k, v in last.items() if k in ("step", "train_loss", metric)]))
   else:
     parts.append("<p>No metrics logged yet.</p>")
   if run["test"] is not None:
     parts.append("<h3>Test split (read once, at the end)</h3>")
-    parts.append(_table(list(run["test"].items())))
+    parts.append(table(list(run["test"].items())))
   parts.append("<h2>Gradient flow</h2>")
   if diag:
     last_d = diag[-1]
-    bad = [r["step"] for r in diag if not all(_finite(v) for v in _numbers(r))]
+    bad = [r["step"] for r in diag if not all(finite(v) for v in _numbers(r))]
     parts.append(
       f'<p class="note">{len(diag)} records, every {cfg.get("diagnose_every", "?")} steps, on a '
       f"fixed probe batch; lags k = {', '.join(map(str, last_d['lags']))}. "
@@ -400,11 +351,11 @@ def write_report(run_dir: str, out: Optional[str] = None, *, overwrite: bool = F
     )
     if bad:
       parts.append(f"<p><b>Non-finite values</b> in the records of steps {bad[:10]}.</p>")
-    parts.append(_img(figures["flow"], "gradient-flow heat maps, lag against training step"))
-    parts.append(_img(figures["spectrum"], "Lyapunov exponent and spectral radius over training"))
-    parts.append(_img(figures["bound"], "measured Jacobian norms beside the seed's bound"))
-    parts.append(_img(figures["clipping"], "clipping rate and per-parameter gradient norms"))
-    parts.append(_table(_last_record(last_d)))
+    parts.append(img(figures["flow"], "gradient-flow heat maps, lag against training step"))
+    parts.append(img(figures["spectrum"], "Lyapunov exponent and spectral radius over training"))
+    parts.append(img(figures["bound"], "measured Jacobian norms beside the seed's bound"))
+    parts.append(img(figures["clipping"], "clipping rate and per-parameter gradient norms"))
+    parts.append(table(_last_record(last_d)))
   else:
     parts.append(
       "<p>No gradient-flow records: train with <code>--diagnose-every N</code> to get them.</p>"
@@ -413,7 +364,7 @@ def write_report(run_dir: str, out: Optional[str] = None, *, overwrite: bool = F
     parts.append("<h2>Sample</h2>")
     parts.append(f"<pre>{html.escape(run['sample'])}</pre>")
   parts.append("<h2>Configuration</h2>")
-  parts.append(f'<div class="cols">{_table(sorted(cfg.items()))}</div>')
+  parts.append(f'<div class="cols">{table(sorted(cfg.items()))}</div>')
   parts.append("</body></html>")
   for key, png in figures.items():
     tmp = pngs[key] + ".tmp"

@@ -20,7 +20,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from jrnn.training import checkpoint, report
-from jrnn.training.run_report import _CSS, MARKER, _canvas, _img, _metric, _png, _table
+from jrnn.training.report_html import CSS, MARKER, canvas, img, png_bytes, table, val_metric
 from jrnn.training.sweep_run import SWEEP_CKPT, SWEEP_JSON, SWEEP_METRICS
 
 SWEEP_FIGURES = ("members",)
@@ -87,7 +87,7 @@ def members_figure(sweep: Dict[str, Any], metric: Optional[str]) -> bytes:
   members, rows = sweep["members"], sweep["rows"]
   cols = min(4, len(members))
   n_rows = math.ceil(len(members) / cols)
-  fig, axes = _canvas(3.0 * cols, 2.3 * n_rows, n_rows, cols)
+  fig, axes = canvas(3.0 * cols, 2.3 * n_rows, n_rows, cols)
   flat = np.asarray(axes).reshape(-1)
   loss_max = max((r["train_loss"] for r in rows if r.get("train_loss") is not None), default=1.0)
   for n, ax in enumerate(flat):
@@ -113,14 +113,14 @@ def members_figure(sweep: Dict[str, Any], metric: Optional[str]) -> bytes:
     fontsize=9,
   )
   fig.tight_layout()
-  return _png(fig)
+  return png_bytes(fig)
 
 
 def write_sweep_report(run_dir: str, path: str, pngs: Dict[str, str]) -> str:
   """Writes the sweep's page to ``path`` and its figure to ``pngs["members"]``."""
   sweep = read_sweep(run_dir)
   rows, members, cfg = sweep["rows"], sweep["members"], sweep["config"]
-  metric = _metric(rows)
+  metric = val_metric(rows)
   name = os.path.basename(os.path.normpath(run_dir))
   last: Dict[int, Dict[str, Any]] = {}
   for r in rows:
@@ -136,7 +136,7 @@ def write_sweep_report(run_dir: str, path: str, pngs: Dict[str, str]) -> str:
     '<html lang="en"><head><meta charset="utf-8">',
     MARKER,
     f"<title>jrnn sweep report: {html.escape(name)}</title>",
-    f"<style>{_CSS}</style></head><body>",
+    f"<style>{CSS}</style></head><body>",
     f"<h1>Sweep report: {html.escape(name)}</h1>",
     f"<p>{html.escape(status)}. Task <b>{html.escape(str(cfg.get('task', '?')))}</b>; "
     f"{len(members)} members over {html.escape(axes_text)}.</p>",
@@ -159,12 +159,12 @@ def write_sweep_report(run_dir: str, path: str, pngs: Dict[str, str]) -> str:
   figure = None
   if rows:
     figure = members_figure(sweep, metric)
-    parts.append(_img(figure, "every member's training loss and validation metric"))
+    parts.append(img(figure, "every member's training loss and validation metric"))
   else:
     parts.append("<p>No metrics logged yet.</p>")
   parts.append("<h2>Configuration the members share</h2>")
   shared = sorted((k, v) for k, v in cfg.items() if k not in sweep["axes"])
-  parts.append(f'<div class="cols">{_table(shared)}</div>')
+  parts.append(f'<div class="cols">{table(shared)}</div>')
   parts.append("</body></html>")
   if figure is not None:
     tmp = pngs["members"] + ".tmp"
