@@ -46,10 +46,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-import jrnn
-import jrnn.diagnostics
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # scripts/
+import jrnn  # noqa: E402
+import jrnn.diagnostics  # noqa: E402
 import jrnn.parallel as par
 import jrnn.reference
+from common import benchlib  # noqa: E402
 
 METHODS = ("sequential", "deer", "quasi_deer", "elk", "quasi_elk")
 GAIN = 0.5
@@ -96,20 +98,6 @@ def functions(method):
   return jax.jit(evaluate), jax.jit(jax.value_and_grad(loss))
 
 
-def timed(fn, *args, max_calls=5, target_s=3.0):
-  """Median seconds of up to ``max_calls`` calls after one warm-up; fewer when calls are slow."""
-  t0 = time.perf_counter()
-  jax.block_until_ready(fn(*args))
-  first = time.perf_counter() - t0
-  calls = int(max(1, min(max_calls, target_s // max(first, 1e-6))))
-  times = []
-  for _ in range(calls):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
-
-
 def bench(lengths, hiddens, batches, methods, budget_s, elk_max_hidden):
   rows, last = [], {}
   for n_hidden in hiddens:
@@ -134,7 +122,7 @@ def bench(lengths, hiddens, batches, methods, budget_s, elk_max_hidden):
                 t0 = time.perf_counter()
                 compiled = fn.lower(params, xs).compile()
                 row["compile_s"] = round(time.perf_counter() - t0, 2)
-                row["seconds"] = timed(compiled, params, xs)
+                row["seconds"] = benchlib.adaptive_seconds(compiled, params, xs)[0]
                 row["status"] = "ok"
                 last[key] = (n_steps, row["seconds"])
                 if mode == "eval" and method != "sequential":

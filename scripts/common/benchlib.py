@@ -95,6 +95,27 @@ def median_ms(fn: Callable[[], object], reps: int, warmup: int = 2) -> float:
   return statistics.median(times) * 1e3
 
 
+def adaptive_seconds(
+  fn: Callable[..., object], *args, max_calls: int = 5, target_s: float = 3.0
+) -> Tuple[float, int]:
+  """Median seconds of ``fn(*args)`` over up to ``max_calls`` calls after one untimed call (which
+  compiles), fewer when a call is slow: about ``target_s`` seconds in all. Returns the median
+  and the number of timed calls. For programs from milliseconds to many seconds a call, where
+  :func:`median_ms`'s fixed count would take too long."""
+  import jax
+
+  t0 = time.perf_counter()
+  jax.block_until_ready(fn(*args))
+  first = time.perf_counter() - t0
+  calls = int(max(1, min(max_calls, target_s // max(first, 1e-6))))
+  times = []
+  for _ in range(calls):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times), calls
+
+
 def version(dist: str) -> Optional[str]:
   """The installed version of a distribution, or ``None``."""
   try:

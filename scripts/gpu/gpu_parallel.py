@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 
@@ -44,20 +43,10 @@ import jrnn  # noqa: E402
 import jrnn.parallel as par  # noqa: E402
 from jrnn import kernels  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # scripts/
+from common import benchlib  # noqa: E402
+
 GAIN = 0.5
-
-
-def timed(fn, *args, max_calls=20, target_s=2.0):
-  t0 = time.perf_counter()
-  jax.block_until_ready(fn(*args))
-  first = time.perf_counter() - t0
-  calls = int(max(1, min(max_calls, target_s // max(first, 1e-6))))
-  times = []
-  for _ in range(calls):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times), calls
 
 
 def main(argv=None):
@@ -153,7 +142,9 @@ def main(argv=None):
       t0 = time.perf_counter()
       compiled = fn.lower(params, xs).compile()
       row["compile_s"] = round(time.perf_counter() - t0, 2)
-      row["ms"], row["calls"] = timed(compiled, params, xs)
+      row["ms"], row["calls"] = benchlib.adaptive_seconds(
+        compiled, params, xs, max_calls=20, target_s=2.0
+      )
       row["ms"] = round(1e3 * row["ms"], 3)
       out = compiled(params, xs)
       if name.startswith("sequential"):
