@@ -6,7 +6,9 @@ persistent compilation cache stores each compiled executable on disk under a key
 program and the compiler options, so a program compiled once is loaded, not recompiled, by the
 other xdist worker, by the ``jrnn-train`` subprocesses the CLI tests start (they inherit the
 ``JAX_*`` variables set here), and by the next run of the suite. The cache lives in
-``.pytest_cache/jax-compile`` (git-ignored; delete it to start cold), at most 1 GiB.
+``.pytest_cache/jax-compile`` (git-ignored; delete it to start cold or to reclaim its space). No
+size limit on purpose: with one, JAX locks the directory and scans it on every write and read,
+which made a full run several times slower.
 ``JRNN_TEST_COMPILE_CACHE=0`` turns it off; a ``JAX_COMPILATION_CACHE_DIR`` already set wins.
 """
 
@@ -19,7 +21,6 @@ if os.environ.get("JRNN_TEST_COMPILE_CACHE", "1") != "0":
   os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_cache))
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
-  os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(2**30))
 
 import jax  # noqa: E402
 
