@@ -46,3 +46,28 @@ def assert_same_results(a, b):
     assert a == b
   del ja["git"], jb["git"]
   assert ja == jb
+
+
+def train_crashing_at(monkeypatch, argv, step):
+  """Runs ``jrnn-train argv`` until it draws batch ``step``, where it dies as from a crash (the
+  checkpoints and metrics written so far stay, as after a kill)."""
+  import pytest
+
+  from jrnn.training import cli, loop
+
+  real_make_task = loop.make_task
+
+  def make_task(cfg, key):
+    task = real_make_task(cfg, key)
+
+    def batch(s):
+      if s == step:
+        raise RuntimeError("simulated crash")
+      return task.batch(s)
+
+    return task._replace(batch=batch)
+
+  monkeypatch.setattr(loop, "make_task", make_task)
+  with pytest.raises(RuntimeError, match="simulated crash"):
+    cli.train_from_args(argv)
+  monkeypatch.undo()

@@ -6,6 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import helpers
+
 import jrnn
 from jrnn.training import checkpoint, cli, loop, optimizers
 
@@ -100,22 +102,7 @@ def test_resume_is_bit_for_bit(tmp_path, monkeypatch):
 
   # Interrupt a second run after step 4: its last checkpoint is step 3's.
   crashed = str(tmp_path / "crashed")
-  real_make_task = loop.make_task
-
-  def make_task(cfg, key):
-    task = real_make_task(cfg, key)
-
-    def batch(step):
-      if step == 4:
-        raise RuntimeError("simulated crash")
-      return task.batch(step)
-
-    return task._replace(batch=batch)
-
-  monkeypatch.setattr(loop, "make_task", make_task)
-  with pytest.raises(RuntimeError, match="simulated crash"):
-    cli.train_from_args(TINY + ["--out", crashed])
-  monkeypatch.undo()
+  helpers.train_crashing_at(monkeypatch, TINY + ["--out", crashed], 4)
   assert checkpoint.load_metadata(os.path.join(crashed, loop.CKPT_NAME))["step"] == 3
 
   summary = cli.train_from_args(["--resume", crashed, "--no-progress"])

@@ -13,6 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import helpers
+
 import jrnn
 from jrnn import diagnostics
 from jrnn.reference import trajectory
@@ -193,22 +195,7 @@ def test_resume_gives_the_same_diagnostics(tmp_path, monkeypatch):
   cli.train_from_args(flags + ["--out", straight])
 
   crashed = str(tmp_path / "crashed")
-  real_make_task = loop.make_task
-
-  def make_task_crashing(cfg, key):
-    task = real_make_task(cfg, key)
-
-    def batch(step):
-      if step == 7:
-        raise RuntimeError("simulated crash")
-      return task.batch(step)
-
-    return task._replace(batch=batch)
-
-  monkeypatch.setattr(loop, "make_task", make_task_crashing)
-  with pytest.raises(RuntimeError, match="simulated crash"):
-    cli.train_from_args(flags + ["--out", crashed])
-  monkeypatch.undo()
+  helpers.train_crashing_at(monkeypatch, flags + ["--out", crashed], 7)
   meta = checkpoint.load_metadata(os.path.join(crashed, loop.CKPT_NAME))
   assert meta["step"] == 6 and meta["diagnose_clip"][1] == 2  # steps 5 and 6 since record 4
   with open(os.path.join(crashed, loop.DIAGNOSTICS_NAME), "a", encoding="utf-8") as f:
