@@ -20,7 +20,7 @@ one :class:`jrnn.reference.Trajectory`; ``jax.vmap`` it for a batch of sequences
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Union
+from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
 import jax
 import jax.numpy as jnp
@@ -196,46 +196,58 @@ def lanczos_norm(matvec, rmatvec, v0: jax.Array, num_iters: int) -> NormEstimate
     v0: a nonzero start vector ``(n,)`` (random, so that it meets the top singular vector).
     num_iters: ``m``, static; clipped to ``n``.
   """
-  n = v0.shape[0]
+  est = _lanczos_batch(
+    lambda v: matvec(v[0])[None], lambda u: rmatvec(u[0])[None], v0[None], num_iters
+  )
+  return NormEstimate(est.norm[0], est.error_bound[0])
+
+
+def _lanczos_batch(matvec, rmatvec, v0: jax.Array, num_iters: int) -> NormEstimate:
+  """:func:`lanczos_norm` for ``N`` operators at once: ``v0 (N, n)``, ``matvec (N, n) ->
+  (N, n')`` and ``rmatvec`` back, row ``i`` the products of operator ``i``; every vector
+  operation is batched over the rows, so the operators' products can share matrix products.
+  Returns arrays ``(N,)``."""
+  n = v0.shape[-1]
   m = max(1, min(int(num_iters), n))
   dtype = v0.dtype
   eps = jnp.finfo(dtype).eps
 
-  def orth(basis, x):
-    c = basis @ x  # unfilled rows of basis are zero and add nothing
-    x = x - basis.T @ c
-    c2 = basis @ x  # a second pass keeps the basis orthonormal in floating point
-    return x - basis.T @ c2, c + c2
+  def orth(basis, x):  # basis (m, N, n): rows not yet filled are zero and add nothing
+    c = jnp.einsum("jbn,bn->bj", basis, x)
+    x = x - jnp.einsum("jbn,bj->bn", basis, c)
+    c2 = jnp.einsum("jbn,bn->bj", basis, x)  # a second pass keeps the basis orthonormal
+    return x - jnp.einsum("jbn,bj->bn", basis, c2), c + c2
 
   def normalise(x, scale):
-    nx = jnp.linalg.norm(x)
+    nx = jnp.linalg.norm(x, axis=-1)
     ok = nx > n * eps * scale
-    return jnp.where(ok, x / jnp.where(ok, nx, 1), 0), jnp.where(ok, nx, 0)
+    return jnp.where(ok[:, None], x / jnp.where(ok, nx, 1)[:, None], 0), jnp.where(ok, nx, 0)
 
   def body(j, carry):
     us, vs, b, betas, scale = carry
     u0 = matvec(vs[j])
     u, c = orth(us, u0)
-    scale = jnp.maximum(scale, jnp.linalg.norm(u0))
+    scale = jnp.maximum(scale, jnp.linalg.norm(u0, axis=-1))
     u, alpha = normalise(u, scale)
     us = us.at[j].set(u)
-    b = b.at[:, j].set(c.at[j].set(alpha))
+    b = b.at[:, :, j].set(c.at[:, j].set(alpha))
     v, _ = orth(vs, rmatvec(u))
     v, beta = normalise(v, scale)
     return us, vs.at[j + 1].set(v), b, betas.at[j].set(beta), scale
 
-  first = v0 / jnp.linalg.norm(v0)
-  u_shape = jax.eval_shape(matvec, first).shape[0]
+  first = v0 / jnp.linalg.norm(v0, axis=-1, keepdims=True)
+  batch = v0.shape[0]
+  u_size = jax.eval_shape(matvec, first).shape[-1]
   init = (
-    jnp.zeros((m, u_shape), dtype),
-    jnp.zeros((m + 1, n), dtype).at[0].set(first),
-    jnp.zeros((m, m), dtype),
-    jnp.zeros((m,), dtype),
-    jnp.zeros((), dtype),
+    jnp.zeros((m, batch, u_size), dtype),
+    jnp.zeros((m + 1, batch, n), dtype).at[0].set(first),
+    jnp.zeros((batch, m, m), dtype),
+    jnp.zeros((m, batch), dtype),
+    jnp.zeros((batch,), dtype),
   )
   _, _, b, betas, _ = jax.lax.fori_loop(0, m, body, init)
   p, s, _ = jnp.linalg.svd(b)
-  return NormEstimate(s[0], betas[m - 1] * jnp.abs(p[m - 1, 0]))
+  return NormEstimate(s[:, 0], betas[m - 1] * jnp.abs(p[:, m - 1, 0]))
 
 
 def jacobian_norm_estimate(
@@ -329,6 +341,137 @@ def loss_contributions(traj: Trajectory, dloss_dh: jax.Array) -> jax.Array:
   ts = jnp.arange(1, n_steps + 1)
   rows = jax.vmap(lambda t, g: jnp.linalg.norm(jacobian_vjp(traj, t, g), axis=-1))(ts, dloss_dh)
   return jnp.concatenate([jnp.zeros((1, n_steps + 1), rows.dtype), rows])
+
+
+def _check_batch(trajs: Trajectory) -> Tuple[int, int, int]:
+  """``(B, T, H)`` of a batch of trajectories of one ``W_hh``, or a ValueError."""
+  w_hh, gains, mask = trajs.w_hh, trajs.gains, trajs.mask
+  if np.ndim(w_hh) != 2 or np.ndim(gains) != 3 or np.shape(w_hh) != (np.shape(gains)[2],) * 2:
+    raise ValueError(
+      "trajs must hold one w_hh (H, H) and a batch of gains (B, T, H), "
+      f"got w_hh {np.shape(w_hh)} and gains {np.shape(gains)}"
+    )
+  validation.check_shape("trajs.mask", mask, np.shape(gains)[:2], "(B, T)")
+  return np.shape(gains)
+
+
+def _check_lags(lags, n_steps: int) -> Tuple[int, ...]:
+  bad = [k for k in lags if isinstance(k, bool) or not isinstance(k, (int, np.integer))]
+  if not len(lags) or bad or any(not 1 <= k <= n_steps for k in lags):
+    raise ValueError(f"lags must be static ints in [1, T={n_steps}], got {tuple(lags)!r}")
+  return tuple(int(k) for k in lags)
+
+
+def end_lag_norm_estimates(
+  trajs: Trajectory, lags: Sequence[int], *, key: jax.Array, num_iters: int = 20
+) -> NormEstimate:
+  """Matrix-free ``‖∂h_T/∂h_{T-k}‖₂`` for every sequence of a batch and every lag ``k``.
+
+  :func:`lanczos_norm` on all ``B·K`` products at once: the ``B`` sequences share ``W_hh``, so
+  each of their steps is one matrix product ``(n, H) × (H, H)`` over every vector that still
+  runs through it, not ``n`` matrix-vector products, and a lag's vectors enter (or leave) the
+  sweep only for its own last ``k`` steps. Each iteration costs ``2 Σ_k k`` products of
+  ``B`` rows with ``W_hh``, ``O(num_iters · B · Σ_k k · H²)``; the same numbers as
+  :func:`jacobian_norm_estimate` on each window (exact when ``H ≤ num_iters``), in fewer,
+  larger products.
+
+  Args:
+    trajs: the :class:`jrnn.reference.Trajectory` of ``B`` sequences of one layer: ``w_hh
+      (H, H)``, ``hs (B, T+1, H)``, ``gains (B, T, H)``, ``mask (B, T)``.
+    lags: static ints ``k`` in ``[1, T]``.
+    key: PRNG key; each (sequence, lag) gets its own start vector.
+    num_iters: Lanczos steps (default 20, clipped to ``H``).
+
+  Returns:
+    :class:`NormEstimate` of arrays ``(B, len(lags))``.
+
+  Raises:
+    ValueError: for a batch of the wrong shapes or lags outside ``[1, T]``.
+  """
+  batch, n_steps, n_hidden = _check_batch(trajs)
+  lags = _check_lags(lags, n_steps)
+  desc = sorted(set(lags), reverse=True)  # k_0 > k_1 > ...: the longest window first
+  ends = desc[1:] + [0]
+  w_hh = trajs.w_hh
+  gains = jnp.swapaxes(trajs.gains, 0, 1)  # (T, B, H)
+  mask = jnp.swapaxes(trajs.mask, 0, 1)  # (T, B)
+
+  def sweep(x, lo, hi, transpose):
+    """Steps ``lo+1..hi`` (``J_t`` forward, ``J_tᵀ`` backward) on rows ``x (r·B, H)``."""
+    reps = x.shape[0] // batch
+
+    def step(x, inp):
+      gain, valid = jnp.tile(inp[0], (reps, 1)), jnp.tile(inp[1], reps)[:, None]
+      y = (gain * x) @ w_hh if transpose else gain * (x @ w_hh.T)
+      return jnp.where(valid, y, x), None
+
+    return jax.lax.scan(step, x, (gains[lo:hi], mask[lo:hi]), reverse=transpose)[0]
+
+  def matvec(v):  # row i·B + b: lag desc[i], sequence b; enters at step T - k + 1
+    x = v[:0]
+    for i, (k, end) in enumerate(zip(desc, ends, strict=True)):
+      x = sweep(
+        jnp.concatenate([x, v[i * batch : (i + 1) * batch]]), n_steps - k, n_steps - end, False
+      )
+    return x
+
+  def rmatvec(u):  # every row starts at step T; lag desc[i] leaves after its k steps
+    x, out = u, []
+    for i in reversed(range(len(desc))):
+      x = sweep(x, n_steps - desc[i], n_steps - ends[i], True)
+      out.append(x[i * batch :])
+      x = x[: i * batch]
+    return jnp.concatenate(out[::-1])
+
+  v0 = jax.random.normal(key, (len(desc) * batch, n_hidden), w_hh.dtype)
+  est = _lanczos_batch(matvec, rmatvec, v0, num_iters)
+  pick = np.array([desc.index(k) for k in lags])
+  return jax.tree_util.tree_map(lambda a: a.reshape(len(desc), batch)[pick].T, est)
+
+
+def lag_loss_contributions(
+  trajs: Trajectory, dloss_dh: jax.Array, lags: Sequence[int]
+) -> jax.Array:
+  """``Σ_{t ≥ k} ‖∂L_t/∂h_{t-k}‖₂`` for every sequence of a batch and every lag ``k``: the sums
+  along the diagonals ``t - k`` of :func:`loss_contributions`, for the given lags only.
+
+  All ``B·T`` cotangents go back through the recurrence together, one matrix product with
+  ``W_hh`` per step; a cotangent is dropped once no later lag can use it (``O(B · T · max(lags)
+  · H²)`` at most).
+
+  Args:
+    trajs: ``B`` trajectories of one ``W_hh`` (as :func:`end_lag_norm_estimates`).
+    dloss_dh: ``(B, T, H)``, ``[b, t-1]`` the direct derivative ``∂L_t/∂h_t`` of sequence ``b``.
+    lags: static ints ``k`` in ``[1, T]``.
+
+  Returns:
+    ``(B, len(lags))``.
+
+  Raises:
+    ValueError: for shapes that do not match or lags outside ``[1, T]``.
+  """
+  batch, n_steps, n_hidden = _check_batch(trajs)
+  lags = _check_lags(lags, n_steps)
+  validation.check_float("dloss_dh", dloss_dh, trajs.w_hh.dtype)
+  validation.check_shape("dloss_dh", dloss_dh, (batch, n_steps, n_hidden), "(B, T, H)")
+  w_hh = trajs.w_hh
+  # x[b, c] is the cotangent of L_{first + c + 1}, carried back j steps to h_{first + c + 1 - j}.
+  x, first, j, sums = jnp.asarray(dloss_dh), 0, 0, {}
+  for k in sorted(set(lags)):
+    x, first = x[:, k - 1 - first :], k - 1  # L_t with t < k has no term at lag k or beyond
+    width = n_steps - first
+
+    def step(x, j, first=first, width=width):
+      # L_t's cotangent at h_{t-j} goes through step t - j: J_{t-j}ᵀ, gains index t - j - 1.
+      gain = jax.lax.dynamic_slice_in_dim(trajs.gains, first - j, width, axis=1)
+      valid = jax.lax.dynamic_slice_in_dim(trajs.mask, first - j, width, axis=1)
+      y = jnp.einsum("bch,hk->bck", gain * x, w_hh)
+      return jnp.where(valid[..., None], y, x), None
+
+    x = jax.lax.scan(step, x, jnp.arange(j, k))[0]
+    j = k
+    sums[k] = jnp.sum(jnp.linalg.norm(x, axis=-1), axis=1)
+  return jnp.stack([sums[k] for k in lags], axis=1)
 
 
 class WeightSpectrum(NamedTuple):

@@ -180,6 +180,52 @@ def test_lag_estimates_close_to_exact_at_larger_h():
     jrnn.diagnostics.lag_norm_estimates(traj, 31, key=jax.random.key(0))
 
 
+def _batch(n_seq, n_steps, n_hidden, mask_p):
+  """``n_seq`` float64 trajectories of one layer, with masks, and each one's exact norms."""
+  params, _, _ = make(8, n_steps, n_hidden, radius=1.2)
+  k_x, k_m = jax.random.split(jax.random.key(9))
+  xs = jax.random.normal(k_x, (n_seq, n_steps, 3), jnp.float64)
+  masks = jax.random.uniform(k_m, (n_seq, n_steps)) >= mask_p
+  trajs = jax.vmap(lambda x, m: jrnn.reference.trajectory(params, x, mask=m))(xs, masks)
+  one = lambda b: jax.tree_util.tree_map(lambda a: a[b], trajs)
+  batch = jrnn.reference.Trajectory(params.w_hh, trajs.hs, trajs.gains, trajs.mask)
+  return batch, [one(b) for b in range(n_seq)]
+
+
+def test_end_lag_norms_equal_exact_svd_for_every_sequence_and_lag():
+  batch, trajs = _batch(3, 11, 5, mask_p=0.2)
+  lags = (4, 1, 11, 2, 7)  # any order, the full length included
+  estimate = jax.jit(jrnn.diagnostics.end_lag_norm_estimates, static_argnames=("lags", "num_iters"))
+  est = estimate(batch, lags, key=jax.random.key(0), num_iters=5)  # H = 5 iterations: exact
+  assert est.norm.shape == est.error_bound.shape == (3, 5)
+  exact = np.asarray(jax.jit(jax.vmap(jrnn.diagnostics.jacobian_norms))(batch._replace(
+      w_hh=jnp.broadcast_to(batch.w_hh, (3, 5, 5)))))[:, 11]  # (B, T+1): ∂h_T/∂h_k
+  np.testing.assert_allclose(est.norm, exact[:, [11 - k for k in lags]], rtol=RTOL)
+  # Fewer iterations than H: an estimate from below.
+  few = estimate(batch, (3,), key=jax.random.key(1), num_iters=2)
+  assert np.all(few.norm[:, 0] <= exact[:, 8] * (1 + 1e-10))
+  for bad in ((), (0,), (12,), (2.0,)):
+    with pytest.raises(ValueError, match=r"lags must be static ints in \[1, T=11\]"):
+      jrnn.diagnostics.end_lag_norm_estimates(batch, bad, key=jax.random.key(0))
+  with pytest.raises(ValueError, match=r"one w_hh \(H, H\) and a batch of gains \(B, T, H\)"):
+    jrnn.diagnostics.end_lag_norm_estimates(trajs[0], (1,), key=jax.random.key(0))
+
+
+def test_lag_loss_contributions_are_the_diagonals_of_loss_contributions():
+  batch, trajs = _batch(3, 9, 4, mask_p=0.3)
+  g = jax.random.normal(jax.random.key(3), (3, 9, 4), jnp.float64)
+  lags = (9, 1, 3, 2, 6)
+  sums = jax.jit(jrnn.diagnostics.lag_loss_contributions, static_argnames="lags")(batch, g, lags)
+  assert sums.shape == (3, 5)
+  contrib = jax.jit(jrnn.diagnostics.loss_contributions)
+  for b, traj in enumerate(trajs):
+    c = np.asarray(contrib(traj, g[b]))
+    want = [sum(c[t, t - k] for t in range(k, 10)) for k in lags]
+    np.testing.assert_allclose(sums[b], want, rtol=RTOL)
+  with pytest.raises(ValueError, match=r"dloss_dh must have shape \(B, T, H\)=\(3, 9, 4\)"):
+    jrnn.diagnostics.lag_loss_contributions(batch, g[:, 1:], lags)
+
+
 def test_loss_contributions_equal_grad_of_each_loss_term():
   params, xs, mask = make(6, 6, 4, mask_p=0.3)
   targets = jax.random.normal(jax.random.key(7), (6, 2), jnp.float64)

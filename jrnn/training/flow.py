@@ -12,16 +12,18 @@ of a stack; layer 0 reads the input):
   sequence, averaged over them (:func:`jrnn.diagnostics.lyapunov_exponents`); ``λ₁ > 0``: nearby
   states separate, gradients grow;
 * ``jacobian_norm[i]``: ``‖∂h_T/∂h_{T-k}‖₂`` at lag ``k = lags[i]`` (log-spaced up to ``T``),
-  the geometric mean over the probe sequences, by Lanczos
-  (:func:`jrnn.diagnostics.jacobian_norm_estimate` on the window of the last ``k`` steps; exact
+  the geometric mean over the probe sequences, by Lanczos on the window of the last ``k``
+  steps, all sequences and lags at once (:func:`jrnn.diagnostics.end_lag_norm_estimates`; exact
   when ``H ≤ num_iters``);
 * ``seed_bound[i]``: the seed's bound ``(‖W_hh‖₂ γ)^k`` with ``γ = sup|σ'|`` (1 for tanh)
   (:func:`jrnn.diagnostics.seed_bound`);
 * ``loss_grad[i]``: ``Σ_b Σ_t ‖∂L_t/∂h_{t-k}‖₂``, the gradient of the probe loss that reaches
-  back ``k`` steps through this layer's recurrence (:func:`jrnn.diagnostics.loss_contributions`
-  with ``∂L_t/∂h_t`` the direct derivative: through the readout and the layers above, not through
-  this layer's later states). Since ``∂L/∂W_hh = Σ_t Σ_k (∂L_t/∂h_k) diag(σ'(a_k)) h_{k-1}ᵀ``,
-  this is how much of ``∂L/∂W_hh`` comes from dependencies ``k`` steps back.
+  back ``k`` steps through this layer's recurrence
+  (:func:`jrnn.diagnostics.lag_loss_contributions`: the diagonals of
+  :func:`jrnn.diagnostics.loss_contributions`), with ``∂L_t/∂h_t`` the direct derivative:
+  through the readout and the layers above, not through this layer's later states. Since
+  ``∂L/∂W_hh = Σ_t Σ_k (∂L_t/∂h_k) diag(σ'(a_k)) h_{k-1}ᵀ``, this is how much
+  of ``∂L/∂W_hh`` comes from dependencies ``k`` steps back.
 
 and for the model: ``grad_norm`` (the probe loss's gradient norm per parameter array) and
 ``probe_loss``; the loop adds ``clip_fraction``, the share of the training steps since the last
@@ -34,6 +36,7 @@ checkpoint step). Everything is in the parameters' dtype (float32 in ``jrnn-trai
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -51,7 +54,7 @@ from jrnn.reference.jacobians import Trajectory, trajectory
 from jrnn.training.steps import Batch
 
 PROBE_SEQUENCES = 4  # sequences of the probe batch (fewer if the batch is smaller)
-NUM_ITERS = 20  # Lanczos iterations per norm (exact when H <= NUM_ITERS)
+NUM_ITERS = 10  # Lanczos iterations per norm: exact when H <= NUM_ITERS, else from below
 DIAGNOSTICS_NAME = "diagnostics.jsonl"
 FLOW_KEY = 5  # fold_in(run key, FLOW_KEY): the Lanczos start vectors
 
@@ -119,18 +122,18 @@ def _probe_loss(ys, batch: Batch, loss_kind: str):
   return squared_error(ys, batch.targets, batch.mask, reduction="mean")
 
 
-def _run_layers(layers, w_hy, b_y, inputs, activation):
-  """States of ``layers`` over ``inputs (P, T, I)`` (per sequence, from zero) and the readout:
-  ``[(P, T+1, H) per layer]`` and the outputs ``(T, P, O)``."""
-  hs_all = []
+def _run_layers(layers, w_hy, b_y, inputs, activation) -> Tuple[List[Trajectory], jax.Array]:
+  """Trajectories of ``layers`` over ``inputs (P, T, I)`` (per sequence, from zero; states
+  ``(P, T+1, H)``, each layer's ``W_hh`` once) and the readout's outputs ``(T, P, O)``."""
+  trajs = []
   for layer in layers:
-    hs = jax.vmap(lambda x, lp=layer: trajectory(lp, x, activation=activation).hs)(inputs)
-    hs_all.append(hs)
-    inputs = hs[:, 1:]
-  return hs_all, jnp.swapaxes(readout(w_hy, b_y, inputs), 0, 1)
+    tr = jax.vmap(lambda x, lp=layer: trajectory(lp, x, activation=activation))(inputs)
+    trajs.append(Trajectory(layer.w_hh, tr.hs, tr.gains, tr.mask))
+    inputs = tr.hs[:, 1:]
+  return trajs, jnp.swapaxes(readout(w_hy, b_y, inputs), 0, 1)
 
 
-def _direct_grads(layers, w_hy, b_y, hs_all, batch, loss_kind, activation):
+def _direct_grads(layers, w_hy, b_y, trajs, batch, loss_kind, activation):
   """``∂L/∂h_t`` of each layer ``(P, T, H)``, the layer's states held independent: the
   derivative through the readout and the layers above only."""
   out = []
@@ -140,7 +143,7 @@ def _direct_grads(layers, w_hy, b_y, hs_all, batch, loss_kind, activation):
       _, ys = _run_layers(layers[l + 1 :], w_hy, b_y, states, activation)
       return _probe_loss(ys, batch, loss_kind)
 
-    out.append(jax.grad(loss_from)(hs_all[l][:, 1:]))
+    out.append(jax.grad(loss_from)(trajs[l].hs[:, 1:]))
   return out
 
 
@@ -196,10 +199,10 @@ def measure(
   inputs = jnp.swapaxes(xs.astype(dtype), 0, 1)  # (P, T, I)
   w_hy = params.w_hy
   b_y = params.b_y
-  hs_all, ys = _run_layers(layers, w_hy, b_y, inputs, activation)
+  trajs, _ = _run_layers(layers, w_hy, b_y, inputs, activation)
   result: Dict[str, Any] = {}
   if loss_kind is not None:
-    direct = _direct_grads(layers, w_hy, b_y, hs_all, probe, loss_kind, activation)
+    direct = _direct_grads(layers, w_hy, b_y, trajs, probe, loss_kind, activation)
 
     def full_loss(p):
       ls = recurrent_layers(p)
@@ -210,49 +213,53 @@ def measure(
       [jnp.linalg.norm(g.reshape(-1)) for g in jax.tree_util.tree_leaves(grads)]
     )
     result["probe_loss"] = loss
-  n_probe = inputs.shape[0]
   per_layer: Dict[str, List[jax.Array]] = {
     k: [] for k in ("spectral_norm", "spectral_radius", "lyapunov", "jacobian_norm", "seed_bound")
   }
   per_layer["loss_grad"] = []
   lag_idx = np.asarray(lags)
-  for l, layer in enumerate(layers):
-    layer_inputs = inputs if l == 0 else hs_all[l - 1][:, 1:]
-    trajs = jax.vmap(lambda x, lp=layer: trajectory(lp, x, activation=activation))(layer_inputs)
-    spec = diagnostics.weight_spectrum(layer.w_hh)
+  for l, batch in enumerate(trajs):  # one W_hh for the batch: its products serve every sequence
+    spec = diagnostics.weight_spectrum(batch.w_hh)
     per_layer["spectral_norm"].append(spec.spectral_norm)
     per_layer["spectral_radius"].append(spec.spectral_radius)
-    lyap = jax.vmap(lambda tr: diagnostics.lyapunov_exponents(tr, num_exponents=1)[0])(trajs)
+    lyap = jax.vmap(
+      lambda tr: diagnostics.lyapunov_exponents(tr, num_exponents=1)[0],
+      in_axes=(Trajectory(None, 0, 0, 0),),  # type: ignore[arg-type]
+    )(batch)
     per_layer["lyapunov"].append(jnp.mean(lyap))
-    norms = []
-    keys = jax.random.split(key, (len(layers), len(lags), n_probe))[l]
-    for i, k in enumerate(lags):
-      # The last k steps as a trajectory of their own: its ∂h_k/∂h_0 is ∂h_T/∂h_{T-k}.
-      window = Trajectory(
-        trajs.w_hh, trajs.hs[:, n_steps - k :], trajs.gains[:, n_steps - k :], trajs.mask[:, -k:]
-      )
-      # lax.map (a loop compiled once) over the probe sequences, not vmap: the vmapped
-      # fori_loop hung XLA's CPU runtime here (jaxlib of jax 0.10, 2 cores, H = 256, 4
-      # sequences; 2 sequences ran), and a Python loop compiles one copy per sequence.
-      est = jax.lax.map(
-        lambda wk, k=k: (
-          diagnostics.jacobian_norm_estimate(wk[0], k, 0, key=wk[1], num_iters=num_iters).norm
-        ),
-        (window, keys[i]),
-      )
-      norms.append(jnp.exp(jnp.mean(jnp.log(est))))
-    per_layer["jacobian_norm"].append(jnp.stack(norms))
-    bound = diagnostics.seed_bound(jax.tree_util.tree_map(lambda a: a[0], trajs), gamma=gamma)
-    per_layer["seed_bound"].append(bound[n_steps, n_steps - lag_idx])
+    est = diagnostics.end_lag_norm_estimates(
+      batch, lags, key=jax.random.fold_in(key, l), num_iters=num_iters
+    ).norm  # (P, K)
+    per_layer["jacobian_norm"].append(jnp.exp(jnp.mean(jnp.log(est), axis=0)))
+    # diagnostics.seed_bound of sequence 0 at (T, T - k), from the norm just computed.
+    valid = jnp.cumsum(batch.mask[0, ::-1].astype(jnp.int32))[
+      lag_idx - 1
+    ]  # valid steps in (T-k, T]
+    per_layer["seed_bound"].append((spec.spectral_norm * gamma) ** valid.astype(dtype))
     if loss_kind is not None:
-      contrib = jax.vmap(diagnostics.loss_contributions)(trajs, direct[l])  # (P, T+1, T+1)
-      t = np.arange(n_steps + 1)
-      per_lag = [jnp.sum(contrib[:, t[k:], t[k:] - k]) for k in lags]
-      per_layer["loss_grad"].append(jnp.stack(per_lag))
+      per_seq = diagnostics.lag_loss_contributions(batch, direct[l], lags)  # (P, K)
+      per_layer["loss_grad"].append(jnp.sum(per_seq, axis=0))
   for name, values in per_layer.items():
     if values:
       result[name] = jnp.stack(values)
   return result
+
+
+def compile_in_background(
+  params: Union[RNNParams, StackedParams], probe: Batch, key: jax.Array, **static: Any
+) -> concurrent.futures.Future[Any]:
+  """:func:`measure`'s program for these arguments (and the static ``lags``, ``loss_kind``, …),
+  compiled on a thread of its own: a future whose result is called as ``(params, probe, key)``.
+
+  XLA compiles on the calling thread; a training loop that starts this before its first step
+  overlaps the compilation (seconds at the main job's size) with its own, instead of stalling at
+  the first record. The compiled program is the one ``measure(...)`` would run: the same numbers.
+  The future re-raises any error of the compilation from ``result()``.
+  """
+  pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jrnn-flow-compile")
+  future = pool.submit(lambda: measure.lower(params, probe, key, **static).compile())
+  pool.shutdown(wait=False)  # the thread ends when the compilation does
+  return future
 
 
 def to_row(
@@ -285,6 +292,7 @@ __all__ = (
   "DIAGNOSTICS_NAME",
   "NUM_ITERS",
   "PROBE_SEQUENCES",
+  "compile_in_background",
   "log_lags",
   "measure",
   "parameter_names",

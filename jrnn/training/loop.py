@@ -687,8 +687,9 @@ def run(
   )
 
   # Gradient flow (--diagnose-every): a record is dispatched at its step and written at the
-  # next log or checkpoint step, where the loop syncs with the device anyway.
-  flow_probe = flow_key = None
+  # next log or checkpoint step, where the loop syncs with the device anyway. Its program is
+  # compiled on a thread of its own from here on, while the train step compiles and runs.
+  flow_probe = flow_key = flow_program = None
   flow_lags: tuple = ()
   flow_names: List[str] = []
   if cfg.diagnose_every:
@@ -696,6 +697,9 @@ def run(
     flow_key = sharding.replicate(jax.random.fold_in(state.key, flow.FLOW_KEY), mesh)
     flow_lags = flow.log_lags(int(flow_probe.xs.shape[0]))
     flow_names = flow.parameter_names(state.params)
+    flow_program = flow.compile_in_background(
+      train.params, flow_probe, flow_key, lags=flow_lags, loss_kind=task.loss_kind
+    )
   flow_pending: List[Any] = []  # (step, measured, grad norms of the steps it covers)
   grad_norms: Dict[int, Any] = {}  # step -> gradient norm, since the last record
 
@@ -794,9 +798,8 @@ def run(
       if cfg.diagnose_every:
         grad_norms[step] = m["grad_norm"]
         if step % cfg.diagnose_every == 0:
-          measured = flow.measure(
-            train.params, flow_probe, flow_key, lags=flow_lags, loss_kind=task.loss_kind
-          )
+          assert flow_program is not None
+          measured = flow_program.result()(train.params, flow_probe, flow_key)
           flow_pending.append((step, measured, list(grad_norms.values())))
           grad_norms.clear()
       n_timed += 1

@@ -3,6 +3,7 @@ steps, without and with gradient-flow records, alternating, in one process.
 
     python scripts/benchmarks/bench_diagnose.py [--steps 600] [--every 100] [--repeats 2] \
       [--json FILE]
+    python scripts/benchmarks/bench_diagnose.py --accuracy [--json FILE]
 
 Each run writes to a fresh temporary directory. Reported per run: the wall time of the whole
 run and of its steady part (``elapsed_s`` from the first log step to the last, which leaves out
@@ -10,6 +11,12 @@ compiling the train step and the first record's compilation); the overhead is th
 steady parts, ``with / without - 1``, over all repeats. Compilation of :func:`jrnn.training.flow.
 measure` (once a process) is reported apart. The machine's ``uptime`` and CPU go beside it: on a
 shared machine the ratio is rough.
+
+``--accuracy`` checks the records' Lanczos estimate instead: ``jacobian_norm`` of one record of
+the main job's initial parameters, at :data:`jrnn.training.flow.NUM_ITERS` iterations and at
+20, against the exact norms (SVD of the explicit products ``∂h_T/∂h_{T-k}``, formed in float64
+from the same trajectories, geometric mean over the probe sequences), per layer and lag, with
+one record's time.
 """
 
 from __future__ import annotations
@@ -22,7 +29,10 @@ import subprocess
 import tempfile
 import time
 
-from jrnn.training import loop
+import jax
+import numpy as np
+
+from jrnn.training import flow, loop
 from jrnn.training.config import Config
 
 
@@ -55,13 +65,70 @@ def one_run(cfg: Config) -> dict:
   return {"diagnose_every": cfg.diagnose_every, "wall_s": round(wall, 2), "steady_s": steady}
 
 
+def _write_json(path, result: dict) -> None:
+  """Writes ``result`` to ``path`` (which must not exist); nothing for ``None``."""
+  if path:
+    with open(path, "x", encoding="utf-8") as f:
+      json.dump(result, f, indent=1)
+      f.write("\n")
+
+
+def accuracy() -> dict:
+  """The records' ``jacobian_norm`` against exact norms, on the main job's initial parameters."""
+  cfg = Config(diagnose_every=100)
+  task = loop.make_task(cfg, jax.random.fold_in(jax.random.key(cfg.seed), 1))
+  params = loop.initial_state(cfg, task, loop.make_optimizer(cfg)).params
+  probe = flow.probe_batch(task.batch(0), one_hot=task.one_hot)
+  key = jax.random.fold_in(jax.random.key(cfg.seed), flow.FLOW_KEY)
+  lags = flow.log_lags(int(probe.xs.shape[0]))
+  layers = flow.recurrent_layers(params)
+  inputs = jax.numpy.swapaxes(probe.xs, 0, 1)
+  trajs, _ = flow._run_layers(layers, params.w_hy, params.b_y, inputs, "tanh")
+  exact = []
+  for tr in trajs:  # ∂h_T/∂h_{T-k} = J_T ⋯ J_{T-k+1}, J_t = diag(σ'(a_t)) W_hh (all steps valid)
+    w = np.asarray(tr.w_hh, np.float64)
+    per_seq = []
+    for g in np.asarray(tr.gains, np.float64):
+      prod, norms = np.eye(w.shape[0]), {}
+      for k in range(1, len(g) + 1):
+        prod = prod @ (g[-k][:, None] * w)
+        if k in lags:
+          norms[k] = np.linalg.norm(prod, 2)
+      per_seq.append([norms[k] for k in lags])
+    exact.append(np.exp(np.mean(np.log(per_seq), axis=0)))
+  out = {"lags": list(lags), "exact": np.asarray(exact).tolist(), "estimates": {}}
+  for iters in sorted({flow.NUM_ITERS, 20}):
+    run = lambda iters=iters: flow.measure(
+      params, probe, key, lags=lags, loss_kind=task.loss_kind, num_iters=iters
+    )
+    jax.block_until_ready(run())
+    t0 = time.perf_counter()
+    got = np.asarray(jax.block_until_ready(run())["jacobian_norm"], np.float64)
+    out["estimates"][str(iters)] = {
+      "record_s": round(time.perf_counter() - t0, 4),
+      "jacobian_norm": got.tolist(),
+      "relative_error": (got / np.asarray(exact) - 1).tolist(),
+      "max_abs_relative_error": float(np.max(np.abs(got / np.asarray(exact) - 1))),
+    }
+    print(
+      f"{iters} iterations: one record {out['estimates'][str(iters)]['record_s']} s, "
+      f"|estimate / exact - 1| <= {out['estimates'][str(iters)]['max_abs_relative_error']:.2e}"
+    )
+  return out
+
+
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
   p.add_argument("--steps", type=int, default=600)
   p.add_argument("--every", type=int, default=100, help="--diagnose-every of the second run")
   p.add_argument("--repeats", type=int, default=2)
   p.add_argument("--json", help="also write the results to this file (must not exist)")
+  p.add_argument("--accuracy", action="store_true", help="check the Lanczos estimate instead")
   args = p.parse_args()
+  if args.accuracy:
+    result = {**accuracy(), "cpu": _cpu(), "uptime_after": _uptime()}
+    _write_json(args.json, result)
+    return
   base = Config(steps=args.steps, log_every=100, ckpt_every=args.steps, sample_len=0)
   variants = [base, dataclasses.replace(base, diagnose_every=args.every)]
   runs = []
@@ -86,10 +153,7 @@ def main() -> None:
     f"--diagnose-every {args.every}: {result['overhead_steady']:+.1%} training time "
     f"(steady part, {args.repeats} repeats); {result['cpu']}; {result['uptime_after']}"
   )
-  if args.json:
-    with open(args.json, "x", encoding="utf-8") as f:
-      json.dump(result, f, indent=1)
-      f.write("\n")
+  _write_json(args.json, result)
 
 
 if __name__ == "__main__":
