@@ -232,6 +232,8 @@ def init_params(
 
   Arguments as :func:`init_layer`, plus ``n_out`` (``O``). Example::
 
+    >>> import jax
+    >>> import jrnn
     >>> params = jrnn.init_params(jax.random.key(0), 3, 5, 2, scheme="orthogonal")
     >>> params.w_hh.shape
     (5, 5)

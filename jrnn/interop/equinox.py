@@ -10,8 +10,15 @@ or ``(carry, outputs)`` with ``return_carry=True``.
 
 Example::
 
+  >>> import equinox as eqx
+  >>> import jax, jax.numpy as jnp
+  >>> from jrnn.interop.equinox import ElmanRNN
+  >>> xs, targets = jnp.ones((2, 5, 4)), jnp.zeros((2, 5, 1))
+  >>> loss_fn = lambda model, xs, targets: jnp.mean((jax.vmap(model)(xs) - targets) ** 2)
   >>> model = ElmanRNN(4, 32, out_features=1, key=jax.random.key(0))
   >>> ys = jax.vmap(model)(xs)                        # xs (B, T, 4) -> (B, T, 1)
+  >>> ys.shape
+  (2, 5, 1)
   >>> grads = eqx.filter_grad(loss_fn)(model, xs, targets)
 """
 

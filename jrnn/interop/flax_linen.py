@@ -9,9 +9,14 @@ batch-major ``(B, T, I)`` by default, as ``nn.RNN``'s; the call returns the outp
 
 Example::
 
+  >>> import jax, jax.numpy as jnp
+  >>> from jrnn.interop.flax_linen import ElmanRNN
+  >>> xs, lengths = jnp.ones((2, 5, 3)), jnp.array([5, 3])
   >>> model = ElmanRNN(hidden_size=32)            # was: nn.RNN(nn.SimpleCell(32))
   >>> variables = model.init(jax.random.key(0), xs)   # xs (B, T, I)
   >>> hs = model.apply(variables, xs, lengths=lengths)  # (B, T, 32)
+  >>> hs.shape
+  (2, 5, 32)
 
 A Flax ``SimpleCell`` checkpoint loads with :func:`from_simple_cell` and :func:`to_variables`
 (and goes back with :func:`from_variables` and :func:`to_simple_cell`).

@@ -10,8 +10,15 @@ drawn by jrnn's initialisers from ``rngs.params()``, and the call is :func:`jrnn
 
 Example::
 
+  >>> import jax.numpy as jnp
+  >>> from flax import nnx
+  >>> from jrnn.interop.flax_nnx import ElmanRNN
+  >>> xs, lengths = jnp.ones((2, 5, 4)), jnp.array([5, 3])
   >>> model = ElmanRNN(4, 32, rngs=nnx.Rngs(0))
   >>> hs = model(xs, lengths=lengths)        # xs (B, T, 4) -> (B, T, 32)
+  >>> hs.shape
+  (2, 5, 32)
+  >>> loss_fn = lambda model: jnp.mean(model(xs, lengths=lengths) ** 2)
   >>> grads = nnx.grad(loss_fn)(model)       # nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
 """
 

@@ -26,11 +26,21 @@ arithmetic, five seeds cost little more than one.
 
 Example::
 
-  >>> keys = seed_keys([0, 1, 2, 3, 4])
+  >>> import jax, optax
+  >>> import jrnn
+  >>> from jrnn.data import adding
+  >>> from jrnn.training.seeds import init_seeds, make_multi_seed_train_chunk, seed_keys
+  >>> def loss_fn(params, batch):  # squared error of the last step's output, batch mean
+  ...   ys = jrnn.forward(params, batch.xs).ys[-1]  # xs (T, B, 2) -> ys[-1] (B, 1)
+  ...   return jrnn.squared_error(ys, batch.targets[:, None], reduction="mean")
+  >>> opt = optax.adam(1e-3)
+  >>> keys, data_keys = seed_keys([0, 1, 2, 3, 4]), seed_keys([10, 11, 12, 13, 14])  # (5,) each
   >>> params, opt_state = init_seeds(lambda k: jrnn.init_params(k, 2, 32, 1), opt, keys)
-  >>> make_batch = lambda key, k: adding.batch(jax.random.fold_in(key, k), 32, 100)
-  >>> chunk = make_multi_seed_train_chunk(loss_fn, opt, make_batch, steps=100)
-  >>> params, opt_state, metrics = chunk(params, opt_state, data_keys, 0)  # metrics: (5, 100)
+  >>> make_batch = lambda key, k: adding.batch(jax.random.fold_in(key, k), 8, 20)  # B=8, T=20
+  >>> chunk = make_multi_seed_train_chunk(loss_fn, opt, make_batch, steps=3)
+  >>> params, opt_state, metrics = chunk(params, opt_state, data_keys, 0)  # metrics: (5, 3)
+  >>> metrics["loss"].shape
+  (5, 3)
 """
 
 from __future__ import annotations

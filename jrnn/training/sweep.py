@@ -32,12 +32,24 @@ runs the batched and unbatched products alike, otherwise within a few ulps per s
 
 Example::
 
-  >>> members = sweep_grid(parse_sweep("lr=1e-3,3e-3;seed=0:2"), base=dict(clip=1.0))
+  >>> import jax, jax.numpy as jnp
+  >>> import jrnn
+  >>> from jrnn.training import (Batch, init_sweep, make_sweep_chunk, parse_sweep, sequence_loss,
+  ...                            sweep_grid, sweep_optimizer)
+  >>> loss_fn = sequence_loss("squared_error")  # returns (loss, h_last): has_aux=True below
+  >>> def make_batch(key, k):  # batch k of one member: inputs (T, B, I), their running sum
+  ...   xs = jax.random.normal(jax.random.fold_in(key, k), (8, 4, 2))
+  ...   return Batch(xs, jnp.cumsum(xs[..., :1], axis=0))
+  >>> members = sweep_grid(parse_sweep("lr=1e-3,3e-3;seed=0:2"),  # 4 members
+  ...                      base=dict(clip=1.0, weight_decay=0.0))  # the hparams not swept
   >>> opt = sweep_optimizer("adam")
+  >>> data_keys = jnp.stack([jax.random.key(100 + m["seed"]) for m in members])  # one per member
   >>> state = init_sweep(members, lambda m: jrnn.init_params(jax.random.key(m["seed"]), 2, 16, 1),
-  ...                    opt, seed_keys([m["seed"] for m in members]))
-  >>> chunk = make_sweep_chunk(loss_fn, opt, make_batch, steps=100, has_aux=True)
-  >>> state, metrics = chunk(state, 0)  # metrics["loss"]: (4, 100)
+  ...                    opt, data_keys)
+  >>> chunk = make_sweep_chunk(loss_fn, opt, make_batch, steps=3, has_aux=True)
+  >>> state, metrics = chunk(state, 0)  # metrics["loss"]: (4, 3)
+  >>> metrics["loss"].shape
+  (4, 3)
 """
 
 from __future__ import annotations
