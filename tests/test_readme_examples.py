@@ -55,6 +55,9 @@ def _blocks():
 
 
 BLOCKS = _blocks()
+# One xdist worker runs the whole module (with --dist loadgroup), so the fixture that runs every
+# block runs once, not once per worker.
+pytestmark = pytest.mark.xdist_group("readme_examples")
 
 
 @pytest.fixture(scope="module")
