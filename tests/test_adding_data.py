@@ -12,6 +12,7 @@ from jrnn.data import adding
 
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seq_len", [2, 3, 17, 50])
 def test_shapes_markers_and_targets(seq_len):
   batch = adding.batch(jax.random.key(0), 64, seq_len)
@@ -28,6 +29,7 @@ def test_shapes_markers_and_targets(seq_len):
     np.testing.assert_allclose(batch.targets[b], marked.sum(), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_deterministic_from_key_and_jittable():
   a = adding.batch(jax.random.key(1), 8, 20)
   b = adding.batch(jax.random.key(1), 8, 20)
@@ -57,6 +59,7 @@ def test_bad_arguments():
     adding.batch(jax.random.key(0), 2, 5, dtype=jnp.int32)
 
 
+@pytest.mark.slow
 def test_adding_experiment_script_smoke(tmp_path):
   mod = helpers.load_script("adding_experiment")
   mod.main(["--out", str(tmp_path), "--lengths", "6", "--steps", "3", "--hidden", "4",
@@ -88,6 +91,7 @@ def test_adding_experiment_script_smoke(tmp_path):
   assert json.loads((tmp_path / "results.json").read_text()) == results
 
 
+@pytest.mark.slow
 def test_adding_experiment_clipping_on_only(tmp_path):
   results = helpers.load_script("adding_experiment").main([
       "--out", str(tmp_path), "--lengths", "6", "--steps", "2", "--hidden", "4", "--batch", "4",

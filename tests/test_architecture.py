@@ -153,6 +153,7 @@ def test_every_namespace_is_reachable_after_a_plain_import_jrnn():
   subprocess.run([sys.executable, "-c", code], check=True)
 
 
+@pytest.mark.slow
 def test_every_public_submodule_is_reachable_after_a_plain_import_jrnn():
   # Every module a package docstring lists (e.g. jrnn.training's table: seeds, loop, cli, ...) is
   # a public submodule; each must be an attribute after `import jrnn` alone, found by getattr

@@ -20,6 +20,7 @@ from common import benchlib  # noqa: E402
 SIZE = (3, 7, 4, 5, 2)  # (B, T, I, H, O): all different, so a transposed weight cannot pass
 
 
+@pytest.mark.slow
 def test_quick_run_writes_json(tmp_path):
   out = tmp_path / "bench.json"
   proc = subprocess.run([sys.executable, os.path.join(SCRIPTS, "bench.py"), "--quick",
@@ -83,6 +84,7 @@ def _as_run():
   return jax.enable_x64(False), jax.numpy_rank_promotion("allow")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("build, activation", _cases())
 def test_same_loss_and_gradients_as_jrnn(build, activation):
   problem = bench_impls.make_problem(SIZE)
@@ -183,6 +185,7 @@ def test_gpu_scripts_parse_and_exit_cleanly_without_a_gpu(tmp_path):
     assert proc.returncode == 0 and "usage" in proc.stdout, (script, proc.stderr[-2000:])
 
 
+@pytest.mark.slow
 def test_bench_parts_add_up_to_the_gradient_of_the_whole_step():
   """The breakdown times the real step cut into parts: the parts' weight gradients are the
   whole step's gradient (float32, rounding only), and every row gets a time."""

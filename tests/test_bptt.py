@@ -73,6 +73,7 @@ def _data(key, layout, n_steps, n_batch, n_in, n_out, loss, masked=True):
   return xs, _targets(kt, lead, n_out, loss), mask, 1 if layout == "batch_major" else 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("activation,loss", [
     (act, ("squared_error", "cross_entropy")[i % 2]) for i, act in enumerate(ACTIVATIONS)])
 def test_every_activation_and_loss(activation, loss):
@@ -82,6 +83,7 @@ def test_every_activation_and_loss(activation, loss):
                                time_axis=ta, activation=activation)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout,reverse,masked", [
     ("unbatched", False, True), ("unbatched", True, False), ("time_major", True, True),
     ("time_major", False, False), ("batch_major", False, True), ("batch_major", True, True)])
@@ -95,6 +97,7 @@ def test_layouts_reverse_masks_explicit_h0(layout, reverse, masked):
                                reverse=reverse, output_activation="sigmoid", unroll=2)
 
 
+@pytest.mark.slow
 def test_lengths_and_learnt_h0():
   p = _params(jax.random.key(5), 3, 4, 2)
   xs = jax.random.normal(jax.random.key(6), (6, 3, 3), jnp.float64)
@@ -108,6 +111,7 @@ def test_lengths_and_learnt_h0():
     np.testing.assert_allclose(g, w, rtol=RTOL, atol=ATOL)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("num_layers,bidirectional,loss", [
     (1, True, "cross_entropy"), (2, False, "squared_error"), (2, True, "squared_error")])
 def test_stacked_and_bidirectional(num_layers, bidirectional, loss):
@@ -120,6 +124,7 @@ def test_stacked_and_bidirectional(num_layers, bidirectional, loss):
                                time_axis=ta, time_major=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("activation", ["tanh", _softsign])
 def test_check_grads_through_custom_vjp(activation):
   """Reverse mode through the hand VJP against finite differences, to second order."""
@@ -134,6 +139,7 @@ def test_check_grads_through_custom_vjp(activation):
   check_grads(f, (p, xs), order=1, modes=["rev"])
 
 
+@pytest.mark.slow
 def test_check_grads_through_stacked_custom_vjp():
   p = _stacked(jax.random.key(13), 2, 3, 2, 2, True)
   xs = jax.random.normal(jax.random.key(14), (3, 2, 2), jnp.float64)
@@ -145,6 +151,7 @@ def test_check_grads_through_stacked_custom_vjp():
   check_grads(f, (p, xs), order=1, modes=["rev"])
 
 
+@pytest.mark.slow
 def test_gradient_of_hidden_states_and_final_state():
   """Cotangents on hs and h_last (not only through the readout) reach the hand VJP."""
   p = _params(jax.random.key(15), 2, 3, 2)
@@ -160,6 +167,7 @@ def test_gradient_of_hidden_states_and_final_state():
   chex.assert_trees_all_close(got, want, rtol=RTOL, atol=ATOL)
 
 
+@pytest.mark.slow
 @hypothesis.settings(max_examples=5, deadline=None)
 @hypothesis.given(
     n_steps=st.integers(1, 6), n_batch=st.integers(1, 3), n_in=st.integers(1, 3),

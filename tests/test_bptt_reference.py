@@ -84,6 +84,7 @@ def _layout_data(key, layout, n_steps, n_batch, n_in, n_out, loss, masked):
 ACTIVATIONS = ["tanh", "relu", "sigmoid", "identity", "leaky_relu", "softplus", _softsign]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("activation,loss", [
     (act, ("cross_entropy", "squared_error")[i % 2]) for i, act in enumerate(ACTIVATIONS)])
 def test_hand_equals_autodiff_every_activation_and_loss(activation, loss):
@@ -100,6 +101,7 @@ def test_hand_equals_autodiff_every_activation_and_loss(activation, loss):
   assert got.d_h0 is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout,reduction,reverse", [
     ("unbatched", "sum", True), ("unbatched", "mean", False), ("time_major", "batch_mean", True),
     ("time_major", "sum", False), ("batch_major", "mean", True),
@@ -119,6 +121,7 @@ def test_hand_equals_autodiff_layouts_reductions_reverse(layout, reduction, reve
   _assert_trees_close(got.d_xs, want_dx)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("h0_shape", ["(H,)", "(B, H)"])
 def test_hand_d_h0_and_lengths(h0_shape):
   p = _params(jax.random.key(4), 3, 4, 2, learn_h0=True)
@@ -140,6 +143,7 @@ def test_hand_d_h0_and_lengths(h0_shape):
   _assert_trees_close((got.grads, got.d_xs, got.d_h0), want)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("num_layers,bidirectional,loss", [
     (1, True, "squared_error"), (2, False, "cross_entropy"), (2, True, "cross_entropy")])
 def test_hand_stacked_equals_autodiff(num_layers, bidirectional, loss):
@@ -156,6 +160,7 @@ def test_hand_stacked_equals_autodiff(num_layers, bidirectional, loss):
   _assert_trees_close(got.d_xs, want_dx)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("h0_batched", [False, True])
 def test_hand_stacked_explicit_h0(h0_batched):
   p = _stacked(jax.random.key(10), 2, 3, 2, 2, True)
@@ -174,6 +179,7 @@ def test_hand_stacked_explicit_h0(h0_batched):
   _assert_trees_close((got.grads, got.d_xs, got.d_h0), want)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("activation,loss", [
     ("tanh", "squared_error"), ("relu", "cross_entropy"), (_softsign, "squared_error")])
 def test_seed_formula_equals_recursion_and_autodiff(activation, loss):
@@ -199,6 +205,7 @@ def test_seed_formula_unbatched_without_h0():
   _assert_trees_close(seed, want)
 
 
+@pytest.mark.slow
 def test_seed_formula_double_sum_by_hand_for_one_step():
   """T = 1: the double sum has one term, (∂L/∂h_1 ⊙ σ'(a_1))ᵀ h_0, written out here."""
   p = _params(jax.random.key(19), 2, 3, 2, learn_h0=True)

@@ -96,6 +96,7 @@ def _final(out):
     return f.read()
 
 
+@pytest.mark.slow
 def test_resume_is_bit_for_bit(tmp_path, monkeypatch):
   straight = str(tmp_path / "straight")
   cli.train_from_args(TINY + ["--out", straight])
@@ -115,6 +116,7 @@ def test_resume_is_bit_for_bit(tmp_path, monkeypatch):
     assert [line.split(",")[0] for line in f] == ['{"step": 2', '{"step": 4', '{"step": 6']
 
 
+@pytest.mark.slow
 def test_resume_with_other_config_fails(tmp_path, capsys):
   out = str(tmp_path / "run")
   cli.train_from_args(TINY + ["--steps", "1", "--out", out])

@@ -53,6 +53,7 @@ def _assert_same(params, xs, h0, tg, **kw):
   chex.assert_trees_all_close(got, want, rtol=RTOL, atol=ATOL)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_steps,k,grad", [
     (12, 3, "hand"), (11, 4, "autodiff"), (7, 1, "hand"), (5, 9, "hand"), (10, None, "hand")])
 def test_equals_plain_path(n_steps, k, grad):
@@ -62,6 +63,7 @@ def test_equals_plain_path(n_steps, k, grad):
                segment_length=k, grad=grad)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout,loss", [("unbatched", "cross_entropy"),
                                          ("batch_major", "squared_error")])
 def test_layouts_losses_explicit_h0(layout, loss):
@@ -75,6 +77,7 @@ def test_layouts_losses_explicit_h0(layout, loss):
                output_activation="sigmoid", segment_length=4)
 
 
+@pytest.mark.slow
 def test_lengths_and_no_mask():
   p = _params(jax.random.key(5))
   xs, tg, _ = _data(jax.random.key(6), (10, 3), 2, 3, "squared_error")

@@ -46,6 +46,7 @@ def _fail(capsys, argv):
   return err
 
 
+@pytest.mark.slow
 def test_rtrl_first_update_is_bptt_gradient_and_later_ones_are_not_truncated(tmp_path):
   # SGD with lr 1 and no clipping: θ₁ = θ₀ - g. From h = 0 over one window, exact RTRL's
   # gradient of the window's mean loss is BPTT's (float32 here, hence rtol 1e-4 on θ₀ - θ₁).
@@ -83,6 +84,7 @@ def test_rtrl_first_update_is_bptt_gradient_and_later_ones_are_not_truncated(tmp
   assert not np.allclose(a - step1, b - step1, rtol=1e-3, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_uoro_is_reproducible_and_resume_equals_one_run(tmp_path, capsys):
   argv = TINY + ["--online", "uoro", "--online-every", "2", "--schedule", "constant",
                  "--lr", "1e-2", "--ckpt-every", "100"]
@@ -108,6 +110,7 @@ def test_uoro_is_reproducible_and_resume_equals_one_run(tmp_path, capsys):
   assert "--online 'uoro' (this run asks 'snap1')" in err
 
 
+@pytest.mark.slow
 def test_snap1_is_reproducible_and_learns(tmp_path):
   argv = TINY + ["--online", "snap1", "--online-every", "1", "--lr", "3e-2", "--steps", "6"]
   a, b = str(tmp_path / "a"), str(tmp_path / "b")
@@ -120,6 +123,7 @@ def test_snap1_is_reproducible_and_learns(tmp_path):
   assert rows[-1]["val_bpc"] < rows[0]["val_bpc"]  # every = 1: 24 updates move it
 
 
+@pytest.mark.slow
 def test_nan_stops_at_that_step_and_keeps_the_last_finite_online_state(tmp_path, capsys,
                                                                       monkeypatch):
   # The window of step k (1-based) holds a NaN input: the guard keeps the state of step k - 1,
@@ -190,6 +194,7 @@ def test_help_documents_the_flags():
   assert "--online-every" in text and "--online-max-bytes" in text and "docs/online.md" in text
 
 
+@pytest.mark.slow
 def test_reset_starts_fresh_streams():
   # Where the stream restarts (a new epoch of charlm), the online state is that of fresh
   # streams: a step with reset equals the same step from init_streams' state without it.

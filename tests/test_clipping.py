@@ -21,6 +21,7 @@ def flat(tree):
   return np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(tree)])
 
 
+@pytest.mark.slow
 @hypothesis.settings(max_examples=15, deadline=None)
 @hypothesis.given(seed=st.integers(0, 2**16), scale=st.floats(1e-3, 1e3),
                   threshold=st.floats(0.1, 10.0))

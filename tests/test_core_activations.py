@@ -7,6 +7,7 @@ import pytest
 import jrnn
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(jrnn.ACTIVATIONS))
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
 def test_derivative_from_output_matches_autodiff(name, dtype):

@@ -102,6 +102,7 @@ def test_seed_bound_values():
     jrnn.diagnostics.seed_bound(traj, "sup")
 
 
+@pytest.mark.slow
 def test_orthogonal_linear_norms_are_exact_powers_and_rate_is_recovered():
   # W_hh = s Q with Q orthogonal and σ = identity: every ∂h_t/∂h_k = s^{t-k} Q^{t-k}.
   s = 0.93
@@ -150,6 +151,7 @@ def test_fit_rate_on_synthetic_geometric_profile():
   del lags, rng
 
 
+@pytest.mark.slow
 def test_lanczos_exact_with_h_iterations_and_never_above():
   params, xs, _ = make(4, 12, 6, radius=1.3)
   traj, norms = traj_and_norms(params, xs, jnp.ones(12, bool), "tanh")
@@ -192,6 +194,7 @@ def _batch(n_seq, n_steps, n_hidden, mask_p):
   return batch, [one(b) for b in range(n_seq)]
 
 
+@pytest.mark.slow
 def test_end_lag_norms_equal_exact_svd_for_every_sequence_and_lag():
   batch, trajs = _batch(3, 11, 5, mask_p=0.2)
   lags = (4, 1, 11, 2, 7)  # any order, the full length included
@@ -211,6 +214,7 @@ def test_end_lag_norms_equal_exact_svd_for_every_sequence_and_lag():
     jrnn.diagnostics.end_lag_norm_estimates(trajs[0], (1,), key=jax.random.key(0))
 
 
+@pytest.mark.slow
 def test_lag_loss_contributions_are_the_diagonals_of_loss_contributions():
   batch, trajs = _batch(3, 9, 4, mask_p=0.3)
   g = jax.random.normal(jax.random.key(3), (3, 9, 4), jnp.float64)
@@ -226,6 +230,7 @@ def test_lag_loss_contributions_are_the_diagonals_of_loss_contributions():
     jrnn.diagnostics.lag_loss_contributions(batch, g[:, 1:], lags)
 
 
+@pytest.mark.slow
 def test_loss_contributions_equal_grad_of_each_loss_term():
   params, xs, mask = make(6, 6, 4, mask_p=0.3)
   targets = jax.random.normal(jax.random.key(7), (6, 2), jnp.float64)
@@ -284,6 +289,7 @@ def test_pascanu_verdict_numbers(act, gamma, scale):
   assert word in v.summary()
 
 
+@pytest.mark.slow
 def test_pascanu_vanishing_verdict_implies_measured_decay():
   q = jrnn.init_params(jax.random.key(10), 3, 5, 1, scheme="orthogonal", dtype=jnp.float64)
   params = q._replace(w_hh=3.5 * q.w_hh)  # σ_max = 3.5 < 1/γ = 4 for sigmoid
@@ -325,6 +331,7 @@ def test_lyapunov_of_linear_rnn_is_log_eigenvalue_moduli():
                              np.sort(np.log(np.abs(np.linalg.eigvals(w))))[::-1], atol=2e-3)
 
 
+@pytest.mark.slow
 def test_top_lyapunov_exponent_of_a_diagonal_w_hh_is_its_largest_entry():
   """W_hh = diag(d) leaves every coordinate axis invariant: a start on e_1 would only ever see
   unit 1 (log|d_1|). The DCT start mixes every unit, so one exponent is the largest."""

@@ -106,6 +106,7 @@ def results():
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_docstrings_are_found(results):
   names = [name for name, _ in DOCSTRINGS]
   assert set(KNOWN) <= set(names), sorted(set(KNOWN) - set(names))
@@ -115,6 +116,7 @@ def test_docstrings_are_found(results):
                                  f"only the static scan: {sorted(set(names) - dynamic)}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, module", DOCSTRINGS, ids=[name for name, _ in DOCSTRINGS])
 def test_docstring_examples_run(results, name, module):
   if module in results["skipped"]:

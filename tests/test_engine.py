@@ -19,6 +19,7 @@ def _close(a, b, rtol):
   chex.assert_trees_all_close(a, b, rtol=rtol, atol=rtol * scale)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("grad,kernel", [("hand", "xla"), ("hand", "pallas_interpret"),
                                          ("hand", "auto"), ("autodiff", "auto")])
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
@@ -35,6 +36,7 @@ def test_every_choice_matches_autodiff(grad, kernel, activation):
          _grads(loss, params, grad="autodiff", kernel="xla"), 1e-5)
 
 
+@pytest.mark.slow
 def test_stacked_bidirectional_pallas_interpret_matches_autodiff():
   params = jrnn.init_stacked(jax.random.key(2), 3, 8, 2, num_layers=2, bidirectional=True,
                              scheme="glorot", dtype=jnp.float32)
@@ -86,6 +88,7 @@ def test_bad_choices_are_named(bad, match):
     jrnn.forward(params, jnp.ones((4, 2), jnp.float32), **bad)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bptt,choice", [("hand", dict(grad="hand", kernel="xla")),
                                          ("autodiff", dict(grad="autodiff"))])
 def test_deprecated_bptt_maps_to_the_new_choices(bptt, choice):
@@ -97,6 +100,7 @@ def test_deprecated_bptt_maps_to_the_new_choices(bptt, choice):
   chex.assert_trees_all_close(old, new, rtol=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fn", [jax.jvp, "jacfwd"])
 def test_forward_mode_on_hand_path_names_the_option(fn):
   params = jrnn.init_params(jax.random.key(0), 2, 3, 1, dtype=jnp.float64)
@@ -112,6 +116,7 @@ def test_forward_mode_on_hand_path_names_the_option(fn):
   np.testing.assert_allclose(jax.jacfwd(g)(params.w_hh), jax.jacrev(g)(params.w_hh), rtol=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kernel", ["xla", "pallas_interpret"])
 def test_recurrence_choices_match(kernel):
   w = jax.random.normal(jax.random.key(4), (8, 8), jnp.float64) / 3
@@ -130,6 +135,7 @@ def test_recurrence_choices_match(kernel):
     _close(jax.grad(loss, (0, 1))(w, u, reverse, kernel=kernel), ref, rtol)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("activation", ["tanh", "relu", jnp.sin])
 def test_hand_path_under_vmap_matches_autodiff(masked, activation):

@@ -228,6 +228,7 @@ def _files(d):
   return {n: pathlib.Path(d, n).read_bytes() for n in loop.RUN_FILES}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("label,setup,fragments", CASES, ids=[c[0] for c in CASES])
 def test_cli_fault_is_one_line_with_status_2(runs, tmp_path, capsys, monkeypatch, label, setup,
                                              fragments):

@@ -123,6 +123,7 @@ def test_bad_input_is_refused_with_a_clear_message(label, call, exc, fragment):
     call()
 
 
+@pytest.mark.slow
 def test_typed_keys_are_accepted():
   online.uoro_step(P, online.uoro_init(P), X, Y, key=KEY)
   online.init_streams(UORO, P_H0, 2, key=KEY)
@@ -139,6 +140,7 @@ SEQUENCES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SEQUENCES)
 def test_nan_and_inf_at_masked_steps_are_inert(name):
   params = random_params(jax.random.key(3), I, H, O)

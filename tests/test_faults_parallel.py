@@ -135,6 +135,7 @@ def test_failed_solve_raises_eagerly_as_solver_error():
     jax.grad(lambda u: jnp.sum(jrnn.recurrence(w, u, h0, solver=FEW)))(u)
 
 
+@pytest.mark.slow
 def test_issue_reproducers_raise_eagerly():
   # Issue 24: an unstable ELK solve (orthogonal, scale 3, T = 400) returned states 2.0 off.
   params = jrnn.init_params(jax.random.key(3), 1, 16, 1, scheme="orthogonal", scale=3.0,
@@ -176,6 +177,7 @@ def test_fallback_and_ignore_say_so_in_solve_info():
   assert float(jnp.max(jnp.abs(hs - ref))) > 1e-6  # the iterate, flagged as not converged
 
 
+@pytest.mark.slow
 def test_vmapped_seeds_train_with_deer():
   # Issue 24: jit(vmap(forward(solver="deer"))) raised on every call though every solve
   # converged, so make_multi_seed_train_step with sequence_loss(solver="deer") could not run.
@@ -197,6 +199,7 @@ def test_vmapped_seeds_train_with_deer():
   assert not np.allclose(new.w_hh, params.w_hh)
 
 
+@pytest.mark.slow
 def test_quasi_elk_converges_with_lengths_as_without():
   # Issue 24: residual 1.1e-5 after 3,000 iterations with lengths (59 without). Masked steps
   # are exactly linear; damped, a run of them needed O(λ L²) iterations.
@@ -243,6 +246,7 @@ PATHS = [dict(grad="hand"), dict(grad="autodiff"), dict(solver="deer"),
          dict(solver=Solver("deer", adjoint="parallel"))]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", PATHS, ids=lambda p: "-".join(map(str, p.values())))
 def test_nan_and_inf_at_masked_steps_are_inert(path):
   params, xs, targets, mask = _masked_case()

@@ -199,6 +199,7 @@ def test_sample_tokens_good_prime_still_samples():
   assert tokens.shape == (3,) and bool(jnp.all((tokens >= 0) & (tokens < V)))
 
 
+@pytest.mark.slow
 def test_one_hot_token_out_of_range_under_jit_is_nan_not_silent():
   """Traced tokens cannot be checked: the loss and every gradient are NaN, never a quiet
   zero input; in range, the loss is the eager one."""

@@ -96,6 +96,7 @@ def _check_equal(measured, ref, rtol):
                                atol=0, err_msg=name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind,layers", [("squared_error", 1), ("cross_entropy", 2)])
 def test_measure_equals_diagnostics(kind, layers):
   key = jax.random.key(0)
@@ -115,6 +116,7 @@ def test_measure_equals_diagnostics(kind, layers):
                                                        "layers.1.0.w_hh" in names)
 
 
+@pytest.mark.slow
 def test_measure_without_loss_and_bad_input():
   params = jrnn.init_params(jax.random.key(0), I, H, O, dtype=jnp.float64)
   probe = _probe("squared_error")
@@ -154,6 +156,7 @@ def _rows(path):
     return [json.loads(line) for line in f]
 
 
+@pytest.mark.slow
 def test_records_equal_diagnostics_on_the_checkpoint(tmp_path):
   out = str(tmp_path / "run")
   cli.train_from_args(TINY + ["--steps", "6", "--diagnose-every", "3", "--log-every", "2",
@@ -188,6 +191,7 @@ def test_records_equal_diagnostics_on_the_checkpoint(tmp_path):
   assert all(r["clip_steps"] == 3 and r["clip_fraction"] in (0, 1 / 3, 2 / 3, 1) for r in rows)
 
 
+@pytest.mark.slow
 def test_resume_gives_the_same_diagnostics(tmp_path, monkeypatch):
   flags = TINY + ["--steps", "8", "--diagnose-every", "4", "--log-every", "4",
                   "--ckpt-every", "3"]

@@ -65,6 +65,7 @@ def _softsign(a):
 
 # --- the scan against a loop of the step ---------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("activation", sorted(jrnn.ACTIVATIONS) + [_softsign])
 @pytest.mark.parametrize("grad", GRADS)
 def test_scan_matches_python_loop_of_step(activation, grad):
@@ -95,6 +96,7 @@ def test_step_matches_numpy_column_vector_formula():
   np.testing.assert_array_equal(y_layer, h_layer)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("output_activation", [None, "sigmoid", "tanh", _softsign])
 def test_output_activation_applies_to_the_readout(output_activation):
   params = _params()
@@ -176,6 +178,7 @@ def test_h0_defaults_to_zeros_and_broadcasts_over_the_batch():
   assert not np.allclose(shared.hs[0], default.hs[0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("grad", GRADS)
 def test_learnt_h0_is_used_and_receives_the_gradient(grad):
   params = _params(learn_h0=True)
@@ -223,6 +226,7 @@ def test_reverse_runs_from_the_end_with_outputs_aligned(grad):
   np.testing.assert_allclose(rev.hs, jnp.flip(flipped.hs, 0), rtol=1e-14)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("unroll", [3, True])
 @pytest.mark.parametrize("grad", GRADS)
 def test_unroll_does_not_change_results(unroll, grad):
@@ -243,6 +247,7 @@ def test_unroll_does_not_change_results(unroll, grad):
   chex.assert_trees_all_close(g, g_base, rtol=1e-11, atol=1e-14)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("activation", ["tanh", "relu", "softplus"])
 def test_hand_and_autodiff_bptt_agree(activation):
   params = _params()
@@ -260,6 +265,7 @@ def test_hand_and_autodiff_bptt_agree(activation):
   chex.assert_trees_all_close(g_hand, g_auto, rtol=1e-10, atol=1e-13)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("grad", GRADS)
 @pytest.mark.parametrize("time_major", [True, False])
 def test_jit_matches_eager(grad, time_major):
@@ -280,6 +286,7 @@ def test_jit_matches_eager(grad, time_major):
   chex.assert_trees_all_close(g_eager, g_jit, rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
 def test_float32_and_float64_keep_their_dtype(dtype):
   params = _params(dtype=dtype, learn_h0=True)
@@ -296,6 +303,7 @@ def test_float32_and_float64_keep_their_dtype(dtype):
 
 # --- masks and lengths --------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("grad", GRADS)
 def test_lengths_equal_running_each_sequence_alone(reverse, grad):
@@ -317,6 +325,7 @@ def test_lengths_equal_running_each_sequence_alone(reverse, grad):
       np.testing.assert_allclose(out.ys[:n, b], ys, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("grad", GRADS)
 def test_mask_with_gaps_skips_the_padded_steps(grad):
   params = _params()
@@ -337,6 +346,7 @@ def test_mask_with_gaps_skips_the_padded_steps(grad):
         np.testing.assert_array_equal(out.hs[t, b], before)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("grad", GRADS)
 def test_padded_steps_get_no_gradient(grad):
   params = _params()
@@ -379,6 +389,7 @@ def _loop_stack(params, xs, h0s, activation):
   return inp, jnp.stack(finals)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("num_layers,bidirectional", [(1, True), (2, False), (3, True)])
 @pytest.mark.parametrize("grad", GRADS)
 def test_stacked_with_lengths_equals_composed_loops(num_layers, bidirectional, grad):
@@ -446,6 +457,7 @@ def test_stacked_unbatched_and_shared_h0():
   np.testing.assert_allclose(single.h_last, h_last, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.slow
 def test_stacked_gradients_match_finite_differences():
   params = jrnn.init_stacked(jax.random.key(6), I, 3, 2, num_layers=2, bidirectional=True,
                              dtype=jnp.float64, scheme="glorot", learn_h0=True)
@@ -474,6 +486,7 @@ def _numpy_loop(params, xs, reverse):
   return hs, hs @ w["w_hy"].T + w["b_y"], h
 
 
+@pytest.mark.slow
 @settings(max_examples=8, deadline=None)
 @given(t=st.integers(1, 5), b=st.integers(1, 3), i=st.integers(1, 3), h=st.integers(1, 4),
        o=st.integers(1, 3), seed=st.integers(0, 2 ** 16), reverse=st.booleans(),

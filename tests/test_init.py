@@ -44,6 +44,7 @@ def _check_normal_std(w, std, rtol=0.08):
   assert abs(np.mean(w)) < 0.1 * std
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_seed_scheme_is_normal_times_scale(dtype):
   p = _init("seed", dtype)
@@ -55,6 +56,7 @@ def test_seed_scheme_is_normal_times_scale(dtype):
   _check_normal_std(_init("seed", dtype, scale=0.5).w_hh, 0.5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_pytorch_scheme_is_uniform_one_over_sqrt_hidden(dtype):
   p = _init("pytorch", dtype)
@@ -126,6 +128,7 @@ def test_spectral_radius_of_known_matrices():
                              atol=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scheme", jrnn.SCHEMES)
 def test_every_scheme_is_pure_and_jittable(scheme):
   init = functools.partial(jrnn.init_params, n_in=3, n_hidden=4, n_out=2, scheme=scheme,

@@ -45,6 +45,7 @@ def test_an_argument_the_scheme_does_not_read_is_refused(init, scheme, arg):
     INITS[init](scheme=scheme, **{arg: OPTIONAL[arg]})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("init, scheme, args", ACCEPTED,
                          ids=[f"{i}-{s}-{'+'.join(a) or 'defaults'}" for i, s, a in ACCEPTED])
 def test_every_accepted_combination_works(init, scheme, args):

@@ -77,6 +77,7 @@ def test_states_without_readout_reverse_time_major_and_h0():
   _close((carry, hs), (want.h_last, want.hs))
 
 
+@pytest.mark.slow
 def test_stack_is_jrnn_init_and_stacked_forward():
   key = jax.random.key(3)
   model = jeqx.StackedElmanRNN(I, H, O, num_layers=2, bidirectional=True, scheme="glorot",

@@ -122,6 +122,7 @@ LAYER_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attrs, call, keywords", LAYER_CASES.values(), ids=LAYER_CASES.keys())
 def test_linen_layer_is_jrnn_forward(attrs, call, keywords):
   keywords = {"time_major": False, **keywords}
@@ -231,6 +232,7 @@ def _unswap(ours):
   return {"params": {"cell": jrnn.interop.to_simple_cell(layer), "head": ours["params"]["head"]}}
 
 
+@pytest.mark.slow
 def test_converted_simple_cell_model_reproduces_flax():
   xs = _xs()
   flax_vars = _flax_variables()
@@ -286,6 +288,7 @@ def test_residual_linen_cell_and_nnx_cell_reproduced():
 
 # --------------------------------------------------------------------- transformations, optax
 
+@pytest.mark.slow
 def test_linen_under_jit_vmap_grad_and_an_optax_step():
   xs, targets = _xs(), _xs(2, (B, T, O))
   model = flax_linen.ElmanRNN(H, out_features=O, scheme="glorot", param_dtype=F64)

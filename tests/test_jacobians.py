@@ -50,6 +50,7 @@ def products(params, xs, mask, act):
       jrnn.reference.trajectory(p, x, mask=m, activation=act)))(params, xs, mask)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("act", ACTS)
 @pytest.mark.parametrize("jit", [False, True])
 def test_step_jacobian_is_diag_gain_times_w_hh(act, jit):
@@ -67,6 +68,7 @@ def test_step_jacobian_is_diag_gain_times_w_hh(act, jit):
     np.testing.assert_allclose(js[t - 1], jnp.diag(gain) @ params.w_hh, rtol=RTOL, atol=1e-14)
 
 
+@pytest.mark.slow
 def test_trajectory_states_match_forward():
   params, xs, mask = make(1, 7, 5, mask_p=0.3)
   traj = jrnn.reference.trajectory(params, xs, mask=mask)
@@ -164,6 +166,7 @@ def test_matrix_free_products_agree_with_jax_jvp_vjp_at_larger_h():
                              atol=1e-13)
 
 
+@pytest.mark.slow
 def test_batched_by_vmap():
   params, _, _ = make(7, 4, 3)
   xs = jax.random.normal(jax.random.key(8), (4, 2, 3), jnp.float64)  # (T, B, I)

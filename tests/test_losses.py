@@ -54,6 +54,7 @@ def _ce_terms(logits, labels):
 LAYOUTS = [((T,), 0), ((T, B), 0), ((B, T), 1)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lead,time_axis", LAYOUTS)
 @pytest.mark.parametrize("reduction", ["sum", "batch_mean", "mean", "none"])
 @pytest.mark.parametrize("masked", [False, True])

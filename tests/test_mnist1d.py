@@ -49,6 +49,7 @@ _REFERENCE = jax.jit(jax.value_and_grad(_reference_loss))
 _LOSS = cls.classification_loss(activation="tanh")
 
 
+@pytest.mark.slow
 def test_last_step_loss_respects_lengths():
   params, batch = _problem(garbage=0.0)
   _, noisy = _problem(garbage=1e3)
@@ -103,6 +104,7 @@ def test_missing_package_names_the_extra(monkeypatch, tmp_path):
     mnist1d.load(cache_dir=tmp_path)
 
 
+@pytest.mark.slow
 def test_import_jrnn_does_not_import_mnist1d():
   code = ("import sys, jrnn; assert 'mnist1d' not in sys.modules; "
           "assert 'jrnn.data.mnist1d' not in sys.modules")
@@ -179,6 +181,7 @@ def test_mnist1d_experiment_quick_mode_is_reproducible(tmp_path):
     mod.main(["--out", str(out), "--quick"])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not mnist1d.available(), reason="mnist1d is not installed "
                     "(pip install jrnn[mnist1d])")
 def test_jrnn_train_task_mnist1d_logs_validation_accuracy(tmp_path):
@@ -236,6 +239,7 @@ def test_split_bad_arguments(kwargs, match):
     mnist1d.split(_fake_data(), **kwargs)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not mnist1d.available(), reason="mnist1d is not installed "
                     "(pip install jrnn[mnist1d])")
 def test_generation_on_threads_gives_the_same_data():

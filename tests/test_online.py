@@ -50,6 +50,7 @@ def _assert_tree_close(a, b, rtol=1e-10, atol=1e-12):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
 def test_rtrl_equals_bptt_with_masks_under_jit(activation):
   params = random_params(jax.random.key(0), I, H, O)  # learnt h0 too
@@ -185,6 +186,7 @@ def test_bad_inputs_name_the_argument():
     online.online_method("tbptt")
 
 
+@pytest.mark.slow
 def test_uoro_mean_over_draws_is_the_true_gradient():
   """Unbiased: the mean of many estimates lies within its own statistical error of BPTT's."""
   n_draws = 4000

@@ -18,6 +18,7 @@ def _batch(key):
           jax.random.normal(ky, (T, B, O), jnp.float64))
 
 
+@pytest.mark.slow
 def test_rtrl_train_step_over_a_whole_window_is_sgd_on_bptt():
   params = random_params(jax.random.key(0), I, H, O, learn_h0=False)
   xs, targets = _batch(jax.random.key(1))
@@ -44,6 +45,7 @@ def test_rtrl_train_step_over_a_whole_window_is_sgd_on_bptt():
   assert state.influence.w_hh.shape == (B, H, H, H)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["uoro", "tbptt"])  # snap1: the skip test below
 def test_each_method_trains_every_step_and_lowers_the_loss(name):
   params = random_params(jax.random.key(2), I, H, O, learn_h0=False)

@@ -70,6 +70,7 @@ def _compare(act, t, b, h, *, mask_p=None, unroll=1, tol=F32_TOL, jit=False, see
     assert _rel(g, g_ref) < tol, (name, _rel(g, g_ref))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("name", ["tanh", "relu"])
 def test_float32_matches_hand_bptt(name, masked):
@@ -89,17 +90,20 @@ def test_bfloat16_compute_within_1e2(name):
   _compare(ACTIVATIONS[name], 8, 6, 32, mask_p=0.8, tol=BF16_TOL, compute_dtype=jnp.bfloat16)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["sigmoid", "identity"])
 def test_other_named_activations(name):
   _compare(ACTIVATIONS[name], 6, 3, 16, mask_p=0.7, unroll=2)
 
 
+@pytest.mark.slow
 def test_activation_without_closed_form_derivative_uses_xla_sigma_prime():
   act = get_activation(lambda a: jnp.sin(a))  # deriv_from_output is None: u kept, σ'(a) by XLA
   assert act.deriv_from_output is None
   _compare(act, 5, 3, 16, mask_p=0.7)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("prefetch, unroll", [(0, 1), (1, 1), (2, 3), (3, 2), (9, 4)])
 @pytest.mark.parametrize("masked", [False, True])
 def test_prefetched_loads_match(prefetch, unroll, masked):
@@ -123,6 +127,7 @@ def test_under_jit_and_long_unroll():
   _compare(ACTIVATIONS["tanh"], 9, 4, 16, mask_p=0.8, unroll=16, jit=True)
 
 
+@pytest.mark.slow
 def test_forward_matches_plain_scan():
   w, u, h0, mask, _ = _problem(16, 2, 8, mask_p=0.5)
   act = ACTIVATIONS["tanh"]
@@ -130,6 +135,7 @@ def test_forward_matches_plain_scan():
   np.testing.assert_allclose(hs, scan_recurrence(w, u, h0, mask, act, 1), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_all_masked_sequence_keeps_h0_and_passes_gradient_through():
   w, u, h0, _, target = _problem(4, 3, 16)
   mask = jnp.zeros((4, 3), bool)
@@ -141,6 +147,7 @@ def test_all_masked_sequence_keeps_h0_and_passes_gradient_through():
   np.testing.assert_allclose(dh0, jnp.sum(2 * (hs - target), axis=0), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_backward_half_matches_vjp_of_hand_recurrence():
   w, u, h0, mask, target = _problem(6, 4, 16, mask_p=0.7)
   act = ACTIVATIONS["relu"]
@@ -203,6 +210,7 @@ def test_bad_shapes_raise():
     pallas_recurrence(w, u, h0, None, "tanh", interpret=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("h, name, compute_dtype", [
     (24, "tanh", None),  # padded to 32, W resident
     (64, "relu", jnp.bfloat16),

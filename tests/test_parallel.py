@@ -53,6 +53,7 @@ def _values_and_grads(params, stacked, xs, solver, stacked_solver):
   return jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(params, stacked)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
 def test_trajectory_and_gradients_equal_the_sequential_hand_bptt(method):
   # Both adjoints: the sequential loop for the tanh layer, the reverse scan for the ReLU stack
@@ -65,6 +66,7 @@ def test_trajectory_and_gradients_equal_the_sequential_hand_bptt(method):
   _close(g, g_ref)
 
 
+@pytest.mark.slow
 def test_parallel_forward_reports_iterations_and_residual():
   params = random_params(jax.random.key(4), n_in=2, n_hidden=3, n_out=1)
   xs = jax.random.normal(jax.random.key(5), (6, 2, 2), jnp.float64)
@@ -117,6 +119,7 @@ def test_non_convergence_is_raised_reported_or_replaced():
   np.testing.assert_allclose(hs, ref, rtol=1e-12)  # the sequential scan's states
 
 
+@pytest.mark.slow
 def test_overflow_is_reset_and_nan_is_reported():
   # From the zero guess DEER's linearised recurrence grows 4× per step: in float32 its first
   # solve overflows. Those entries restart from the previous iterate, the solve converges all
@@ -168,6 +171,7 @@ def test_solver_is_hashable_and_the_engine_lists_the_methods():
   assert par.as_solver("quasi_elk") == par.Solver("quasi_elk")
 
 
+@pytest.mark.slow
 def test_make_train_step_trains_with_a_parallel_solver():
   k = jax.random.split(jax.random.key(8), 3)
   n_steps, n_batch = 8, 8

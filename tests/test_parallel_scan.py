@@ -15,6 +15,7 @@ def _random(key, shape, scale=1.0):
   return scale * jax.random.normal(key, shape, jnp.float64)
 
 
+@pytest.mark.slow
 def test_scans_match_a_sequential_loop():
   k = jax.random.split(jax.random.key(0), 2)
   a = _random(k[0], (7, 2, 3, 3), 0.6)
@@ -40,6 +41,7 @@ def test_scans_name_a_bad_shape():
     linear_scan.solve_diagonal(jnp.zeros((4, 2, 2)), jnp.zeros((4, 2, 3)))
 
 
+@pytest.mark.slow
 def test_elk_step_is_the_levenberg_marquardt_least_squares_solution():
   # One ELK step minimises Σ‖h_t − J_t h_{t-1} − c_t‖² + λ Σ‖h_t − h⁽ⁱ⁾_t‖² over the valid
   # steps, a masked step (exactly linear) being the hard constraint h_t = h_{t-1}: hold the
@@ -110,6 +112,7 @@ def test_parallel_adjoint_equals_the_sequential_loop():
       np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
 
 
+@pytest.mark.slow
 @hypothesis.settings(max_examples=3, deadline=None)
 @hypothesis.given(n_steps=st.integers(1, 9), n_batch=st.integers(1, 3),
                   n_hidden=st.integers(1, 4), seed=st.integers(0, 100))

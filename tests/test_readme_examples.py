@@ -77,6 +77,7 @@ def test_blocks_are_found():
   assert all(b[2] for b in BLOCKS if b[2] is not None)  # a skip always says why
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("block_id, code, skip", BLOCKS, ids=[b[0] for b in BLOCKS])
 def test_example_runs_verbatim(results, block_id, code, skip):
   del code

@@ -68,6 +68,7 @@ def finished(tmp_path_factory):
   return out
 
 
+@pytest.mark.slow
 def test_report_of_a_finished_run(finished):
   path = run_report.write_report(finished)
   assert path == os.path.join(finished, "report.html")
@@ -140,6 +141,7 @@ SWEEP = ["--task", "adding", "--hidden", "6", "--seq-len", "8", "--batch-size", 
          "--ckpt-every", "4"]
 
 
+@pytest.mark.slow
 def test_report_of_a_sweep_shows_every_member_finished_and_running(tmp_path):
   """A sweep's directory gets one page: a row per member (values, last loss, metric, diverged
   step), one panel per member, no network; a sweep stopped half-way is reported from its

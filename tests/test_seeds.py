@@ -77,6 +77,7 @@ def stacked():
   return keys, params, opt_state
 
 
+@pytest.mark.slow
 def test_init_seeds_stacks_each_seed_init(stacked):
   _, params, opt_state = stacked
   assert params.w_hh.shape == (len(SEEDS), H, H)
@@ -104,6 +105,7 @@ def test_multi_seed_step_equals_each_seed_alone(jit, stacked):
     _assert_trees_close(_seed(opt_state, s), want_state)
 
 
+@pytest.mark.slow
 def test_chunk_equals_each_seed_alone_whatever_the_chunking(stacked):
   keys, params, opt_state = stacked
   chunk = seeds.make_multi_seed_train_chunk(_loss, OPT, _make_batch, steps=3, donate=False)

@@ -89,6 +89,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("label, call, exc, match", CASES, ids=[c[0] for c in CASES])
 def test_step_builders_refuse_with_one_line(label, call, exc, match):
   del label
@@ -98,6 +99,7 @@ def test_step_builders_refuse_with_one_line(label, call, exc, match):
   assert "Gradient only defined" not in str(info.value)
 
 
+@pytest.mark.slow
 def test_the_right_has_aux_still_trains_and_evaluates():
   _, _, metrics = _train(PAIR_LOSS, has_aux=True)
   assert metrics["loss"].shape == () and jnp.isfinite(metrics["loss"])

@@ -124,6 +124,7 @@ def _varied_members():
   return members
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("opt_kw", [dict(name="adam", schedule="cosine", total_steps=STEPS),
                                     dict(name="momentum")], ids=["adamw_cosine", "momentum"])
 def test_members_equal_one_at_a_time_runs_float64(opt_kw):
@@ -141,6 +142,7 @@ def test_members_equal_one_at_a_time_runs_float64(opt_kw):
   assert not np.allclose(losses[0], losses[2])
 
 
+@pytest.mark.slow
 def test_members_equal_one_at_a_time_runs_float32_to_rounding():
   with jax.enable_x64(False):
     members = sweep.sweep_grid({"lr": [1e-2, 3e-2], "seed": [0, 1]}, base=BASE)
@@ -154,6 +156,7 @@ def test_members_equal_one_at_a_time_runs_float32_to_rounding():
         np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_hyperparameters_as_arrays_change_no_bit_against_the_multi_seed_chunk():
   """Where rounding differs from a single run, it is vmap's batched products, not the
   per-member arrays: with every member's lr equal, the sweep is bit for bit seeds' chunk."""
@@ -170,6 +173,7 @@ def test_hyperparameters_as_arrays_change_no_bit_against_the_multi_seed_chunk():
 
 # --- divergence ---
 
+@pytest.mark.slow
 def test_a_diverging_member_is_frozen_flagged_and_leaves_the_others_bit_for_bit():
   grid = {"lr": [1e-2, 3e-2], "seed": [0, 1]}
   members = sweep.sweep_grid(grid, base=dict(BASE, clip=0.0))
@@ -196,6 +200,7 @@ def test_a_diverging_member_is_frozen_flagged_and_leaves_the_others_bit_for_bit(
 
 # --- resume ---
 
+@pytest.mark.slow
 def test_resumed_sweep_equals_the_uninterrupted_one(tmp_path):
   members = sweep.sweep_grid({"lr": [1e-2, 3e-2], "seed": [0, 1]}, base=BASE)
   kw = dict(name="adam", schedule="cosine", total_steps=STEPS)

@@ -69,6 +69,7 @@ def _torch_grads(module, params):
   return layers
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("config", CONFIGS, ids=[
     f"L{c[0]}-{'bi' if c[1] else 'uni'}-{c[2]}-{'bias' if c[3] else 'nobias'}-"
@@ -143,6 +144,7 @@ def test_lengths_match_torch_packed_sequences(bidirectional):
     np.testing.assert_allclose(o.hs[:n, b], _j(out[:n, b]), **TOL[dtype])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype,activation,time_major", [
     (jnp.float32, "tanh", True), (jnp.float64, "relu", False)])
 def test_to_torch_round_trip(dtype, activation, time_major):

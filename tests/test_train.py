@@ -31,6 +31,7 @@ def _reference_loss(params, batch, h0=None):
   return jnp.mean(jnp.sum((out.ys - batch.targets) ** 2, -1))
 
 
+@pytest.mark.slow
 def test_sgd_step_is_minus_lr_times_grad():
   params, batch = _params(), _sine_batch()
   loss = jtrain.sequence_loss("squared_error")
@@ -44,6 +45,7 @@ def test_sgd_step_is_minus_lr_times_grad():
   np.testing.assert_allclose(metrics["grad_norm"], optax.tree.norm(grads), rtol=1e-10)
 
 
+@pytest.mark.slow
 def test_clipping_bounds_the_update():
   params, batch = _params(1), _sine_batch(1)
   grads = jax.grad(_reference_loss)(params, batch)
@@ -58,6 +60,7 @@ def test_clipping_bounds_the_update():
     np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-14)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,lr", [("sgd", 0.05), ("momentum", 0.02), ("adam", 0.02),
                                      ("adagrad", 0.1), ("rmsprop", 0.01)])
 def test_loss_decreases_and_compiles_once(name, lr):
@@ -93,6 +96,7 @@ def test_schedules():
   assert float(optimizers.make_schedule(3.0)(1000)) == 3.0
 
 
+@pytest.mark.slow
 def test_stream_step_carries_state_and_truncates_gradient():
   params = _params(4, h=5)
   b1, b2 = _sine_batch(5, b=2, t=4), _sine_batch(6, b=2, t=4)
@@ -114,6 +118,7 @@ def test_stream_step_carries_state_and_truncates_gradient():
   np.testing.assert_allclose(ev(p2, b2, h1)["loss"], _reference_loss(p2, b2, h1), rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_one_hot_cross_entropy_loss():
   v, h = 5, 4
   params = jrnn.init_params(jax.random.key(7), v, h, v, scheme="glorot", dtype=F64)
@@ -154,6 +159,7 @@ TINY = ["--hidden", "8", "--seq-len", "8", "--batch-size", "4", "--log-every", "
         "--no-progress", "--sample-len", "5"]
 
 
+@pytest.mark.slow
 def test_cli_smoke_run(tmp_path, capsys):
   out = str(tmp_path / "run")
   summary = cli.train_from_args(TINY + ["--steps", "2", "--layers", "1", "--out", out])
@@ -167,6 +173,7 @@ def test_cli_smoke_run(tmp_path, capsys):
   assert "sample" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task,metric,extra", [("copy", "val_accuracy", []),
                                                ("sine", "val_mse", ["--layers", "2"]),
                                                ("adding", "val_mse", [])])
@@ -201,6 +208,7 @@ def test_cli_bad_config_fails_before_training(tmp_path, capsys, flags, message):
   assert not os.path.exists(tmp_path / "metrics.jsonl")
 
 
+@pytest.mark.slow
 def test_stacked_params_loss_and_stream_step():
   v, h, n_layers = 5, 4, 2
   params = jrnn.init_stacked(jax.random.key(9), v, h, v, num_layers=n_layers, scheme="glorot",

@@ -62,6 +62,7 @@ def _assert_trees_close(actual, expected):
   chex.assert_trees_all_close(actual, expected, rtol=RTOL, atol=ATOL)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_steps,k1,k2,loss", [
     (7, 2, 2, "squared_error"), (7, 3, 5, "cross_entropy"), (6, 2, 3, "squared_error"),
     (5, 1, 4, "cross_entropy"), (4, 4, 9, "squared_error")])
@@ -78,6 +79,7 @@ def test_truncated_matches_stop_gradient_reference(n_steps, k1, k2, loss):
   np.testing.assert_allclose(got.h_last, jrnn.forward(p, xs, mask=mask).h_last, rtol=RTOL)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_steps,k,grad", [(7, 3, "autodiff"), (7, 3, "hand"), (3, 8, "hand")])
 def test_chunked_equals_truncated_with_k1_equal_k2(n_steps, k, grad):
   p = _params(jax.random.key(2))
@@ -105,6 +107,7 @@ def test_whole_sequence_window_is_full_bptt_and_shorter_is_not():
   np.testing.assert_allclose(cut.w_hy, full.w_hy, rtol=RTOL)
 
 
+@pytest.mark.slow
 def test_streaming_chunks_equal_chunked():
   """Calling bptt_chunk per chunk, feeding h_last back, sums to chunked_bptt's gradient."""
   p = _params(jax.random.key(6))
