@@ -97,6 +97,7 @@ def test_lengths_and_no_mask():
                segment_length=4)
 
 
+@pytest.mark.slow
 def test_check_grads_through_checkpoint():
   p = _params(jax.random.key(7))
   xs, tg, mask = _data(jax.random.key(8), (5, 2), 2, 3, "squared_error")
