@@ -371,9 +371,9 @@ def end_lag_norm_estimates(
   each of their steps is one matrix product ``(n, H) × (H, H)`` over every vector that still
   runs through it, not ``n`` matrix-vector products, and a lag's vectors enter (or leave) the
   sweep only for its own last ``k`` steps. Each iteration costs ``2 Σ_k k`` products of
-  ``B`` rows with ``W_hh``, ``O(num_iters · B · Σ_k k · H²)``; the same numbers as
-  :func:`jacobian_norm_estimate` on each window (exact when ``H ≤ num_iters``), in fewer,
-  larger products.
+  ``B`` rows with ``W_hh``, ``O(num_iters · B · Σ_k k · H²)``; the estimate of
+  :func:`jacobian_norm_estimate` on each window (the same algorithm, other start vectors; exact
+  when ``H ≤ num_iters``), in fewer, larger products.
 
   Args:
     trajs: the :class:`jrnn.reference.Trajectory` of ``B`` sequences of one layer: ``w_hh
