@@ -231,11 +231,9 @@ def measure(
       batch, lags, key=jax.random.fold_in(key, l), num_iters=num_iters
     ).norm  # (P, K)
     per_layer["jacobian_norm"].append(jnp.exp(jnp.mean(jnp.log(est), axis=0)))
-    # diagnostics.seed_bound of sequence 0 at (T, T - k), from the norm just computed.
-    valid = jnp.cumsum(batch.mask[0, ::-1].astype(jnp.int32))[
-      lag_idx - 1
-    ]  # valid steps in (T-k, T]
-    per_layer["seed_bound"].append((spec.spectral_norm * gamma) ** valid.astype(dtype))
+    first = Trajectory(batch.w_hh, batch.hs[0], batch.gains[0], batch.mask[0])
+    bound = diagnostics.seed_bound(first, gamma=gamma)
+    per_layer["seed_bound"].append(bound[n_steps, n_steps - lag_idx])
     if loss_kind is not None:
       per_seq = diagnostics.lag_loss_contributions(batch, direct[l], lags)  # (P, K)
       per_layer["loss_grad"].append(jnp.sum(per_seq, axis=0))
