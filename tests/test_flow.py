@@ -5,6 +5,7 @@ norms, the states by jrnn.forward, the gradient by jax.grad of sequence_loss); t
 records against the same on the checkpoint saved at that step; a resumed run against an
 uninterrupted one.
 """
+import functools
 import json
 import os
 
@@ -114,6 +115,26 @@ def test_measure_equals_diagnostics(kind, layers):
   names = flow.parameter_names(params)
   assert len(names) == len(measured["grad_norm"]) and ("w_hh" in names or
                                                        "layers.1.0.w_hh" in names)
+
+
+@pytest.mark.slow
+def test_spectral_radius_on_a_host_thread_equals_the_device_programs():
+  # What the loop runs: the eigenvalues out of the program, on a host thread (float64).
+  params = jrnn.init_stacked(jax.random.key(3), I, H, O, num_layers=2, dtype=jnp.float64)
+  probe = _probe("cross_entropy")
+  run = functools.partial(flow.measure, params, probe, jax.random.key(2), lags=(1, 4, 9),
+                          loss_kind="cross_entropy")
+  full, split = run(), run(spectral_radius=False)
+  assert set(split) == set(full) - {"spectral_radius"} | {"w_hh"}
+  for layer, w in zip(params.layers, split.pop("w_hh"), strict=True):
+    np.testing.assert_array_equal(np.asarray(w), np.asarray(layer[0].w_hh))
+  for name, value in split.items():
+    np.testing.assert_allclose(np.asarray(value), np.asarray(full[name]), rtol=1e-12,
+                               err_msg=name)
+  radius = flow.spectral_radius_in_background(
+    [layer[0].w_hh for layer in params.layers]).result()
+  assert radius.shape == (2,) and radius.dtype == np.float64
+  np.testing.assert_allclose(radius, np.asarray(full["spectral_radius"]), rtol=1e-12)
 
 
 @pytest.mark.slow

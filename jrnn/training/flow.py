@@ -31,7 +31,11 @@ record whose gradient norm exceeded ``--clip`` (clipping fired), over ``clip_ste
 
 :func:`measure` is one compiled program over the parameters already on the device; the loop
 dispatches it and goes on training, and reads its result only when it next syncs (a log or
-checkpoint step). Everything is in the parameters' dtype (float32 in ``jrnn-train``).
+checkpoint step). The loop leaves the eigenvalues out of that program and computes the spectral
+radius with the same LAPACK routine on a host thread while the next training steps run
+(:func:`spectral_radius_in_background`): they were a third of a record's time, serial work that
+the training steps would otherwise wait for. Everything is in the parameters' dtype (float32 in
+``jrnn-train``).
 """
 
 from __future__ import annotations
@@ -147,7 +151,9 @@ def _direct_grads(layers, w_hy, b_y, trajs, batch, loss_kind, activation):
   return out
 
 
-@functools.partial(jax.jit, static_argnames=("lags", "loss_kind", "activation", "num_iters"))
+@functools.partial(
+  jax.jit, static_argnames=("lags", "loss_kind", "activation", "num_iters", "spectral_radius")
+)
 def measure(
   params: Union[RNNParams, StackedParams],
   probe: Batch,
@@ -157,6 +163,7 @@ def measure(
   loss_kind: Optional[str],
   activation: str = "tanh",
   num_iters: int = NUM_ITERS,
+  spectral_radius: bool = True,
 ) -> Dict[str, Any]:
   """Gradient-flow measurements of ``params`` on ``probe`` (see the module docstring).
 
@@ -171,6 +178,9 @@ def measure(
       ``grad_norm`` and ``probe_loss``.
     activation: the recurrence's ``σ`` (a name with a known ``sup|σ'|``).
     num_iters: Lanczos iterations per norm.
+    spectral_radius: ``False`` leaves the eigenvalues out of the program: the result has
+      ``w_hh``, a tuple of copies of the layers' ``W_hh``, instead of ``spectral_radius``, for
+      :func:`spectral_radius_in_background` (what the training loop does).
 
   Returns:
     A dict of device arrays, ``L`` layers and ``K = len(lags)``: ``spectral_norm``,
@@ -219,9 +229,12 @@ def measure(
   per_layer["loss_grad"] = []
   lag_idx = np.asarray(lags)
   for l, batch in enumerate(trajs):  # one W_hh for the batch: its products serve every sequence
-    spec = diagnostics.weight_spectrum(batch.w_hh)
-    per_layer["spectral_norm"].append(spec.spectral_norm)
-    per_layer["spectral_radius"].append(spec.spectral_radius)
+    if spectral_radius:
+      spec = diagnostics.weight_spectrum(batch.w_hh)
+      per_layer["spectral_norm"].append(spec.spectral_norm)
+      per_layer["spectral_radius"].append(spec.spectral_radius)
+    else:
+      per_layer["spectral_norm"].append(diagnostics.spectral_norm(batch.w_hh))
     lyap = jax.vmap(
       lambda tr: diagnostics.lyapunov_exponents(tr, num_exponents=1)[0],
       in_axes=(Trajectory(None, 0, 0, 0),),  # type: ignore[arg-type]
@@ -240,7 +253,29 @@ def measure(
   for name, values in per_layer.items():
     if values:
       result[name] = jnp.stack(values)
+  if not spectral_radius:
+    result["w_hh"] = tuple(jnp.copy(layer.w_hh) for layer in layers)  # not the donated buffers
   return result
+
+
+def spectral_radius_in_background(w_hhs: Sequence[jax.Array]) -> concurrent.futures.Future[Any]:
+  """``max|λ(W_hh)|`` of each of ``w_hhs`` (replicated device arrays ``(H, H)``), computed on a
+  thread of its own by LAPACK's ``geev`` through NumPy, in their dtype: a future of an array
+  ``(L,)``, what :func:`measure`'s ``spectral_radius`` holds (the same LAPACK routine).
+
+  The eigenvalues of a general matrix are the costliest part of a record (``O(H³)`` of serial
+  LAPACK work, 30 ms at ``H = 256`` on a 2-core CPU, CPU-only in XLA) and nothing else in the
+  record needs them, so the training loop takes them out of the device program and overlaps
+  them with its next steps; the thread waits for the copies, not for the training steps.
+  """
+
+  def radii() -> np.ndarray:
+    return np.stack([np.max(np.abs(np.linalg.eigvals(np.asarray(w)))) for w in w_hhs])
+
+  pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jrnn-flow-eig")
+  future = pool.submit(radii)
+  pool.shutdown(wait=False)
+  return future
 
 
 def compile_in_background(
@@ -296,5 +331,6 @@ __all__ = (
   "parameter_names",
   "probe_batch",
   "recurrent_layers",
+  "spectral_radius_in_background",
   "to_row",
 )

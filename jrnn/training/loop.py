@@ -31,7 +31,9 @@ What a run guarantees (docs/reliability.md lists the faults tried):
   ``fold_in(fold_in(key, 4), step)``, so a resumed run draws the same ones.
 * **Gradient flow** (``--diagnose-every N``, :mod:`jrnn.training.flow`): every ``N`` steps the
   loop dispatches :func:`jrnn.training.flow.measure` on a probe batch fixed by the seed and goes
-  on training; the record is written to ``diagnostics.jsonl`` at the next log or checkpoint step.
+  on training, with the spectral radius on a host thread beside the next steps
+  (:func:`jrnn.training.flow.spectral_radius_in_background`); the record is written to
+  ``diagnostics.jsonl`` at the next log or checkpoint step.
   The file is truncated and resumed exactly like ``metrics.jsonl``, and the checkpoint keeps the
   clipping count since the last record, so a resumed run writes the same file.
 * **Several processes** (``jax.distributed``): each feeds its columns of the global batch, the
@@ -698,9 +700,15 @@ def run(
     flow_lags = flow.log_lags(int(flow_probe.xs.shape[0]))
     flow_names = flow.parameter_names(state.params)
     flow_program = flow.compile_in_background(
-      train.params, flow_probe, flow_key, lags=flow_lags, loss_kind=task.loss_kind
+      train.params,
+      flow_probe,
+      flow_key,
+      lags=flow_lags,
+      loss_kind=task.loss_kind,
+      spectral_radius=False,  # the eigenvalues run on a host thread: spectral_radius_in_background
     )
-  flow_pending: List[Any] = []  # (step, measured, grad norms of the steps it covers)
+  # (step, measured, future of the spectral radii, grad norms of the steps it covers)
+  flow_pending: List[Any] = []
   grad_norms: Dict[int, Any] = {}  # step -> gradient norm, since the last record
 
   def clip_count(norms: List[Any]) -> int:
@@ -711,8 +719,8 @@ def run(
     nonlocal clip_carry
     done = [r for r in flow_pending if r[0] <= upto]
     flow_pending.clear()
-    for rec_step, measured, norms in done:
-      host = distributed.to_host(measured)
+    for rec_step, measured, radius, norms in done:
+      host = {**distributed.to_host(measured), "spectral_radius": radius.result()}
       clipped, n = clip_count(norms) + clip_carry[0], len(norms) + clip_carry[1]
       clip_carry = (0, 0)
       row = flow.to_row(
@@ -800,7 +808,8 @@ def run(
         if step % cfg.diagnose_every == 0:
           assert flow_program is not None
           measured = flow_program.result()(train.params, flow_probe, flow_key)
-          flow_pending.append((step, measured, list(grad_norms.values())))
+          radius = flow.spectral_radius_in_background(measured.pop("w_hh"))
+          flow_pending.append((step, measured, radius, list(grad_norms.values())))
           grad_norms.clear()
       n_timed += 1
       bar.update(1)
