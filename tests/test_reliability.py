@@ -157,6 +157,39 @@ def test_sigterm_in_process_saves_and_returns_143(tmp_path, monkeypatch, capsys)
   assert signal.getsignal(signal.SIGTERM) is before  # the run's handler is gone again
 
 
+def test_sigint_at_a_log_step_keeps_that_row_and_resumes_to_the_same_metrics(
+    run_dir, tmp_path, monkeypatch):
+  # The soak's flake: a signal caught in the iteration that ends at a log step stopped the run
+  # before that step's row was written, so the resumed run lost the row and averaged the next
+  # one over twice the steps (the checkpoint still equal). RUN logs at steps 3 and 6.
+  real_make_task = loop.make_task
+
+  def make_task(cfg, key):
+    task = real_make_task(cfg, key)
+
+    def batch(step):
+      if step == 2:
+        signal.raise_signal(signal.SIGINT)  # caught while step 3 (a log step) runs
+      return task.batch(step)
+
+    return task._replace(batch=batch)
+
+  monkeypatch.setattr(loop, "make_task", make_task)
+  out = str(tmp_path / "int")
+  assert cli.main(RUN + ["--out", out]) == 130
+  monkeypatch.undo()
+  assert [r["step"] for r in _rows(out)] == [3]
+  assert checkpoint.load_metadata(os.path.join(out, loop.CKPT_NAME))["pending_losses"] == []
+  assert cli.main(["--resume", out, "--no-progress"]) == 0
+
+  def strip(rows):
+    return [{k: v for k, v in r.items() if k not in ("elapsed_s", "tokens_per_s")} for r in rows]
+
+  assert strip(_rows(out)) == strip(_rows(run_dir))
+  assert checkpoint.same_state(os.path.join(out, loop.CKPT_NAME),
+                               os.path.join(run_dir, loop.CKPT_NAME))
+
+
 @pytest.mark.slow
 def test_soak_short_form_sigkill_and_sigint(tmp_path):
   """scripts/benchmarks/soak.py in small: a SIGKILL and a SIGINT (sent to the real process, which must

@@ -813,11 +813,14 @@ def run(
           grad_norms.clear()
       n_timed += 1
       bar.update(1)
-      if signals.caught is not None and jax.process_count() == 1:
-        stopped_by = signals.caught
-        break
       log_now = step % cfg.log_every == 0 or step == cfg.steps
       ckpt_now = step % cfg.ckpt_every == 0 and step < cfg.steps
+      # A signal stops the run after this step; at a log step, after its row is written (else
+      # the row is lost and the resumed run's next row averages twice the steps).
+      caught = signals.caught is not None and jax.process_count() == 1
+      if caught and not log_now:
+        stopped_by = signals.caught
+        break
       if not (log_now or ckpt_now):
         continue
       stop_if_diverged()  # every process reaches this line at the same step
@@ -854,6 +857,9 @@ def run(
             **{task.metric: f"{row[task.metric]:.3f}"},
             tok_s=f"{row['tokens_per_s']:.0f}",
           )
+        if caught:
+          stopped_by = signals.caught
+          break
         if time_budget is not None and distributed.agree(now - t0 > time_budget):
           say(f"time budget of {time_budget:g} s reached at step {step}")
           break

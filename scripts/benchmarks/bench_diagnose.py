@@ -3,7 +3,8 @@ steps, without and with gradient-flow records, alternating, in one process.
 
     python scripts/benchmarks/bench_diagnose.py [--steps 600] [--every 100] [--repeats 2] \
       [--json FILE]
-    python scripts/benchmarks/bench_diagnose.py --interleaved [--steps 6000] [--json FILE]
+    python scripts/benchmarks/bench_diagnose.py --interleaved [--steps 3000] [--every 100] \
+      [--json FILE]
     python scripts/benchmarks/bench_diagnose.py --accuracy [--json FILE]
 
 Each run writes to a fresh temporary directory. Reported per run: the wall time of the whole
@@ -15,14 +16,15 @@ shared machine the ratio is rough.
 
 ``--interleaved`` measures the same cost inside one run, so that the machine's drift between
 runs (on a 2-core machine the main job's time moves by 10% from run to run) cancels: the main
-job with ``log_every = 100`` and a record every 400 steps, so that of every four 100-step
-segments two are clean and two may pay for the record (the one that ends at its step, where
-it is dispatched, and the next one, where the train step may wait for it). Per segment: the
-wall time between two log steps (``elapsed_s``; it includes one evaluation, in every segment
-alike) and the training time alone (from ``tokens_per_s``, which leaves the evaluation out).
-The cost of one record is the mean wall time of the two kinds of segment near a record minus
-twice that of a clean one; the overhead at ``--diagnose-every 100`` is that cost over the mean
-training time of 100 clean steps. Segment 1 (compilation) is left out.
+job with a record every ``--every`` steps and a log every ``--every / 4``, so that of every
+four segments between log steps two are clean and two may pay for the record: the one that
+ends at its step (the record is dispatched there, and the log step's sync waits for it) and
+the next one (where a train step or the record's host thread may still wait). Per segment:
+the training time (from ``tokens_per_s``, which leaves out the evaluation at the log step)
+and the wall time between log steps (which includes it: 0.75 s of noise per segment, reported
+as a check). The cost of one record is the mean time of the two kinds of segment near a
+record minus twice that of a clean one; the overhead is that cost over the mean training time
+of ``--every`` clean steps. Segment 1 (compilation) is left out.
 
 ``--accuracy`` checks the records' Lanczos estimate instead: ``jacobian_norm`` of one record of
 the main job's initial parameters, at :data:`jrnn.training.flow.NUM_ITERS` iterations and at
@@ -77,39 +79,45 @@ def one_run(cfg: Config) -> dict:
   return {"diagnose_every": cfg.diagnose_every, "wall_s": round(wall, 2), "steady_s": steady}
 
 
-def interleaved(steps: int) -> dict:
-  """One run with a record every 400 steps and a log every 100 (see the module docstring)."""
-  cfg = Config(steps=steps, log_every=100, ckpt_every=steps, sample_len=0, diagnose_every=400)
+def interleaved(steps: int, every: int) -> dict:
+  """One run with a record every ``every`` steps and a log every ``every // 4`` (see the module
+  docstring)."""
+  seg = every // 4
+  cfg = Config(steps=steps, log_every=seg, ckpt_every=steps, sample_len=0, diagnose_every=every)
   with tempfile.TemporaryDirectory() as out:
     loop.run(cfg, out, progress=False, log=lambda _: None, handle_signals=False)
     with open(f"{out}/{loop.METRICS_NAME}", encoding="utf-8") as f:
       rows = [json.loads(line) for line in f]
   task = loop.make_task(cfg, jax.random.fold_in(jax.random.key(cfg.seed), 1))
-  per_100 = 100 * task.tokens_per_step
-  kinds = {0: "ends_at_record", 100: "after_record"}
+  kinds = {0: "ends_at_record", seg: "after_record"}
   segments = [
     {
       "end_step": row["step"],
-      "kind": kinds.get(row["step"] % 400, "clean"),
+      "kind": kinds.get(row["step"] % every, "clean"),
+      "train_s": round(seg * task.tokens_per_step / row["tokens_per_s"], 4),
       "wall_s": round(row["elapsed_s"] - prev["elapsed_s"], 4),
-      "train_s": round(per_100 / row["tokens_per_s"], 4),
     }
     for prev, row in zip(rows[:-1], rows[1:], strict=True)  # segment 1 (compilation) left out
   ]
   mean = {
     (kind, k): float(np.mean([s[k] for s in segments if s["kind"] == kind]))
     for kind in ("ends_at_record", "after_record", "clean")
-    for k in ("wall_s", "train_s")
+    for k in ("train_s", "wall_s")
   }
-  cost = mean["ends_at_record", "wall_s"] + mean["after_record", "wall_s"]
-  cost -= 2 * mean["clean", "wall_s"]
+  cost = {
+    k: mean["ends_at_record", k] + mean["after_record", k] - 2 * mean["clean", k]
+    for k in ("train_s", "wall_s")
+  }
+  per_every = 4 * mean["clean", "train_s"]
   return {
     "config": dataclasses.asdict(cfg),
     "segments": segments,
     "mean_s": {f"{kind}.{k}": round(v, 4) for (kind, k), v in mean.items()},
-    "record_cost_s": round(cost, 4),
-    "train_s_per_100_steps": round(mean["clean", "train_s"], 4),
-    "overhead_at_every_100": round(cost / mean["clean", "train_s"], 4),
+    "record_cost_s": round(cost["train_s"], 4),
+    "record_cost_from_wall_s": round(cost["wall_s"], 4),
+    "train_s_per_every_steps": round(per_every, 4),
+    "overhead": round(cost["train_s"] / per_every, 4),
+    "overhead_from_wall": round(cost["wall_s"] / per_every, 4),
   }
 
 
@@ -185,10 +193,11 @@ def main() -> None:
       "uptime_after": _uptime(),
     }
     print(
-      f"one record {result['record_cost_s']:.3f} s against "
-      f"{result['train_s_per_100_steps']:.3f} s per 100 training steps: "
-      f"--diagnose-every 100 costs {result['overhead_at_every_100']:+.1%}; "
-      f"{result['cpu']}; {result['uptime_after']}"
+      f"one record {result['record_cost_s']:.3f} s (from wall times "
+      f"{result['record_cost_from_wall_s']:.3f} s) against {result['train_s_per_every_steps']:.3f}"
+      f" s per {args.every} training steps: --diagnose-every {args.every} costs "
+      f"{result['overhead']:+.1%} ({result['overhead_from_wall']:+.1%}); {result['cpu']}; "
+      f"{result['uptime_after']}"
     )
     _write_json(args.json, result)
     return
