@@ -323,6 +323,8 @@ def train_from_args(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     ):
       return _sweep_from_args(args)
     cfg = config_from_args(args)
+    if cfg.dtype == "float64":  # before the run makes any array
+      jax.config.update("jax_enable_x64", True)
     solver = cfg.solver
     out = (
       getattr(args, "out", None) or getattr(args, "resume", None) or os.path.join("runs", cfg.task)

@@ -25,6 +25,8 @@ from jrnn.training import optimizers
 # --online's choices: "none" (truncated BPTT over windows) or a method of jrnn.online. Online
 # truncated BPTT ("tbptt" there) is left out: "none" is already truncated BPTT over a stream.
 ONLINE_METHODS = ("none", "rtrl", "uoro", "snap1")
+# --dtype's choices. float64 needs 64-bit JAX (jax_enable_x64), which jrnn-train turns on.
+DTYPES = ("float32", "float64")
 DEFAULT_ONLINE_MAX_BYTES = 2**28  # 256 MiB: the online state of all --batch-size streams
 
 
@@ -65,6 +67,7 @@ class Config:
   online_every: int = 0  # --online: steps of the stream between updates; 0: --seq-len
   online_max_bytes: int = DEFAULT_ONLINE_MAX_BYTES  # --online: the state's limit; 0: none
   diagnose_every: int = 0  # record gradient flow (jrnn.training.flow) every N steps; 0: off
+  dtype: str = "float32"  # DTYPES: of the parameters and every computation on them
 
 
 # Fields that may differ between a checkpoint and the run resuming it: they do not change the
@@ -94,6 +97,9 @@ HELP = {
   "radius and norm of each W_hh, largest Lyapunov exponent, |dh_T/dh_(T-k)| and the loss "
   "gradient through each lag k, per-parameter gradient norms, clipping rate) into "
   "diagnostics.jsonl; jrnn-report draws them; 0: off",
+  "dtype": "of the parameters, the optimiser state, the data and every computation: float64 "
+  "(jrnn-train turns on JAX's 64-bit mode for it) is for checking against float64 references, "
+  "float32 for training",
   "online_max_bytes": "with --online: refuse to start when the online state of all "
   "--batch-size streams needs more bytes (exact RTRL's is B*H*P floats); "
   "0: no limit",
@@ -118,6 +124,7 @@ def choices() -> Dict[str, Iterable[str]]:
     "grad": engine.GRADS,
     "kernel": kernels.KERNELS,
     "solver": engine.SOLVERS,
+    "dtype": DTYPES,
     "online": ONLINE_METHODS,
   }
 

@@ -186,6 +186,7 @@ def check_online(cfg: Config, task: Task) -> None:
 
 def initial_state(cfg: Config, task: Task, optimizer) -> RunState:
   key = jax.random.key(cfg.seed)
+  dtype = jnp.dtype(cfg.dtype)
   method = make_online_method(cfg, task)
   params: Union[RNNParams, StackedParams]
   if cfg.layers == 1:
@@ -196,8 +197,9 @@ def initial_state(cfg: Config, task: Task, optimizer) -> RunState:
       task.n_out,
       scheme=cfg.init,
       scale=cfg.init_scale or None,
+      dtype=dtype,
     )
-    carry = jnp.zeros((cfg.batch_size, cfg.hidden), jnp.float32)
+    carry = jnp.zeros((cfg.batch_size, cfg.hidden), dtype)
     if method is not None:
       carry = online.init_streams(method, params, cfg.batch_size)
   else:
@@ -209,8 +211,9 @@ def initial_state(cfg: Config, task: Task, optimizer) -> RunState:
       num_layers=cfg.layers,
       scheme=cfg.init,
       scale=cfg.init_scale or None,
+      dtype=dtype,
     )
-    carry = jnp.zeros((cfg.layers, cfg.batch_size, cfg.hidden), jnp.float32)
+    carry = jnp.zeros((cfg.layers, cfg.batch_size, cfg.hidden), dtype)
   ema = jax.tree_util.tree_map(jnp.copy, params) if cfg.ema else None
   return RunState(params, optimizer.init(params), carry, key, ema)
 
@@ -224,7 +227,7 @@ _OPT_COPIES = {"sgd": 0, "momentum": 1, "adam": 2, "adagrad": 1, "rmsprop": 1}
 def estimate_memory(cfg: Config, task: Task, n_devices: int = 1) -> Dict[str, int]:
   """Bytes one device needs, roughly: ``state`` (params, gradient, optimiser moments, average)
   and ``activations`` (one training step on its ``B/n_devices`` sequences, and one validation
-  pass), float32 throughout."""
+  pass), in ``cfg.dtype``."""
   h, layers, n_in, n_out = cfg.hidden, cfg.layers, task.n_in, task.n_out
   n_params = h * n_in + h * h + h + (layers - 1) * (2 * h * h + h) + n_out * h + n_out
   copies = 2 + _OPT_COPIES[cfg.optimizer] + (1 if cfg.ema else 0)  # params, gradient, …
@@ -233,8 +236,9 @@ def estimate_memory(cfg: Config, task: Task, n_devices: int = 1) -> Dict[str, in
   train = n_steps * (cfg.batch_size // n_devices) * width
   evaluation = task.eval_positions * (2 * layers * h + n_in + 2 * n_out)
   # --online: the streams' state, and as much again for the step's intermediates
-  state = 4 * copies * n_params + 2 * online_state_bytes(cfg, task) // n_devices
-  return {"state": state, "activations": 4 * (train + evaluation)}
+  size = jnp.dtype(cfg.dtype).itemsize
+  state = size * copies * n_params + 2 * online_state_bytes(cfg, task) // n_devices
+  return {"state": state, "activations": size * (train + evaluation)}
 
 
 def available_memory() -> Optional[int]:
@@ -622,6 +626,11 @@ def run(
   say = log if writer else (lambda _: None)
   n_devices = jax.device_count()
   check_config(cfg, n_devices)
+  if cfg.dtype == "float64" and not jax.config.read("jax_enable_x64"):
+    raise ValueError(
+      "--dtype float64 needs JAX's 64-bit mode: jax.config.update('jax_enable_x64', True) "
+      "before any array is made (jrnn-train does this itself)"
+    )
   if resume is not None:
     check_resumable(cfg, resume, allow_unverified=allow_unverified)
   check_out(out, cfg, resume=resume, overwrite=overwrite)
@@ -639,7 +648,7 @@ def run(
     state, meta = checkpoint.load(ckpt_in, state, allow_unverified=allow_unverified)
     run_id = meta.get("run_id") or run_id  # the same run; one made before run ids gets one
     start = meta["step"]
-    pending = [np.float32(x) for x in meta.get("pending_losses", [])]
+    pending = [np.asarray(x, cfg.dtype) for x in meta.get("pending_losses", [])]
     task = make_task(cfg, jax.random.fold_in(state.key, 1))  # randomness from the saved key
     if start > cfg.steps:
       raise ValueError(
@@ -798,7 +807,7 @@ def run(
       reset = task.stateful and task.position(step)["window"] == 0  # the streams restart
       decay = min(cfg.ema, (1 + step) / (10 + step)) if cfg.ema else 0.0  # forgets the init
       train, m = loop_step(
-        train, batch, np.int32(step), np.float32(decay), np.bool_(reset), online_key
+        train, batch, np.int32(step), np.asarray(decay, cfg.dtype), np.bool_(reset), online_key
       )
       losses.append(m["loss"])
       recent[step] = m

@@ -102,6 +102,8 @@ def check_sweep_config(cfg: Config, task: Task) -> None:
     )
   if cfg.online != "none":
     raise ValueError(f"--sweep trains with BPTT; drop --online {cfg.online}")
+  if cfg.dtype != "float32":
+    raise ValueError(f"--sweep trains in float32; drop --dtype {cfg.dtype}")
   if jax.process_count() > 1:
     raise ValueError("--sweep runs in one process; drop --coordinator/--distributed")
 

@@ -139,9 +139,22 @@ def charlm(cfg, key) -> Task:
   )
 
 
-def _synthetic(cfg, key, make, n_in, n_out, kind, evaluate) -> Task:
-  """``make(key, batch_size)`` draws a batch eagerly; ``make_jit`` the same compiled;
+def _cast(cfg, arrays):
+  """``arrays`` (a tuple or NamedTuple) with the floating ones in ``cfg.dtype`` (the data are
+  drawn in float32)."""
+  dtype = jnp.dtype(getattr(cfg, "dtype", "float32"))
+  return jax.tree_util.tree_map(
+    lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, arrays
+  )
+
+
+def _synthetic(cfg, key, make_f32, n_in, n_out, kind, evaluate) -> Task:
+  """``make_f32(key, batch_size, jit=False)`` draws a batch, eagerly or compiled;
   ``evaluate(params, val, unroll)`` is compiled."""
+
+  def make(k, b, jit=False):
+    return _cast(cfg, make_f32(k, b, jit=jit))
+
   val_key = copy_data.split_keys(key)[1]
   val = make(val_key, cfg.val_batch)
   test_key = jax.random.fold_in(key, 3)
@@ -266,13 +279,13 @@ def mnist1d(cfg, key) -> Task:
   the end."""
   data = mnist1d_data.split(mnist1d_data.load())
   x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
-  val = (mnist1d_data.sequences(data.x_val), jnp.asarray(data.y_val))
-  test = (mnist1d_data.sequences(data.x_test), jnp.asarray(data.y_test))
+  val = _cast(cfg, (mnist1d_data.sequences(data.x_val), jnp.asarray(data.y_val)))
+  test = _cast(cfg, (mnist1d_data.sequences(data.x_test), jnp.asarray(data.y_test)))
   per_epoch = len(data.y_train) // cfg.batch_size
 
   def draw(task_key, step):
     return jtrain.Batch(  # type: ignore[misc]  # (xs, targets)
-      *_mnist1d_batch(jax.random.fold_in(task_key, 2), step, x, y, cfg.batch_size),
+      *_cast(cfg, _mnist1d_batch(jax.random.fold_in(task_key, 2), step, x, y, cfg.batch_size)),
       key=jax.random.fold_in(jax.random.fold_in(task_key, 1), step) if cfg.dropout else None,
     )
 

@@ -3,7 +3,7 @@ steps, without and with gradient-flow records, alternating, in one process.
 
     python scripts/benchmarks/bench_diagnose.py [--steps 600] [--every 100] [--repeats 2] \
       [--json FILE]
-    python scripts/benchmarks/bench_diagnose.py --interleaved [--steps 3000] [--every 100] \
+    python scripts/benchmarks/bench_diagnose.py --interleaved --steps 3000 [--every 100] \
       [--json FILE]
     python scripts/benchmarks/bench_diagnose.py --accuracy [--json FILE]
 
@@ -187,7 +187,7 @@ def main() -> None:
   if args.interleaved:
     before = _uptime()
     result = {
-      **interleaved(args.steps),
+      **interleaved(args.steps, args.every),
       "cpu": _cpu(),
       "uptime_before": before,
       "uptime_after": _uptime(),
