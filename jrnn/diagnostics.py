@@ -393,6 +393,9 @@ def end_lag_norm_estimates(
   desc = sorted(set(lags), reverse=True)  # k_0 > k_1 > ...: the longest window first
   ends = desc[1:] + [0]
   w_hh = trajs.w_hh
+  # W_hhᵀ as an array of its own: XLA:CPU multiplies x @ W_hhᵀ inside a loop a third slower
+  # when it folds the transpose into the product.
+  w_t = jax.lax.optimization_barrier(w_hh.T)
   gains = jnp.swapaxes(trajs.gains, 0, 1)  # (T, B, H)
   mask = jnp.swapaxes(trajs.mask, 0, 1)  # (T, B)
 
@@ -402,7 +405,7 @@ def end_lag_norm_estimates(
 
     def step(x, inp):
       gain, valid = jnp.tile(inp[0], (reps, 1)), jnp.tile(inp[1], reps)[:, None]
-      y = (gain * x) @ w_hh if transpose else gain * (x @ w_hh.T)
+      y = (gain * x) @ w_hh if transpose else gain * (x @ w_t)
       return jnp.where(valid, y, x), None
 
     return jax.lax.scan(step, x, (gains[lo:hi], mask[lo:hi]), reverse=transpose)[0]
