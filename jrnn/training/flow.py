@@ -126,29 +126,22 @@ def _probe_loss(ys, batch: Batch, loss_kind: str):
   return squared_error(ys, batch.targets, batch.mask, reduction="mean")
 
 
-def _run_layers(layers, w_hy, b_y, inputs, activation) -> Tuple[List[Trajectory], jax.Array]:
+def _run_layers(
+  layers, w_hy, b_y, inputs, activation, taps: Optional[Sequence[jax.Array]] = None
+) -> Tuple[List[Trajectory], jax.Array]:
   """Trajectories of ``layers`` over ``inputs (P, T, I)`` (per sequence, from zero; states
-  ``(P, T+1, H)``, each layer's ``W_hh`` once) and the readout's outputs ``(T, P, O)``."""
+  ``(P, T+1, H)``, each layer's ``W_hh`` once) and the readout's outputs ``(T, P, O)``.
+
+  ``taps[l] (P, T, H)`` is added to layer ``l``'s states where the layer above (or the readout)
+  reads them, not where the layer's own recurrence does: the gradient with respect to a tap at
+  zero is ``∂L/∂h_t`` through the readout and the layers above only (the *direct* derivative).
+  """
   trajs = []
-  for layer in layers:
+  for l, layer in enumerate(layers):
     tr = jax.vmap(lambda x, lp=layer: trajectory(lp, x, activation=activation))(inputs)
     trajs.append(Trajectory(layer.w_hh, tr.hs, tr.gains, tr.mask))
-    inputs = tr.hs[:, 1:]
+    inputs = tr.hs[:, 1:] if taps is None else tr.hs[:, 1:] + taps[l]
   return trajs, jnp.swapaxes(readout(w_hy, b_y, inputs), 0, 1)
-
-
-def _direct_grads(layers, w_hy, b_y, trajs, batch, loss_kind, activation):
-  """``∂L/∂h_t`` of each layer ``(P, T, H)``, the layer's states held independent: the
-  derivative through the readout and the layers above only."""
-  out = []
-  for l in range(len(layers)):
-
-    def loss_from(states, l=l):
-      _, ys = _run_layers(layers[l + 1 :], w_hy, b_y, states, activation)
-      return _probe_loss(ys, batch, loss_kind)
-
-    out.append(jax.grad(loss_from)(trajs[l].hs[:, 1:]))
-  return out
 
 
 @functools.partial(
@@ -209,16 +202,20 @@ def measure(
   inputs = jnp.swapaxes(xs.astype(dtype), 0, 1)  # (P, T, I)
   w_hy = params.w_hy
   b_y = params.b_y
-  trajs, _ = _run_layers(layers, w_hy, b_y, inputs, activation)
   result: Dict[str, Any] = {}
-  if loss_kind is not None:
-    direct = _direct_grads(layers, w_hy, b_y, trajs, probe, loss_kind, activation)
+  if loss_kind is None:
+    trajs, _ = _run_layers(layers, w_hy, b_y, inputs, activation)
+  else:
+    # One forward and backward pass: the loss, its gradient, each layer's direct ∂L/∂h_t (the
+    # taps') and the trajectories.
+    def full_loss(p, taps):
+      trajs, ys = _run_layers(recurrent_layers(p), p.w_hy, p.b_y, inputs, activation, taps)
+      return _probe_loss(ys, probe, loss_kind), trajs
 
-    def full_loss(p):
-      ls = recurrent_layers(p)
-      return _probe_loss(_run_layers(ls, p.w_hy, p.b_y, inputs, activation)[1], probe, loss_kind)
-
-    loss, grads = jax.value_and_grad(full_loss)(params)
+    zeros = [jnp.zeros(inputs.shape[:2] + layer.w_hh.shape[:1], dtype) for layer in layers]
+    (loss, trajs), (grads, direct) = jax.value_and_grad(full_loss, (0, 1), has_aux=True)(
+      params, zeros
+    )
     result["grad_norm"] = jnp.stack(
       [jnp.linalg.norm(g.reshape(-1)) for g in jax.tree_util.tree_leaves(grads)]
     )
