@@ -5,6 +5,7 @@ import pathlib
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import jrnn
 
@@ -71,3 +72,25 @@ def train_crashing_at(monkeypatch, argv, step):
   with pytest.raises(RuntimeError, match="simulated crash"):
     cli.train_from_args(argv)
   monkeypatch.undo()
+
+
+def numpy_rnn(seed, n_steps, n_hidden, n_in=3, n_out=2, *, radius=1.1, mask_p=0.0, xscale=1.0):
+  """Float64 ``(params, xs (T, I), mask (T,))`` drawn by NumPy: the distributions of
+  ``jrnn.init_params(..., scheme="spectral", spectral_radius=radius)`` (``W_hh ~ N(0, 1/H)``
+  rescaled to that spectral radius, Glorot-uniform ``W_xh`` and ``W_hy``), ``b_h ~ 0.1 N(0, 1)``,
+  ``xs ~ xscale N(0, 1)`` and each step kept with probability ``1 - mask_p``.
+
+  For hypothesis tests, which draw a new ``(T, H)`` per example: JAX's random ops compile once
+  per shape (about half a second per example in float64), NumPy compiles nothing.
+  """
+  rng = np.random.default_rng(seed)
+  glorot = lambda shape: rng.uniform(-1, 1, shape) * np.sqrt(6.0 / (shape[0] + shape[1]))
+  w_hh = rng.standard_normal((n_hidden, n_hidden)) / np.sqrt(n_hidden)
+  w_hh *= radius / np.max(np.abs(np.linalg.eigvals(w_hh)))
+  params = jrnn.RNNParams(
+      w_xh=jnp.asarray(glorot((n_hidden, n_in))), w_hh=jnp.asarray(w_hh),
+      b_h=jnp.asarray(0.1 * rng.standard_normal(n_hidden)),
+      w_hy=jnp.asarray(glorot((n_out, n_hidden))), b_y=jnp.zeros(n_out, jnp.float64))
+  xs = jnp.asarray(xscale * rng.standard_normal((n_steps, n_in)))
+  mask = jnp.asarray(rng.uniform(size=n_steps) >= mask_p)
+  return params, xs, mask

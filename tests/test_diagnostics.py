@@ -56,8 +56,11 @@ def traj_and_norms(params, xs, mask, act):
                   n_hidden=st.integers(1, 5), act=st.sampled_from(["tanh", "relu", "sigmoid"]),
                   mask_p=st.sampled_from([0.0, 0.4]))
 def test_norms_equal_norms_of_jacrev(seed, n_steps, n_hidden, act, mask_p):
-  params, xs, mask = make(seed, n_steps, n_hidden, act=act, mask_p=mask_p)
+  # Data by NumPy (helpers.numpy_rnn): each example is a new shape, which JAX's random ops would
+  # compile for.
+  params, xs, mask = helpers.numpy_rnn(seed, n_steps, n_hidden, mask_p=mask_p)
   traj, norms = traj_and_norms(params, xs, mask, act)
+  norms = np.asarray(norms)  # sliced below: NumPy does it without compiling
   assert norms.shape == (n_steps + 1, n_steps + 1)
   for k in range(n_steps + 1):
     jac = jax.jit(jax.jacrev(unrolled_all(params, xs, mask, act, k)))(traj.hs[k])
@@ -74,11 +77,15 @@ def test_norms_equal_norms_of_jacrev(seed, n_steps, n_hidden, act, mask_p):
                   act=st.sampled_from(["tanh", "relu", "sigmoid", "softplus"]),
                   mask_p=st.sampled_from([0.0, 0.4]))
 def test_seed_bound_holds_for_every_pair(seed, n_steps, n_hidden, radius, xscale, act, mask_p):
-  params, xs, mask = make(seed, n_steps, n_hidden, radius=radius, act=act, mask_p=mask_p,
-                          xscale=xscale)
+  # Data by NumPy and both bounds in one compiled program: each example is a new shape, and
+  # JAX's eager ops (random draws, the bounds' arithmetic) compile once per op per shape.
+  params, xs, mask = helpers.numpy_rnn(seed, n_steps, n_hidden, radius=radius, mask_p=mask_p,
+                                       xscale=xscale)
   traj, norms = traj_and_norms(params, xs, mask, act)
-  sup = jrnn.diagnostics.seed_bound(traj, jrnn.get_activation(act).gamma)
-  tight = jrnn.diagnostics.seed_bound(traj)  # γ = max |σ'| along this trajectory
+  sup, tight = jax.jit(lambda traj: (
+      jrnn.diagnostics.seed_bound(traj, jrnn.get_activation(act).gamma),
+      jrnn.diagnostics.seed_bound(traj)))(traj)  # tight: γ = max |σ'| along this trajectory
+  norms, sup, tight = np.asarray(norms), np.asarray(sup), np.asarray(tight)
   lower = np.tril(np.ones_like(norms, bool))
   slack = 1 + 1e-12
   assert np.all(norms[lower] <= tight[lower] * slack + 1e-300)

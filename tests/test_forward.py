@@ -194,11 +194,12 @@ def test_learnt_h0_is_used_and_receives_the_gradient(grad):
     o = fwd(p, xs, grad=grad)
     return jnp.sum(o.ys ** 2) + jnp.sum(jnp.sin(o.h_last))
 
-  g = jax.grad(loss)(params)
+  # Gradients under jit (here and below): one compiled program each, not op-by-op dispatch.
+  g = jax.jit(jax.grad(loss))(params)
   assert g.h0 is not None and g.h0.shape == (H,)
   assert float(jnp.max(jnp.abs(g.h0))) > 1e-3
   # dL/dh0 of the learnt state is the batch sum of dL/dh0 of an explicit (B, H) state.
-  g_explicit = jax.grad(lambda h: loss_with_h0(params._replace(h0=None), xs, h, grad))(
+  g_explicit = jax.jit(jax.grad(lambda h: loss_with_h0(params._replace(h0=None), xs, h, grad)))(
       jnp.tile(params.h0[None], (B, 1)))
   np.testing.assert_allclose(g.h0, g_explicit.sum(0), rtol=1e-10)
   check_grads(jax.jit(loss), (params,), order=1, modes=["rev"])
@@ -238,7 +239,7 @@ def test_unroll_does_not_change_results(unroll, grad):
     def loss(p):
       o = fwd(p, xs, mask=mask, unroll=u, grad=grad)
       return jnp.sum(jnp.tanh(o.ys)), o
-    return jax.value_and_grad(loss, has_aux=True)(params)
+    return jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
 
   (_, base), g_base = run(1)
   (_, out), g = run(unroll)
@@ -258,8 +259,9 @@ def test_hand_and_autodiff_bptt_agree(activation):
     o = fwd(p, xs, mask=mask, activation=activation, grad=grad)
     return jnp.sum(jnp.sin(o.ys)) + jnp.sum(o.h_last ** 2), o
 
-  (l_hand, o_hand), g_hand = jax.value_and_grad(loss, has_aux=True)(params, "hand")
-  (l_auto, o_auto), g_auto = jax.value_and_grad(loss, has_aux=True)(params, "autodiff")
+  vg = jax.jit(jax.value_and_grad(loss, has_aux=True), static_argnums=1)
+  (l_hand, o_hand), g_hand = vg(params, "hand")
+  (l_auto, o_auto), g_auto = vg(params, "autodiff")
   np.testing.assert_allclose(o_hand.hs, o_auto.hs, rtol=1e-14, atol=1e-15)
   np.testing.assert_allclose(l_hand, l_auto, rtol=1e-14)
   chex.assert_trees_all_close(g_hand, g_auto, rtol=1e-10, atol=1e-13)
@@ -317,6 +319,7 @@ def test_lengths_equal_running_each_sequence_alone(reverse, grad):
   mask = np.arange(T)[:, None] < lengths[None]
   by_mask = fwd(params, xs, h0=h0, mask=mask, reverse=reverse, grad=grad)
   np.testing.assert_array_equal(out.hs, by_mask.hs)
+  out = jax.tree.map(np.asarray, out)  # sliced per sequence below: NumPy compiles nothing
   for b, n in enumerate(lengths):
     hs, ys, h_last = _loop(params, xs[:n, b], h0[b], reverse=reverse)
     np.testing.assert_allclose(out.h_last[b], h_last, rtol=1e-12, atol=1e-14)
@@ -357,12 +360,13 @@ def test_padded_steps_get_no_gradient(grad):
     o = fwd(p, x, lengths=lengths, grad=grad)
     return jnp.sum(o.h_last ** 2)
 
-  g_params, g_xs = jax.grad(loss_padded, argnums=(0, 1))(params, xs)
+  g_params, g_xs = jax.jit(jax.grad(loss_padded, argnums=(0, 1)))(params, xs)
   mask = np.arange(T)[:, None] < np.asarray(lengths)[None]
   np.testing.assert_array_equal(np.asarray(g_xs)[~mask], 0)
   total = jax.tree.map(jnp.zeros_like, params)
   for b, n in enumerate(np.asarray(lengths)):
-    g_b = jax.grad(lambda p: jnp.sum(fwd(p, xs[:n, b], grad=grad).h_last ** 2))(params)
+    g_b = jax.jit(jax.grad(lambda p, x: jnp.sum(fwd(p, x, grad=grad).h_last ** 2)))(
+        params, xs[:n, b])
     total = jax.tree.map(jnp.add, total, g_b)
   chex.assert_trees_all_close(g_params, total, rtol=1e-10, atol=1e-14)
 
@@ -402,6 +406,7 @@ def test_stacked_with_lengths_equals_composed_loops(num_layers, bidirectional, g
   out = sfwd(params, xs, h0=h0, lengths=jnp.asarray(lengths), grad=grad)
   assert out.hs.shape == (T, B, d * H) and out.ys.shape == (T, B, O)
   assert out.h_last.shape == (num_layers * d, B, H)
+  out = jax.tree.map(np.asarray, out)  # sliced per sequence below: NumPy compiles nothing
   for b, n in enumerate(lengths):
     hs, h_last = _loop_stack(params, xs[:n, b], h0[:, b], "tanh")
     np.testing.assert_allclose(out.h_last[:, b], h_last, rtol=1e-12, atol=1e-14)
@@ -497,6 +502,7 @@ def test_random_sizes_match_the_loop(t, b, i, h, o, seed, reverse, grad):
   lengths = np.random.default_rng(seed).integers(0, t + 1, size=b)
   out = fwd(params, xs, lengths=jnp.asarray(lengths), reverse=reverse, grad=grad)
   assert out.hs.shape == (t, b, h) and out.ys.shape == (t, b, o) and out.h_last.shape == (b, h)
+  out = jax.tree.map(np.asarray, out)  # sliced per sequence below: NumPy compiles nothing
   for k, n in enumerate(lengths):
     hs, ys, h_last = _numpy_loop(params, np.asarray(xs[:n, k]), reverse)
     np.testing.assert_allclose(out.h_last[k], h_last, rtol=1e-12, atol=1e-14)

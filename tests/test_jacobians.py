@@ -9,6 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import helpers
+
 import jrnn
 
 RTOL = 1e-10
@@ -93,9 +95,11 @@ def test_masked_step_jacobian_is_identity():
                   n_hidden=st.integers(1, 4), act=st.sampled_from(ACTS),
                   mask_p=st.sampled_from([0.0, 0.4]))
 def test_products_equal_jacrev_of_unrolled_map(seed, n_steps, n_hidden, act, mask_p):
-  params, xs, mask = make(seed, n_steps, n_hidden, act=act, mask_p=mask_p)
+  # Data by NumPy (helpers.numpy_rnn): each example is a new shape, which JAX's random ops would
+  # compile for; the products as a NumPy array, sliced below without compiling.
+  params, xs, mask = helpers.numpy_rnn(seed, n_steps, n_hidden, mask_p=mask_p)
   traj = jax.jit(functools.partial(jrnn.reference.trajectory, activation=act))(params, xs, mask=mask)
-  prods = products(params, xs, mask, act)
+  prods = np.asarray(products(params, xs, mask, act))
   assert prods.shape == (n_steps + 1, n_steps + 1, n_hidden, n_hidden)
   for k in range(n_steps + 1):
     np.testing.assert_array_equal(prods[:k, k], 0)
@@ -120,9 +124,11 @@ def test_products_under_jit_and_h0():
                   n_hidden=st.integers(1, 6), act=st.sampled_from(ACTS),
                   mask_p=st.sampled_from([0.0, 0.4]))
 def test_matrix_free_products_equal_explicit(seed, n_steps, n_hidden, act, mask_p):
-  params, xs, mask = make(seed, n_steps, n_hidden, act=act, mask_p=mask_p)
-  prods = products(params, xs, mask, act)
-  v = jax.random.normal(jax.random.key(seed + 1), (n_hidden,), jnp.float64)
+  # Data by NumPy (helpers.numpy_rnn, and v): each example is a new shape, which JAX's random ops
+  # would compile for.
+  params, xs, mask = helpers.numpy_rnn(seed, n_steps, n_hidden, mask_p=mask_p)
+  prods = np.asarray(products(params, xs, mask, act))
+  v = jnp.asarray(np.random.default_rng(seed + 1).standard_normal(n_hidden))
 
   @jax.jit
   def both(p, x, m, v):
@@ -131,9 +137,10 @@ def test_matrix_free_products_equal_explicit(seed, n_steps, n_hidden, act, mask_
     return (jax.vmap(jrnn.reference.jacobian_jvp, in_axes=(None, 0, None))(traj, steps, v),
             jax.vmap(jrnn.reference.jacobian_vjp, in_axes=(None, 0, None))(traj, steps, v))
 
-  jvps, vjps = both(params, xs, mask, v)
-  np.testing.assert_allclose(jvps, jnp.einsum("tkij,j->kti", prods, v), rtol=RTOL, atol=1e-13)
-  np.testing.assert_allclose(vjps, jnp.einsum("i,tkij->tkj", v, prods), rtol=RTOL, atol=1e-13)
+  jvps, vjps = (np.asarray(a) for a in both(params, xs, mask, v))
+  v_np = np.asarray(v)  # the explicit references by NumPy: nothing to compile per shape
+  np.testing.assert_allclose(jvps, np.einsum("tkij,j->kti", prods, v_np), rtol=RTOL, atol=1e-13)
+  np.testing.assert_allclose(vjps, np.einsum("i,tkij->tkj", v_np, prods), rtol=RTOL, atol=1e-13)
   # and eagerly, with concrete indices
   traj = jrnn.reference.trajectory(params, xs, mask=mask, activation=act)
   np.testing.assert_allclose(jrnn.reference.jacobian_jvp(traj, n_steps // 2, v), jvps[n_steps // 2],

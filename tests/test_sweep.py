@@ -60,9 +60,10 @@ def _alone(member, dtype, opt_kw, steps=STEPS):
   opt_state = opt.init(params)
   step = jrnn.training.make_train_step(LOSS, opt, has_aux=True)
   key = jax.random.key(100 + member["seed"])
+  make_batch = jax.jit(_make_batch(dtype))  # the same batches, one compiled program
   losses = []
   for k in range(steps):
-    params, opt_state, m = step(params, opt_state, _make_batch(dtype)(key, k))
+    params, opt_state, m = step(params, opt_state, make_batch(key, k))
     losses.append(float(m["loss"]))
   return params, np.asarray(losses)
 

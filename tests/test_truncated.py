@@ -69,14 +69,19 @@ def _assert_trees_close(actual, expected):
 def test_truncated_matches_stop_gradient_reference(n_steps, k1, k2, loss):
   p = _params(jax.random.key(0), n_out=3)
   xs, tg, mask = _data(jax.random.key(1), n_steps, 2, 2, 3, loss)
-  want_loss, want = jax.value_and_grad(functools.partial(
-      _reference_loss, k1=k1, k2=k2, loss=loss, reduction="mean"))(p, xs, tg, mask)
+  # The references under jit: one compiled program each, not a compile per op of the Python
+  # loops (the same arithmetic).
+  want_loss, want = jax.jit(jax.value_and_grad(functools.partial(
+      _reference_loss, k1=k1, k2=k2, loss=loss, reduction="mean")))(p, xs, tg, mask)
   got = jax.jit(functools.partial(truncated.truncated_bptt, k1=k1, k2=k2, loss=loss,
                                   reduction="mean"))(p, xs, tg, mask=mask)
   np.testing.assert_allclose(got.loss, want_loss, rtol=RTOL)
-  np.testing.assert_allclose(got.loss, _full_loss(p, xs, tg, mask, loss, "mean"), rtol=RTOL)
+  full_loss, h_last = jax.jit(lambda p, xs, tg, mask: (
+      _full_loss(p, xs, tg, mask, loss, "mean"), jrnn.forward(p, xs, mask=mask).h_last))(
+          p, xs, tg, mask)
+  np.testing.assert_allclose(got.loss, full_loss, rtol=RTOL)
   _assert_trees_close(got.grads, want)
-  np.testing.assert_allclose(got.h_last, jrnn.forward(p, xs, mask=mask).h_last, rtol=RTOL)
+  np.testing.assert_allclose(got.h_last, h_last, rtol=RTOL)
 
 
 @pytest.mark.slow
@@ -88,8 +93,8 @@ def test_chunked_equals_truncated_with_k1_equal_k2(n_steps, k, grad):
   chunked = jax.jit(functools.partial(truncated.chunked_bptt, chunk_length=k, **kw))(
       p, xs, tg, mask=mask)
   windows = jax.jit(functools.partial(truncated.truncated_bptt, k1=k, **kw))(p, xs, tg, mask=mask)
-  want = jax.grad(functools.partial(_reference_loss, k1=k, k2=k, reduction="batch_mean",
-                                    activation="relu"))(p, xs, tg, mask)
+  want = jax.jit(jax.grad(functools.partial(_reference_loss, k1=k, k2=k, reduction="batch_mean",
+                                            activation="relu")))(p, xs, tg, mask)
   _assert_trees_close(chunked, windows)
   _assert_trees_close(chunked.grads, want)
 
