@@ -142,7 +142,7 @@ def charlm(cfg, key) -> Task:
 def _cast(cfg, arrays):
   """``arrays`` (a tuple or NamedTuple) with the floating ones in ``cfg.dtype`` (the data are
   drawn in float32)."""
-  dtype = jnp.dtype(getattr(cfg, "dtype", "float32"))
+  dtype = jnp.dtype(cfg.dtype)
   return jax.tree_util.tree_map(
     lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, arrays
   )

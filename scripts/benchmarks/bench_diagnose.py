@@ -21,10 +21,10 @@ four segments between log steps two are clean and two may pay for the record: th
 ends at its step (the record is dispatched there, and the log step's sync waits for it) and
 the next one (where a train step or the record's host thread may still wait). Per segment:
 the training time (from ``tokens_per_s``, which leaves out the evaluation at the log step)
-and the wall time between log steps (which includes it: 0.75 s of noise per segment, reported
-as a check). The cost of one record is the mean time of the two kinds of segment near a
-record minus twice that of a clean one; the overhead is that cost over the mean training time
-of ``--every`` clean steps. Segment 1 (compilation) is left out.
+and the wall time between log steps (which includes it, about 0.75 s per segment at the main
+job's size: reported as a check). The cost of one record is the mean time of the two kinds of
+segment near a record minus twice that of a clean one; the overhead is that cost over the mean
+training time of ``--every`` clean steps. Segment 1 (compilation) is left out.
 
 ``--accuracy`` checks the records' Lanczos estimate instead: ``jacobian_norm`` of one record of
 the main job's initial parameters, at :data:`jrnn.training.flow.NUM_ITERS` iterations and at
@@ -184,6 +184,8 @@ def main() -> None:
     "--interleaved", action="store_true", help="one run, segments with and without a record"
   )
   args = p.parse_args()
+  if args.interleaved and (args.every < 4 or args.every % 4):
+    p.error(f"--interleaved needs --every divisible by 4 (segments of --every/4), got {args.every}")
   if args.interleaved:
     before = _uptime()
     result = {
