@@ -4,6 +4,7 @@ environment) behaves; the GPU script parses and exits cleanly without a GPU."""
 import argparse
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -22,10 +23,20 @@ SIZE = (3, 7, 4, 5, 2)  # (B, T, I, H, O): all different, so a transposed weight
 
 @pytest.mark.slow
 def test_quick_run_writes_json(tmp_path):
-  out = tmp_path / "bench.json"
-  proc = subprocess.run([sys.executable, os.path.join(SCRIPTS, "bench.py"), "--quick",
-                         "--json", str(out)], capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-3000:]
+  """``bench.py --quick`` as .ci/run ran it just before the suite (``JRNN_CI_BENCH_QUICK``: the
+  folder with its ``bench.json`` and ``stdout.txt``), else run here; with the user's XLA flags
+  either way, not the suite's fast-compiling ones."""
+  if os.environ.get("JRNN_CI_BENCH_QUICK"):
+    ran = pathlib.Path(os.environ["JRNN_CI_BENCH_QUICK"])
+    out, stdout = ran / "bench.json", (ran / "stdout.txt").read_text()
+  else:
+    out = tmp_path / "bench.json"
+    env = dict(os.environ, XLA_FLAGS=os.environ.get("JRNN_TEST_SHIPPED_XLA_FLAGS", ""))
+    proc = subprocess.run([sys.executable, os.path.join(SCRIPTS, "bench.py"), "--quick",
+                           "--json", str(out)], capture_output=True, text=True, timeout=600,
+                          env=env, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stdout = proc.stdout
   result = json.loads(out.read_text())
   assert isinstance(result["device"], str) and result["device"]
   assert result["ceiling_gflops"] > 0
@@ -44,14 +55,14 @@ def test_quick_run_writes_json(tmp_path):
   torch_name = "torch_cudnn" if result["backend"] == "gpu" else "torch_rnn"
   for peer in ("flax_linen", "flax_jrnn", "haiku_vanilla", torch_name):
     assert peer in timed or peer in result["skipped"]
-  assert "jrnn_hand" in proc.stdout and "/best-peer" in proc.stdout
+  assert "jrnn_hand" in stdout and "/best-peer" in stdout
   assert set(result["environment"]) >= {"cpu", "versions", "backend"}
   sweep = result["sweep"]  # the sweep row: 4 members in quick mode, both sides timed
   assert sweep["members"] == 4 and sweep["ms_sweep"] > 0 and sweep["ms_sequential"] > 0
   assert sweep["ratio"] == pytest.approx(sweep["ms_sequential"] / sweep["ms_sweep"])
-  assert "sweep / sequential throughput" in proc.stdout
+  assert "sweep / sequential throughput" in stdout
   if {"flax_linen", "flax_jrnn"} <= timed:  # the swap's side-by-side table
-    assert "jrnn layer / SimpleCell" in proc.stdout
+    assert "jrnn layer / SimpleCell" in stdout
 
 
 def _missing(module):

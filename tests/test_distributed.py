@@ -28,7 +28,8 @@ def _start(args, n_devices, cache):
   # A compilation cache shared by the processes: later ones load what earlier ones compiled.
   env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=cache,
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={n_devices}")
+             XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} "
+                       f"--xla_force_host_platform_device_count={n_devices}")
   return subprocess.Popen([sys.executable, os.path.join(ROOT, "scripts", "train.py"), *args],
                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                           cwd=ROOT)

@@ -23,8 +23,6 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.xdist_group("docstring_examples")
-
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "jrnn"
 # The docstrings with examples when this test was written: finding fewer means the search broke.

@@ -300,6 +300,7 @@ def test_step_past_steps_names_the_flag(runs, tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.shipped_xla
 def test_real_failed_deer_solve_is_one_line(tmp_path, capsys):
   """The reproduction: plain SGD at lr 5 makes the Newton (DEER) solve stall within a few steps."""
   argv = ["--task", "sine", "--solver", "deer", "--hidden", "8", "--layers", "1", "--seq-len",

@@ -55,11 +55,6 @@ def _blocks():
 
 
 BLOCKS = _blocks()
-# Meant to keep the module on one xdist worker (with --dist loadgroup), so that the fixture that
-# runs every block runs once; with pytest 9.2 and pytest-xdist 3.8 loadgroup does not group (both
-# workers run the fixture: see tests/timings/ci_2026-12-07_b01a0de.txt). The mark is kept for the
-# versions where it works.
-pytestmark = pytest.mark.xdist_group("readme_examples")
 
 
 @pytest.fixture(scope="module")

@@ -158,6 +158,7 @@ def test_members_equal_one_at_a_time_runs_float32_to_rounding():
 
 
 @pytest.mark.slow
+@pytest.mark.shipped_xla
 def test_hyperparameters_as_arrays_change_no_bit_against_the_multi_seed_chunk():
   """Where rounding differs from a single run, it is vmap's batched products, not the
   per-member arrays: with every member's lr equal, the sweep is bit for bit seeds' chunk."""
