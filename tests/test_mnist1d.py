@@ -1,4 +1,5 @@
 """The last-valid-step classification loss (always) and the MNIST-1D data (when installed)."""
+import importlib.util
 import json
 import subprocess
 import sys
@@ -13,6 +14,11 @@ import helpers
 import jrnn
 from jrnn.data import mnist1d
 from jrnn.training import classification as cls
+
+# find_spec, not mnist1d.available(): importing the package (and its plotting dependencies) at
+# collection cost every xdist worker ~3 s, also when the worker runs none of these tests.
+NEEDS_MNIST1D = pytest.mark.skipif(importlib.util.find_spec("mnist1d") is None,
+                                   reason="mnist1d is not installed (pip install jrnn[mnist1d])")
 
 F64 = jnp.float64
 T, B, I, H, O = 7, 4, 3, 5, 6
@@ -127,8 +133,7 @@ def test_train_batch_visits_each_example_once_per_epoch():
     mnist1d.train_batch(key, 0, x, y, 11)
 
 
-@pytest.mark.skipif(not mnist1d.available(), reason="mnist1d is not installed "
-                    "(pip install jrnn[mnist1d])")
+@NEEDS_MNIST1D
 def test_generated_data(tmp_path):
   state = np.random.get_state()
   data = mnist1d.load(cache_dir=tmp_path)
@@ -147,8 +152,7 @@ def test_generated_data(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not mnist1d.available(), reason="mnist1d is not installed "
-                    "(pip install jrnn[mnist1d])")
+@NEEDS_MNIST1D
 def test_mnist1d_experiment_quick_mode_is_reproducible(tmp_path):
   """Run twice (one and two worker threads): the same results.json, byte for byte."""
   mod = helpers.load_script("mnist1d_experiment")
@@ -182,8 +186,7 @@ def test_mnist1d_experiment_quick_mode_is_reproducible(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not mnist1d.available(), reason="mnist1d is not installed "
-                    "(pip install jrnn[mnist1d])")
+@NEEDS_MNIST1D
 def test_jrnn_train_task_mnist1d_logs_validation_accuracy(tmp_path):
   from jrnn.training import cli  # pylint: disable=import-outside-toplevel
   out = tmp_path / "run"
@@ -240,8 +243,7 @@ def test_split_bad_arguments(kwargs, match):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not mnist1d.available(), reason="mnist1d is not installed "
-                    "(pip install jrnn[mnist1d])")
+@NEEDS_MNIST1D
 def test_generation_on_threads_gives_the_same_data():
   """make_dataset reseeds NumPy's global generator: two threads used to interleave draws."""
   import concurrent.futures  # pylint: disable=import-outside-toplevel
