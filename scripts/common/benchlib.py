@@ -159,6 +159,17 @@ def describe_device() -> str:
   return f"cpu: {cpu_model()}, {os.cpu_count()} logical cores"
 
 
+def _thp_mode() -> str:
+  """The kernel's transparent-huge-page mode (``always``, ``madvise``, ``never``), or ``""``."""
+  try:
+    with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+      text = f.read()
+  except OSError:
+    return ""
+  chosen = [w[1:-1] for w in text.split() if w.startswith("[")]
+  return chosen[0] if chosen else ""
+
+
 def environment() -> Dict[str, object]:
   """The machine and versions behind a measurement, for the printed header and the JSON."""
   import jax
@@ -172,6 +183,10 @@ def environment() -> Dict[str, object]:
     "python": platform.python_version(),
     "versions": {name: version(name) for name in LIBRARIES},
     "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    # glibc.malloc.hugetlb=1 backs XLA's large buffers with transparent huge pages: at the large
+    # CPU size it changes every XLA program's time (BENCHMARKS.md), so it is part of the setting.
+    "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+    "transparent_hugepage": _thp_mode(),
   }
   if jax.default_backend() == "gpu":
     smi = shutil.which("nvidia-smi")
@@ -205,4 +220,7 @@ def format_environment(info: Dict[str, Any]) -> str:
     lines.append(f"nvidia-smi: {info['nvidia_smi']}")
   if info.get("xla_flags"):
     lines.append(f"XLA_FLAGS: {info['xla_flags']}")
+  if info.get("glibc_tunables") or info.get("transparent_hugepage"):
+    lines.append(f"GLIBC_TUNABLES: {info.get('glibc_tunables') or '(unset)'}   transparent huge "
+                 f"pages: {info.get('transparent_hugepage') or 'n/a'}")
   return "\n".join(lines)
