@@ -36,9 +36,11 @@ def main() -> None:
   xn = np.ones((32768, 512), np.float32)
   out = np.empty_like(xn)
   print(f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}")
-  for name, fn in (("XLA x + 1 (fresh output)", lambda: add_one(x).block_until_ready()),
-                   ("NumPy x + 1 (fresh output)", lambda: xn + 1.0),
-                   ("NumPy x + 1 (into a reused array)", lambda: np.add(xn, 1.0, out=out))):
+  for name, fn in (
+    ("XLA x + 1 (fresh output)", lambda: add_one(x).block_until_ready()),
+    ("NumPy x + 1 (fresh output)", lambda: xn + 1.0),
+    ("NumPy x + 1 (into a reused array)", lambda: np.add(xn, 1.0, out=out)),
+  ):
     ms, faults = _median_ms_and_faults(fn)
     print(f"{name:36s} {ms:7.2f} ms  {faults:8.0f} minor page faults per call")
 

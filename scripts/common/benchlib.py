@@ -221,6 +221,8 @@ def format_environment(info: Dict[str, Any]) -> str:
   if info.get("xla_flags"):
     lines.append(f"XLA_FLAGS: {info['xla_flags']}")
   if info.get("glibc_tunables") or info.get("transparent_hugepage"):
-    lines.append(f"GLIBC_TUNABLES: {info.get('glibc_tunables') or '(unset)'}   transparent huge "
-                 f"pages: {info.get('transparent_hugepage') or 'n/a'}")
+    lines.append(
+      f"GLIBC_TUNABLES: {info.get('glibc_tunables') or '(unset)'}   transparent huge "
+      f"pages: {info.get('transparent_hugepage') or 'n/a'}"
+    )
   return "\n".join(lines)
