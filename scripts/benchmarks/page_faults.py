@@ -4,14 +4,17 @@ XLA:CPU allocates a program's large buffers anew on every call; glibc serves all
 32 MiB by ``mmap``, so every call faults its pages in, 4 KiB at a time unless transparent huge
 pages back them. This times ``x + 1`` on a ``(32768, 512)`` float32 array (64 MiB, the size of
 ``u``, ``hs`` or ``δ`` at the large CPU anchor size) in XLA and in NumPy and counts the minor
-page faults per call. Run it twice to compare::
+page faults per call; with ``--steps``, also the training step and the forward pass of jrnn and
+of its JAX peers at the large anchor size (bench.py's programs), beside each program's
+temporary memory. Run it twice to compare::
 
-  python scripts/benchmarks/page_faults.py
-  GLIBC_TUNABLES=glibc.malloc.hugetlb=1 python scripts/benchmarks/page_faults.py
+  python scripts/benchmarks/page_faults.py [--steps]
+  GLIBC_TUNABLES=glibc.malloc.hugetlb=1 python scripts/benchmarks/page_faults.py [--steps]
 """
 
 import os
 import resource
+import sys
 import time
 
 import jax
@@ -43,6 +46,32 @@ def main() -> None:
   ):
     ms, faults = _median_ms_and_faults(fn)
     print(f"{name:36s} {ms:7.2f} ms  {faults:8.0f} minor page faults per call")
+  if "--steps" in sys.argv[1:]:
+    _steps()
+
+
+def _steps() -> None:
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  from benchmarks import bench_impls  # pylint: disable=import-outside-toplevel
+
+  problem = bench_impls.make_problem((128, 256, 128, 512, 128))
+  builders = {
+    "jrnn hand": lambda p: bench_impls.build_jrnn(p, grad="hand"),
+    "jrnn autodiff": lambda p: bench_impls.build_jrnn(p, grad="autodiff"),
+    "flax nn.RNN(SimpleCell)": bench_impls.build_flax,
+    "haiku VanillaRNN": bench_impls.build_haiku,
+  }
+  print("(B,T,I,H,O) = (128, 256, 128, 512, 128); median of 5 calls")
+  for name, build in builders.items():
+    impl = build(problem)
+    for mode in ("train", "forward"):
+      ms, faults = _median_ms_and_faults(getattr(impl, mode), calls=5)
+      peak = impl.peak_bytes[mode]
+      peak_text = f"{peak / 2**20:.0f} MiB" if peak else "n/a"
+      print(
+        f"{name:24s} {mode:8s} {ms:8.1f} ms  {faults:8.0f} faults per call  "
+        f"(temporaries {peak_text})"
+      )
 
 
 if __name__ == "__main__":
