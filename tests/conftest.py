@@ -29,9 +29,10 @@ if os.environ.get("JRNN_TEST_COMPILE_CACHE", "1") != "0":
 
 # XLA:CPU compiles the tests' programs cheaply: LLVM at -O0 and the older elemental fusion
 # emitter instead of the MLIR fusion emitters. The suite compiles ~2000 small programs and runs
-# each a few times, so compiling dominates; together the two flags compile tests/test_forward.py's
-# 525 programs in 19 s instead of 41 s (-O0 alone) or ~80 s (default), and the tiny shapes do
-# not feel the slower code. Both change code generation only (no fast-math at any level). What
+# each a few times, so compiling dominates: tests/test_forward.py's ~525 programs take 19 s of
+# back-end compiling with both flags against 41 s with -O0 alone, and the whole file 40 s
+# (``-n 0``) against 92 s with the default flags (``-n 2``); the tiny shapes do not feel the
+# slower code. Both change code generation only (no fast-math at any level). What
 # users get is still tested: tests marked ``shipped_xla`` (properties that depend on LLVM's code
 # generation: two different programs equal bit for bit, a numerical failure reproduced exactly)
 # run in a child pytest with the user's flags (``pytest_pyfunc_call`` below); .ci/run's wheel
