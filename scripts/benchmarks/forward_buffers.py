@@ -25,12 +25,14 @@ def main() -> None:
       return jrnn.forward(p, xs, grad=grad).ys
 
     compiled = jax.jit(ys).lower(problem.params, problem.xs).compile()
-    mem = compiled.memory_analysis()
+    mem, text = compiled.memory_analysis(), compiled.as_text()
+    if mem is None or text is None:
+      raise SystemExit("this backend reports no memory analysis or HLO text")
     print(
       f"grad={grad}: temporaries {mem.temp_size_in_bytes / 2**20:.1f} MiB, "
       f"output {mem.output_size_in_bytes / 2**20:.1f} MiB"
     )
-    for line in compiled.as_text().splitlines():
+    for line in text.splitlines():
       if re.search(r"f32\[256,128,512\]|f32\[32768,512\]", line) and " = " in line:
         print("   ", line.strip()[:160])
 
