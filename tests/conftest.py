@@ -48,8 +48,11 @@ _SHIPPED_XLA_FLAGS = os.environ.setdefault("JRNN_TEST_SHIPPED_XLA_FLAGS",
 def _fast_flags_work() -> bool:
   env = dict(os.environ, XLA_FLAGS=f"{_SHIPPED_XLA_FLAGS} {_FAST_XLA_FLAGS}", JAX_PLATFORMS="cpu")
   probe = "import jax.numpy as jnp; (jnp.arange(3.0) * 2).block_until_ready()"
-  return subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
-                        timeout=120, check=False).returncode == 0
+  try:
+    return subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                          timeout=120, check=False).returncode == 0
+  except subprocess.TimeoutExpired:
+    return False
 
 
 if "JRNN_TEST_FAST_XLA" not in os.environ:
