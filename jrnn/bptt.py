@@ -89,30 +89,33 @@ hand_recurrence.defvjp(_recurrence_fwd, _recurrence_vjp)
 # A whole layer: input projection hoisted out of the loop, then the recurrence.
 
 
-def _project(w_xh, b_h, xs):
-  return add_bias(xs @ w_xh.T, b_h)  # one GEMM over T·B rows
+def _project(w_xh, xs):
+  return xs @ w_xh.T  # one GEMM over T·B rows; the loop adds b_h
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7, 8))
 def hand_layer(w_xh, w_hh, b_h, xs, h0, mask, act: Activation, unroll: int, kernel: str = "xla"):
   """One layer, ``xs (T, B, I) -> hs (T, B, H)``, with every gradient derived by hand.
 
-  The forward pass computes ``u = xs W_xhᵀ + b_h`` for all steps at once, then runs
-  ``h_t = σ(h_{t-1} W_hhᵀ + u_t)``. The backward pass is the module docstring's recursion;
-  ``kernel`` (concrete, see :mod:`jrnn.kernels`) runs the two sequential loops.
+  The forward pass computes ``z = xs W_xhᵀ`` for all steps at once, then runs
+  ``h_t = σ(h_{t-1} W_hhᵀ + (z_t + b_h))`` (the bias added inside the loop's step: no
+  ``(T, B, H)`` copy of ``z`` with its bias; the same bits as ``u = z + b_h`` first). The backward
+  pass is the module docstring's recursion; ``kernel`` (concrete, see :mod:`jrnn.kernels`) runs
+  the two sequential loops.
   """
-  return kernels.states(kernel, w_hh, _project(w_xh, b_h, xs), h0, mask, act, unroll)
+  return kernels.states(kernel, w_hh, _project(w_xh, xs), h0, mask, act, unroll, b_h)
 
 
 def _layer_fwd(w_xh, w_hh, b_h, xs, h0, mask, act, unroll, kernel):
-  u = _project(w_xh, b_h, xs)
-  hs = kernels.states(kernel, w_hh, u, h0, mask, act, unroll)
-  keep_u = u if act.deriv_from_output is None else None
-  return hs, (w_xh, w_hh, keep_u, xs, h0, mask, hs)
+  z = _project(w_xh, xs)
+  hs = kernels.states(kernel, w_hh, z, h0, mask, act, unroll, b_h)
+  keep_z = z if act.deriv_from_output is None else None
+  return hs, (w_xh, w_hh, b_h, keep_z, xs, h0, mask, hs)
 
 
 def _layer_vjp(act, unroll, kernel, res, g):
-  w_xh, w_hh, u, xs, h0, mask, hs = res
+  w_xh, w_hh, b_h, z, xs, h0, mask, hs = res
+  u = None if z is None else add_bias(z, b_h)  # σ'(a_t) needs a_t, hence u_t = z_t + b_h
   deltas, dw_hh, dh0 = kernels.states_backward(kernel, act, unroll, w_hh, u, h0, mask, hs, g)
   d2 = deltas.reshape(-1, deltas.shape[-1])
   dw_xh = d2.T @ xs.reshape(d2.shape[0], -1)

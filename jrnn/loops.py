@@ -64,12 +64,19 @@ def activation_derivative(act: Activation, w_hh, u, hs, h0):
   return act.deriv(a)
 
 
-def scan_recurrence(w_hh, u, h0, mask, act: Activation, unroll: int):
-  """Plain ``lax.scan`` of the recurrence over ``u (T, B, H)``. Returns ``hs (T, B, H)``."""
+def scan_recurrence(w_hh, u, h0, mask, act: Activation, unroll: int, b=None):
+  """Plain ``lax.scan`` of the recurrence over ``u (T, B, H)``. Returns ``hs (T, B, H)``.
+
+  With a bias ``b (H,)`` the step reads ``u_t + b`` (added inside the loop's fused step, so no
+  ``(T, B, H)`` copy of ``u`` with its bias is made; the same sums in the same order as passing
+  ``u + b``, so the same bits).
+  """
   w_t = w_hh.T
 
   def body(h, inp):
     u_t, m_t = inp
+    if b is not None:
+      u_t = u_t + b[None, :]
     h_new = act.fn(h @ w_t + u_t)
     if m_t is not None:
       h_new = jnp.where(m_t[:, None], h_new, h)
@@ -79,8 +86,9 @@ def scan_recurrence(w_hh, u, h0, mask, act: Activation, unroll: int):
   return hs
 
 
-def forward_states(w_hh, u, h0, mask, act: Activation, unroll: int):
-  """The hand path's forward pass: :func:`scan_recurrence`'s values ``hs (T, B, H)``.
+def forward_states(w_hh, u, h0, mask, act: Activation, unroll: int, b=None):
+  """The hand path's forward pass: :func:`scan_recurrence`'s values ``hs (T, B, H)`` (over
+  ``u_t + b`` when a bias ``b (H,)`` is given).
 
   0.1 wrote each ``h_t`` over ``u_t`` in one buffer (a ``fori_loop`` with
   ``dynamic_update_slice``) from 1 MiB of states up: 3-8% faster for a plain ``jit`` of a tanh
@@ -90,7 +98,7 @@ def forward_states(w_hh, u, h0, mask, act: Activation, unroll: int):
   the whole buffer twice a step: 7-10x slower training steps (BENCHMARKS.md). A stacked scan has
   no such cliff.
   """
-  return scan_recurrence(w_hh, u, h0, mask, act, unroll)
+  return scan_recurrence(w_hh, u, h0, mask, act, unroll, b)
 
 
 def reverse_deltas(w_hh, s, g, mask, unroll: int, gain=None):

@@ -67,10 +67,17 @@ def _kernel_unroll(unroll: int):
   return None if unroll == 1 else unroll
 
 
-def states(kernel: str, w_hh, u, h0, mask, act: Activation, unroll: int):
-  """The forward loop ``hs (T, B, H)`` over ``u (T, B, H)`` by a concrete ``kernel``."""
+def states(kernel: str, w_hh, u, h0, mask, act: Activation, unroll: int, b=None):
+  """The forward loop ``hs (T, B, H)`` over ``u (T, B, H)`` (plus a bias ``b (H,)`` if given)
+  by a concrete ``kernel``.
+
+  The XLA loop adds ``b`` inside its step, which saves a ``(T, B, H)`` buffer and a pass over it
+  (BENCHMARKS.md, issue 22); the Pallas kernels read ``u + b``.
+  """
   if kernel == "xla":
-    return loops.forward_states(w_hh, u, h0, mask, act, unroll)
+    return loops.forward_states(w_hh, u, h0, mask, act, unroll, b)
+  if b is not None:
+    u = u + b[None, None, :]
   return pallas_triton.pallas_recurrence(
     w_hh, u, h0, mask, act, _kernel_unroll(unroll), interpret=kernel == "pallas_interpret"
   )
