@@ -189,3 +189,22 @@ def test_random_sizes(n_steps, n_batch, n_in, n_hidden, n_out, num_layers, bidir
     mask = jax.random.bernoulli(kl, 0.6, (n_steps, n_batch))
   _assert_hand_equals_autodiff(jrnn.stacked_forward, p, xs, None, tg, loss=loss, mask=mask,
                                time_axis=0, activation=activation)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "softplus"])  # σ' from h_t, and from a_t
+@pytest.mark.parametrize("masked", [False, True])
+def test_bias_inside_the_loop_changes_no_bit(activation, masked):
+  """The hand layer's loop adds ``b_h`` inside its step (no ``(T, B, H)`` copy of ``z + b_h``):
+  its states equal bit for bit the loop over ``u = z + b_h`` rounded first, as 0.2 computed it
+  (the hand gradients are unchanged by construction: the backward rebuilds that ``u``)."""
+  from jrnn import kernels  # pylint: disable=import-outside-toplevel
+  act = jrnn.activations.get_activation(activation)
+  rng = np.random.default_rng(3)
+  t, b, h = 7, 3, 5
+  z, w_hh, b_h, h0, g = (rng.normal(size=s).astype(np.float32)
+                         for s in ((t, b, h), (h, h), (h,), (b, h), (t, b, h)))
+  u = z + b_h  # rounded once, in NumPy
+  mask = jnp.asarray(np.arange(t)[:, None] < np.array([7, 4, 1])[None]) if masked else None
+  hs = jax.jit(lambda z, b_h: kernels.states("xla", w_hh, z, h0, mask, act, 1, b_h))(z, b_h)
+  want = jax.jit(lambda u: kernels.states("xla", w_hh, u, h0, mask, act, 1))(u)
+  np.testing.assert_array_equal(hs, want)
