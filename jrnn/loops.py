@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from jrnn.activations import Activation
+from jrnn.cell import add_bias
 
 
 def zero_masked(seq, mask):
@@ -76,7 +77,7 @@ def scan_recurrence(w_hh, u, h0, mask, act: Activation, unroll: int, b=None):
   def body(h, inp):
     u_t, m_t = inp
     if b is not None:
-      u_t = u_t + b[None, :]
+      u_t = add_bias(u_t, b)
     h_new = act.fn(h @ w_t + u_t)
     if m_t is not None:
       h_new = jnp.where(m_t[:, None], h_new, h)

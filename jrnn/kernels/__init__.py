@@ -21,6 +21,7 @@ import jax
 
 from jrnn import loops
 from jrnn.activations import Activation
+from jrnn.cell import add_bias
 from jrnn.kernels import pallas_triton
 from jrnn.kernels.pallas_triton import pallas_supported
 
@@ -77,7 +78,7 @@ def states(kernel: str, w_hh, u, h0, mask, act: Activation, unroll: int, b=None)
   if kernel == "xla":
     return loops.forward_states(w_hh, u, h0, mask, act, unroll, b)
   if b is not None:
-    u = u + b[None, None, :]
+    u = add_bias(u, b)
   return pallas_triton.pallas_recurrence(
     w_hh, u, h0, mask, act, _kernel_unroll(unroll), interpret=kernel == "pallas_interpret"
   )
