@@ -13,7 +13,8 @@ argument    values                                      question it answers
                                                         JAX differentiating ``lax.scan`` (which
                                                         also gives forward mode)
 ``kernel``  ``"auto"`` (default), ``"xla"``,            which code runs the sequential loops
-            ``"pallas"``, ``"pallas_interpret"``        (:mod:`jrnn.kernels`)
+            ``"cpu"``, ``"pallas"``,                    (:mod:`jrnn.kernels`)
+            ``"pallas_interpret"``
 ``solver``  ``"sequential"`` (default), ``"deer"``,      how the trajectory is evaluated: step by
             ``"quasi_deer"``, ``"elk"``, ``"quasi_elk"``  step, or parallel in time by Newton's
             or a :class:`jrnn.parallel.Solver`          method (:mod:`jrnn.parallel`)

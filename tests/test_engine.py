@@ -63,8 +63,9 @@ def test_auto_kernel_unrolls_the_xla_loops_on_gpu_only(monkeypatch):
   act = jrnn.get_activation("tanh")
   kw = dict(n_hidden=512, n_batch=8, dtype=jnp.float32, act=act)
   on_gpu = jax.default_backend() == "gpu"
+  on_cpu = "cpu" if kernels.cpu_ffi.available() else "xla"  # the C++ kernel where it is built
   assert kernels.resolve_kernel("auto", unroll=1, **kw) == (
-      "xla", kernels.GPU_XLA_UNROLL if on_gpu else 1)
+      ("xla", kernels.GPU_XLA_UNROLL) if on_gpu else (on_cpu, 1))
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
   assert kernels.resolve_kernel("auto", unroll=1, **kw) == ("xla", kernels.GPU_XLA_UNROLL)
   assert kernels.resolve_kernel("auto", unroll=4, **kw) == ("xla", 4)  # explicit is kept

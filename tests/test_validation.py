@@ -78,7 +78,7 @@ FORWARD_CASES = [
     ("unknown grad", dict(grad="manual"), ValueError,
      r"grad must be one of \('hand', 'autodiff'\), got 'manual'"),
     ("unknown kernel", dict(kernel="cuda"), ValueError,
-     r"kernel must be one of \('auto', 'xla', 'pallas', 'pallas_interpret'\), got 'cuda'"),
+     r"kernel must be one of \('auto', 'xla', 'cpu', 'pallas', 'pallas_interpret'\), got 'cuda'"),
     ("unknown solver", dict(solver="magic"), ValueError, r"solver must be one of .*got 'magic'"),
     ("time_major not a bool", dict(time_major="no"), TypeError,
      r"time_major must be True or False, got 'no'"),

@@ -1,0 +1,200 @@
+"""jrnn's CPU kernel for the recurrence's two loops (``kernel="cpu"``), registered with ``jax.ffi``.
+
+The C++ source (``cpu_recurrence.cc``, beside this file) runs the forward loop
+``h_t = σ(h_{t-1} W_hhᵀ + z_t + b)`` and the hand BPTT's reverse loop
+``δ_t = σ'(a_t) ⊙ (g_t + δ_{t+1} W_hh)`` with ``W_hh`` packed once per call and kept in cache,
+the step's product and its activation in one pass, and the work of a call split over threads
+(whole members of a ``vmap``, or the columns of each step). The weight gradients stay one large
+XLA GEMM over all ``T·B`` rows (:func:`jrnn.loops.recurrent_weight_grad`).
+
+It is compiled on first use with the machine's C++ compiler (``$CXX``, else ``c++``, ``g++``,
+``clang++``) against the XLA FFI headers that jaxlib ships, with ``-O3 -march=native``, into a
+cache directory keyed by everything that changes the binary (source, compiler, flags, jaxlib
+version, the CPU's feature flags): ``$JRNN_CACHE_DIR``, else ``$XDG_CACHE_HOME/jrnn``, else
+``~/.cache/jrnn``. The first build takes ~10 s; later processes load the cached library. Where
+no compiler works, :func:`available` is ``False``, :func:`unavailable_reason` says why, and
+``kernel="auto"`` runs the XLA loops: nothing else changes.
+
+Environment:
+
+* ``JRNN_CPU_KERNEL=0``: never build or use the kernel (``"auto"`` means XLA on CPU);
+* ``JRNN_CPU_KERNEL_THREADS=N``: threads a call may use (default: the CPUs this process may run
+  on, at most 8). The results do not depend on it: every output element is computed by one
+  thread, in the same order, whatever the split.
+
+Float32 and float64; activations ``tanh``, ``relu`` and ``identity`` (:data:`ACTIVATION_CODES`).
+Values equal the XLA loops' to rounding, not bit for bit: the products sum in another order and
+float32 ``tanh`` is the kernel's own (within 4 ulp of the exact value; XLA's is within 5).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import pathlib
+import platform
+import shutil
+import subprocess
+import tempfile
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jrnn import loops
+from jrnn.activations import Activation
+
+SOURCE = pathlib.Path(__file__).with_name("cpu_recurrence.cc")
+ACTIVATION_CODES = {"tanh": 0, "relu": 1, "identity": 2}
+DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-fno-math-errno", "-pthread")
+FORWARD_TARGET = "jrnn_cpu_recurrence_forward"
+BACKWARD_TARGET = "jrnn_cpu_recurrence_backward"
+DISABLE_ENV = "JRNN_CPU_KERNEL"
+THREADS_ENV = "JRNN_CPU_KERNEL_THREADS"
+MAX_DEFAULT_THREADS = 8
+
+
+def supported(dtype, act: Activation) -> bool:
+  """Whether the kernel computes this ``dtype`` and activation (built or not)."""
+  return np.dtype(dtype) in DTYPES and act.name in ACTIVATION_CODES and (
+    act.deriv_from_output is not None
+  )
+
+
+def cache_dir() -> pathlib.Path:
+  """Where built kernels are kept (see the module docstring)."""
+  if os.environ.get("JRNN_CACHE_DIR"):
+    return pathlib.Path(os.environ["JRNN_CACHE_DIR"])
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return pathlib.Path(base) / "jrnn"
+
+
+def _compiler() -> Optional[str]:
+  for name in filter(None, (os.environ.get("CXX"), "c++", "g++", "clang++")):
+    path = shutil.which(name)
+    if path:
+      return path
+  return None
+
+
+def _cpu_flags() -> str:
+  """The CPU's feature flags (what ``-march=native`` compiles for), so that a cache shared by
+  machines of different kinds (a home directory on a cluster) never loads a foreign binary."""
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      for line in f:
+        if line.startswith(("flags", "Features")):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor()
+
+
+def _build_key(compiler: str) -> str:
+  try:
+    version = subprocess.run(
+      [compiler, "--version"], capture_output=True, text=True, timeout=30
+    ).stdout
+  except (OSError, subprocess.SubprocessError):
+    version = ""
+  parts = (hashlib.sha256(SOURCE.read_bytes()).hexdigest(), compiler, version, " ".join(FLAGS), jax.__version__,
+           jax.ffi.include_dir(), platform.machine(), _cpu_flags())
+  return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=None)
+def _library() -> tuple:
+  """``(ctypes library or None, why not)``: built (or found in the cache) and registered once
+  per process."""
+  if os.environ.get(DISABLE_ENV, "1") == "0":
+    return None, f"turned off by {DISABLE_ENV}=0"
+  compiler = _compiler()
+  if compiler is None:
+    return None, "no C++ compiler found ($CXX, c++, g++, clang++)"
+  target = cache_dir() / f"cpu_recurrence-{_build_key(compiler)}.so"
+  if not target.exists():
+    try:
+      target.parent.mkdir(parents=True, exist_ok=True)
+      # Build beside the target, then rename: a process that finds the file finds it whole.
+      fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+      os.close(fd)
+      cmd = [compiler, *FLAGS, "-I", jax.ffi.include_dir(), str(SOURCE), "-o", tmp]
+      done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+      if done.returncode != 0:
+        os.unlink(tmp)
+        return None, f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}"
+      os.replace(tmp, target)
+    except (OSError, subprocess.SubprocessError) as e:
+      return None, f"building {target} failed: {e}"
+  try:
+    lib = ctypes.cdll.LoadLibrary(str(target))
+    jax.ffi.register_ffi_target(FORWARD_TARGET, jax.ffi.pycapsule(lib.JrnnRnnForward), "cpu")
+    jax.ffi.register_ffi_target(BACKWARD_TARGET, jax.ffi.pycapsule(lib.JrnnRnnBackward), "cpu")
+  except (OSError, AttributeError) as e:
+    return None, f"loading {target} failed: {e}"
+  return lib, ""
+
+
+def available() -> bool:
+  """Whether the kernel is built (building it now if needed) and registered with JAX."""
+  return _library()[0] is not None
+
+
+def unavailable_reason() -> str:
+  """Why :func:`available` is ``False`` (empty when it is ``True``)."""
+  return _library()[1]
+
+
+def threads() -> int:
+  """Threads a call may use: ``$JRNN_CPU_KERNEL_THREADS``, else this process's CPUs (at most 8)."""
+  if os.environ.get(THREADS_ENV):
+    return max(1, int(os.environ[THREADS_ENV]))
+  try:
+    n = len(os.sched_getaffinity(0))
+  except AttributeError:  # not on Linux
+    n = os.cpu_count() or 1
+  return max(1, min(n, MAX_DEFAULT_THREADS))
+
+
+def _no_mask():
+  return jnp.ones((1,), bool)  # read only when has_mask is True
+
+
+def states(w_hh, z, h0, mask, act: Activation, b=None):
+  """``hs (T, B, H)``, ``h_t = σ(h_{t-1} W_hhᵀ + z_t + b)``; a masked step (``mask (T, B)``
+  False) copies ``h_{t-1}``. ``b (H,)`` defaults to zeros. Any leading ``vmap`` axes are one
+  call."""
+  if not available():
+    raise RuntimeError(f"jrnn's CPU kernel is not available: {unavailable_reason()}")
+  if b is None:
+    b = jnp.zeros(z.shape[-1:], z.dtype)
+  call = jax.ffi.ffi_call(
+    FORWARD_TARGET, jax.ShapeDtypeStruct(z.shape, z.dtype), vmap_method="broadcast_all"
+  )
+  return call(
+    w_hh, z, b.astype(z.dtype), h0, _no_mask() if mask is None else mask.astype(bool),
+    act=np.int64(ACTIVATION_CODES[act.name]), has_mask=mask is not None,
+    threads=np.int64(threads()),
+  )
+
+
+def states_backward(act: Activation, w_hh, h0, mask, hs, g):
+  """``(δ, ∂L/∂W_hh, ∂L/∂h_0)`` of the recurrence given the states' cotangent ``g (T, B, H)``:
+  the reverse loop in the kernel, ``∂L/∂W_hh`` as one XLA GEMM."""
+  if not available():
+    raise RuntimeError(f"jrnn's CPU kernel is not available: {unavailable_reason()}")
+  call = jax.ffi.ffi_call(
+    BACKWARD_TARGET,
+    (jax.ShapeDtypeStruct(g.shape, g.dtype), jax.ShapeDtypeStruct(g.shape[1:], g.dtype)),
+    vmap_method="broadcast_all",
+  )
+  deltas, dh0 = call(
+    w_hh, hs, g, _no_mask() if mask is None else mask.astype(bool),
+    act=np.int64(ACTIVATION_CODES[act.name]), has_mask=mask is not None,
+    threads=np.int64(threads()),
+  )
+  return deltas, loops.recurrent_weight_grad(deltas, hs, h0), dh0

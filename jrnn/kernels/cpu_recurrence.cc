@@ -1,0 +1,503 @@
+// jrnn's CPU kernel for the two sequential loops of an Elman RNN, as XLA FFI handlers.
+//
+// Forward (JrnnRnnForward):  h_t = σ(h_{t-1} W_hhᵀ + z_t + b), a masked step copies h_{t-1}.
+// Backward (JrnnRnnBackward): the hand BPTT's reverse loop
+//   δ_t = σ'(a_t) ⊙ (g_t + δ_{t+1} W_hh),  σ' from the stored output h_t,
+// where a masked step has δ_t = 0 and passes dL/dh_t to h_{t-1} unchanged; it returns δ and
+// ∂L/∂h_0. The weight gradients stay outside (one large GEMM over all T·B rows, in XLA).
+//
+// Why a kernel: each step is a small (B, H) x (H, H) product followed by an elementwise map.
+// Inside lax.scan XLA:CPU runs the product as a library call per step and the map as a separate
+// loop over memory; here both run in one pass with the (H, H) matrix kept hot in cache across
+// the T steps, and the activation is applied to the accumulators while they are in registers'
+// reach. Every array may carry leading "member" axes (jax.vmap, vmap_method="expand_dims"): the
+// handler loops over members itself, so a vmapped sweep is one call, not one call per member.
+//
+// Layouts are XLA's default row-major. Shapes (M = product of leading member axes, possibly
+// 1 for an operand shared by every member):
+//   w (M, H, H), z (M, T, B, H), b (M, H), h0 (M, B, H), mask (M, T, B) (read iff has_mask),
+//   hs (M, T, B, H), g (M, T, B, H); outputs hs (M, T, B, H) | delta (M, T, B, H), dh0 (M, B, H).
+// act: 0 tanh, 1 relu, 2 identity. float32 and float64.
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+enum Act : int64_t { kTanh = 0, kRelu = 1, kIdentity = 2 };
+
+// 32-byte vectors (GCC's vector extension), loaded and stored unaligned.
+template <typename F>
+struct Vec;
+template <>
+struct Vec<float> {
+  typedef float type __attribute__((vector_size(32), aligned(4)));
+  static constexpr int n = 8;
+};
+template <>
+struct Vec<double> {
+  typedef double type __attribute__((vector_size(32), aligned(8)));
+  static constexpr int n = 4;
+};
+
+// out[r, j0 : j0 + JV·n] += Σ_k in[r, k] · m[k, 0 : JV·n] for R rows (m: one packed strip, rows
+// ld_m apart): the R·JV vector
+// accumulators stay in registers for the whole k loop (the loops over r and v are unrolled).
+template <typename F, int R, int JV>
+inline void Panel(const F* in, int64_t ld_in, const F* m, int64_t ld_m, int64_t k_len, F* out,
+                  int64_t ld_out, int64_t j0) {
+  using V = typename Vec<F>::type;
+  constexpr int n = Vec<F>::n;
+  V acc[R][JV];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+    for (int v = 0; v < JV; ++v) acc[r][v] = *reinterpret_cast<const V*>(out + r * ld_out + j0 + v * n);
+  for (int64_t k = 0; k < k_len; ++k) {
+    V col[JV];
+#pragma GCC unroll 16
+    for (int v = 0; v < JV; ++v) {
+      col[v] = *reinterpret_cast<const V*>(m + k * ld_m + v * n);
+      // Keep the column in a register (one load, R uses): left alone, GCC folds the load into
+      // each of the R FMAs, and the panel runs at half speed, bound by loads.
+#if defined(__x86_64__) || defined(__i386__)
+      if constexpr (R > 1) asm("" : "+x"(col[v]));
+#elif defined(__aarch64__)
+      if constexpr (R > 1) asm("" : "+w"(col[v]));
+#endif
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      const F s = in[r * ld_in + k];
+#pragma GCC unroll 16
+      for (int v = 0; v < JV; ++v) acc[r][v] += col[v] * s;
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+    for (int v = 0; v < JV; ++v) *reinterpret_cast<V*>(out + r * ld_out + j0 + v * n) = acc[r][v];
+}
+
+// The right-hand matrix m (K, H) of the step's product, repacked once per call (it is the same
+// W_hh at every step): column strips of `wide` vectors, then strips of one vector, each strip
+// stored k-major and dense (K x strip width), so that a panel streams one contiguous block
+// instead of K rows a whole row of m apart (which map onto a few L1 sets and evict each other).
+// Columns past the last whole vector (H mod n) are read from m itself.
+template <typename F>
+struct PackedMatrix {
+  std::vector<F> data;
+  int wide = 1;  // vectors per wide strip
+  int64_t k_len = 0, h = 0, j_wide = 0, j_vec = 0;  // wide strips cover [0, j_wide), one-vector strips [j_wide, j_vec)
+  const F* m = nullptr;
+
+  void Repack(const F* m_, int64_t k_len_, int64_t h_, int wide_) {
+    constexpr int n = Vec<F>::n;
+    m = m_, k_len = k_len_, h = h_, wide = wide_;
+    j_wide = (h / (wide * n)) * wide * n;
+    j_vec = (h / n) * n;
+    data.resize(k_len * j_vec);
+    for (int64_t j = 0; j < j_vec;) {
+      const int64_t w = j < j_wide ? wide * n : n;
+      F* strip = data.data() + j * k_len;
+      for (int64_t k = 0; k < k_len; ++k) std::memcpy(strip + k * w, m + k * h + j, w * sizeof(F));
+      j += w;
+    }
+  }
+};
+
+// out[r, j0 : j0 + JV·n] += Σ_k in[r, k] · strip[k, :] for RB rows of `in` from r0, with
+// every remaining row handled by one-row panels.
+template <typename F, int RB, int JV>
+void Strip(const F* in, const F* strip, int64_t rows, int64_t k_len, int64_t h, F* out, int64_t j) {
+  constexpr int w = JV * Vec<F>::n;
+  int64_t r = 0;
+  for (; r + RB <= rows; r += RB) Panel<F, RB, JV>(in + r * k_len, k_len, strip, w, k_len, out + r * h, h, j);
+  for (; r < rows; ++r) Panel<F, 1, JV>(in + r * k_len, k_len, strip, w, k_len, out + r * h, h, j);
+}
+
+// out[:, j_begin:j_end] += in (rows, K) · m[:, j_begin:j_end], with m packed (PackedMatrix),
+// `in` and `out` row-major and dense, and j_begin, j_end on strip boundaries (StripBounds).
+// Column strips outside, row blocks inside: one strip (K x 24 floats, 24 KiB at K = 256) stays
+// in L1 while every block of rows passes over it.
+template <typename F>
+void GemmAcc(const F* in, const PackedMatrix<F>& pm, int64_t rows, F* out, int64_t j_begin,
+             int64_t j_end) {
+  constexpr int n = Vec<F>::n;
+  const int64_t k_len = pm.k_len, h = pm.h;
+  int64_t j = j_begin;
+  for (; j < std::min(pm.j_wide, j_end); j += pm.wide * n) {
+    const F* strip = pm.data.data() + j * k_len;
+    if (pm.wide == 8) Strip<F, 1, 8>(in, strip, rows, k_len, h, out, j);  // matrix-vector
+    else Strip<F, 4, 3>(in, strip, rows, k_len, h, out, j);  // 12 accumulators
+  }
+  for (; j < std::min(pm.j_vec, j_end); j += n) Strip<F, 4, 1>(in, pm.data.data() + j * k_len, rows, k_len, h, out, j);
+  for (; j < j_end; ++j)
+    for (int64_t r = 0; r < rows; ++r) {
+      F s = out[r * h + j];
+      for (int64_t k = 0; k < k_len; ++k) s += in[r * k_len + k] * pm.m[k * h + j];
+      out[r * h + j] = s;
+    }
+}
+
+// The columns [0, H) cut into `parts` ranges on strip boundaries (the scalar tail is one unit),
+// as even in strips as they can be: parts + 1 bounds.
+template <typename F>
+std::vector<int64_t> StripBounds(const PackedMatrix<F>& pm, int parts) {
+  constexpr int n = Vec<F>::n;
+  std::vector<int64_t> units;
+  for (int64_t j = 0; j < pm.j_wide; j += pm.wide * n) units.push_back(j);
+  for (int64_t j = pm.j_wide; j < pm.j_vec; j += n) units.push_back(j);
+  if (pm.j_vec < pm.h) units.push_back(pm.j_vec);
+  std::vector<int64_t> bounds;
+  const int64_t u = static_cast<int64_t>(units.size());
+  for (int p = 0; p < parts; ++p) bounds.push_back(units[p * u / parts]);
+  bounds.push_back(pm.h);
+  return bounds;
+}
+
+// Wide strips of 8 vectors for one to three rows (a matrix-vector product wants many
+// independent accumulators along the columns), of 3 vectors for 4 rows and more.
+inline int WideFor(int64_t rows) { return rows < 4 ? 8 : 3; }
+
+// tanh in float32 without a libm call, written once for a scalar and once for a vector of 8
+// (GCC's vector extension; the branch-free form runs as vector instructions): an odd polynomial
+// for |x| < 0.3 (the Taylor series to x^11; the next term is < 2e-9 relative there) and
+// 1 - 2 / (e^{2|x|} + 1) above, with e^y = 2^k · p(y - k ln 2), p the Taylor polynomial of
+// degree 7 on |r| <= ln(2)/2 (error < 6e-9 relative). Both branches are computed and one is
+// selected; a NaN comes back as itself, and so does |x| < 1e-10 (tanh x = x in float32 there).
+// float64 uses std::tanh.
+template <typename T, typename I>
+inline T TanhPoly(T x) {
+  const T ax = x < 0 ? -x : x;
+  const T x2 = x * x;
+  T p = x2 * (-1382.0f / 155925.0f) + 62.0f / 2835.0f;
+  p = p * x2 - 17.0f / 315.0f;
+  p = p * x2 + 2.0f / 15.0f;
+  p = p * x2 - 1.0f / 3.0f;
+  const T small = x + x * x2 * p;
+  const T y = ax < 20.0f ? 2.0f * ax : 40.0f;
+  const T k = (y * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest
+  const T r = (y - k * 0.693145751953125f) - k * 1.42860682030941723e-06f;
+  T e = r * (1.0f / 5040.0f) + 1.0f / 720.0f;
+  e = e * r + 1.0f / 120.0f;
+  e = e * r + 1.0f / 24.0f;
+  e = e * r + 1.0f / 6.0f;
+  e = e * r + 0.5f;
+  e = e * r + 1.0f;
+  e = e * r + 1.0f;
+  I bits;
+  if constexpr (sizeof(T) == sizeof(float)) {
+    bits = (static_cast<int32_t>(k) + 127) << 23;
+    e = e * __builtin_bit_cast(float, bits);
+  } else {
+    bits = (__builtin_convertvector(k, I) + 127) << 23;
+    e = e * reinterpret_cast<T&>(bits);
+  }
+  const T big_abs = 1.0f - 2.0f / (e + 1.0f);
+  const T big = x < 0 ? -big_abs : big_abs;
+  const T t = ax < 0.3f ? small : big;
+  return (x != x) | (ax < 1e-10f) ? x : t;  // NaN; tiny |x| (and ±0, keeping its sign): x
+}
+
+typedef int32_t VecI32 __attribute__((vector_size(32)));
+
+inline void TanhInPlace(float* a, int64_t len) {
+  using V = Vec<float>::type;
+  int64_t i = 0;
+  for (; i + 8 <= len; i += 8) {
+    V v = *reinterpret_cast<const V*>(a + i);
+    *reinterpret_cast<V*>(a + i) = TanhPoly<V, VecI32>(v);
+  }
+  for (; i < len; ++i) a[i] = TanhPoly<float, int32_t>(a[i]);
+}
+
+inline void TanhInPlace(double* a, int64_t len) {
+  for (int64_t i = 0; i < len; ++i) a[i] = std::tanh(a[i]);
+}
+
+template <typename F>
+void Activate(int64_t act, F* a, int64_t len) {
+  if (act == kTanh) {
+    TanhInPlace(a, len);
+  } else if (act == kRelu) {
+    for (int64_t i = 0; i < len; ++i) a[i] = a[i] > 0 ? a[i] : (a[i] != a[i] ? a[i] : F(0));
+  }
+}
+
+template <typename F>
+inline F DerivFromOutput(int64_t act, F h) {
+  if (act == kTanh) return F(1) - h * h;
+  if (act == kRelu) return h > 0 ? F(1) : F(0);
+  return F(1);
+}
+
+// Per-member element offset of an operand: `size` elements per member, or 0 when the operand
+// holds one copy shared by all members.
+inline int64_t Stride(size_t count, int64_t size) {
+  return static_cast<int64_t>(count) == size ? 0 : size;
+}
+
+// Threads. A call splits its work over `threads` threads in one of two ways: whole members
+// (a vmapped sweep: no synchronisation at all), or, for one member whose step is large enough,
+// the columns of every step, with a barrier per step (the next step reads every column of this
+// one). Threads are started per call and joined before it returns: nothing outlives a call.
+class SpinBarrier {
+ public:
+  explicit SpinBarrier(int n) : n_(n) {}
+  void Wait() {
+    const int gen = generation_.load(std::memory_order_acquire);
+    if (count_.fetch_add(1, std::memory_order_acq_rel) == n_ - 1) {
+      count_.store(0, std::memory_order_relaxed);
+      generation_.fetch_add(1, std::memory_order_release);
+      return;
+    }
+    for (int spins = 0; generation_.load(std::memory_order_acquire) == gen; ++spins) {
+      if (spins > 2000) std::this_thread::yield();  // someone else has the core: give it up
+#if defined(__x86_64__) || defined(__i386__)
+      else __builtin_ia32_pause();
+#endif
+    }
+  }
+
+ private:
+  const int n_;
+  std::atomic<int> count_{0};
+  std::atomic<int> generation_{0};
+};
+
+template <typename Fn>
+void RunThreads(int n, Fn fn) {
+  std::vector<std::thread> pool;
+  for (int i = 1; i < n; ++i) pool.emplace_back(fn, i);
+  fn(0);
+  for (auto& t : pool) t.join();
+}
+
+// Below this many multiply-adds a step, a barrier per step costs more than a second thread saves.
+constexpr int64_t kMinParallelStep = 1 << 19;
+
+template <typename F>
+struct Problem {
+  const F* w;
+  const F* z;  // forward: the projected inputs; backward: the states h_t
+  const F* b;  // forward: the bias; backward: the cotangents g_t
+  const F* h0;
+  const bool* mask;
+  F* out;   // forward: hs; backward: δ
+  F* out2;  // backward: ∂L/∂h_0
+  int64_t members, t_len, batch, h, act;
+  int64_t sw, sz, sb, sh0, sm;  // per-member strides of w, z, b, h0, mask (0: shared)
+};
+
+// The forward loop of member m over the columns [j0, j1).
+template <typename F>
+void ForwardSteps(const Problem<F>& p, int64_t m, const PackedMatrix<F>& pm, int64_t j0,
+                  int64_t j1, SpinBarrier* barrier) {
+  const int64_t batch = p.batch, h = p.h, step = batch * h;
+  const F* bm = p.b + m * p.sb;
+  const F* prev = p.h0 + m * p.sh0;
+  const F* zm = p.z + m * p.sz;
+  F* out = p.out + m * p.t_len * step;
+  for (int64_t t = 0; t < p.t_len; ++t) {
+    F* cur = out + t * step;
+    const F* zt = zm + t * step;
+    for (int64_t r = 0; r < batch; ++r)
+      for (int64_t j = j0; j < j1; ++j) cur[r * h + j] = zt[r * h + j] + bm[j];
+    GemmAcc<F>(prev, pm, batch, cur, j0, j1);
+    for (int64_t r = 0; r < batch; ++r) Activate<F>(p.act, cur + r * h + j0, j1 - j0);
+    if (p.mask != nullptr) {
+      const bool* mt = p.mask + m * p.sm + t * batch;
+      for (int64_t r = 0; r < batch; ++r)
+        if (!mt[r]) std::memcpy(cur + r * h + j0, prev + r * h + j0, (j1 - j0) * sizeof(F));
+    }
+    if (barrier != nullptr) barrier->Wait();
+    prev = cur;
+  }
+}
+
+// The reverse loop of member m over the columns [j0, j1); `carry` (B, H) holds dL/dh_t's part
+// from step t + 1 and ends as ∂L/∂h_0.
+template <typename F>
+void BackwardSteps(const Problem<F>& p, int64_t m, const PackedMatrix<F>& pm, int64_t j0,
+                   int64_t j1, F* carry, SpinBarrier* barrier) {
+  const int64_t batch = p.batch, h = p.h, step = batch * h;
+  F* dm = p.out + m * p.t_len * step;
+  for (int64_t t = p.t_len - 1; t >= 0; --t) {
+    const F* ht = p.z + m * p.sz + t * step;
+    const F* gt = p.b + m * p.sb + t * step;
+    F* dt = dm + t * step;
+    const bool* mt = p.mask == nullptr ? nullptr : p.mask + m * p.sm + t * batch;
+    for (int64_t r = 0; r < batch; ++r) {
+      F* c = carry + r * h;
+      const int64_t o = r * h;
+      if (mt != nullptr && !mt[r]) {  // δ_t = 0; dL/dh_t flows on to h_{t-1} unchanged
+        for (int64_t j = j0; j < j1; ++j) {
+          c[j] += gt[o + j];
+          dt[o + j] = F(0);
+        }
+      } else {
+        for (int64_t j = j0; j < j1; ++j) {
+          dt[o + j] = (gt[o + j] + c[j]) * DerivFromOutput<F>(p.act, ht[o + j]);
+          c[j] = F(0);
+        }
+      }
+    }
+    if (barrier != nullptr) barrier->Wait();  // every column of δ_t is written
+    GemmAcc<F>(dt, pm, batch, carry, j0, j1);  // carry += δ_t W_hh
+  }
+}
+
+// W_hh for the forward product (h_{t-1} W_hhᵀ: packs Wᵀ) or the backward one (δ_t W_hh: packs W).
+template <typename F>
+void PackFor(bool forward, const F* wm, int64_t h, int64_t batch, std::vector<F>& scratch,
+             PackedMatrix<F>& pm) {
+  if (!forward) return pm.Repack(wm, h, h, WideFor(batch));
+  scratch.resize(h * h);
+  for (int64_t i = 0; i < h; ++i)
+    for (int64_t j = 0; j < h; ++j) scratch[j * h + i] = wm[i * h + j];
+  pm.Repack(scratch.data(), h, h, WideFor(batch));
+}
+
+template <typename F>
+void Run(const Problem<F>& p, bool forward, int threads) {
+  const int64_t h = p.h, step = p.batch * h;
+  auto member = [&](int64_t m, PackedMatrix<F>& pm, std::vector<F>& carry, int64_t j0,
+                    int64_t j1, SpinBarrier* barrier) {
+    if (forward) return ForwardSteps<F>(p, m, pm, j0, j1, barrier);
+    BackwardSteps<F>(p, m, pm, j0, j1, carry.data(), barrier);
+  };
+  if (p.members > 1 && threads > 1) {  // whole members per thread
+    const int n = static_cast<int>(std::min<int64_t>(threads, p.members));
+    RunThreads(n, [&](int tid) {
+      std::vector<F> scratch, carry(forward ? 0 : step);
+      PackedMatrix<F> pm;
+      for (int64_t m = tid * p.members / n; m < (tid + 1) * p.members / n; ++m) {
+        PackFor<F>(forward, p.w + m * p.sw, h, p.batch, scratch, pm);
+        std::fill(carry.begin(), carry.end(), F(0));
+        member(m, pm, carry, 0, h, nullptr);
+        if (!forward) std::memcpy(p.out2 + m * step, carry.data(), step * sizeof(F));
+      }
+    });
+    return;
+  }
+  std::vector<F> scratch, carry(forward ? 0 : step);
+  PackedMatrix<F> pm;
+  for (int64_t m = 0; m < p.members; ++m) {
+    PackFor<F>(forward, p.w + m * p.sw, h, p.batch, scratch, pm);
+    std::fill(carry.begin(), carry.end(), F(0));
+    const bool split = threads > 1 && p.batch * h * h >= kMinParallelStep;
+    if (split) {
+      const std::vector<int64_t> cols = StripBounds(pm, threads);
+      SpinBarrier barrier(threads);
+      RunThreads(threads, [&](int tid) { member(m, pm, carry, cols[tid], cols[tid + 1], &barrier); });
+    } else {
+      member(m, pm, carry, 0, h, nullptr);
+    }
+    if (!forward) std::memcpy(p.out2 + m * step, carry.data(), step * sizeof(F));
+  }
+}
+
+ffi::Error Check(bool ok, const char* what) {
+  return ok ? ffi::Error::Success() : ffi::Error::InvalidArgument(what);
+}
+
+template <typename F>
+ffi::Error Dispatch(ffi::AnyBuffer w, ffi::AnyBuffer x, ffi::AnyBuffer y, const F* h0,
+                    size_t h0_count, ffi::AnyBuffer mask, bool has_mask, F* out, F* out2, size_t out_count,
+                    int64_t act, int64_t threads, bool forward) {
+  auto d = x.dimensions();
+  if (d.size() < 3) return ffi::Error::InvalidArgument("jrnn's CPU kernel: a sequence must be (..., T, B, H)");
+  Problem<F> p;
+  p.t_len = d[d.size() - 3], p.batch = d[d.size() - 2], p.h = d[d.size() - 1];
+  const int64_t seq = p.t_len * p.batch * p.h;
+  if (seq == 0) return ffi::Error::Success();
+  p.members = static_cast<int64_t>(out_count) / seq;
+  p.w = static_cast<const F*>(w.untyped_data());
+  p.z = static_cast<const F*>(x.untyped_data());
+  p.b = static_cast<const F*>(y.untyped_data());
+  p.h0 = h0;
+  p.mask = has_mask ? static_cast<const bool*>(mask.untyped_data()) : nullptr;
+  p.out = out, p.out2 = out2, p.act = act;
+  // Each operand holds one copy per member or one for all (vmap_method="broadcast_all" gives
+  // the former; the latter is accepted too); anything else is a caller's error.
+  const int64_t ysize = forward ? p.h : seq;
+  auto fits = [&](size_t count, int64_t size) {
+    return static_cast<int64_t>(count) == size || static_cast<int64_t>(count) == p.members * size;
+  };
+  if (p.members * seq != static_cast<int64_t>(out_count) || !fits(w.element_count(), p.h * p.h) ||
+      !fits(x.element_count(), seq) || !fits(y.element_count(), ysize) ||
+      (forward && !fits(h0_count, p.batch * p.h)) ||
+      (has_mask && !fits(mask.element_count(), p.t_len * p.batch)))
+    return ffi::Error::InvalidArgument("jrnn's CPU kernel: operand sizes do not match (..., T, B, H)");
+  p.sw = Stride(w.element_count(), p.h * p.h);
+  p.sz = Stride(x.element_count(), seq);
+  p.sb = Stride(y.element_count(), ysize);
+  p.sh0 = Stride(h0_count, p.batch * p.h);
+  p.sm = Stride(mask.element_count(), p.t_len * p.batch);
+  Run<F>(p, forward, static_cast<int>(std::max<int64_t>(1, threads)));
+  return ffi::Error::Success();
+}
+
+ffi::Error ForwardImpl(ffi::AnyBuffer w, ffi::AnyBuffer z, ffi::AnyBuffer b, ffi::AnyBuffer h0,
+                       ffi::AnyBuffer mask, ffi::Result<ffi::AnyBuffer> hs, int64_t act,
+                       bool has_mask, int64_t threads) {
+  if (z.element_type() == ffi::F32)
+    return Dispatch<float>(w, z, b, static_cast<const float*>(h0.untyped_data()), h0.element_count(),
+                           mask, has_mask, static_cast<float*>(hs->untyped_data()), nullptr,
+                           hs->element_count(), act, threads, true);
+  if (z.element_type() == ffi::F64)
+    return Dispatch<double>(w, z, b, static_cast<const double*>(h0.untyped_data()), h0.element_count(),
+                            mask, has_mask, static_cast<double*>(hs->untyped_data()), nullptr,
+                            hs->element_count(), act, threads, true);
+  return ffi::Error::InvalidArgument("jrnn's CPU kernel takes float32 or float64");
+}
+
+ffi::Error BackwardImpl(ffi::AnyBuffer w, ffi::AnyBuffer hs, ffi::AnyBuffer g, ffi::AnyBuffer mask,
+                        ffi::Result<ffi::AnyBuffer> delta, ffi::Result<ffi::AnyBuffer> dh0,
+                        int64_t act, bool has_mask, int64_t threads) {
+  if (g.element_type() == ffi::F32)
+    return Dispatch<float>(w, hs, g, nullptr, 0, mask, has_mask, static_cast<float*>(delta->untyped_data()),
+                           static_cast<float*>(dh0->untyped_data()), delta->element_count(), act,
+                           threads, false);
+  if (g.element_type() == ffi::F64)
+    return Dispatch<double>(w, hs, g, nullptr, 0, mask, has_mask, static_cast<double*>(delta->untyped_data()),
+                            static_cast<double*>(dh0->untyped_data()), delta->element_count(), act,
+                            threads, false);
+  return ffi::Error::InvalidArgument("jrnn's CPU kernel takes float32 or float64");
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JrnnRnnForward, ForwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()  // w
+                                  .Arg<ffi::AnyBuffer>()  // z
+                                  .Arg<ffi::AnyBuffer>()  // b
+                                  .Arg<ffi::AnyBuffer>()  // h0
+                                  .Arg<ffi::AnyBuffer>()  // mask
+                                  .Ret<ffi::AnyBuffer>()  // hs
+                                  .Attr<int64_t>("act")
+                                  .Attr<bool>("has_mask")
+                                  .Attr<int64_t>("threads"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JrnnRnnBackward, BackwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()  // w
+                                  .Arg<ffi::AnyBuffer>()  // hs
+                                  .Arg<ffi::AnyBuffer>()  // g
+                                  .Arg<ffi::AnyBuffer>()  // mask
+                                  .Ret<ffi::AnyBuffer>()  // delta
+                                  .Ret<ffi::AnyBuffer>()  // dh0
+                                  .Attr<int64_t>("act")
+                                  .Attr<bool>("has_mask")
+                                  .Attr<int64_t>("threads"));
