@@ -42,7 +42,7 @@ def _loss_and_grads(params, xs, mask, act, **choice):
 def _max_rel(a, b):
   return max(
     float(jnp.max(jnp.abs(x - y)) / (jnp.max(jnp.abs(x)) + 1e-30))
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
   )
 
 
@@ -70,6 +70,11 @@ def test_finite_differences_float64():
     )
 
 
+def _recurrence_and_vjp(kernel, w, u, h0, g):
+  hs, vjp = jax.vjp(lambda w, u, h0: jrnn.recurrence(w, u, h0, kernel=kernel), w, u, h0)
+  return hs, vjp(g)
+
+
 def test_recurrence_alone_sizes_and_remainders():
   """Shapes that take every code path of the kernel: one, two, three and four-plus rows
   (matrix-vector and 4-row panels), H below, at and past whole vectors and wide strips."""
@@ -79,12 +84,7 @@ def test_recurrence_alone_sizes_and_remainders():
     u = jax.random.normal(k[1], (11, b, h))
     h0 = jax.random.normal(k[2], (b, h))
     g = jax.random.normal(k[3], (11, b, h))
-    for kernel in ("cpu", "xla"):
-      hs, vjp = jax.vjp(lambda w, u, h0: jrnn.recurrence(w, u, h0, kernel=kernel), w, u, h0)
-      if kernel == "cpu":
-        got = (hs, vjp(g))
-      else:
-        ref = (hs, vjp(g))
+    got, ref = (_recurrence_and_vjp(kernel, w, u, h0, g) for kernel in ("cpu", "xla"))
     assert _max_rel(ref, got) < 3e-6, (b, h)
 
 
@@ -132,7 +132,7 @@ def test_threads_change_no_bit(monkeypatch, b, h, members):
     monkeypatch.setenv(cpu_ffi.THREADS_ENV, n)
     results.append(run())
   for other in results[1:]:
-    for a, c in zip(jax.tree.leaves(results[0]), jax.tree.leaves(other)):
+    for a, c in zip(jax.tree.leaves(results[0]), jax.tree.leaves(other), strict=True):
       np.testing.assert_array_equal(a, c)
 
 
@@ -202,7 +202,8 @@ def test_without_a_build_auto_falls_back_and_cpu_says_why(monkeypatch):
   with pytest.raises(ValueError, match=r"could not be built or loaded: no C\+\+ compiler found"):
     jrnn.forward(params, xs, kernel="cpu")
   # "auto" still runs, on the XLA loops, and equals kernel="xla" bit for bit
-  np.testing.assert_array_equal(jrnn.forward(params, xs).ys, jrnn.forward(params, xs, kernel="xla").ys)
+  auto, xla = (jrnn.forward(params, xs, kernel=k).ys for k in ("auto", "xla"))
+  np.testing.assert_array_equal(auto, xla)
 
 
 def test_a_failing_compiler_is_reported_not_raised(monkeypatch, tmp_path):

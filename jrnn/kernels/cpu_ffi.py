@@ -60,8 +60,10 @@ MAX_DEFAULT_THREADS = 8
 
 def supported(dtype, act: Activation) -> bool:
   """Whether the kernel computes this ``dtype`` and activation (built or not)."""
-  return np.dtype(dtype) in DTYPES and act.name in ACTIVATION_CODES and (
-    act.deriv_from_output is not None
+  return (
+    np.dtype(dtype) in DTYPES
+    and act.name in ACTIVATION_CODES
+    and (act.deriv_from_output is not None)
   )
 
 
@@ -101,12 +103,21 @@ def _build_key(compiler: str) -> str:
     ).stdout
   except (OSError, subprocess.SubprocessError):
     version = ""
-  parts = (hashlib.sha256(SOURCE.read_bytes()).hexdigest(), compiler, version, " ".join(FLAGS), jax.__version__,
-           jax.ffi.include_dir(), platform.machine(), _cpu_flags())
+  source = hashlib.sha256(SOURCE.read_bytes()).hexdigest()
+  parts = (
+    source,
+    compiler,
+    version,
+    " ".join(FLAGS),
+    jax.__version__,
+    jax.ffi.include_dir(),
+    platform.machine(),
+    _cpu_flags(),
+  )
   return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _library() -> tuple:
   """``(ctypes library or None, why not)``: built (or found in the cache) and registered once
   per process."""
@@ -176,8 +187,13 @@ def states(w_hh, z, h0, mask, act: Activation, b=None):
     FORWARD_TARGET, jax.ShapeDtypeStruct(z.shape, z.dtype), vmap_method="broadcast_all"
   )
   return call(
-    w_hh, z, b.astype(z.dtype), h0, _no_mask() if mask is None else mask.astype(bool),
-    act=np.int64(ACTIVATION_CODES[act.name]), has_mask=mask is not None,
+    w_hh,
+    z,
+    b.astype(z.dtype),
+    h0,
+    _no_mask() if mask is None else mask.astype(bool),
+    act=np.int64(ACTIVATION_CODES[act.name]),
+    has_mask=mask is not None,
     threads=np.int64(threads()),
   )
 
@@ -193,8 +209,12 @@ def states_backward(act: Activation, w_hh, h0, mask, hs, g):
     vmap_method="broadcast_all",
   )
   deltas, dh0 = call(
-    w_hh, hs, g, _no_mask() if mask is None else mask.astype(bool),
-    act=np.int64(ACTIVATION_CODES[act.name]), has_mask=mask is not None,
+    w_hh,
+    hs,
+    g,
+    _no_mask() if mask is None else mask.astype(bool),
+    act=np.int64(ACTIVATION_CODES[act.name]),
+    has_mask=mask is not None,
     threads=np.int64(threads()),
   )
   return deltas, loops.recurrent_weight_grad(deltas, hs, h0), dh0
