@@ -24,6 +24,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -115,20 +116,24 @@ struct PackedMatrix {
   }
 };
 
-// out[r, j0 : j0 + JV·n] += Σ_k in[r, k] · strip[k, :] for RB rows of `in` from r0, with
-// every remaining row handled by one-row panels.
+// out[r, j0 : j0 + JV·n] += Σ_k in[r, k] · strip[k, :] over k < k_len, for every row: blocks
+// of RB rows, then one-row panels for the rest. `in` rows are ld_in apart.
 template <typename F, int RB, int JV>
-void Strip(const F* in, const F* strip, int64_t rows, int64_t k_len, int64_t h, F* out, int64_t j) {
+void Strip(const F* in, int64_t ld_in, const F* strip, int64_t rows, int64_t k_len, int64_t h,
+           F* out, int64_t j) {
   constexpr int w = JV * Vec<F>::n;
   int64_t r = 0;
-  for (; r + RB <= rows; r += RB) Panel<F, RB, JV>(in + r * k_len, k_len, strip, w, k_len, out + r * h, h, j);
-  for (; r < rows; ++r) Panel<F, 1, JV>(in + r * k_len, k_len, strip, w, k_len, out + r * h, h, j);
+  for (; r + RB <= rows; r += RB) Panel<F, RB, JV>(in + r * ld_in, ld_in, strip, w, k_len, out + r * h, h, j);
+  for (; r < rows; ++r) Panel<F, 1, JV>(in + r * ld_in, ld_in, strip, w, k_len, out + r * h, h, j);
 }
+
+// k is cut into blocks of at most this many rows of a strip, so that the block (256 x 24 floats:
+// 24 KiB) and the rows of `in` it meets stay in a 32 KiB L1 while every row block passes.
+constexpr int64_t kBlockK = 256;
 
 // out[:, j_begin:j_end] += in (rows, K) · m[:, j_begin:j_end], with m packed (PackedMatrix),
 // `in` and `out` row-major and dense, and j_begin, j_end on strip boundaries (StripBounds).
-// Column strips outside, row blocks inside: one strip (K x 24 floats, 24 KiB at K = 256) stays
-// in L1 while every block of rows passes over it.
+// Column strips outside, row blocks inside.
 template <typename F>
 void GemmAcc(const F* in, const PackedMatrix<F>& pm, int64_t rows, F* out, int64_t j_begin,
              int64_t j_end) {
@@ -137,10 +142,15 @@ void GemmAcc(const F* in, const PackedMatrix<F>& pm, int64_t rows, F* out, int64
   int64_t j = j_begin;
   for (; j < std::min(pm.j_wide, j_end); j += pm.wide * n) {
     const F* strip = pm.data.data() + j * k_len;
-    if (pm.wide == 8) Strip<F, 1, 8>(in, strip, rows, k_len, h, out, j);  // matrix-vector
-    else Strip<F, 4, 3>(in, strip, rows, k_len, h, out, j);  // 12 accumulators
+    const int64_t w = pm.wide * n;
+    for (int64_t k0 = 0; k0 < k_len; k0 += kBlockK) {
+      const int64_t kc = std::min(kBlockK, k_len - k0);
+      if (pm.wide == 8) Strip<F, 1, 8>(in + k0, k_len, strip + k0 * w, rows, kc, h, out, j);  // matrix-vector
+      else Strip<F, 4, 3>(in + k0, k_len, strip + k0 * w, rows, kc, h, out, j);  // 12 accumulators
+    }
   }
-  for (; j < std::min(pm.j_vec, j_end); j += n) Strip<F, 4, 1>(in, pm.data.data() + j * k_len, rows, k_len, h, out, j);
+  for (; j < std::min(pm.j_vec, j_end); j += n)
+    Strip<F, 4, 1>(in, k_len, pm.data.data() + j * k_len, rows, k_len, h, out, j);
   for (; j < j_end; ++j)
     for (int64_t r = 0; r < rows; ++r) {
       F s = out[r * h + j];
@@ -198,11 +208,10 @@ inline T TanhPoly(T x) {
   I bits;
   if constexpr (sizeof(T) == sizeof(float)) {
     bits = (static_cast<int32_t>(k) + 127) << 23;
-    e = e * __builtin_bit_cast(float, bits);
   } else {
     bits = (__builtin_convertvector(k, I) + 127) << 23;
-    e = e * reinterpret_cast<T&>(bits);
   }
+  e = e * __builtin_bit_cast(T, bits);
   const T big_abs = 1.0f - 2.0f / (e + 1.0f);
   const T big = x < 0 ? -big_abs : big_abs;
   const T t = ax < 0.3f ? small : big;
@@ -247,43 +256,53 @@ inline int64_t Stride(size_t count, int64_t size) {
   return static_cast<int64_t>(count) == size ? 0 : size;
 }
 
-// Threads. A call splits its work over `threads` threads in one of two ways: whole members
-// (a vmapped sweep: no synchronisation at all), or, for one member whose step is large enough,
-// the columns of every step, with a barrier per step (the next step reads every column of this
-// one). Threads are started per call and joined before it returns: nothing outlives a call.
-class SpinBarrier {
- public:
-  explicit SpinBarrier(int n) : n_(n) {}
-  void Wait() {
-    const int gen = generation_.load(std::memory_order_acquire);
-    if (count_.fetch_add(1, std::memory_order_acq_rel) == n_ - 1) {
-      count_.store(0, std::memory_order_relaxed);
-      generation_.fetch_add(1, std::memory_order_release);
-      return;
+// Threads. A call splits its work into `parts` in one of two ways: whole members (a vmapped
+// sweep: no synchronisation at all), or, for one member whose step is large enough, the columns
+// of every step (a fork and a join per step: the next step reads every column of this one).
+// The helpers are XLA's own intra-op threads (the FFI thread pool), not threads of our own: on a
+// small machine a second set of threads would fight XLA's idle-spinning ones for the cores.
+//
+// ForkJoin never waits for a thread that may not come. Each part is claimed by whoever gets to it
+// first: a pool thread that picks up its task, or the caller once it has finished part 0. So a
+// pool that is busy (or absent: the FFI then runs the task inline), or a pool thread that runs
+// this very call, costs parallelism, never a deadlock. A task that runs after the call returned
+// finds its part claimed and touches nothing but the shared flags it co-owns.
+struct PartFlags {
+  explicit PartFlags(int n) : claimed(n), done(n) {}
+  std::vector<std::atomic<int>> claimed, done;
+};
+
+template <typename Body>
+void ForkJoin(ffi::ThreadPool* pool, int parts, const Body& body) {
+  if (parts <= 1 || pool == nullptr) {
+    for (int i = 0; i < parts; ++i) body(i);
+    return;
+  }
+  auto flags = std::make_shared<PartFlags>(parts);
+  const Body* fn = &body;
+  for (int i = 1; i < parts; ++i)
+    pool->Schedule([flags, fn, i]() {
+      if (flags->claimed[i].exchange(1, std::memory_order_acq_rel) == 0) {
+        (*fn)(i);
+        flags->done[i].store(1, std::memory_order_release);
+      }
+    });
+  body(0);
+  for (int i = 1; i < parts; ++i) {
+    if (flags->claimed[i].exchange(1, std::memory_order_acq_rel) == 0) {
+      body(i);  // nobody took it: run it here
+      continue;
     }
-    for (int spins = 0; generation_.load(std::memory_order_acquire) == gen; ++spins) {
-      if (spins > 2000) std::this_thread::yield();  // someone else has the core: give it up
+    for (int spins = 0; flags->done[i].load(std::memory_order_acquire) == 0; ++spins) {
+      if (spins > 4000) std::this_thread::yield();
 #if defined(__x86_64__) || defined(__i386__)
       else __builtin_ia32_pause();
 #endif
     }
   }
-
- private:
-  const int n_;
-  std::atomic<int> count_{0};
-  std::atomic<int> generation_{0};
-};
-
-template <typename Fn>
-void RunThreads(int n, Fn fn) {
-  std::vector<std::thread> pool;
-  for (int i = 1; i < n; ++i) pool.emplace_back(fn, i);
-  fn(0);
-  for (auto& t : pool) t.join();
 }
 
-// Below this many multiply-adds a step, a barrier per step costs more than a second thread saves.
+// Below this many multiply-adds a step, a fork and join per step costs more than it saves.
 constexpr int64_t kMinParallelStep = 1 << 19;
 
 template <typename F>
@@ -299,37 +318,41 @@ struct Problem {
   int64_t sw, sz, sb, sh0, sm;  // per-member strides of w, z, b, h0, mask (0: shared)
 };
 
-// The forward loop of member m over the columns [j0, j1).
+// The forward loop of member m; each step's product, activation and mask split into the column
+// ranges `cols` (one range: no split).
 template <typename F>
-void ForwardSteps(const Problem<F>& p, int64_t m, const PackedMatrix<F>& pm, int64_t j0,
-                  int64_t j1, SpinBarrier* barrier) {
+void ForwardSteps(const Problem<F>& p, int64_t m, const PackedMatrix<F>& pm,
+                  const std::vector<int64_t>& cols, ffi::ThreadPool* pool) {
   const int64_t batch = p.batch, h = p.h, step = batch * h;
   const F* bm = p.b + m * p.sb;
   const F* prev = p.h0 + m * p.sh0;
   const F* zm = p.z + m * p.sz;
   F* out = p.out + m * p.t_len * step;
+  const bool* mm = p.mask == nullptr ? nullptr : p.mask + m * p.sm;
   for (int64_t t = 0; t < p.t_len; ++t) {
     F* cur = out + t * step;
     const F* zt = zm + t * step;
     for (int64_t r = 0; r < batch; ++r)
-      for (int64_t j = j0; j < j1; ++j) cur[r * h + j] = zt[r * h + j] + bm[j];
-    GemmAcc<F>(prev, pm, batch, cur, j0, j1);
-    for (int64_t r = 0; r < batch; ++r) Activate<F>(p.act, cur + r * h + j0, j1 - j0);
-    if (p.mask != nullptr) {
-      const bool* mt = p.mask + m * p.sm + t * batch;
+      for (int64_t j = 0; j < h; ++j) cur[r * h + j] = zt[r * h + j] + bm[j];
+    ForkJoin(pool, static_cast<int>(cols.size()) - 1, [&](int part) {
+      const int64_t j0 = cols[part], j1 = cols[part + 1];
+      GemmAcc<F>(prev, pm, batch, cur, j0, j1);
+      for (int64_t r = 0; r < batch; ++r) Activate<F>(p.act, cur + r * h + j0, j1 - j0);
+    });
+    if (mm != nullptr) {
+      const bool* mt = mm + t * batch;
       for (int64_t r = 0; r < batch; ++r)
-        if (!mt[r]) std::memcpy(cur + r * h + j0, prev + r * h + j0, (j1 - j0) * sizeof(F));
+        if (!mt[r]) std::memcpy(cur + r * h, prev + r * h, h * sizeof(F));
     }
-    if (barrier != nullptr) barrier->Wait();
     prev = cur;
   }
 }
 
-// The reverse loop of member m over the columns [j0, j1); `carry` (B, H) holds dL/dh_t's part
-// from step t + 1 and ends as ∂L/∂h_0.
+// The reverse loop of member m; `carry` (B, H) holds dL/dh_t's part from step t + 1 and ends
+// as ∂L/∂h_0. Each step's product is split into the column ranges `cols`.
 template <typename F>
-void BackwardSteps(const Problem<F>& p, int64_t m, const PackedMatrix<F>& pm, int64_t j0,
-                   int64_t j1, F* carry, SpinBarrier* barrier) {
+void BackwardSteps(const Problem<F>& p, int64_t m, const PackedMatrix<F>& pm,
+                   const std::vector<int64_t>& cols, F* carry, ffi::ThreadPool* pool) {
   const int64_t batch = p.batch, h = p.h, step = batch * h;
   F* dm = p.out + m * p.t_len * step;
   for (int64_t t = p.t_len - 1; t >= 0; --t) {
@@ -341,19 +364,20 @@ void BackwardSteps(const Problem<F>& p, int64_t m, const PackedMatrix<F>& pm, in
       F* c = carry + r * h;
       const int64_t o = r * h;
       if (mt != nullptr && !mt[r]) {  // δ_t = 0; dL/dh_t flows on to h_{t-1} unchanged
-        for (int64_t j = j0; j < j1; ++j) {
+        for (int64_t j = 0; j < h; ++j) {
           c[j] += gt[o + j];
           dt[o + j] = F(0);
         }
       } else {
-        for (int64_t j = j0; j < j1; ++j) {
+        for (int64_t j = 0; j < h; ++j) {
           dt[o + j] = (gt[o + j] + c[j]) * DerivFromOutput<F>(p.act, ht[o + j]);
           c[j] = F(0);
         }
       }
     }
-    if (barrier != nullptr) barrier->Wait();  // every column of δ_t is written
-    GemmAcc<F>(dt, pm, batch, carry, j0, j1);  // carry += δ_t W_hh
+    ForkJoin(pool, static_cast<int>(cols.size()) - 1, [&](int part) {
+      GemmAcc<F>(dt, pm, batch, carry, cols[part], cols[part + 1]);  // carry += δ_t W_hh
+    });
   }
 }
 
@@ -368,53 +392,43 @@ void PackFor(bool forward, const F* wm, int64_t h, int64_t batch, std::vector<F>
   pm.Repack(scratch.data(), h, h, WideFor(batch));
 }
 
+// Members [m0, m1) one after another, each step split into `col_parts` column ranges.
 template <typename F>
-void Run(const Problem<F>& p, bool forward, int threads) {
-  const int64_t h = p.h, step = p.batch * h;
-  auto member = [&](int64_t m, PackedMatrix<F>& pm, std::vector<F>& carry, int64_t j0,
-                    int64_t j1, SpinBarrier* barrier) {
-    if (forward) return ForwardSteps<F>(p, m, pm, j0, j1, barrier);
-    BackwardSteps<F>(p, m, pm, j0, j1, carry.data(), barrier);
-  };
-  if (p.members > 1 && threads > 1) {  // whole members per thread
-    const int n = static_cast<int>(std::min<int64_t>(threads, p.members));
-    RunThreads(n, [&](int tid) {
-      std::vector<F> scratch, carry(forward ? 0 : step);
-      PackedMatrix<F> pm;
-      for (int64_t m = tid * p.members / n; m < (tid + 1) * p.members / n; ++m) {
-        PackFor<F>(forward, p.w + m * p.sw, h, p.batch, scratch, pm);
-        std::fill(carry.begin(), carry.end(), F(0));
-        member(m, pm, carry, 0, h, nullptr);
-        if (!forward) std::memcpy(p.out2 + m * step, carry.data(), step * sizeof(F));
-      }
-    });
-    return;
-  }
+void RunMembers(const Problem<F>& p, bool forward, int64_t m0, int64_t m1, int col_parts,
+                ffi::ThreadPool* pool) {
+  const int64_t step = p.batch * p.h;
   std::vector<F> scratch, carry(forward ? 0 : step);
   PackedMatrix<F> pm;
-  for (int64_t m = 0; m < p.members; ++m) {
-    PackFor<F>(forward, p.w + m * p.sw, h, p.batch, scratch, pm);
-    std::fill(carry.begin(), carry.end(), F(0));
-    const bool split = threads > 1 && p.batch * h * h >= kMinParallelStep;
-    if (split) {
-      const std::vector<int64_t> cols = StripBounds(pm, threads);
-      SpinBarrier barrier(threads);
-      RunThreads(threads, [&](int tid) { member(m, pm, carry, cols[tid], cols[tid + 1], &barrier); });
+  for (int64_t m = m0; m < m1; ++m) {
+    PackFor<F>(forward, p.w + m * p.sw, p.h, p.batch, scratch, pm);
+    const std::vector<int64_t> cols = StripBounds(pm, col_parts);
+    if (forward) {
+      ForwardSteps<F>(p, m, pm, cols, pool);
     } else {
-      member(m, pm, carry, 0, h, nullptr);
+      std::fill(carry.begin(), carry.end(), F(0));
+      BackwardSteps<F>(p, m, pm, cols, carry.data(), pool);
+      std::memcpy(p.out2 + m * step, carry.data(), step * sizeof(F));
     }
-    if (!forward) std::memcpy(p.out2 + m * step, carry.data(), step * sizeof(F));
   }
 }
 
-ffi::Error Check(bool ok, const char* what) {
-  return ok ? ffi::Error::Success() : ffi::Error::InvalidArgument(what);
+template <typename F>
+void Run(const Problem<F>& p, bool forward, int threads, ffi::ThreadPool* pool) {
+  if (p.members > 1 && threads > 1) {  // whole members per part
+    const int parts = static_cast<int>(std::min<int64_t>(threads, p.members));
+    ForkJoin(pool, parts, [&](int part) {
+      RunMembers<F>(p, forward, part * p.members / parts, (part + 1) * p.members / parts, 1, pool);
+    });
+    return;
+  }
+  const bool split = threads > 1 && p.batch * p.h * p.h >= kMinParallelStep;
+  RunMembers<F>(p, forward, 0, p.members, split ? threads : 1, pool);
 }
 
 template <typename F>
 ffi::Error Dispatch(ffi::AnyBuffer w, ffi::AnyBuffer x, ffi::AnyBuffer y, const F* h0,
                     size_t h0_count, ffi::AnyBuffer mask, bool has_mask, F* out, F* out2, size_t out_count,
-                    int64_t act, int64_t threads, bool forward) {
+                    int64_t act, int64_t threads, bool forward, ffi::ThreadPool& pool) {
   auto d = x.dimensions();
   if (d.size() < 3) return ffi::Error::InvalidArgument("jrnn's CPU kernel: a sequence must be (..., T, B, H)");
   Problem<F> p;
@@ -444,35 +458,37 @@ ffi::Error Dispatch(ffi::AnyBuffer w, ffi::AnyBuffer x, ffi::AnyBuffer y, const 
   p.sb = Stride(y.element_count(), ysize);
   p.sh0 = Stride(h0_count, p.batch * p.h);
   p.sm = Stride(mask.element_count(), p.t_len * p.batch);
-  Run<F>(p, forward, static_cast<int>(std::max<int64_t>(1, threads)));
+  // At most `threads` parts, and no more than XLA's pool has threads (the caller is one more).
+  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(threads, pool.num_threads() + 1));
+  Run<F>(p, forward, static_cast<int>(parts), &pool);
   return ffi::Error::Success();
 }
 
 ffi::Error ForwardImpl(ffi::AnyBuffer w, ffi::AnyBuffer z, ffi::AnyBuffer b, ffi::AnyBuffer h0,
                        ffi::AnyBuffer mask, ffi::Result<ffi::AnyBuffer> hs, int64_t act,
-                       bool has_mask, int64_t threads) {
+                       bool has_mask, int64_t threads, ffi::ThreadPool pool) {
   if (z.element_type() == ffi::F32)
     return Dispatch<float>(w, z, b, static_cast<const float*>(h0.untyped_data()), h0.element_count(),
                            mask, has_mask, static_cast<float*>(hs->untyped_data()), nullptr,
-                           hs->element_count(), act, threads, true);
+                           hs->element_count(), act, threads, true, pool);
   if (z.element_type() == ffi::F64)
     return Dispatch<double>(w, z, b, static_cast<const double*>(h0.untyped_data()), h0.element_count(),
                             mask, has_mask, static_cast<double*>(hs->untyped_data()), nullptr,
-                            hs->element_count(), act, threads, true);
+                            hs->element_count(), act, threads, true, pool);
   return ffi::Error::InvalidArgument("jrnn's CPU kernel takes float32 or float64");
 }
 
 ffi::Error BackwardImpl(ffi::AnyBuffer w, ffi::AnyBuffer hs, ffi::AnyBuffer g, ffi::AnyBuffer mask,
                         ffi::Result<ffi::AnyBuffer> delta, ffi::Result<ffi::AnyBuffer> dh0,
-                        int64_t act, bool has_mask, int64_t threads) {
+                        int64_t act, bool has_mask, int64_t threads, ffi::ThreadPool pool) {
   if (g.element_type() == ffi::F32)
     return Dispatch<float>(w, hs, g, nullptr, 0, mask, has_mask, static_cast<float*>(delta->untyped_data()),
                            static_cast<float*>(dh0->untyped_data()), delta->element_count(), act,
-                           threads, false);
+                           threads, false, pool);
   if (g.element_type() == ffi::F64)
     return Dispatch<double>(w, hs, g, nullptr, 0, mask, has_mask, static_cast<double*>(delta->untyped_data()),
                             static_cast<double*>(dh0->untyped_data()), delta->element_count(), act,
-                            threads, false);
+                            threads, false, pool);
   return ffi::Error::InvalidArgument("jrnn's CPU kernel takes float32 or float64");
 }
 
@@ -488,7 +504,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JrnnRnnForward, ForwardImpl,
                                   .Ret<ffi::AnyBuffer>()  // hs
                                   .Attr<int64_t>("act")
                                   .Attr<bool>("has_mask")
-                                  .Attr<int64_t>("threads"));
+                                  .Attr<int64_t>("threads")
+                                  .Ctx<ffi::ThreadPool>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JrnnRnnBackward, BackwardImpl,
                               ffi::Ffi::Bind()
@@ -500,4 +517,5 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JrnnRnnBackward, BackwardImpl,
                                   .Ret<ffi::AnyBuffer>()  // dh0
                                   .Attr<int64_t>("act")
                                   .Attr<bool>("has_mask")
-                                  .Attr<int64_t>("threads"));
+                                  .Attr<int64_t>("threads")
+                                  .Ctx<ffi::ThreadPool>());
