@@ -22,6 +22,12 @@ GEMM``), one ``(B, H) × (H, H)`` GEMM called alone ``T`` times (``XLA GEMM × T
 NumPy with its BLAS (``BLAS GEMM × T``), and all ``T`` at once as one ``(T·B, H) × (H, H)``
 GEMM (``one big GEMM``: the rate the loop would reach if the steps were independent).
 
+Where ``kernel="auto"`` runs the loops on a kernel (jrnn's C++ kernel on a CPU where it is built,
+:mod:`jrnn.kernels.cpu_ffi`), the two loops are timed on it too (``recurrence forward (cpu
+kernel)``, ``recurrence backward (cpu kernel)``: the same loops as the XLA rows, so the two
+pairs compare like with like), ``whole step`` is the step as users get it (on the kernel) and
+``whole step (XLA loops)`` the same step with ``kernel="xla"``: before and after in one run.
+
 Run on a quiet machine (``uptime`` first)::
 
   python scripts/benchmarks/bench_parts.py                 # the three CPU anchor sizes
@@ -43,10 +49,18 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # scripts/
 import jrnn  # noqa: E402
 from common import benchlib  # noqa: E402
-from jrnn import loops  # noqa: E402
+from jrnn import kernels, loops  # noqa: E402
 from jrnn.activations import get_activation  # noqa: E402
 
 TANH = get_activation("tanh")
+
+
+def loop_kernel(size: benchlib.Size) -> str:
+  """The kernel ``kernel="auto"`` picks for the loops at this size (float32, tanh)."""
+  b, _, _, h, _ = size
+  return kernels.resolve_kernel(
+    "auto", n_hidden=h, n_batch=b, dtype=jnp.float32, act=TANH, unroll=1
+  )[0]
 
 
 def _parts(size: benchlib.Size) -> Dict[str, Callable[[], object]]:
@@ -85,18 +99,20 @@ def _parts(size: benchlib.Size) -> Dict[str, Callable[[], object]]:
 
   grads = jax.jit(weight_grads)
 
-  def whole_loss(p):
-    ys = jrnn.forward(p, xs, grad="hand").ys
+  def whole_loss(p, kernel="auto"):
+    ys = jrnn.forward(p, xs, grad="hand", kernel=kernel).ys
     return jnp.sum((ys - target) ** 2) / b
 
   whole = jax.jit(jax.value_and_grad(whole_loss))
+  whole_xla = jax.jit(jax.value_and_grad(lambda p: whole_loss(p, "xla")))
+  kern = loop_kernel(size)
 
   u = project(params.w_xh, params.b_h, xs)
   hs = forward(params.w_hh, u, h0)
   _, g = readout(params.w_hy, params.b_y, hs, target)
   deltas, _ = backward(params.w_hh, hs, g)
   g_y = 2 * (hs @ params.w_hy.T + params.b_y[None, None] - target) / b
-  return {
+  parts = {
     "input projection": lambda: project(params.w_xh, params.b_h, xs),
     "recurrence forward": lambda: forward(params.w_hh, u, h0),
     "readout + loss": lambda: readout(params.w_hy, params.b_y, hs, target),
@@ -104,6 +120,16 @@ def _parts(size: benchlib.Size) -> Dict[str, Callable[[], object]]:
     "weight gradients": lambda: grads(deltas, hs, h0, xs, g_y),
     "whole step": lambda: whole(params),
   }
+  if kern != "xla":
+    k_fwd = jax.jit(lambda w, u, h0: kernels.states(kern, w, u, h0, None, TANH, 1))
+    # δ and ∂L/∂h_0 only: XLA drops the ∂L/∂W_hh GEMM, which "weight gradients" times.
+    k_bwd = jax.jit(
+      lambda w, hs, g: kernels.states_backward(kern, TANH, 1, w, None, h0, None, hs, g)[::2]
+    )
+    parts[f"recurrence forward ({kern} kernel)"] = lambda: k_fwd(params.w_hh, u, h0)
+    parts[f"recurrence backward ({kern} kernel)"] = lambda: k_bwd(params.w_hh, hs, g)
+    parts["whole step (XLA loops)"] = lambda: whole_xla(params)
+  return parts
 
 
 def _gemm_refs(size: benchlib.Size) -> Dict[str, Callable[[], object]]:
@@ -146,7 +172,7 @@ def part_flops(size: benchlib.Size) -> Dict[str, int]:
   b, t, n_in, h, o = size
   rows = t * b
   rec = 2 * rows * h * h
-  return {
+  flops = {
     "input projection": 2 * rows * n_in * h,
     "recurrence forward": rec,
     "readout + loss": 2 * rows * h * o * 2,
@@ -158,6 +184,12 @@ def part_flops(size: benchlib.Size) -> Dict[str, int]:
     "BLAS GEMM × T": rec,
     "one big GEMM": rec,
   }
+  kern = loop_kernel(size)
+  if kern != "xla":
+    flops["whole step (XLA loops)"] = flops["whole step"]
+    flops[f"recurrence forward ({kern} kernel)"] = rec
+    flops[f"recurrence backward ({kern} kernel)"] = rec
+  return flops
 
 
 def measure(size: benchlib.Size, reps: int) -> Dict[str, Dict[str, float]]:
@@ -171,6 +203,14 @@ def measure(size: benchlib.Size, reps: int) -> Dict[str, Dict[str, float]]:
   names += ["recurrence backward", "weight gradients"]
   total = sum(rows[n]["ms"] for n in names)
   rows["sum of the parts"] = {"ms": total, "gflops": flops["whole step"] / total / 1e6}
+  kern = loop_kernel(size)
+  if kern != "xla":  # the same sum with the loops on the kernel
+    names = [f"{n} ({kern} kernel)" if n.startswith("recurrence") else n for n in names]
+    total = sum(rows[n]["ms"] for n in names)
+    rows[f"sum of the parts ({kern} kernel)"] = {
+      "ms": total,
+      "gflops": flops["whole step"] / total / 1e6,
+    }
   return rows
 
 
