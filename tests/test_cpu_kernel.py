@@ -177,6 +177,14 @@ def test_auto_picks_it_for_float32_on_cpu_and_keeps_float64_on_xla():
                                 act=ACTIVATIONS["sigmoid"], unroll=1) == ("xla", 1)
 
 
+def test_auto_keeps_several_devices_on_xla(monkeypatch):
+  """A data-parallel mesh splits the XLA loops with the batch; XLA's partitioner would gather
+  the whole batch onto every device for a custom call."""
+  monkeypatch.setattr(jax, "device_count", lambda: 4)
+  assert kernels.resolve_kernel("auto", n_hidden=8, n_batch=2, dtype=jnp.float32,
+                                act=ACTIVATIONS["tanh"], unroll=1) == ("xla", 1)
+
+
 @pytest.mark.parametrize("bad,match", [
   (dict(activation="sigmoid"), "kernel='cpu' takes float32 or float64 and an activation in"),
   (dict(activation=lambda a: a / (1 + jnp.abs(a))), "activation 'custom'|activation '<lambda>'"),

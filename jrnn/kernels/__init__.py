@@ -9,9 +9,10 @@
                           built on first use (float32/float64; tanh, relu, identity)
 ``"pallas"``              :mod:`jrnn.kernels.pallas_triton`, compiled with Triton: CUDA GPUs only
 ``"pallas_interpret"``    the same Pallas kernels evaluated by XLA (any backend, slow: for tests)
-``"auto"``                ``"pallas"`` where :func:`pallas_supported` allows it; on a CPU,
-                          ``"cpu"`` for float32 where :func:`jrnn.kernels.cpu_ffi.supported` and
-                          the kernel is built; else ``"xla"``
+``"auto"``                ``"pallas"`` where :func:`pallas_supported` allows it; on a CPU with
+                          one device, ``"cpu"`` for float32 where
+                          :func:`jrnn.kernels.cpu_ffi.supported` and the kernel is built; else
+                          ``"xla"``
 ========================  ==========================================================================
 
 Asking for ``"pallas"`` without a GPU, or for ``"cpu"`` off a CPU, with an unsupported dtype or
@@ -76,9 +77,16 @@ def resolve_kernel(
 
 
 def _cpu_kernel_applies(dtype, act: Activation) -> bool:
-  """``"auto"``'s test for ``"cpu"``: a CPU backend, float32, a supported activation, built."""
+  """``"auto"``'s test for ``"cpu"``: a CPU backend with one device, float32, a supported
+  activation, built.
+
+  One device: XLA's SPMD partitioner does not know how to split a custom call, so under a
+  data-parallel mesh (several CPU devices or processes, :mod:`jrnn.training.sharding`) it would
+  gather the whole batch onto every device; the XLA loops split with the batch.
+  """
   return (
     jax.default_backend() == "cpu"
+    and jax.device_count() == 1
     and np.dtype(dtype) == np.float32
     and cpu_ffi.supported(dtype, act)
     and cpu_ffi.available()
