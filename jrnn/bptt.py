@@ -99,16 +99,26 @@ def hand_layer(w_xh, w_hh, b_h, xs, h0, mask, act: Activation, unroll: int, kern
 
   The forward pass computes ``z = xs W_xhᵀ`` for all steps at once, then runs
   ``h_t = σ(h_{t-1} W_hhᵀ + (z_t + b_h))`` (the bias added inside the loop's step: no
-  ``(T, B, H)`` copy of ``z`` with its bias; the same bits as ``u = z + b_h`` first). The backward
-  pass is the module docstring's recursion; ``kernel`` (concrete, see :mod:`jrnn.kernels`) runs
-  the two sequential loops.
+  ``(T, B, H)`` copy of ``z`` with its bias; the same bits as ``u = z + b_h`` first); the CPU
+  kernel computes ``z_t`` inside its steps and never stores ``z``. The backward pass is the
+  module docstring's recursion; ``kernel`` (concrete, see :mod:`jrnn.kernels`) runs the two
+  sequential loops.
   """
-  return kernels.states(kernel, w_hh, _project(w_xh, xs), h0, mask, act, unroll, b_h)
+  return _layer_states(w_xh, w_hh, b_h, xs, h0, mask, act, unroll, kernel)[0]
+
+
+def _layer_states(w_xh, w_hh, b_h, xs, h0, mask, act, unroll, kernel):
+  """``(hs, z or None)``: the C++ CPU kernel projects the inputs inside its steps and keeps no
+  ``z`` (it runs only activations with ``σ'`` in terms of ``h``); the other kernels read
+  ``z = xs W_xhᵀ`` made by one GEMM first."""
+  if kernel == "cpu":
+    return kernels.cpu_ffi.layer_states(w_xh, w_hh, b_h, xs, h0, mask, act), None
+  z = _project(w_xh, xs)
+  return kernels.states(kernel, w_hh, z, h0, mask, act, unroll, b_h), z
 
 
 def _layer_fwd(w_xh, w_hh, b_h, xs, h0, mask, act, unroll, kernel):
-  z = _project(w_xh, xs)
-  hs = kernels.states(kernel, w_hh, z, h0, mask, act, unroll, b_h)
+  hs, z = _layer_states(w_xh, w_hh, b_h, xs, h0, mask, act, unroll, kernel)
   keep_z = z if act.deriv_from_output is None else None
   return hs, (w_xh, w_hh, b_h, keep_z, xs, h0, mask, hs)
 

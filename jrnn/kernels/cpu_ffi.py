@@ -53,6 +53,7 @@ DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-fno-math-errno", "-pthread")
 FORWARD_TARGET = "jrnn_cpu_recurrence_forward"
 BACKWARD_TARGET = "jrnn_cpu_recurrence_backward"
+LAYER_TARGET = "jrnn_cpu_layer_forward"
 DISABLE_ENV = "JRNN_CPU_KERNEL"
 THREADS_ENV = "JRNN_CPU_KERNEL_THREADS"
 MAX_DEFAULT_THREADS = 8
@@ -145,6 +146,7 @@ def _library() -> tuple:
     lib = ctypes.cdll.LoadLibrary(str(target))
     jax.ffi.register_ffi_target(FORWARD_TARGET, jax.ffi.pycapsule(lib.JrnnRnnForward), "cpu")
     jax.ffi.register_ffi_target(BACKWARD_TARGET, jax.ffi.pycapsule(lib.JrnnRnnBackward), "cpu")
+    jax.ffi.register_ffi_target(LAYER_TARGET, jax.ffi.pycapsule(lib.JrnnRnnLayerForward), "cpu")
   except (OSError, AttributeError) as e:
     return None, f"loading {target} failed: {e}"
   return lib, ""
@@ -190,6 +192,30 @@ def states(w_hh, z, h0, mask, act: Activation, b=None):
     w_hh,
     z,
     b.astype(z.dtype),
+    h0,
+    _no_mask() if mask is None else mask.astype(bool),
+    act=np.int64(ACTIVATION_CODES[act.name]),
+    has_mask=mask is not None,
+    threads=np.int64(threads()),
+  )
+
+
+def layer_states(w_xh, w_hh, b, xs, h0, mask, act: Activation):
+  """A whole layer's ``hs (T, B, H)`` from ``xs (T, B, I)``: ``h_t = σ(h_{t-1} W_hhᵀ + x_t W_xhᵀ
+  + b)``, the input projection computed inside each step (no ``(T, B, H)`` array of projected
+  inputs is made: at ``(128, 256, 128, 512, 128)`` that is 64 MiB written and read again, and
+  XLA:CPU's GEMM for it ran at a third of the machine's rate, BENCHMARKS.md)."""
+  if not available():
+    raise RuntimeError(f"jrnn's CPU kernel is not available: {unavailable_reason()}")
+  shape = xs.shape[:-1] + w_hh.shape[-1:]
+  call = jax.ffi.ffi_call(
+    LAYER_TARGET, jax.ShapeDtypeStruct(shape, xs.dtype), vmap_method="broadcast_all"
+  )
+  return call(
+    w_hh,
+    w_xh,
+    xs,
+    b.astype(xs.dtype),
     h0,
     _no_mask() if mask is None else mask.astype(bool),
     act=np.int64(ACTIVATION_CODES[act.name]),

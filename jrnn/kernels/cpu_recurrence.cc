@@ -93,22 +93,21 @@ inline void Panel(const F* in, int64_t ld_in, const F* m, int64_t ld_m, int64_t 
 // W_hh at every step): column strips of `wide` vectors, then strips of one vector, each strip
 // stored k-major and dense (K x strip width), so that a panel streams one contiguous block
 // instead of K rows a whole row of m apart (which map onto a few L1 sets and evict each other).
-// Columns past the last whole vector (H mod n) are read from m itself.
+// The columns past the last whole vector (H mod n) are a last, narrower strip.
 template <typename F>
 struct PackedMatrix {
   std::vector<F> data;
   int wide = 1;  // vectors per wide strip
   int64_t k_len = 0, h = 0, j_wide = 0, j_vec = 0;  // wide strips cover [0, j_wide), one-vector strips [j_wide, j_vec)
-  const F* m = nullptr;
 
-  void Repack(const F* m_, int64_t k_len_, int64_t h_, int wide_) {
+  void Repack(const F* m, int64_t k_len_, int64_t h_, int wide_) {
     constexpr int n = Vec<F>::n;
-    m = m_, k_len = k_len_, h = h_, wide = wide_;
+    k_len = k_len_, h = h_, wide = wide_;
     j_wide = (h / (wide * n)) * wide * n;
     j_vec = (h / n) * n;
-    data.resize(k_len * j_vec);
-    for (int64_t j = 0; j < j_vec;) {
-      const int64_t w = j < j_wide ? wide * n : n;
+    data.resize(k_len * h);
+    for (int64_t j = 0; j < h;) {
+      const int64_t w = j < j_wide ? wide * n : j < j_vec ? n : h - j_vec;
       F* strip = data.data() + j * k_len;
       for (int64_t k = 0; k < k_len; ++k) std::memcpy(strip + k * w, m + k * h + j, w * sizeof(F));
       j += w;
@@ -151,10 +150,12 @@ void GemmAcc(const F* in, const PackedMatrix<F>& pm, int64_t rows, F* out, int64
   }
   for (; j < std::min(pm.j_vec, j_end); j += n)
     Strip<F, 4, 1>(in, k_len, pm.data.data() + j * k_len, rows, k_len, h, out, j);
+  const F* tail = pm.data.data() + pm.j_vec * k_len;
+  const int64_t tail_w = h - pm.j_vec;
   for (; j < j_end; ++j)
     for (int64_t r = 0; r < rows; ++r) {
       F s = out[r * h + j];
-      for (int64_t k = 0; k < k_len; ++k) s += in[r * k_len + k] * pm.m[k * h + j];
+      for (int64_t k = 0; k < k_len; ++k) s += in[r * k_len + k] * tail[k * tail_w + (j - pm.j_vec)];
       out[r * h + j] = s;
     }
 }
@@ -316,26 +317,38 @@ struct Problem {
   F* out2;  // backward: ∂L/∂h_0
   int64_t members, t_len, batch, h, act;
   int64_t sw, sz, sb, sh0, sm;  // per-member strides of w, z, b, h0, mask (0: shared)
+  // A whole layer (forward only): z_t = x_t W_xhᵀ computed inside the step, never stored.
+  const F* x = nullptr;   // (T, B, I)
+  const F* wx = nullptr;  // W_xh (H, I)
+  int64_t n_in = 0, sx = 0, swx = 0;
 };
 
 // The forward loop of member m; each step's product, activation and mask split into the column
 // ranges `cols` (one range: no split).
+// For a whole layer, `pmx` holds W_xhᵀ packed like W_hhᵀ and each step first adds x_t W_xhᵀ.
 template <typename F>
 void ForwardSteps(const Problem<F>& p, int64_t m, const PackedMatrix<F>& pm,
-                  const std::vector<int64_t>& cols, ffi::ThreadPool* pool) {
+                  const PackedMatrix<F>& pmx, const std::vector<int64_t>& cols,
+                  ffi::ThreadPool* pool) {
   const int64_t batch = p.batch, h = p.h, step = batch * h;
   const F* bm = p.b + m * p.sb;
   const F* prev = p.h0 + m * p.sh0;
-  const F* zm = p.z + m * p.sz;
+  const F* zm = p.x == nullptr ? p.z + m * p.sz : nullptr;
+  const F* xm = p.x == nullptr ? nullptr : p.x + m * p.sx;
   F* out = p.out + m * p.t_len * step;
   const bool* mm = p.mask == nullptr ? nullptr : p.mask + m * p.sm;
   for (int64_t t = 0; t < p.t_len; ++t) {
     F* cur = out + t * step;
-    const F* zt = zm + t * step;
-    for (int64_t r = 0; r < batch; ++r)
-      for (int64_t j = 0; j < h; ++j) cur[r * h + j] = zt[r * h + j] + bm[j];
+    if (xm == nullptr) {
+      const F* zt = zm + t * step;
+      for (int64_t r = 0; r < batch; ++r)
+        for (int64_t j = 0; j < h; ++j) cur[r * h + j] = zt[r * h + j] + bm[j];
+    } else {
+      for (int64_t r = 0; r < batch; ++r) std::memcpy(cur + r * h, bm, h * sizeof(F));
+    }
     ForkJoin(pool, static_cast<int>(cols.size()) - 1, [&](int part) {
       const int64_t j0 = cols[part], j1 = cols[part + 1];
+      if (xm != nullptr) GemmAcc<F>(xm + t * batch * p.n_in, pmx, batch, cur, j0, j1);
       GemmAcc<F>(prev, pm, batch, cur, j0, j1);
       for (int64_t r = 0; r < batch; ++r) Activate<F>(p.act, cur + r * h + j0, j1 - j0);
     });
@@ -382,14 +395,15 @@ void BackwardSteps(const Problem<F>& p, int64_t m, const PackedMatrix<F>& pm,
 }
 
 // W_hh for the forward product (h_{t-1} W_hhᵀ: packs Wᵀ) or the backward one (δ_t W_hh: packs W).
+// W_xh (H, I) is packed as W_xhᵀ (I, H) the same way (k_len = I).
 template <typename F>
-void PackFor(bool forward, const F* wm, int64_t h, int64_t batch, std::vector<F>& scratch,
-             PackedMatrix<F>& pm) {
-  if (!forward) return pm.Repack(wm, h, h, WideFor(batch));
-  scratch.resize(h * h);
+void PackFor(bool forward, const F* wm, int64_t h, int64_t k_len, int64_t batch,
+             std::vector<F>& scratch, PackedMatrix<F>& pm) {
+  if (!forward) return pm.Repack(wm, k_len, h, WideFor(batch));
+  scratch.resize(h * k_len);
   for (int64_t i = 0; i < h; ++i)
-    for (int64_t j = 0; j < h; ++j) scratch[j * h + i] = wm[i * h + j];
-  pm.Repack(scratch.data(), h, h, WideFor(batch));
+    for (int64_t j = 0; j < k_len; ++j) scratch[j * h + i] = wm[i * k_len + j];
+  pm.Repack(scratch.data(), k_len, h, WideFor(batch));
 }
 
 // Members [m0, m1) one after another, each step split into `col_parts` column ranges.
@@ -398,12 +412,13 @@ void RunMembers(const Problem<F>& p, bool forward, int64_t m0, int64_t m1, int c
                 ffi::ThreadPool* pool) {
   const int64_t step = p.batch * p.h;
   std::vector<F> scratch, carry(forward ? 0 : step);
-  PackedMatrix<F> pm;
+  PackedMatrix<F> pm, pmx;
   for (int64_t m = m0; m < m1; ++m) {
-    PackFor<F>(forward, p.w + m * p.sw, p.h, p.batch, scratch, pm);
+    PackFor<F>(forward, p.w + m * p.sw, p.h, p.h, p.batch, scratch, pm);
+    if (p.x != nullptr) PackFor<F>(true, p.wx + m * p.swx, p.h, p.n_in, p.batch, scratch, pmx);
     const std::vector<int64_t> cols = StripBounds(pm, col_parts);
     if (forward) {
-      ForwardSteps<F>(p, m, pm, cols, pool);
+      ForwardSteps<F>(p, m, pm, pmx, cols, pool);
     } else {
       std::fill(carry.begin(), carry.end(), F(0));
       BackwardSteps<F>(p, m, pm, cols, carry.data(), pool);
@@ -478,6 +493,61 @@ ffi::Error ForwardImpl(ffi::AnyBuffer w, ffi::AnyBuffer z, ffi::AnyBuffer b, ffi
   return ffi::Error::InvalidArgument("jrnn's CPU kernel takes float32 or float64");
 }
 
+// A whole layer's forward pass: hs (..., T, B, H) from x (..., T, B, I), W_xh (..., H, I),
+// W_hh, b, h0 and the mask, without the (T, B, H) array of projected inputs.
+template <typename F>
+ffi::Error DispatchLayer(ffi::AnyBuffer w, ffi::AnyBuffer wx, ffi::AnyBuffer x, ffi::AnyBuffer b,
+                         ffi::AnyBuffer h0, ffi::AnyBuffer mask, bool has_mask,
+                         ffi::Result<ffi::AnyBuffer>& hs, int64_t act, int64_t threads,
+                         ffi::ThreadPool& pool) {
+  auto xd = x.dimensions();
+  auto hd = hs->dimensions();
+  if (xd.size() < 3 || hd.size() != xd.size())
+    return ffi::Error::InvalidArgument("jrnn's CPU kernel: x must be (..., T, B, I)");
+  Problem<F> p;
+  p.t_len = xd[xd.size() - 3], p.batch = xd[xd.size() - 2], p.n_in = xd[xd.size() - 1];
+  p.h = hd[hd.size() - 1];
+  const int64_t seq = p.t_len * p.batch * p.h, xseq = p.t_len * p.batch * p.n_in;
+  if (seq == 0) return ffi::Error::Success();
+  p.members = static_cast<int64_t>(hs->element_count()) / seq;
+  auto fits = [&](size_t count, int64_t size) {
+    return static_cast<int64_t>(count) == size || static_cast<int64_t>(count) == p.members * size;
+  };
+  if (!fits(w.element_count(), p.h * p.h) || !fits(wx.element_count(), p.h * p.n_in) ||
+      !fits(x.element_count(), xseq) || !fits(b.element_count(), p.h) ||
+      !fits(h0.element_count(), p.batch * p.h) ||
+      (has_mask && !fits(mask.element_count(), p.t_len * p.batch)))
+    return ffi::Error::InvalidArgument("jrnn's CPU kernel: operand sizes do not match a layer");
+  p.w = static_cast<const F*>(w.untyped_data());
+  p.wx = static_cast<const F*>(wx.untyped_data());
+  p.x = static_cast<const F*>(x.untyped_data());
+  p.z = nullptr;
+  p.b = static_cast<const F*>(b.untyped_data());
+  p.h0 = static_cast<const F*>(h0.untyped_data());
+  p.mask = has_mask ? static_cast<const bool*>(mask.untyped_data()) : nullptr;
+  p.out = static_cast<F*>(hs->untyped_data()), p.out2 = nullptr, p.act = act;
+  p.sw = Stride(w.element_count(), p.h * p.h);
+  p.swx = Stride(wx.element_count(), p.h * p.n_in);
+  p.sx = Stride(x.element_count(), xseq);
+  p.sz = 0;
+  p.sb = Stride(b.element_count(), p.h);
+  p.sh0 = Stride(h0.element_count(), p.batch * p.h);
+  p.sm = Stride(mask.element_count(), p.t_len * p.batch);
+  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(threads, pool.num_threads() + 1));
+  Run<F>(p, true, static_cast<int>(parts), &pool);
+  return ffi::Error::Success();
+}
+
+ffi::Error LayerImpl(ffi::AnyBuffer w, ffi::AnyBuffer wx, ffi::AnyBuffer x, ffi::AnyBuffer b,
+                     ffi::AnyBuffer h0, ffi::AnyBuffer mask, ffi::Result<ffi::AnyBuffer> hs,
+                     int64_t act, bool has_mask, int64_t threads, ffi::ThreadPool pool) {
+  if (x.element_type() == ffi::F32)
+    return DispatchLayer<float>(w, wx, x, b, h0, mask, has_mask, hs, act, threads, pool);
+  if (x.element_type() == ffi::F64)
+    return DispatchLayer<double>(w, wx, x, b, h0, mask, has_mask, hs, act, threads, pool);
+  return ffi::Error::InvalidArgument("jrnn's CPU kernel takes float32 or float64");
+}
+
 ffi::Error BackwardImpl(ffi::AnyBuffer w, ffi::AnyBuffer hs, ffi::AnyBuffer g, ffi::AnyBuffer mask,
                         ffi::Result<ffi::AnyBuffer> delta, ffi::Result<ffi::AnyBuffer> dh0,
                         int64_t act, bool has_mask, int64_t threads, ffi::ThreadPool pool) {
@@ -515,6 +585,20 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JrnnRnnBackward, BackwardImpl,
                                   .Arg<ffi::AnyBuffer>()  // mask
                                   .Ret<ffi::AnyBuffer>()  // delta
                                   .Ret<ffi::AnyBuffer>()  // dh0
+                                  .Attr<int64_t>("act")
+                                  .Attr<bool>("has_mask")
+                                  .Attr<int64_t>("threads")
+                                  .Ctx<ffi::ThreadPool>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JrnnRnnLayerForward, LayerImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()  // w_hh
+                                  .Arg<ffi::AnyBuffer>()  // w_xh
+                                  .Arg<ffi::AnyBuffer>()  // x
+                                  .Arg<ffi::AnyBuffer>()  // b
+                                  .Arg<ffi::AnyBuffer>()  // h0
+                                  .Arg<ffi::AnyBuffer>()  // mask
+                                  .Ret<ffi::AnyBuffer>()  // hs
                                   .Attr<int64_t>("act")
                                   .Attr<bool>("has_mask")
                                   .Attr<int64_t>("threads")
