@@ -227,23 +227,10 @@ def test_turned_off_by_the_environment(monkeypatch):
   assert cpu_ffi._library.__wrapped__() == (None, f"turned off by {cpu_ffi.DISABLE_ENV}=0")
 
 
-def test_past_the_size_limit_the_loops_are_xla_bit_for_bit(monkeypatch):
-  """From XLA_LOOPS_FROM multiply-adds a step the loops run on lax.scan (measured faster there);
-  a whole layer's forward pass stays on the kernel."""
-  k = jax.random.split(jax.random.key(9), 4)
-  w = jax.random.normal(k[0], (8, 8)) / 3
-  u = jax.random.normal(k[1], (5, 2, 8))
-  h0 = jnp.zeros((2, 8))
-  g = jax.random.normal(k[2], (5, 2, 8))
-  runs = {}
-  for kernel in ("cpu", "xla"):
-    monkeypatch.setattr(cpu_ffi, "XLA_LOOPS_FROM", 1)
-    runs[kernel] = jax.jit(lambda w, u, g, kernel=kernel: _recurrence_and_vjp(kernel, w, u, h0, g))(
-      w, u, g
-    )
-  for a, b in zip(jax.tree.leaves(runs["cpu"]), jax.tree.leaves(runs["xla"]), strict=True):
-    np.testing.assert_array_equal(a, b)
-  params, xs, _ = _problem("float32")
-  layer = jax.jit(lambda p: jrnn.forward(p, xs, kernel="cpu").hs)(params)
-  monkeypatch.setattr(cpu_ffi, "XLA_LOOPS_FROM", 2**62)
-  np.testing.assert_array_equal(layer, jax.jit(lambda p: jrnn.forward(p, xs, kernel="cpu").hs)(params))
+def test_auto_leaves_steps_from_the_size_limit_to_xla():
+  """From AUTO_MAX_STEP multiply-adds a step (B·H²) XLA's loops were measured faster."""
+  tanh = ACTIVATIONS["tanh"]
+  kw = dict(dtype=jnp.float32, act=tanh, unroll=1)
+  assert kernels.resolve_kernel("auto", n_batch=64, n_hidden=512, **kw) == ("cpu", 1)
+  assert kernels.resolve_kernel("auto", n_batch=128, n_hidden=512, **kw) == ("xla", 1)
+  assert kernels.resolve_kernel("cpu", n_batch=128, n_hidden=512, **kw) == ("cpu", 1)

@@ -10,7 +10,7 @@
 ``"pallas"``              :mod:`jrnn.kernels.pallas_triton`, compiled with Triton: CUDA GPUs only
 ``"pallas_interpret"``    the same Pallas kernels evaluated by XLA (any backend, slow: for tests)
 ``"auto"``                ``"pallas"`` where :func:`pallas_supported` allows it; on a CPU with
-                          one device, ``"cpu"`` for float32 where
+                          one device, ``"cpu"`` for float32 below ``B·H² = 2^25`` where
                           :func:`jrnn.kernels.cpu_ffi.supported` and the kernel is built; else
                           ``"xla"``
 ========================  ==========================================================================
@@ -62,7 +62,7 @@ def resolve_kernel(
   if kernel == "auto":
     if pallas_supported(n_hidden, n_batch, dtype, jax.default_backend(), activation=act.name):
       return "pallas", unroll
-    if _cpu_kernel_applies(dtype, act):
+    if _cpu_kernel_applies(dtype, act, n_batch=n_batch, n_hidden=n_hidden):
       return "cpu", unroll
     return "xla", GPU_XLA_UNROLL if unroll == 1 and _on_gpu() else unroll
   if kernel == "pallas" and not _on_gpu():
@@ -76,9 +76,10 @@ def resolve_kernel(
   return kernel, unroll
 
 
-def _cpu_kernel_applies(dtype, act: Activation) -> bool:
+def _cpu_kernel_applies(dtype, act: Activation, *, n_batch: int, n_hidden: int) -> bool:
   """``"auto"``'s test for ``"cpu"``: a CPU backend with one device, float32, a supported
-  activation, built.
+  activation, a step below :data:`jrnn.kernels.cpu_ffi.AUTO_MAX_STEP` multiply-adds
+  (``B·H²``; measured: XLA's loops are faster from there), built.
 
   One device: XLA's SPMD partitioner does not know how to split a custom call, so under a
   data-parallel mesh (several CPU devices or processes, :mod:`jrnn.training.sharding`) it would
@@ -88,6 +89,7 @@ def _cpu_kernel_applies(dtype, act: Activation) -> bool:
     jax.default_backend() == "cpu"
     and jax.device_count() == 1
     and np.dtype(dtype) == np.float32
+    and n_batch * n_hidden**2 < cpu_ffi.AUTO_MAX_STEP
     and cpu_ffi.supported(dtype, act)
     and cpu_ffi.available()
   )

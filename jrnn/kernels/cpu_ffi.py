@@ -57,14 +57,14 @@ LAYER_TARGET = "jrnn_cpu_layer_forward"
 DISABLE_ENV = "JRNN_CPU_KERNEL"
 THREADS_ENV = "JRNN_CPU_KERNEL_THREADS"
 MAX_DEFAULT_THREADS = 8
-# From this many multiply-adds a step (B·H²) the two loops run on XLA's lax.scan, whose per-step
-# GEMM (both cores, ~118 GFLOP/s in the loop there) beat the kernel's: interleaved A/B on a
-# 2-core AMD EPYC (scripts/benchmarks/loops_ab.py; docs/bench/cpu_kernel_2026-12-08), kernel /
-# XLA time of the forward and reverse loops: 0.70/0.53 at (B, H) = (32, 256), 0.79/0.76 at
-# (128, 256), 0.76/0.60 at (16, 512), 0.68/0.66 at (64, 512), but 1.12/1.07 at (128, 512) =
-# 2**25. A whole layer's forward pass stays on the kernel at every size: projecting the inputs
-# inside the steps saves more than its loop loses.
-XLA_LOOPS_FROM = 2**25
+# kernel="auto" runs the kernel below this many multiply-adds a step (B·H²), the XLA loops from
+# it up: there XLA's per-step GEMM (both cores, ~118 GFLOP/s inside the loop) beat the kernel's.
+# Interleaved A/B on a 2-core AMD EPYC (scripts/benchmarks/loops_ab.py;
+# docs/bench/cpu_kernel_2026-12-08), kernel / XLA time of the forward and reverse loops:
+# 0.70/0.53 at (B, H) = (32, 256), 0.79/0.76 at (128, 256), 0.76/0.60 at (16, 512), 0.68/0.66
+# at (64, 512), but 1.12/1.07 at (128, 512) = 2**25, where the whole training step was 0.96-1.00
+# of the XLA loops' in three runs. kernel="cpu" asked by name runs the kernel at every size.
+AUTO_MAX_STEP = 2**25
 
 
 def supported(dtype, act: Activation) -> bool:
@@ -181,11 +181,6 @@ def threads() -> int:
   return max(1, min(n, MAX_DEFAULT_THREADS))
 
 
-def _xla_loops_faster(shape) -> bool:
-  """Whether a ``(…, T, B, H)`` loop is past :data:`XLA_LOOPS_FROM` (run on ``lax.scan``)."""
-  return shape[-2] * shape[-1] ** 2 >= XLA_LOOPS_FROM
-
-
 def _no_mask():
   return jnp.ones((1,), bool)  # read only when has_mask is True
 
@@ -196,8 +191,6 @@ def states(w_hh, z, h0, mask, act: Activation, b=None):
   call."""
   if not available():
     raise RuntimeError(f"jrnn's CPU kernel is not available: {unavailable_reason()}")
-  if _xla_loops_faster(z.shape):
-    return loops.forward_states(w_hh, z, h0, mask, act, 1, b)
   if b is None:
     b = jnp.zeros(z.shape[-1:], z.dtype)
   call = jax.ffi.ffi_call(
@@ -244,8 +237,6 @@ def states_backward(act: Activation, w_hh, h0, mask, hs, g):
   the reverse loop in the kernel, ``∂L/∂W_hh`` as one XLA GEMM."""
   if not available():
     raise RuntimeError(f"jrnn's CPU kernel is not available: {unavailable_reason()}")
-  if _xla_loops_faster(g.shape):
-    return loops.states_backward(act, 1, w_hh, None, h0, mask, hs, g)
   call = jax.ffi.ffi_call(
     BACKWARD_TARGET,
     (jax.ShapeDtypeStruct(g.shape, g.dtype), jax.ShapeDtypeStruct(g.shape[1:], g.dtype)),

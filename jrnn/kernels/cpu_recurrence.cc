@@ -1,6 +1,7 @@
 // jrnn's CPU kernel for the two sequential loops of an Elman RNN, as XLA FFI handlers.
 //
 // Forward (JrnnRnnForward):  h_t = σ(h_{t-1} W_hhᵀ + z_t + b), a masked step copies h_{t-1}.
+// A layer (JrnnRnnLayerForward): the same with z_t = x_t W_xhᵀ computed inside the step.
 // Backward (JrnnRnnBackward): the hand BPTT's reverse loop
 //   δ_t = σ'(a_t) ⊙ (g_t + δ_{t+1} W_hh),  σ' from the stored output h_t,
 // where a masked step has δ_t = 0 and passes dL/dh_t to h_{t-1} unchanged; it returns δ and
