@@ -13,8 +13,9 @@ runs at every shape, past the limit where ``kernel="auto"`` stops using it.
 from __future__ import annotations
 
 import argparse
+import functools
 import time
-from typing import Dict, List
+from typing import Callable, Dict, List
 
 import jax
 import jax.numpy as jnp
@@ -35,17 +36,19 @@ def measure(b: int, t: int, h: int, rounds: int) -> Dict[str, float]:
   u = jax.random.normal(k[1], (t, b, h), jnp.float32)
   g = jax.random.normal(k[2], (t, b, h), jnp.float32)
   h0 = jnp.zeros((b, h), jnp.float32)
-  calls = {}
+  calls: Dict[str, Callable[[], object]] = {}
   for kern in ("cpu", "xla"):
-    fwd = jax.jit(lambda w, u, kern=kern: kernels.states(kern, w, u, h0, None, tanh, 1))
-    bwd = jax.jit(
-      lambda w, hs, g, kern=kern: kernels.states_backward(kern, tanh, 1, w, None, h0, None, hs, g)[
-        ::2
-      ]
-    )
+
+    def forward(w, u, kern=kern):
+      return kernels.states(kern, w, u, h0, None, tanh, 1)
+
+    def reverse(w, hs, g, kern=kern):  # δ and ∂L/∂h_0 (XLA drops the ∂L/∂W_hh GEMM)
+      return kernels.states_backward(kern, tanh, 1, w, None, h0, None, hs, g)[::2]
+
+    fwd, bwd = jax.jit(forward), jax.jit(reverse)
     hs = fwd(w, u)
-    calls[f"forward {kern}"] = lambda fwd=fwd: fwd(w, u)
-    calls[f"reverse {kern}"] = lambda bwd=bwd, hs=hs: bwd(w, hs, g)
+    calls[f"forward {kern}"] = functools.partial(fwd, w, u)
+    calls[f"reverse {kern}"] = functools.partial(bwd, w, hs, g)
   times: Dict[str, List[float]] = {name: [] for name in calls}
   for fn in calls.values():
     jax.block_until_ready(fn())
