@@ -217,14 +217,14 @@ def test_without_a_build_auto_falls_back_and_cpu_says_why(monkeypatch):
 def test_a_failing_compiler_is_reported_not_raised(monkeypatch, tmp_path):
   monkeypatch.setenv("CXX", "false")  # exits 1: a compiler that fails
   monkeypatch.setenv("JRNN_CACHE_DIR", str(tmp_path))
-  lib, why = cpu_ffi._library.__wrapped__()
+  lib, why = cpu_ffi._build_and_register()
   assert lib is None and "failed" in why
   assert not list(tmp_path.glob("*.so")) and not list(tmp_path.glob("tmp*"))
 
 
 def test_turned_off_by_the_environment(monkeypatch):
   monkeypatch.setenv(cpu_ffi.DISABLE_ENV, "0")
-  assert cpu_ffi._library.__wrapped__() == (None, f"turned off by {cpu_ffi.DISABLE_ENV}=0")
+  assert cpu_ffi._build_and_register() == (None, f"turned off by {cpu_ffi.DISABLE_ENV}=0")
 
 
 def test_auto_leaves_steps_from_the_size_limit_to_xla():

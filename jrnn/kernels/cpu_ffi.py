@@ -30,7 +30,6 @@ float32 ``tanh`` is the kernel's own (within 4 ulp of the exact value; XLA's is 
 from __future__ import annotations
 
 import ctypes
-import functools
 import hashlib
 import os
 import pathlib
@@ -38,6 +37,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import threading
 from typing import Optional
 
 import jax
@@ -125,10 +125,20 @@ def _build_key(compiler: str) -> str:
   return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 
-@functools.cache
+_BUILD_LOCK = threading.Lock()  # experiment scripts trace on several threads at once
+_BUILT: list = []  # the one result of _build_and_register in this process
+
+
 def _library() -> tuple:
   """``(ctypes library or None, why not)``: built (or found in the cache) and registered once
-  per process."""
+  per process, whichever thread asks first."""
+  with _BUILD_LOCK:
+    if not _BUILT:
+      _BUILT.append(_build_and_register())
+    return _BUILT[0]
+
+
+def _build_and_register() -> tuple:
   if os.environ.get(DISABLE_ENV, "1") == "0":
     return None, f"turned off by {DISABLE_ENV}=0"
   compiler = _compiler()
