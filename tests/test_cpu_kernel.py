@@ -177,6 +177,20 @@ def test_auto_picks_it_for_float32_on_cpu_and_keeps_float64_on_xla():
                                 act=ACTIVATIONS["sigmoid"], unroll=1) == ("xla", 1)
 
 
+def test_an_activation_that_only_borrows_a_name_never_reaches_the_kernel():
+  """The kernel computes tanh itself: an Activation named "tanh" with another function must
+  run on XLA under "auto" and be refused by kernel="cpu", never silently replaced."""
+  fake = jrnn.Activation("tanh", jnp.sin, lambda h: jnp.cos(jnp.arcsin(h)), 1.0)
+  assert not cpu_ffi.supported(jnp.float32, fake)
+  assert kernels.resolve_kernel("auto", n_hidden=8, n_batch=2, dtype=jnp.float32, act=fake,
+                                unroll=1) == ("xla", 1)
+  params, xs, _ = _problem("float32")
+  with pytest.raises(ValueError, match="kernel='cpu' takes"):
+    jrnn.forward(params, xs, activation=fake, kernel="cpu")
+  np.testing.assert_array_equal(jrnn.forward(params, xs, activation=fake).hs,
+                                jrnn.forward(params, xs, activation=fake, kernel="xla").hs)
+
+
 def test_auto_keeps_several_devices_on_xla(monkeypatch):
   """A data-parallel mesh splits the XLA loops with the batch; XLA's partitioner would gather
   the whole batch onto every device for a custom call."""

@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jrnn import loops
-from jrnn.activations import Activation
+from jrnn.activations import ACTIVATIONS, Activation
 
 SOURCE = pathlib.Path(__file__).with_name("cpu_recurrence.cc")
 ACTIVATION_CODES = {"tanh": 0, "relu": 1, "identity": 2}
@@ -68,11 +68,14 @@ AUTO_MAX_STEP = 2**25
 
 
 def supported(dtype, act: Activation) -> bool:
-  """Whether the kernel computes this ``dtype`` and activation (built or not)."""
+  """Whether the kernel computes this ``dtype`` and activation (built or not).
+
+  The activation must be jrnn's own entry (:data:`jrnn.activations.ACTIVATIONS`), not only
+  carry its name: the kernel computes its ``σ`` and ``σ'`` itself, so an ``Activation`` called
+  ``"tanh"`` with another function must not reach it.
+  """
   return (
-    np.dtype(dtype) in DTYPES
-    and act.name in ACTIVATION_CODES
-    and (act.deriv_from_output is not None)
+    np.dtype(dtype) in DTYPES and act.name in ACTIVATION_CODES and ACTIVATIONS.get(act.name) == act
   )
 
 
