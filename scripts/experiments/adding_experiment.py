@@ -127,6 +127,15 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     help="jrnn.forward's grad= (default hand: 20%% faster here than autodiff)",
   )
   p.add_argument(
+    "--kernel",
+    choices=jrnn.KERNELS,
+    default="xla",
+    help=(
+      "jrnn.forward's kernel= (default xla: the XLA loops, which made the committed results; "
+      "'auto' runs jrnn's CPU kernel where it applies: faster, other float32 bits)"
+    ),
+  )
+  p.add_argument(
     "--clipping",
     choices=list(CLIPPING),
     default="both",
@@ -214,11 +223,12 @@ def member_clipping(threshold: float) -> optax.GradientTransformation:
   return optax.inject_hyperparams(jrnn.training.global_norm_clipping)(threshold=threshold)
 
 
-def make_mse(activation: str, grad: str):
+def make_mse(activation: str, grad: str, kernel: str = "xla"):
   def mse(params, batch: adding.AddingBatch):
     """Mean over the batch of ``(y_T - ŷ)²`` via :func:`jrnn.squared_error`."""
     # forward's ys is always an array (RNNOutput types it Optional for readout-less stacks).
-    ys = jrnn.forward(params, batch.xs, activation=activation, grad=grad).ys[-1]  # type: ignore[index]
+    out = jrnn.forward(params, batch.xs, activation=activation, grad=grad, kernel=kernel)
+    ys = out.ys[-1]  # type: ignore[index]
     return jrnn.squared_error(ys, batch.targets[:, None], reduction="mean")
 
   return mse
@@ -263,7 +273,7 @@ def run_group(cfg, seq_len: int, steps: int, init: str, val, test):
 
   params, states, data = setup(multi.seed_keys(cfg.seeds))
   make_batch = lambda key, k: adding.batch(jax.random.fold_in(key, k), cfg.batch, seq_len)
-  mse = make_mse(activation, cfg.grad)
+  mse = make_mse(activation, cfg.grad, cfg.kernel)
   chunks = {}
   evaluate = jax.jit(jax.vmap(mse, in_axes=(0, None)))
   # Per-evaluation lists, stacked into (members, evaluations) arrays after the loop.

@@ -94,6 +94,15 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     default="hand",
     help="jrnn.forward's grad= (default hand, the library default)",
   )
+  p.add_argument(
+    "--kernel",
+    choices=jrnn.KERNELS,
+    default="xla",
+    help=(
+      "jrnn.forward's kernel= (default xla: the XLA loops, which made the committed results; "
+      "'auto' runs jrnn's CPU kernel where it applies: faster, other float32 bits)"
+    ),
+  )
   p.add_argument("--eval-every", type=int, default=None, help="default 250")
   p.add_argument(
     "--val-size",
@@ -178,7 +187,9 @@ def run_variant(cfg, variant: str, data: mnist1d.Splits) -> Tuple[dict, float]:
   params, states = multi.init_seeds(
     lambda k: jrnn.init_params(k, 1, cfg.hidden, mnist1d.N_CLASSES, scheme=cfg.init), tx, init_keys
   )
-  loss = classification.classification_loss(activation=cfg.activation, grad=cfg.grad)
+  loss = classification.classification_loss(
+    activation=cfg.activation, grad=cfg.grad, kernel=cfg.kernel
+  )
 
   def make_batch(key, k):
     return classification.LabelledBatch(*mnist1d.train_batch(key, k, x, y, cfg.batch))
@@ -186,7 +197,7 @@ def run_variant(cfg, variant: str, data: mnist1d.Splits) -> Tuple[dict, float]:
   evaluate = jax.jit(
     jax.vmap(
       lambda p, batch: (
-        classification.accuracy(p, batch, activation=cfg.activation),
+        classification.accuracy(p, batch, activation=cfg.activation, kernel=cfg.kernel),
         loss(p, batch),
       ),
       in_axes=(0, None),

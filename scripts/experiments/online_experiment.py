@@ -29,6 +29,7 @@ wall and CPU seconds, load, each method's training seconds and the µs-per-step 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import pathlib
 import statistics
@@ -79,6 +80,15 @@ def parse_args(argv=None):
     type=int,
     default=None,
     help=f"H of the learning runs (default {DEFAULTS['hidden']})",
+  )
+  p.add_argument(
+    "--kernel",
+    choices=jrnn.KERNELS,
+    default="xla",
+    help=(
+      "jrnn.forward's kernel= for the evaluation and the BPTT cost row (default xla: the XLA "
+      "loops, which made the committed results; 'auto' runs jrnn's CPU kernel where it applies)"
+    ),
   )
   p.add_argument(
     "--seeds", type=int, default=None, help=f"seeds 0..S-1 (default S={DEFAULTS['seeds']})"
@@ -202,11 +212,11 @@ def make_data(args):
   return jax.jit(jax.vmap(one))(jnp.arange(args.seeds))
 
 
-@jax.jit
-def accuracy(params, stream):
+@functools.partial(jax.jit, static_argnames="kernel")
+def accuracy(params, stream, kernel="xla"):
   """Answer accuracy per seed on a held-out stream of episodes, the state carried as in
   training (from ``h0`` at the stream's start)."""
-  ys = jax.vmap(lambda p, xs: jrnn.forward(p, xs).ys)(params, stream.xs)
+  ys = jax.vmap(lambda p, xs: jrnn.forward(p, xs, kernel=kernel).ys)(params, stream.xs)
   hit = (jnp.argmax(ys, -1) == stream.targets) & stream.mask
   return jnp.sum(hit, axis=(1, 2)) / jnp.sum(stream.mask, axis=(1, 2))
 
@@ -260,7 +270,7 @@ def learn(args, label, method, params, train, val):
 
   t0 = time.perf_counter()
   losses, params = jax.jit(jax.vmap(run))(jnp.arange(args.seeds), params, train)
-  acc = jax.block_until_ready(accuracy(params, val))
+  acc = jax.block_until_ready(accuracy(params, val, kernel=args.kernel))
   seconds = time.perf_counter() - t0
   print(
     f"  {label:12s} final loss {np.median(np.asarray(losses)[:, -10:].mean(1)):.3f} nats, "
@@ -332,7 +342,7 @@ def cost(args, n_in, n_out, n_steps=128):
       )
 
     def bptt_loss(p):  # full BPTT over the same sequence, for scale
-      ys = jrnn.forward(p, xs).ys
+      ys = jrnn.forward(p, xs, kernel=args.kernel).ys
       return jrnn.softmax_cross_entropy(ys, labels, reduction="sum")
 
     fn = jax.jit(jax.grad(bptt_loss))
@@ -522,7 +532,7 @@ def main(argv=None):
       losses=losses.tolist(), loss_last_10pct=tail.tolist(), val_accuracy=acc.tolist()
     )
   for label, p in final.items():  # the test stream, read once: each method's final parameters
-    curves[label]["test_accuracy"] = np.asarray(accuracy(p, test)).tolist()
+    curves[label]["test_accuracy"] = np.asarray(accuracy(p, test, kernel=args.kernel)).tolist()
   print("cost against H")
   cost_rows = [] if args.skip_cost else cost(args, n_in, n_out)
   results = {
