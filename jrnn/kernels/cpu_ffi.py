@@ -193,31 +193,28 @@ def threads() -> int:
   return max(1, min(n, MAX_DEFAULT_THREADS))
 
 
-def _no_mask():
-  return jnp.ones((1,), bool)  # read only when has_mask is True
+def _call(target: str, results, *operands, mask, act: Activation):
+  """One ``jax.ffi`` call of the kernel: ``operands``, then the mask (a placeholder read only when
+  ``has_mask``), and the attributes every handler takes. Leading ``vmap`` axes stay one call."""
+  if not available():
+    raise RuntimeError(f"jrnn's CPU kernel is not available: {unavailable_reason()}")
+  call = jax.ffi.ffi_call(target, results, vmap_method="broadcast_all")
+  return call(
+    *operands,
+    jnp.ones((1,), bool) if mask is None else mask.astype(bool),
+    act=np.int64(ACTIVATION_CODES[act.name]),
+    has_mask=mask is not None,
+    threads=np.int64(threads()),
+  )
 
 
 def states(w_hh, z, h0, mask, act: Activation, b=None):
   """``hs (T, B, H)``, ``h_t = σ(h_{t-1} W_hhᵀ + z_t + b)``; a masked step (``mask (T, B)``
   False) copies ``h_{t-1}``. ``b (H,)`` defaults to zeros. Any leading ``vmap`` axes are one
   call."""
-  if not available():
-    raise RuntimeError(f"jrnn's CPU kernel is not available: {unavailable_reason()}")
-  if b is None:
-    b = jnp.zeros(z.shape[-1:], z.dtype)
-  call = jax.ffi.ffi_call(
-    FORWARD_TARGET, jax.ShapeDtypeStruct(z.shape, z.dtype), vmap_method="broadcast_all"
-  )
-  return call(
-    w_hh,
-    z,
-    b.astype(z.dtype),
-    h0,
-    _no_mask() if mask is None else mask.astype(bool),
-    act=np.int64(ACTIVATION_CODES[act.name]),
-    has_mask=mask is not None,
-    threads=np.int64(threads()),
-  )
+  b = jnp.zeros(z.shape[-1:], z.dtype) if b is None else b.astype(z.dtype)
+  out = jax.ShapeDtypeStruct(z.shape, z.dtype)
+  return _call(FORWARD_TARGET, out, w_hh, z, b, h0, mask=mask, act=act)
 
 
 def layer_states(w_xh, w_hh, b, xs, h0, mask, act: Activation):
@@ -225,42 +222,13 @@ def layer_states(w_xh, w_hh, b, xs, h0, mask, act: Activation):
   + b)``, the input projection computed inside each step (no ``(T, B, H)`` array of projected
   inputs is made: at ``(128, 256, 128, 512, 128)`` that is 64 MiB written and read again, and
   XLA:CPU's GEMM for it ran at a third of the machine's rate, BENCHMARKS.md)."""
-  if not available():
-    raise RuntimeError(f"jrnn's CPU kernel is not available: {unavailable_reason()}")
-  shape = xs.shape[:-1] + w_hh.shape[-1:]
-  call = jax.ffi.ffi_call(
-    LAYER_TARGET, jax.ShapeDtypeStruct(shape, xs.dtype), vmap_method="broadcast_all"
-  )
-  return call(
-    w_hh,
-    w_xh,
-    xs,
-    b.astype(xs.dtype),
-    h0,
-    _no_mask() if mask is None else mask.astype(bool),
-    act=np.int64(ACTIVATION_CODES[act.name]),
-    has_mask=mask is not None,
-    threads=np.int64(threads()),
-  )
+  out = jax.ShapeDtypeStruct(xs.shape[:-1] + w_hh.shape[-1:], xs.dtype)
+  return _call(LAYER_TARGET, out, w_hh, w_xh, xs, b.astype(xs.dtype), h0, mask=mask, act=act)
 
 
 def states_backward(act: Activation, w_hh, h0, mask, hs, g):
   """``(δ, ∂L/∂W_hh, ∂L/∂h_0)`` of the recurrence given the states' cotangent ``g (T, B, H)``:
   the reverse loop in the kernel, ``∂L/∂W_hh`` as one XLA GEMM."""
-  if not available():
-    raise RuntimeError(f"jrnn's CPU kernel is not available: {unavailable_reason()}")
-  call = jax.ffi.ffi_call(
-    BACKWARD_TARGET,
-    (jax.ShapeDtypeStruct(g.shape, g.dtype), jax.ShapeDtypeStruct(g.shape[1:], g.dtype)),
-    vmap_method="broadcast_all",
-  )
-  deltas, dh0 = call(
-    w_hh,
-    hs,
-    g,
-    _no_mask() if mask is None else mask.astype(bool),
-    act=np.int64(ACTIVATION_CODES[act.name]),
-    has_mask=mask is not None,
-    threads=np.int64(threads()),
-  )
+  out = (jax.ShapeDtypeStruct(g.shape, g.dtype), jax.ShapeDtypeStruct(g.shape[1:], g.dtype))
+  deltas, dh0 = _call(BACKWARD_TARGET, out, w_hh, hs, g, mask=mask, act=act)
   return deltas, loops.recurrent_weight_grad(deltas, hs, h0), dh0

@@ -441,10 +441,24 @@ void Run(const Problem<F>& p, bool forward, int threads, ffi::ThreadPool* pool) 
   RunMembers<F>(p, forward, 0, p.members, split ? threads : 1, pool);
 }
 
+// An operand holds one copy per member or one shared by all (vmap_method="broadcast_all" gives
+// the former; the latter is accepted too); anything else is a caller's error.
+inline bool Fits(size_t count, int64_t size, int64_t members) {
+  return static_cast<int64_t>(count) == size || static_cast<int64_t>(count) == members * size;
+}
+
+// At most `threads` parts, and no more than XLA's pool has threads (the caller is one more).
+inline int Parts(int64_t threads, ffi::ThreadPool& pool) {
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, pool.num_threads() + 1)));
+}
+
+// The recurrence alone: forward (x = z, y = b, out = hs) or backward (x = hs, y = g, out = δ,
+// out2 = ∂L/∂h_0; no h0).
 template <typename F>
-ffi::Error Dispatch(ffi::AnyBuffer w, ffi::AnyBuffer x, ffi::AnyBuffer y, const F* h0,
-                    size_t h0_count, ffi::AnyBuffer mask, bool has_mask, F* out, F* out2, size_t out_count,
-                    int64_t act, int64_t threads, bool forward, ffi::ThreadPool& pool) {
+ffi::Error Dispatch(ffi::AnyBuffer w, ffi::AnyBuffer x, ffi::AnyBuffer y, const void* h0,
+                    size_t h0_count, ffi::AnyBuffer mask, bool has_mask, void* out, void* out2,
+                    size_t out_count, int64_t act, int64_t threads, bool forward,
+                    ffi::ThreadPool& pool) {
   auto d = x.dimensions();
   if (d.size() < 3) return ffi::Error::InvalidArgument("jrnn's CPU kernel: a sequence must be (..., T, B, H)");
   Problem<F> p;
@@ -452,46 +466,25 @@ ffi::Error Dispatch(ffi::AnyBuffer w, ffi::AnyBuffer x, ffi::AnyBuffer y, const 
   const int64_t seq = p.t_len * p.batch * p.h;
   if (seq == 0) return ffi::Error::Success();
   p.members = static_cast<int64_t>(out_count) / seq;
+  const int64_t ysize = forward ? p.h : seq;
+  if (p.members * seq != static_cast<int64_t>(out_count) || !Fits(w.element_count(), p.h * p.h, p.members) ||
+      !Fits(x.element_count(), seq, p.members) || !Fits(y.element_count(), ysize, p.members) ||
+      (forward && !Fits(h0_count, p.batch * p.h, p.members)) ||
+      (has_mask && !Fits(mask.element_count(), p.t_len * p.batch, p.members)))
+    return ffi::Error::InvalidArgument("jrnn's CPU kernel: operand sizes do not match (..., T, B, H)");
   p.w = static_cast<const F*>(w.untyped_data());
   p.z = static_cast<const F*>(x.untyped_data());
   p.b = static_cast<const F*>(y.untyped_data());
-  p.h0 = h0;
+  p.h0 = static_cast<const F*>(h0);
   p.mask = has_mask ? static_cast<const bool*>(mask.untyped_data()) : nullptr;
-  p.out = out, p.out2 = out2, p.act = act;
-  // Each operand holds one copy per member or one for all (vmap_method="broadcast_all" gives
-  // the former; the latter is accepted too); anything else is a caller's error.
-  const int64_t ysize = forward ? p.h : seq;
-  auto fits = [&](size_t count, int64_t size) {
-    return static_cast<int64_t>(count) == size || static_cast<int64_t>(count) == p.members * size;
-  };
-  if (p.members * seq != static_cast<int64_t>(out_count) || !fits(w.element_count(), p.h * p.h) ||
-      !fits(x.element_count(), seq) || !fits(y.element_count(), ysize) ||
-      (forward && !fits(h0_count, p.batch * p.h)) ||
-      (has_mask && !fits(mask.element_count(), p.t_len * p.batch)))
-    return ffi::Error::InvalidArgument("jrnn's CPU kernel: operand sizes do not match (..., T, B, H)");
+  p.out = static_cast<F*>(out), p.out2 = static_cast<F*>(out2), p.act = act;
   p.sw = Stride(w.element_count(), p.h * p.h);
   p.sz = Stride(x.element_count(), seq);
   p.sb = Stride(y.element_count(), ysize);
   p.sh0 = Stride(h0_count, p.batch * p.h);
   p.sm = Stride(mask.element_count(), p.t_len * p.batch);
-  // At most `threads` parts, and no more than XLA's pool has threads (the caller is one more).
-  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(threads, pool.num_threads() + 1));
-  Run<F>(p, forward, static_cast<int>(parts), &pool);
+  Run<F>(p, forward, Parts(threads, pool), &pool);
   return ffi::Error::Success();
-}
-
-ffi::Error ForwardImpl(ffi::AnyBuffer w, ffi::AnyBuffer z, ffi::AnyBuffer b, ffi::AnyBuffer h0,
-                       ffi::AnyBuffer mask, ffi::Result<ffi::AnyBuffer> hs, int64_t act,
-                       bool has_mask, int64_t threads, ffi::ThreadPool pool) {
-  if (z.element_type() == ffi::F32)
-    return Dispatch<float>(w, z, b, static_cast<const float*>(h0.untyped_data()), h0.element_count(),
-                           mask, has_mask, static_cast<float*>(hs->untyped_data()), nullptr,
-                           hs->element_count(), act, threads, true, pool);
-  if (z.element_type() == ffi::F64)
-    return Dispatch<double>(w, z, b, static_cast<const double*>(h0.untyped_data()), h0.element_count(),
-                            mask, has_mask, static_cast<double*>(hs->untyped_data()), nullptr,
-                            hs->element_count(), act, threads, true, pool);
-  return ffi::Error::InvalidArgument("jrnn's CPU kernel takes float32 or float64");
 }
 
 // A whole layer's forward pass: hs (..., T, B, H) from x (..., T, B, I), W_xh (..., H, I),
@@ -511,13 +504,11 @@ ffi::Error DispatchLayer(ffi::AnyBuffer w, ffi::AnyBuffer wx, ffi::AnyBuffer x, 
   const int64_t seq = p.t_len * p.batch * p.h, xseq = p.t_len * p.batch * p.n_in;
   if (seq == 0) return ffi::Error::Success();
   p.members = static_cast<int64_t>(hs->element_count()) / seq;
-  auto fits = [&](size_t count, int64_t size) {
-    return static_cast<int64_t>(count) == size || static_cast<int64_t>(count) == p.members * size;
-  };
-  if (!fits(w.element_count(), p.h * p.h) || !fits(wx.element_count(), p.h * p.n_in) ||
-      !fits(x.element_count(), xseq) || !fits(b.element_count(), p.h) ||
-      !fits(h0.element_count(), p.batch * p.h) ||
-      (has_mask && !fits(mask.element_count(), p.t_len * p.batch)))
+  const int64_t n = p.members;
+  if (!Fits(w.element_count(), p.h * p.h, n) || !Fits(wx.element_count(), p.h * p.n_in, n) ||
+      !Fits(x.element_count(), xseq, n) || !Fits(b.element_count(), p.h, n) ||
+      !Fits(h0.element_count(), p.batch * p.h, n) ||
+      (has_mask && !Fits(mask.element_count(), p.t_len * p.batch, n)))
     return ffi::Error::InvalidArgument("jrnn's CPU kernel: operand sizes do not match a layer");
   p.w = static_cast<const F*>(w.untyped_data());
   p.wx = static_cast<const F*>(wx.untyped_data());
@@ -534,33 +525,44 @@ ffi::Error DispatchLayer(ffi::AnyBuffer w, ffi::AnyBuffer wx, ffi::AnyBuffer x, 
   p.sb = Stride(b.element_count(), p.h);
   p.sh0 = Stride(h0.element_count(), p.batch * p.h);
   p.sm = Stride(mask.element_count(), p.t_len * p.batch);
-  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(threads, pool.num_threads() + 1));
-  Run<F>(p, true, static_cast<int>(parts), &pool);
+  Run<F>(p, true, Parts(threads, pool), &pool);
   return ffi::Error::Success();
+}
+
+// fn(F{}) for the element type `t`: float32 or float64.
+template <typename Fn>
+ffi::Error ByDtype(ffi::DataType t, Fn&& fn) {
+  if (t == ffi::F32) return fn(float{});
+  if (t == ffi::F64) return fn(double{});
+  return ffi::Error::InvalidArgument("jrnn's CPU kernel takes float32 or float64");
+}
+
+ffi::Error ForwardImpl(ffi::AnyBuffer w, ffi::AnyBuffer z, ffi::AnyBuffer b, ffi::AnyBuffer h0,
+                       ffi::AnyBuffer mask, ffi::Result<ffi::AnyBuffer> hs, int64_t act,
+                       bool has_mask, int64_t threads, ffi::ThreadPool pool) {
+  return ByDtype(z.element_type(), [&](auto zero) {
+    return Dispatch<decltype(zero)>(w, z, b, h0.untyped_data(), h0.element_count(), mask, has_mask,
+                                    hs->untyped_data(), nullptr, hs->element_count(), act,
+                                    threads, true, pool);
+  });
 }
 
 ffi::Error LayerImpl(ffi::AnyBuffer w, ffi::AnyBuffer wx, ffi::AnyBuffer x, ffi::AnyBuffer b,
                      ffi::AnyBuffer h0, ffi::AnyBuffer mask, ffi::Result<ffi::AnyBuffer> hs,
                      int64_t act, bool has_mask, int64_t threads, ffi::ThreadPool pool) {
-  if (x.element_type() == ffi::F32)
-    return DispatchLayer<float>(w, wx, x, b, h0, mask, has_mask, hs, act, threads, pool);
-  if (x.element_type() == ffi::F64)
-    return DispatchLayer<double>(w, wx, x, b, h0, mask, has_mask, hs, act, threads, pool);
-  return ffi::Error::InvalidArgument("jrnn's CPU kernel takes float32 or float64");
+  return ByDtype(x.element_type(), [&](auto zero) {
+    return DispatchLayer<decltype(zero)>(w, wx, x, b, h0, mask, has_mask, hs, act, threads, pool);
+  });
 }
 
 ffi::Error BackwardImpl(ffi::AnyBuffer w, ffi::AnyBuffer hs, ffi::AnyBuffer g, ffi::AnyBuffer mask,
                         ffi::Result<ffi::AnyBuffer> delta, ffi::Result<ffi::AnyBuffer> dh0,
                         int64_t act, bool has_mask, int64_t threads, ffi::ThreadPool pool) {
-  if (g.element_type() == ffi::F32)
-    return Dispatch<float>(w, hs, g, nullptr, 0, mask, has_mask, static_cast<float*>(delta->untyped_data()),
-                           static_cast<float*>(dh0->untyped_data()), delta->element_count(), act,
-                           threads, false, pool);
-  if (g.element_type() == ffi::F64)
-    return Dispatch<double>(w, hs, g, nullptr, 0, mask, has_mask, static_cast<double*>(delta->untyped_data()),
-                            static_cast<double*>(dh0->untyped_data()), delta->element_count(), act,
-                            threads, false, pool);
-  return ffi::Error::InvalidArgument("jrnn's CPU kernel takes float32 or float64");
+  return ByDtype(g.element_type(), [&](auto zero) {
+    return Dispatch<decltype(zero)>(w, hs, g, nullptr, 0, mask, has_mask, delta->untyped_data(),
+                                    dh0->untyped_data(), delta->element_count(), act, threads,
+                                    false, pool);
+  });
 }
 
 }  // namespace

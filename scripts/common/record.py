@@ -9,6 +9,7 @@ command (wall and CPU seconds, load averages, the date) goes to ``timing.json`` 
 * :func:`digest`: the SHA-256 of arrays (dtype, shape and bytes), the data splits' fingerprint.
 * :func:`provenance`: the command, commit, versions, machine, seeds and data digests.
 * :func:`refuse_existing`: the ``--overwrite`` rule shared by the scripts.
+* :func:`add_kernel_flag`: the ``--kernel`` flag shared by the scripts (default ``xla``).
 * :func:`write`: ``results.json`` and ``timing.json`` (strict JSON: non-finite floats as null).
 
 Standard library, NumPy and ``benchlib`` only.
@@ -121,6 +122,19 @@ class Clock(NamedTuple):
   wall: float
   cpu: float
   load: Tuple[float, float, float]
+
+
+def add_kernel_flag(parser, choices: Sequence[str], uses: str = "") -> None:
+  """``--kernel`` (``jrnn.forward``'s ``kernel=``, ``uses`` saying where), default ``xla``: the XLA
+  loops made the committed results, so the documented commands keep making them; ``auto`` runs
+  jrnn's CPU kernel where it applies (faster, other float32 bits)."""
+  parser.add_argument(
+    "--kernel",
+    choices=list(choices),
+    default="xla",
+    help=f"jrnn.forward's kernel={uses} (default xla: the XLA loops, which made the committed "
+    "results; 'auto' runs jrnn's CPU kernel where it applies: faster, other float32 bits)",
+  )
 
 
 def start_clock(announce: bool = True) -> Clock:

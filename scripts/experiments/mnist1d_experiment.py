@@ -94,15 +94,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     default="hand",
     help="jrnn.forward's grad= (default hand, the library default)",
   )
-  p.add_argument(
-    "--kernel",
-    choices=jrnn.KERNELS,
-    default="xla",
-    help=(
-      "jrnn.forward's kernel= (default xla: the XLA loops, which made the committed results; "
-      "'auto' runs jrnn's CPU kernel where it applies: faster, other float32 bits)"
-    ),
-  )
+  record.add_kernel_flag(p, jrnn.KERNELS)
   p.add_argument("--eval-every", type=int, default=None, help="default 250")
   p.add_argument(
     "--val-size",

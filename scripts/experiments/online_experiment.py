@@ -81,15 +81,7 @@ def parse_args(argv=None):
     default=None,
     help=f"H of the learning runs (default {DEFAULTS['hidden']})",
   )
-  p.add_argument(
-    "--kernel",
-    choices=jrnn.KERNELS,
-    default="xla",
-    help=(
-      "jrnn.forward's kernel= for the evaluation and the BPTT cost row (default xla: the XLA "
-      "loops, which made the committed results; 'auto' runs jrnn's CPU kernel where it applies)"
-    ),
-  )
+  record.add_kernel_flag(p, jrnn.KERNELS, " for the evaluation and the BPTT cost row")
   p.add_argument(
     "--seeds", type=int, default=None, help=f"seeds 0..S-1 (default S={DEFAULTS['seeds']})"
   )
